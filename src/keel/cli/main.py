@@ -1,0 +1,50 @@
+"""The ``keel`` command. Errors are one line that says what to do, never a stack trace."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from keel.cli import chat, cost, demo, keys, models, serve, traces
+from keel.cli.common import err_console
+from keel.errors import KeelError
+
+app = typer.Typer(
+    name="keel",
+    help="Keel: the production layer for LLM features (gateway, traces, cost).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+serve.register(app)
+chat.register(app)
+models.register(app)
+cost.register(app)
+demo.register(app)
+app.add_typer(keys.app, name="keys")
+app.add_typer(traces.app, name="traces")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except KeelError as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # the click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if os.environ.get("KEEL_DEBUG"):
+            raise
+        err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (set KEEL_DEBUG=1 for details)")
+        sys.exit(1)

@@ -1,0 +1,90 @@
+"""``keel traces list|show|tail``."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import typer
+from rich.table import Table
+
+from keel.cli.common import console, fmt_cost, fmt_ts, load_env, parse_since
+from keel.errors import UserError
+from keel.store.traces import TraceRecord, as_dict, get_trace, list_traces
+
+app = typer.Typer(help="Look at recorded calls.", no_args_is_help=True)
+CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
+
+
+def _table(rows: list[TraceRecord]) -> Table:
+    table = Table("time", "trace", "model → deployment", "status", "tokens in/out", "latency", "ttft", "cost",
+                  "tenant", "user")
+    for r in rows:
+        status = "[green]ok[/green]" if r.status == "ok" else f"[red]{r.status}[/red] {r.error_type or ''}"
+        retries = f" [yellow]({len(r.attempts)} attempts)[/yellow]" if len(r.attempts) > 1 else ""
+        table.add_row(
+            fmt_ts(r.ts), r.id[:12], f"{r.alias} → {r.deployment or '—'}{retries}", status,
+            f"{r.input_tokens}/{r.output_tokens}", f"{r.latency_ms or 0:.0f} ms",
+            f"{r.ttft_ms:.0f} ms" if r.ttft_ms else "—", fmt_cost(r.cost_usd), r.tenant or "", r.user or "",
+        )
+    return table
+
+
+@app.command("list")
+def list_(limit: int = typer.Option(20, min=1, max=10_000), since: str | None = typer.Option(None),
+          status: str | None = typer.Option(None, help="ok, error or cancelled"),
+          json: bool = typer.Option(False, "--json", help="print JSON lines"), config: str | None = CONFIG) -> None:
+    """The newest calls first."""
+    with load_env(config).db() as conn:
+        rows = list_traces(conn, limit=limit, since=parse_since(since), status=status)
+    if json:
+        for r in rows:
+            print(orjson.dumps(as_dict(r)).decode())
+    elif rows:
+        console.print(_table(rows))
+    else:
+        console.print("no traces yet: send a request (`keel chat \"hello\"`)")
+
+
+@app.command("show")
+def show(trace_id: str = typer.Argument(..., help="the trace id (or its first characters)"),
+         config: str | None = CONFIG) -> None:
+    """Everything recorded about one call."""
+    with load_env(config).db() as conn:
+        rec = get_trace(conn, trace_id)
+    if rec is None:
+        raise UserError(f"no trace '{trace_id}'; see `keel traces list`")
+    console.print(_table([rec]))
+    console.print(f"[bold]cost[/bold] {fmt_cost(rec.cost_usd)} — {rec.cost_source}; usage: {rec.usage_source}")
+    if rec.error:
+        console.print(f"[bold red]error[/bold red] {rec.error_type}: {rec.error}", highlight=False)
+    attempts = Table("#", "deployment", "provider", "model", "duration", "outcome", title="attempts")
+    for i, a in enumerate(rec.attempts, 1):
+        outcome = "[green]ok[/green]" if not a.get("error_type") else f"[red]{a['error_type']}[/red] {a.get('error')}"
+        duration = f"{((a.get('ended') or a['started']) - a['started']) * 1000:.0f} ms"
+        attempts.add_row(str(i), a["deployment"], a["provider"], a["model"], duration, outcome)
+    console.print(attempts)
+    if rec.request is not None:
+        console.print("[bold]request[/bold]")
+        console.print_json(orjson.dumps(rec.request).decode())
+    if rec.response is not None:
+        console.print("[bold]response[/bold]")
+        console.print(rec.response, highlight=False, markup=False)
+
+
+@app.command("tail")
+def tail(interval: float = typer.Option(1.0, min=0.1), count: int = typer.Option(0, help="stop after N (0: never)"),
+         config: str | None = CONFIG) -> None:
+    """Follow new calls as they are recorded."""
+    seen = 0
+    with load_env(config).db() as conn:
+        last = time.time() - 1
+        while True:
+            rows = list_traces(conn, limit=500, after_ts=last)
+            if rows:
+                console.print(_table(rows))
+                last = rows[-1].ts
+                seen += len(rows)
+                if count and seen >= count:
+                    return
+            time.sleep(interval)

@@ -1,0 +1,145 @@
+"""Typed settings: one source (keel.yaml, or the built-in default), validated with precise errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+from keel.config.secrets import SecretRef
+
+
+def _to_secret(value: Any) -> SecretRef | None:
+    if value is None or isinstance(value, SecretRef):
+        return value
+    if isinstance(value, dict) and set(value) == {"$env"} and isinstance(value["$env"], str):
+        return SecretRef(value["$env"])
+    raise ValueError('secrets are references, not values: write {"$env": "VARIABLE_NAME"}')
+
+
+Secret = Annotated[
+    SecretRef | None, BeforeValidator(_to_secret), PlainSerializer(lambda s: {"$env": s.env} if s else None)
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(Strict):
+    connect: float = Field(5.0, gt=0, description="seconds to open a connection")
+    first_token: float = Field(60.0, gt=0, description="seconds until the first byte / token")
+    total: float = Field(300.0, gt=0, description="seconds for the whole call")
+
+
+class BreakerSettings(Strict):
+    failures: int = Field(5, ge=1, description="consecutive failures that open the circuit")
+    cooldown_s: float = Field(15.0, gt=0, description="seconds open before a half-open probe")
+    probes: int = Field(1, ge=1, description="successful probes that close it again")
+
+
+class RetrySettings(Strict):
+    attempts: int = Field(3, ge=1, le=20, description="tries per deployment, the first included")
+    deadline_s: float = Field(60.0, gt=0, description="no retry starts after this many seconds")
+    base_delay_s: float = Field(0.25, ge=0)
+    max_delay_s: float = Field(8.0, ge=0)
+    max_retry_after_s: float = Field(30.0, ge=0, description="a longer Retry-After is not waited for")
+
+
+FallbackOn = Literal["rate_limit", "server_error", "timeout", "context_window", "circuit_open", "overloaded"]
+
+
+class LocalModelSettings(Strict):
+    """A GGUF model: a file path, or parts shipped inside installed Python packages."""
+
+    path: Path | None = None
+    parts: list[str] = Field(default_factory=list, description="'package/relative/file' in order")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    context_window: int = Field(4096, ge=128)
+    n_parallel: int = Field(2, ge=1, le=64)
+    threads: int | None = Field(None, ge=1)
+    chat_template: str | None = None
+    hf_repo: str | None = Field(None, description="hub-style source; used only with allow_download")
+    hf_file: str | None = None
+    allow_download: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LocalModelSettings:
+        if not (self.path or self.parts or self.hf_repo):
+            raise ValueError("give one of path, parts or hf_repo")
+        return self
+
+
+class DeploymentSettings(Strict):
+    provider: str = Field(description="adapter name: openai, anthropic, local, onnx-embed, or a plugin")
+    model: str = Field(description="the upstream model name, or a local model from local_models")
+    base_url: str | None = None
+    api_key: Secret = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    context_window: int | None = Field(None, ge=1)
+    max_output_tokens: int | None = Field(None, ge=1)
+    timeout: Timeouts = Timeouts()
+    breaker: BreakerSettings = BreakerSettings()
+    max_concurrency: int = Field(64, ge=1)
+    max_queue: int = Field(256, ge=0, description="calls that may wait for a free slot")
+    queue_timeout_s: float = Field(30.0, gt=0)
+    price_model: str | None = Field(None, description="price-table key, if not the model name")
+
+
+class AliasSettings(Strict):
+    """A name clients ask for: an ordered chain of deployments with its retry and fallback policy."""
+
+    deployments: list[str] = Field(min_length=1)
+    retry: RetrySettings = RetrySettings()
+    fallback_on: list[FallbackOn] = Field(
+        default_factory=lambda: ["rate_limit", "server_error", "timeout", "circuit_open", "overloaded"]
+    )
+    context_fallback: str | None = Field(None, description="alias for prompts that exceed the window")
+    description: str = ""
+
+
+class ServerSettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    auth: bool = True
+
+
+class TracingSettings(Strict):
+    capture: Literal["off", "redacted", "full"] = "redacted"
+    queue_size: int = Field(10_000, ge=1)
+    batch_size: int = Field(256, ge=1)
+    flush_interval_s: float = Field(0.2, gt=0)
+    otel: bool = False
+
+
+class KeelSettings(Strict):
+    home: Path | None = Field(None, description="data directory; KEEL_HOME or ~/.keel by default")
+    server: ServerSettings = ServerSettings()
+    tracing: TracingSettings = TracingSettings()
+    prices: Path | None = Field(None, description="a price table overriding the built-in one")
+    local_models: dict[str, LocalModelSettings] = Field(default_factory=dict)
+    deployments: dict[str, DeploymentSettings] = Field(default_factory=dict)
+    models: dict[str, AliasSettings] = Field(default_factory=dict)
+    default_model: str | None = None
+
+    def reference_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Names that point nowhere, each with the location of the reference."""
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        for name, alias in self.models.items():
+            for i, dep in enumerate(alias.deployments):
+                if dep not in self.deployments:
+                    known = ", ".join(sorted(self.deployments))
+                    errors.append((("models", name, "deployments", i), f"unknown deployment '{dep}' (known: {known})"))
+            if alias.context_fallback and alias.context_fallback not in self.models:
+                errors.append(
+                    (("models", name, "context_fallback"), f"unknown model '{alias.context_fallback}'")
+                )
+        for name, dep in self.deployments.items():
+            if dep.provider == "local" and dep.model not in self.local_models:
+                known = ", ".join(sorted(self.local_models))
+                errors.append((("deployments", name, "model"), f"unknown local model '{dep.model}' (known: {known})"))
+        if self.default_model and self.default_model not in self.models:
+            errors.append((("default_model",), f"unknown model '{self.default_model}'"))
+        return errors

@@ -1,0 +1,5 @@
+"""Cost: price tables and what calls cost."""
+
+from keel.cost.prices import Price, PriceTable
+
+__all__ = ["Price", "PriceTable"]

@@ -1,0 +1,172 @@
+"""The error tree. Classes drive policy: retry and fallback match on classes, never on messages.
+
+KeelError
+ ├── UserError                      a caller or operator mistake; never retried
+ │    ├── ConfigError               keel.yaml / price table / model catalogue problems
+ │    ├── InvalidRequest            a malformed request (HTTP 400, names the ``param``)
+ │    ├── AuthError                 missing / invalid / revoked key (HTTP 401)
+ │    ├── ModelNotFound             unknown model or alias (HTTP 404)
+ │    ├── PayloadTooLarge           body over the limit (HTTP 413)
+ │    └── ModelFileError            a model file is missing or fails its checksum
+ └── ProviderError(status, body, provider)   an upstream fault
+      ├── RateLimited(retry_after)           429 from upstream
+      ├── ContextWindowExceeded              the prompt does not fit the model
+      ├── UpstreamTimeout                    connect / first-token / total deadline passed
+      ├── UpstreamUnavailable                5xx, connection refused or reset
+      ├── BadUpstreamResponse                garbage: malformed JSON, wrong content type
+      ├── UpstreamRejected                   4xx the upstream blames on the request
+      ├── CircuitOpen                        the breaker refused the call without trying
+      ├── Overloaded                         the local concurrency queue is full
+      └── StreamInterrupted                  a stream failed after its first token
+"""
+
+from __future__ import annotations
+
+
+class KeelError(Exception):
+    """Base of every error Keel raises on purpose."""
+
+    #: HTTP status the edge answers with, and the OpenAI error ``type`` / ``code``.
+    status: int = 500
+    error_type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UserError(KeelError):
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class ConfigError(UserError):
+    """Configuration is wrong. The message names the file, line and what is allowed."""
+
+    status = 500
+    error_type = "server_error"
+    code = "config_error"
+
+
+class InvalidRequest(UserError):
+    code = "invalid_request"
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class AuthError(UserError):
+    status = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(UserError):
+    status = 404
+    code = "model_not_found"
+
+    def __init__(self, model: str, available: list[str] | None = None) -> None:
+        hint = f" Available: {', '.join(sorted(available))}." if available else ""
+        super().__init__(f"The model '{model}' does not exist.{hint}")
+        self.param = "model"
+
+
+class PayloadTooLarge(UserError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ModelFileError(UserError):
+    status = 500
+    error_type = "server_error"
+    code = "model_file_error"
+
+
+class ProviderError(KeelError):
+    """An upstream fault, carrying what the upstream said."""
+
+    status = 502
+    error_type = "upstream_error"
+    code = "upstream_error"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        body: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.upstream_status = status
+        self.body = body
+
+
+class RateLimited(ProviderError):
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class ContextWindowExceeded(ProviderError):
+    status = 400
+    error_type = "invalid_request_error"
+    code = "context_length_exceeded"
+    retryable = False
+
+
+class UpstreamTimeout(ProviderError):
+    status = 504
+    error_type = "timeout_error"
+    code = "upstream_timeout"
+
+
+class UpstreamUnavailable(ProviderError):
+    status = 502
+    code = "upstream_unavailable"
+
+
+class BadUpstreamResponse(ProviderError):
+    status = 502
+    code = "bad_upstream_response"
+
+
+class UpstreamRejected(ProviderError):
+    """The upstream said the request is wrong (4xx other than 429). Not retryable."""
+
+    status = 400
+    error_type = "invalid_request_error"
+    code = "upstream_rejected"
+    retryable = False
+
+
+class CircuitOpen(ProviderError):
+    status = 503
+    code = "circuit_open"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class Overloaded(ProviderError):
+    status = 503
+    code = "overloaded"
+
+
+class StreamInterrupted(ProviderError):
+    """A stream failed after its first token: never retried or spliced."""
+
+    status = 502
+    code = "stream_interrupted"
+    retryable = False

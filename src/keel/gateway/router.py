@@ -1,0 +1,172 @@
+"""The gateway: model aliases → fallback chains of wrapped deployments.
+
+Per deployment (shared by every alias that uses it):
+    RecordAttempts → CircuitBreaker → ConcurrencyLimit → Timeout → adapter
+Per alias:
+    Fallback([Retry(deployment₁), Retry(deployment₂), …]) and, on a context-window error,
+    the alias's ``context_fallback``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from keel.config.settings import AliasSettings, KeelSettings
+from keel.errors import (
+    BadUpstreamResponse,
+    CircuitOpen,
+    ContextWindowExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    Overloaded,
+    ProviderError,
+    RateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from keel.gateway.attempts import RecordAttempts
+from keel.gateway.breaker import CircuitBreaker
+from keel.gateway.fallback import Fallback
+from keel.gateway.limit import ConcurrencyLimit
+from keel.gateway.retry import Retry, Sleep
+from keel.gateway.timeout import Timeout
+from keel.providers.base import Embedder, Provider, ProviderEnv, ProviderFactory, ProviderInfo
+from keel.providers.registry import factory, provider_factories
+from keel.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+
+FALLBACK_CLASSES: dict[str, tuple[type[ProviderError], ...]] = {
+    "rate_limit": (RateLimited,),
+    "server_error": (UpstreamUnavailable, BadUpstreamResponse),
+    "timeout": (UpstreamTimeout,),
+    "context_window": (ContextWindowExceeded,),
+    "circuit_open": (CircuitOpen,),
+    "overloaded": (Overloaded,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    alias: str
+    settings: AliasSettings
+    chat: Provider | None
+    embed: list[Embedder]
+    info: ProviderInfo  # the first deployment's profile
+
+
+class Gateway:
+    """Routes requests by model alias. Construct once per process; ``aclose`` releases adapters."""
+
+    def __init__(
+        self,
+        settings: KeelSettings,
+        home: Path,
+        *,
+        factories: dict[str, ProviderFactory] | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        env = ProviderEnv(home=home, local_models=settings.local_models)
+        known = provider_factories() if factories is None else factories
+        self.adapters: dict[str, Any] = {
+            name: factory(dep.provider, known)(name, dep, env) for name, dep in settings.deployments.items()
+        }
+        self.wrapped: dict[str, Provider] = {}
+        for name, adapter in self.adapters.items():
+            if hasattr(adapter, "complete"):
+                dep = settings.deployments[name]
+                chain: Provider = Timeout(adapter, first_token=dep.timeout.first_token, total=dep.timeout.total)
+                chain = ConcurrencyLimit(
+                    chain, max_concurrency=dep.max_concurrency, max_queue=dep.max_queue,
+                    queue_timeout=dep.queue_timeout_s,
+                )
+                chain = CircuitBreaker(chain, dep.breaker)
+                self.wrapped[name] = RecordAttempts(chain)
+        self.routes = {alias: self._route(alias, cfg, sleep) for alias, cfg in settings.models.items()}
+
+    def _route(self, alias: str, cfg: AliasSettings, sleep: Sleep) -> Route:
+        chat = [Retry(self.wrapped[d], cfg.retry, sleep=sleep) for d in cfg.deployments if d in self.wrapped]
+        embed = [cast(Embedder, self.adapters[d]) for d in cfg.deployments if hasattr(self.adapters[d], "embed")]
+        on = tuple(cls for key in cfg.fallback_on for cls in FALLBACK_CLASSES[key])
+        first = self.adapters[cfg.deployments[0]]
+        return Route(alias, cfg, Fallback(chat, on=on) if chat else None, embed, first.info)
+
+    def route(self, model: str) -> Route:
+        found = self.routes.get(model)
+        if found is None:
+            raise ModelNotFound(model, list(self.routes))
+        return found
+
+    def _chat_route(self, req: ChatRequest) -> Route:
+        route = self.route(req.model)
+        if route.chat is None:
+            raise InvalidRequest(f"the model '{req.model}' serves embeddings, not chat", param="model")
+        window = route.info.context_window
+        if req.max_tokens is not None and window is not None and req.max_tokens > window:
+            raise InvalidRequest(
+                f"max_tokens is {req.max_tokens}, but '{req.model}' has a context window of {window} tokens",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return route
+
+    async def complete(self, req: ChatRequest) -> ChatResponse:
+        route = self._chat_route(req)
+        assert route.chat is not None
+        try:
+            return await route.chat.complete(req)
+        except ContextWindowExceeded:
+            bigger = route.settings.context_fallback
+            if not bigger:
+                raise
+            return await self.complete(_with_model(req, bigger))
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        route = self._chat_route(req)
+        assert route.chat is not None
+        bigger = route.settings.context_fallback
+        try:
+            async for chunk in route.chat.stream(req):
+                yield chunk
+            return
+        except ContextWindowExceeded:  # raised before any token, by construction
+            if not bigger:
+                raise
+        async for chunk in self.stream(_with_model(req, bigger)):
+            yield chunk
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        route = self.route(req.model)
+        if not route.embed:
+            raise InvalidRequest(f"the model '{req.model}' does not serve embeddings", param="model")
+        on = tuple(cls for key in route.settings.fallback_on for cls in FALLBACK_CLASSES[key])
+        for index, embedder in enumerate(route.embed):
+            try:
+                return await embedder.embed(req)
+            except ProviderError as exc:
+                if index == len(route.embed) - 1 or not isinstance(exc, on):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def price_key(self, deployment: str) -> str:
+        adapter = self.adapters.get(deployment)
+        if adapter is None:
+            return deployment
+        info: ProviderInfo = adapter.info
+        return info.price_model or info.model
+
+    async def aclose(self) -> None:
+        for adapter in self.adapters.values():
+            close = getattr(adapter, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def _with_model(req: ChatRequest, model: str) -> ChatRequest:
+    return ChatRequest(
+        model=model, messages=req.messages, stream=req.stream, max_tokens=req.max_tokens, params=req.params,
+        ctx=req.ctx,
+    )

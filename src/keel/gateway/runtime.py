@@ -1,0 +1,43 @@
+"""Assemble a running gateway from settings: adapters, wrappers, prices, trace writer, tracer."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from keel.config.settings import KeelSettings
+from keel.cost.prices import PriceTable
+from keel.gateway.retry import Sleep
+from keel.gateway.router import Gateway
+from keel.gateway.service import GatewayService
+from keel.providers.base import ProviderFactory
+from keel.store.sqlite import db_path
+from keel.store.writer import BatchWriter
+from keel.tracing.otel import OTelTracer
+from keel.tracing.tracer import NullTracer, Tracer
+
+
+def build_service(
+    settings: KeelSettings,
+    home: Path,
+    *,
+    factories: dict[str, ProviderFactory] | None = None,
+    sleep: Sleep = asyncio.sleep,
+    tracer: Tracer | None = None,
+) -> GatewayService:
+    """The caller owns the result and must ``await close_service(...)`` it."""
+    gateway = Gateway(settings, home, factories=factories, sleep=sleep)
+    tcfg = settings.tracing
+    writer = BatchWriter(
+        db_path(home), queue_size=tcfg.queue_size, batch_size=tcfg.batch_size, flush_interval=tcfg.flush_interval_s
+    ).start()
+    chosen: Tracer = tracer or (OTelTracer() if tcfg.otel else NullTracer())
+    return GatewayService(
+        gateway, PriceTable.load(settings.prices), writer=writer, tracer=chosen, capture_policy=tcfg.capture
+    )
+
+
+async def close_service(service: GatewayService) -> None:
+    await service.gateway.aclose()
+    if service.writer is not None:
+        service.writer.close()

@@ -1,0 +1,194 @@
+"""One call, end to end at the gateway: route it, then record it — trace row, span, metrics.
+
+Recording never blocks or fails a call: rows go to the batched writer, which drops and counts
+on overflow; every attempt (retries and fallbacks included) is kept on the record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+from keel.cost.prices import PriceTable
+from keel.errors import KeelError
+from keel.gateway.router import Gateway
+from keel.store.traces import INSERT_SQL, TraceRecord, record_params
+from keel.store.writer import BatchWriter
+from keel.tracing.metrics import Metrics
+from keel.tracing.redact import capture
+from keel.tracing.tracer import NullTracer, Tracer
+from keel.types import (
+    Attempt,
+    CallContext,
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Usage,
+)
+
+
+class GatewayService:
+    def __init__(
+        self,
+        gateway: Gateway,
+        prices: PriceTable,
+        *,
+        writer: BatchWriter | None = None,
+        tracer: Tracer | None = None,
+        capture_policy: str = "redacted",
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.prices = prices
+        self.writer = writer
+        self.tracer: Tracer = tracer or NullTracer()
+        self.capture_policy = capture_policy
+        self.metrics = metrics or Metrics()
+
+    # -- calls -----------------------------------------------------------------------------------
+    async def chat(self, req: ChatRequest) -> ChatResponse:
+        t0 = time.perf_counter()
+        try:
+            response = await self.gateway.complete(req)
+        except BaseException as exc:
+            self._finish(req.ctx, "chat", req.model, t0, stream=False, request=req.messages, error=exc)
+            raise
+        self._finish(req.ctx, "chat", req.model, t0, stream=False, request=req.messages, usage=response.usage,
+                     output=response.text)
+        return response
+
+    async def chat_stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        t0 = time.perf_counter()
+        usage: Usage | None = None
+        ttft: float | None = None
+        parts: list[str] = []
+        keep = self.capture_policy != "off"
+        try:
+            async for chunk in self.gateway.stream(req):
+                if ttft is None and chunk.has_content:
+                    ttft = (time.perf_counter() - t0) * 1000
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if keep:
+                    parts.append(chunk.text)
+                yield chunk
+        except GeneratorExit:
+            self._finish(req.ctx, "chat", req.model, t0, stream=True, request=req.messages, usage=usage,
+                         output="".join(parts), ttft=ttft, cancelled=True)
+            raise
+        except BaseException as exc:
+            self._finish(req.ctx, "chat", req.model, t0, stream=True, request=req.messages, usage=usage,
+                         output="".join(parts), ttft=ttft, error=exc)
+            raise
+        self._finish(req.ctx, "chat", req.model, t0, stream=True, request=req.messages, usage=usage,
+                     output="".join(parts), ttft=ttft)
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        t0 = time.perf_counter()
+        route = None
+        try:
+            route = self.gateway.route(req.model)
+            response = await self.gateway.embed(req)
+        except BaseException as exc:
+            self._finish(req.ctx, "embeddings", req.model, t0, stream=False, error=exc,
+                         served=route.info if route else None)
+            raise
+        self._finish(req.ctx, "embeddings", req.model, t0, stream=False, usage=response.usage,
+                     served=route.info)
+        return response
+
+    # -- recording -------------------------------------------------------------------------------
+    def _cost(self, served: Attempt | None, local: bool, usage: Usage) -> tuple[float | None, str]:
+        if served is None:
+            return None, "no call reached a provider"
+        if local:
+            return 0.0, "local model (no charge)"
+        if usage.source == "none":
+            return None, "the provider reported no usage"
+        key = self.gateway.price_key(served.deployment)
+        cost = self.prices.cost(key, usage, dt.date.today())
+        if cost is None:
+            return None, f"unpriced: '{key}' is not in price table {self.prices.version}"
+        return cost, f"price table {self.prices.version} × provider-reported usage"
+
+    def _finish(
+        self,
+        ctx: CallContext,
+        operation: str,
+        alias: str,
+        t0: float,
+        *,
+        stream: bool,
+        request: Any = None,
+        usage: Usage | None = None,
+        output: str | None = None,
+        ttft: float | None = None,
+        error: BaseException | None = None,
+        cancelled: bool = False,
+        served: Any = None,
+    ) -> TraceRecord:
+        latency = (time.perf_counter() - t0) * 1000
+        attempts = ctx.attempts
+        ok = [a for a in attempts if a.ok]
+        last = ok[-1] if ok else (attempts[-1] if attempts else None)
+        if last is None and served is not None:
+            last = Attempt(deployment=served.deployment, provider=served.provider, model=served.model,
+                           started=ctx.started)
+        adapter = self.gateway.adapters.get(last.deployment) if last else None
+        local = bool(adapter is not None and adapter.info.local)
+        usage = usage or Usage(source="none")
+        cost, cost_source = self._cost(last, local, usage)
+        status = "cancelled" if cancelled else ("error" if error is not None else "ok")
+        rec = TraceRecord(
+            id=ctx.trace_id, ts=ctx.started, operation=operation, tenant=ctx.tenant, user=ctx.user,
+            feature=ctx.feature, alias=alias, deployment=last.deployment if last else None,
+            provider=last.provider if last else None, model=last.model if last else None, stream=stream,
+            status=status,
+            http_status=(error.status if isinstance(error, KeelError) else 500) if error is not None else 200,
+            error_type=type(error).__name__ if error is not None else None,
+            error=(error.message if isinstance(error, KeelError) else repr(error)) if error is not None else None,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_input_tokens, reasoning_tokens=usage.reasoning_tokens,
+            usage_source=usage.source, cost_usd=cost, cost_source=cost_source, latency_ms=latency,
+            ttft_ms=ttft if stream else (last.ttft_ms if last and last.ok else None),
+            attempts=[asdict(a) for a in attempts],
+            request=capture(request, self.capture_policy) if request is not None else None,
+            response=capture(output, self.capture_policy) if output else None,
+        )
+        ctx.record = rec
+        if self.writer is not None:
+            self.writer.submit(INSERT_SQL, record_params(rec))
+        label = alias if alias in self.gateway.routes else "(unknown)"  # clients must not mint labels
+        self.metrics.observe(operation, label, status, latency, usage.input_tokens, usage.output_tokens, cost)
+        for attempt in attempts:
+            if attempt.error_type:
+                self.metrics.attempt_errors[(attempt.deployment, attempt.error_type)] += 1
+        if not isinstance(self.tracer, NullTracer):
+            self._span(rec, t0)
+        return rec
+
+    def _span(self, rec: TraceRecord, t0: float) -> None:
+        start_ns = int((time.time() - (time.perf_counter() - t0)) * 1e9)
+        attrs = {
+            "gen_ai.operation.name": rec.operation,
+            "gen_ai.provider.name": rec.provider,
+            "gen_ai.request.model": rec.alias,
+            "gen_ai.response.model": rec.model,
+            "gen_ai.usage.input_tokens": rec.input_tokens,
+            "gen_ai.usage.output_tokens": rec.output_tokens,
+            "keel.trace_id": rec.id,
+            "keel.deployment": rec.deployment,
+            "keel.tenant": rec.tenant,
+            "keel.feature": rec.feature,
+            "keel.cost_usd": rec.cost_usd,
+            "keel.status": rec.status,
+            "error.type": rec.error_type,
+        }
+        with self.tracer.trace(f"{rec.operation} {rec.alias}", attrs, start_ns=start_ns) as span:
+            for attempt in rec.attempts:
+                span.add_event("keel.attempt", {k: v for k, v in attempt.items() if v is not None})

@@ -1,0 +1,193 @@
+"""The HTTP edge: OpenAI-compatible routes. No business logic — parse, call the service, answer."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from keel.errors import KeelError, PayloadTooLarge, StreamInterrupted
+from keel.gateway.service import GatewayService
+from keel.gateway.streams import prime
+from keel.server.auth import authenticate
+from keel.server.errors import error_body, error_response
+from keel.server.validate import parse_chat, parse_embeddings, parse_json
+from keel.types import CallContext, ChatChunk
+
+log = logging.getLogger("keel.server")
+JSON_TYPE = "application/json"
+
+
+class KeelApp:
+    """Holds what the routes need; ``asgi`` is the Starlette application."""
+
+    def __init__(
+        self, service: GatewayService, *, keys: sqlite3.Connection | None, max_body_bytes: int,
+        on_startup: Any = None, on_shutdown: Any = None,
+    ) -> None:
+        self.service = service
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+        self.started = time.time()
+        self._on_startup = on_startup
+        self._on_shutdown = on_shutdown
+        self.asgi = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/healthz", self.health, methods=["GET"]),
+                Route("/metrics", self.metrics, methods=["GET"]),
+            ],
+            exception_handlers={404: self._not_found, 405: self._not_allowed, Exception: self._crashed},
+            lifespan=self._lifespan,
+        )
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        if self._on_startup:
+            await self._on_startup()
+        yield
+        if self._on_shutdown:
+            await self._on_shutdown()
+
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
+        body = {"error": {"message": f"no route {request.method} {request.url.path}", "type": "invalid_request_error",
+                          "param": None, "code": "unknown_url"}}
+        return Response(orjson.dumps(body), 404, media_type=JSON_TYPE)
+
+    async def _not_allowed(self, request: Request, exc: Exception) -> Response:
+        body = {"error": {"message": f"{request.method} is not allowed on {request.url.path}",
+                          "type": "invalid_request_error", "param": None, "code": "method_not_allowed"}}
+        return Response(orjson.dumps(body), 405, media_type=JSON_TYPE)
+
+    async def _crashed(self, request: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {self.max_body_bytes}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(f"the body exceeds the limit of {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _context(self, request: Request) -> CallContext:
+        ctx = CallContext(tenant=authenticate(self.keys, request.headers.get("authorization")))
+        ctx.user = request.headers.get("x-keel-user")
+        ctx.feature = request.headers.get("x-keel-feature")
+        return ctx
+
+    async def chat(self, request: Request) -> Response:
+        ctx: CallContext | None = None
+        try:
+            ctx = self._context(request)
+            req, wants_usage = parse_chat(parse_json(await self._body(request)), ctx)
+            if req.stream:
+                return await self._stream(req, wants_usage)
+            response = await self.service.chat(req)
+        except KeelError as exc:
+            return error_response(exc, _trace_headers(ctx))
+        return Response(orjson.dumps(response.body), media_type=JSON_TYPE, headers=_trace_headers(ctx))
+
+    async def _stream(self, req: Any, wants_usage: bool) -> Response:
+        upstream = self.service.chat_stream(req)
+        try:
+            head = await prime(upstream)  # errors before the first token get a real HTTP status
+        except KeelError as exc:
+            return error_response(exc, _trace_headers(req.ctx))
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                for chunk in head:
+                    if _send(chunk, wants_usage):
+                        yield b"data: " + orjson.dumps(chunk.body) + b"\n\n"
+                async for chunk in upstream:
+                    if _send(chunk, wants_usage):
+                        yield b"data: " + orjson.dumps(chunk.body) + b"\n\n"
+            except KeelError as exc:
+                error = exc if isinstance(exc, StreamInterrupted) else StreamInterrupted(exc.message)
+                yield b"data: " + orjson.dumps(error_body(error)) + b"\n\n"
+                return
+            finally:
+                await upstream.aclose()
+            rec = req.ctx.record
+            cost = "" if rec is None or rec.cost_usd is None else f" cost_usd={rec.cost_usd:.8f}"
+            yield f": keel trace_id={req.ctx.trace_id}{cost}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        headers = {**_trace_headers(req.ctx), "cache-control": "no-cache", "x-accel-buffering": "no"}
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    async def embeddings(self, request: Request) -> Response:
+        ctx: CallContext | None = None
+        try:
+            ctx = self._context(request)
+            req, fmt = parse_embeddings(parse_json(await self._body(request)), ctx)
+            response = await self.service.embed(req)
+        except KeelError as exc:
+            return error_response(exc, _trace_headers(ctx))
+        body = response.to_openai(req.model)
+        if fmt == "base64":
+            for item in body["data"]:
+                item["embedding"] = base64.b64encode(np.asarray(item["embedding"], dtype="<f4").tobytes()).decode()
+        return Response(orjson.dumps(body), media_type=JSON_TYPE, headers=_trace_headers(ctx))
+
+    async def models(self, request: Request) -> Response:
+        try:
+            authenticate(self.keys, request.headers.get("authorization"))
+        except KeelError as exc:
+            return error_response(exc)
+        created = int(self.started)
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "keel"}
+                for name in self.service.gateway.routes]
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON_TYPE)
+
+    async def health(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type=JSON_TYPE)
+
+    async def metrics(self, request: Request) -> Response:
+        writer = self.service.writer
+        gauges = {
+            "keel_trace_rows_written": ("Trace rows written to the store.", writer.written if writer else 0),
+            "keel_trace_rows_dropped": ("Trace rows dropped because the write queue was full.",
+                                        writer.dropped if writer else 0),
+            "keel_trace_rows_failed": ("Trace rows lost to write errors.", writer.failed if writer else 0),
+            "keel_trace_queue_depth": ("Trace rows waiting to be written.", writer.pending if writer else 0),
+            "keel_uptime_seconds": ("Seconds since the server started.", time.time() - self.started),
+        }
+        text = self.service.metrics.render(gauges)
+        return Response(text, media_type="text/plain; version=0.0.4")
+
+
+def _send(chunk: ChatChunk, wants_usage: bool) -> bool:
+    """Usage-only chunks go to clients that asked for them (Keel always asks upstream, for cost)."""
+    return wants_usage or bool(chunk.body.get("choices")) or chunk.usage is None
+
+
+def _trace_headers(ctx: CallContext | None) -> dict[str, str]:
+    if ctx is None:
+        return {}
+    headers = {"x-keel-trace-id": ctx.trace_id}
+    rec = ctx.record
+    if rec is not None:
+        if rec.cost_usd is not None:
+            headers["x-keel-cost-usd"] = f"{rec.cost_usd:.8f}"
+        if rec.deployment:
+            headers["x-keel-deployment"] = rec.deployment
+    return headers

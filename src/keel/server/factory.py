@@ -1,0 +1,61 @@
+"""Build the ASGI app from settings (used by ``keel serve`` and by tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from keel.config.settings import KeelSettings
+from keel.errors import UserError
+from keel.gateway.retry import Sleep
+from keel.gateway.runtime import build_service, close_service
+from keel.providers.base import ProviderFactory
+from keel.server.app import KeelApp
+from keel.server.auth import LOOPBACK
+from keel.store.sqlite import connect, db_path
+from keel.tracing.tracer import Tracer
+
+log = logging.getLogger("keel.server")
+
+
+def build_app(
+    settings: KeelSettings,
+    home: Path,
+    *,
+    auth: bool | None = None,
+    host: str | None = None,
+    warm: bool = False,
+    factories: dict[str, ProviderFactory] | None = None,
+    sleep: Sleep = asyncio.sleep,
+    tracer: Tracer | None = None,
+) -> KeelApp:
+    auth = settings.server.auth if auth is None else auth
+    host = host or settings.server.host
+    if not auth and host not in LOOPBACK:
+        raise UserError(f"--no-auth is allowed only on loopback, not on {host}; create a key with `keel keys create`")
+    service = build_service(settings, home, factories=factories, sleep=sleep, tracer=tracer)
+    keys = connect(db_path(home)) if auth else None
+
+    async def startup() -> None:
+        if warm:
+            for adapter in service.gateway.adapters.values():
+                load = getattr(adapter, "load", None)
+                if load is not None:
+                    asyncio.get_running_loop().run_in_executor(None, _warm, adapter.info.deployment, load)
+
+    async def shutdown() -> None:
+        await close_service(service)
+        if keys is not None:
+            keys.close()
+
+    return KeelApp(service, keys=keys, max_body_bytes=settings.server.max_body_bytes, on_startup=startup,
+                   on_shutdown=shutdown)
+
+
+def _warm(name: str, load: object) -> None:
+    try:
+        load()  # type: ignore[operator]
+        log.info("loaded %s", name)
+    except Exception as exc:  # a broken model must not stop the server; calls will report it
+        log.error("could not load %s: %s", name, exc)

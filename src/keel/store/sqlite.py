@@ -1,0 +1,87 @@
+"""SQLite connections and migrations. WAL mode: one writer thread, many readers."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+MIGRATIONS: list[str] = [
+    # 1: API keys and traces
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        name TEXT,
+        prefix TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL,
+        revoked REAL
+    );
+    CREATE TABLE traces (
+        id TEXT PRIMARY KEY,
+        ts REAL NOT NULL,
+        tenant TEXT, user TEXT, feature TEXT,
+        operation TEXT NOT NULL,
+        alias TEXT, deployment TEXT, provider TEXT, model TEXT,
+        stream INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL,
+        http_status INTEGER,
+        error_type TEXT, error TEXT,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cached_tokens INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+        usage_source TEXT,
+        cost_usd REAL,
+        cost_source TEXT,
+        latency_ms REAL,
+        ttft_ms REAL,
+        attempts TEXT,
+        request TEXT,
+        response TEXT
+    );
+    CREATE INDEX traces_ts ON traces(ts);
+    CREATE INDEX traces_tenant_ts ON traces(tenant, ts);
+    """,
+]
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the database, creating and migrating it if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.row_factory = sqlite3.Row
+    if not readonly:
+        migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations in one transaction each; returns the schema version."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    version = int(row[0] or 0)
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            again = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+            if again >= number:  # another process got there first
+                conn.execute("COMMIT")
+                continue
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO schema_version(version) VALUES (?)", (number,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        version = number
+    return version
+
+
+def db_path(home: Path) -> Path:
+    return home / "keel.db"

@@ -1,0 +1,6 @@
+"""Honest fakes shipped with Keel: a scripted provider, a fault-injecting server, span capture."""
+
+from keel.testing.fault_server import Fault, FaultServer
+from keel.testing.scripted import Reply, ScriptedProvider
+
+__all__ = ["Fault", "FaultServer", "Reply", "ScriptedProvider"]
