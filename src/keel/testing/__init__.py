@@ -2,5 +2,6 @@
 
 from keel.testing.fault_server import Fault, FaultServer
 from keel.testing.scripted import Reply, ScriptedProvider
+from keel.testing.spans import CapturedSpan, SpanCapture
 
-__all__ = ["Fault", "FaultServer", "Reply", "ScriptedProvider"]
+__all__ = ["CapturedSpan", "Fault", "FaultServer", "Reply", "ScriptedProvider", "SpanCapture"]

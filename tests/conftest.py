@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from keel.config.loader import settings_from_yaml
+from keel.config.settings import KeelSettings
+from keel.config.yamlfile import parse_yaml
+from keel.server.app import KeelApp
+from keel.testing import FaultServer
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KEEL_CONFIG", raising=False)
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def upstream() -> Iterator[FaultServer]:
+    with FaultServer() as server:
+        yield server
+
+
+@pytest.fixture
+def upstream2() -> Iterator[FaultServer]:
+    with FaultServer(reply="answer from the second upstream") as server:
+        yield server
+
+
+def make_settings(text: str) -> KeelSettings:
+    return settings_from_yaml(parse_yaml(text, "test.yaml"))
+
+
+async def no_sleep(seconds: float) -> None:
+    SLEEPS.append(seconds)
+
+
+SLEEPS: list[float] = []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningServer:
+    def __init__(self, app: KeelApp) -> None:
+        self.app = app
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app.asgi, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> RunningServer:
+        self.thread.start()
+        deadline = time.time() + 10
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the Keel server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def serve() -> Callable[[KeelApp], RunningServer]:
+    return RunningServer
