@@ -9,13 +9,24 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from keel.config.settings import RetrySettings
-from keel.errors import CircuitOpen, Overloaded, ProviderError, RateLimited, UpstreamTimeout, UpstreamUnavailable
+from keel.errors import (
+    BadUpstreamResponse,
+    CircuitOpen,
+    Overloaded,
+    ProviderError,
+    RateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from keel.gateway.streams import prime, relay
 from keel.providers.base import Provider
 from keel.types import ChatChunk, ChatRequest, ChatResponse
 
 Sleep = Callable[[float], Awaitable[None]]
-RETRY_ON: tuple[type[ProviderError], ...] = (RateLimited, UpstreamUnavailable, UpstreamTimeout, Overloaded)
+#: Faults worth another try: rate limits, 5xx/resets, timeouts, garbage (often a proxy page), local queue full.
+RETRY_ON: tuple[type[ProviderError], ...] = (
+    RateLimited, UpstreamUnavailable, UpstreamTimeout, BadUpstreamResponse, Overloaded,
+)
 
 
 class Retry:
