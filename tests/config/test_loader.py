@@ -23,10 +23,16 @@ def test_defaults_offer_local_tiers_and_embeddings(home: Path) -> None:
         ("server:\n  port: 99999\n", "test.yaml:2: server.port: Input should be less than or equal to 65535"),
         ("server:\n  port: eighty\n", "test.yaml:2: server.port: Input should be a valid integer"),
         ("a: [1,\n", "test.yaml:2: invalid YAML"),
-        ("tracing: {capture: everything}\n", "test.yaml:1: tracing.capture: Input should be 'off', 'redacted' or 'full'"),
+        (
+            "tracing: {capture: everything}\n",
+            "test.yaml:1: tracing.capture: Input should be 'off', 'redacted' or 'full'",
+        ),
         ("models:\n  x:\n    deployments: [nope]\n", "test.yaml:3: models.x.deployments.0: unknown deployment 'nope'"),
         ("models:\n  x:\n    deployments: []\n", "test.yaml:3: models.x.deployments: List should have at least 1 item"),
-        ("deployments:\n  d: {provider: local, model: nope}\n", "test.yaml:2: deployments.d.model: unknown local model"),
+        (
+            "deployments:\n  d: {provider: local, model: nope}\n",
+            "test.yaml:2: deployments.d.model: unknown local model",
+        ),
         ("deployments:\n  d: {provider: openai}\n", "test.yaml:2: deployments.d.model: required key is missing"),
         ("server: {}\nserver: {}\n", "test.yaml:2: invalid YAML: duplicate key 'server'"),
         ("- just\n- a list\n", "test.yaml:1: the top level must be a mapping"),
@@ -46,7 +52,8 @@ def test_config_errors_name_file_line_and_field(text: str, expected: str) -> Non
 
 def test_secret_is_a_reference_resolved_at_use(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = make_settings(
-        'deployments:\n  d:\n    provider: openai\n    model: m\n    base_url: http://x\n    api_key: {"$env": "MY_KEY"}\n'
+        "deployments:\n  d:\n    provider: openai\n    model: m\n    base_url: http://x\n"
+        '    api_key: {"$env": "MY_KEY"}\n'
     )
     ref = settings.deployments["d"].api_key
     assert ref == SecretRef("MY_KEY")
@@ -60,8 +67,10 @@ def test_secret_is_a_reference_resolved_at_use(monkeypatch: pytest.MonkeyPatch) 
 
 def test_user_config_merges_over_defaults(tmp_path: Path, home: Path) -> None:
     path = tmp_path / "keel.yaml"
-    path.write_text("deployments:\n  up: {provider: openai, model: gpt-4o-mini, base_url: 'http://127.0.0.1:1/v1'}\n"
-                    "models:\n  fast: {deployments: [up, local]}\n")
+    path.write_text(
+        "deployments:\n  up: {provider: openai, model: gpt-4o-mini, base_url: 'http://127.0.0.1:1/v1'}\n"
+        "models:\n  fast: {deployments: [up, local]}\n"
+    )
     settings = load_settings(path)
     assert settings.models["fast"].deployments == ["up", "local"]
     assert "local" in settings.models  # the defaults are still there

@@ -38,8 +38,12 @@ def scripted(svc: GatewayService, name: str) -> ScriptedProvider:
 
 
 def ask(model: str = "fast", **kw: object) -> ChatRequest:
-    return ChatRequest(model=model, messages=[{"role": "user", "content": "hello there"}],
-                       ctx=CallContext(tenant="acme", user="u1", feature="support"), **kw)  # type: ignore[arg-type]
+    return ChatRequest(
+        model=model,
+        messages=[{"role": "user", "content": "hello there"}],
+        ctx=CallContext(tenant="acme", user="u1", feature="support"),
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 async def test_unknown_model_and_oversized_max_tokens(service: GatewayService) -> None:
@@ -61,8 +65,9 @@ async def test_context_window_errors_move_to_the_larger_model(service: GatewaySe
 
 async def test_a_call_is_traced_with_attempts_usage_and_cost(service: GatewayService, home: Path) -> None:
     scripted(service, "small").enqueue(UpstreamUnavailable("boom", provider="small"), UpstreamUnavailable("boom"))
-    scripted(service, "backup").enqueue(Reply("from backup", usage=Usage(2_000_000, 1_000_000,
-                                                                         cached_input_tokens=1_000_000)))
+    scripted(service, "backup").enqueue(
+        Reply("from backup", usage=Usage(2_000_000, 1_000_000, cached_input_tokens=1_000_000))
+    )
     req = ask()
     await service.chat(req)
     assert service.writer is not None and service.writer.flush()
@@ -90,8 +95,12 @@ async def test_errors_are_traced_too(service: GatewayService, home: Path) -> Non
 
 
 async def test_unpriced_models_are_labelled_not_guessed(home: Path) -> None:
-    svc = build_service(make_settings("deployments:\n  x: {provider: scripted, model: mystery-model}\n"
-                                      "models:\n  x: {deployments: [x]}\n"), home)
+    svc = build_service(
+        make_settings(
+            "deployments:\n  x: {provider: scripted, model: mystery-model}\nmodels:\n  x: {deployments: [x]}\n"
+        ),
+        home,
+    )
     req = ChatRequest(model="x", messages=[{"role": "user", "content": "hi"}])
     await svc.chat(req)
     assert req.ctx.record.cost_usd is None and "unpriced" in req.ctx.record.cost_source
@@ -129,8 +138,10 @@ async def test_abandoned_streams_are_recorded_as_cancelled(service: GatewayServi
 
 async def test_capture_redacts_secrets(home: Path) -> None:
     svc = build_service(make_settings(CONFIG), home)
-    req = ChatRequest(model="fast", messages=[{"role": "user", "content": "my key is sk-proj-abcdefghijklmnop1234 "
-                                                                         "mail me at jo@example.com"}])
+    req = ChatRequest(
+        model="fast",
+        messages=[{"role": "user", "content": "my key is sk-proj-abcdefghijklmnop1234 mail me at jo@example.com"}],
+    )
     await svc.chat(req)
     captured = str(req.ctx.record.request) + str(req.ctx.record.response)
     assert "sk-proj-abcdefghijklmnop1234" not in captured and "jo@example.com" not in captured

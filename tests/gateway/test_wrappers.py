@@ -74,8 +74,9 @@ async def test_retry_is_bounded_by_attempts_and_deadline() -> None:
     assert len(provider.calls) == 1
 
 
-@pytest.mark.parametrize("error", [UpstreamRejected("400 bad tool"), ContextWindowExceeded("too long"),
-                                   CircuitOpen("open")])
+@pytest.mark.parametrize(
+    "error", [UpstreamRejected("400 bad tool"), ContextWindowExceeded("too long"), CircuitOpen("open")]
+)
 async def test_retry_never_repeats_what_cannot_succeed(error: Exception) -> None:
     provider = ScriptedProvider().enqueue(error, "unreachable")
     with pytest.raises(type(error)):
@@ -132,8 +133,9 @@ async def test_a_failed_probe_reopens_and_rate_limits_do_not_trip() -> None:
     with pytest.raises(UpstreamUnavailable):
         await breaker.complete(ask())
     assert breaker.state == "open" and breaker.opened_at == clock.now
-    healthy = CircuitBreaker(ScriptedProvider().enqueue(*[RateLimited("429") for _ in range(5)]),
-                             BreakerSettings(failures=2), clock=clock)
+    healthy = CircuitBreaker(
+        ScriptedProvider().enqueue(*[RateLimited("429") for _ in range(5)]), BreakerSettings(failures=2), clock=clock
+    )
     for _ in range(5):
         with pytest.raises(RateLimited):
             await healthy.complete(ask())
@@ -181,7 +183,7 @@ async def test_fallback_streams_before_the_first_token_only() -> None:
 # -- timeouts --------------------------------------------------------------------------------------
 async def test_total_and_first_token_timeouts() -> None:
     slow = ScriptedProvider().enqueue(Reply("late", delay=0.5))
-    with pytest.raises(UpstreamTimeout, match="within 0.05s"):
+    with pytest.raises(UpstreamTimeout, match=r"within 0\.05s"):
         await Timeout(slow, first_token=5, total=0.05).complete(ask())
     stalled = ScriptedProvider().enqueue(Reply("late", delay=0.5))
     with pytest.raises(UpstreamTimeout, match="first token"):

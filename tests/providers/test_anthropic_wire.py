@@ -12,20 +12,36 @@ def test_request_maps_system_tools_and_tool_results() -> None:
         messages=[
             {"role": "system", "content": "be brief"},
             {"role": "user", "content": "weather in Paris?"},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
             {"role": "user", "content": [{"type": "text", "text": "and tomorrow?"}]},
         ],
         max_tokens=100,
-        params={"temperature": 0.3, "stop": "END", "tools": [
-            {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]},
+        params={
+            "temperature": 0.3,
+            "stop": "END",
+            "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+        },
     )
     body = wire.to_request(req, "claude-x")
     assert body["system"] == "be brief" and body["model"] == "claude-x" and body["max_tokens"] == 100
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
-    assert body["messages"][1]["content"][0] == {"type": "tool_use", "id": "call_1", "name": "weather",
-                                                 "input": {"city": "Paris"}}
+    assert body["messages"][1]["content"][0] == {
+        "type": "tool_use",
+        "id": "call_1",
+        "name": "weather",
+        "input": {"city": "Paris"},
+    }
     # the tool result and the next user text merge into one user turn, as Anthropic requires
     assert body["messages"][2]["content"][0]["type"] == "tool_result"
     assert body["messages"][2]["content"][1] == {"type": "text", "text": "and tomorrow?"}
@@ -39,12 +55,19 @@ def test_default_max_tokens_is_set() -> None:
 
 
 def test_response_maps_text_tools_stop_reason_and_cached_usage() -> None:
-    resp = wire.from_response({
-        "id": "msg_1", "model": "claude-x", "stop_reason": "tool_use",
-        "content": [{"type": "text", "text": "Let me check."},
-                    {"type": "tool_use", "id": "tu_1", "name": "weather", "input": {"city": "Oslo"}}],
-        "usage": {"input_tokens": 10, "cache_read_input_tokens": 90, "output_tokens": 5},
-    }, "p")
+    resp = wire.from_response(
+        {
+            "id": "msg_1",
+            "model": "claude-x",
+            "stop_reason": "tool_use",
+            "content": [
+                {"type": "text", "text": "Let me check."},
+                {"type": "tool_use", "id": "tu_1", "name": "weather", "input": {"city": "Oslo"}},
+            ],
+            "usage": {"input_tokens": 10, "cache_read_input_tokens": 90, "output_tokens": 5},
+        },
+        "p",
+    )
     choice = resp.body["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] == "Let me check."

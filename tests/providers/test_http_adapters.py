@@ -13,12 +13,15 @@ from keel.types import ChatRequest, EmbeddingRequest
 
 
 def openai_provider(server: FaultServer) -> OpenAIHTTPProvider:
-    return OpenAIHTTPProvider("up", DeploymentSettings(provider="openai", model="gpt-4o-mini", base_url=server.base_url))
+    return OpenAIHTTPProvider(
+        "up", DeploymentSettings(provider="openai", model="gpt-4o-mini", base_url=server.base_url)
+    )
 
 
 def anthropic_provider(server: FaultServer) -> AnthropicProvider:
-    return AnthropicProvider("claude", DeploymentSettings(provider="anthropic", model="claude-x",
-                                                          base_url=server.base_url))
+    return AnthropicProvider(
+        "claude", DeploymentSettings(provider="anthropic", model="claude-x", base_url=server.base_url)
+    )
 
 
 def ask(text: str, stream: bool = False) -> ChatRequest:
@@ -73,8 +76,9 @@ async def test_openai_maps_faults_to_the_error_tree(upstream: FaultServer) -> No
 
 
 async def test_connection_refused_is_unavailable() -> None:
-    provider = OpenAIHTTPProvider("dead", DeploymentSettings(provider="openai", model="m",
-                                                             base_url="http://127.0.0.1:9/v1"))
+    provider = OpenAIHTTPProvider(
+        "dead", DeploymentSettings(provider="openai", model="m", base_url="http://127.0.0.1:9/v1")
+    )
     with pytest.raises(UpstreamUnavailable):
         await provider.complete(ask("x"))
     await provider.aclose()
@@ -89,8 +93,9 @@ async def test_anthropic_chat_and_stream_over_http(upstream: FaultServer) -> Non
     chunks = [c async for c in provider.stream(ask("uno dos", stream=True))]
     assert "".join(c.text for c in chunks) == "You said: uno dos"
     assert chunks[-1].usage is not None and chunks[-1].usage.output_tokens == 4
-    upstream.inject(Fault.status_code(529, body={"type": "error", "error": {"type": "overloaded_error",
-                                                                          "message": "Overloaded"}}))
+    upstream.inject(
+        Fault.status_code(529, body={"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    )
     with pytest.raises(UpstreamUnavailable, match="Overloaded"):
         await provider.complete(ask("x"))
     upstream.inject(Fault.cut(after_chunks=1))
@@ -100,11 +105,13 @@ async def test_anthropic_chat_and_stream_over_http(upstream: FaultServer) -> Non
     await provider.aclose()
 
 
-async def test_api_key_travels_as_header_and_never_in_body(upstream: FaultServer,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_api_key_travels_as_header_and_never_in_body(
+    upstream: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("UP_KEY", "sk-canary-0123456789abcdef")
     settings = DeploymentSettings.model_validate(
-        {"provider": "openai", "model": "m", "base_url": upstream.base_url, "api_key": {"$env": "UP_KEY"}})
+        {"provider": "openai", "model": "m", "base_url": upstream.base_url, "api_key": {"$env": "UP_KEY"}}
+    )
     provider = OpenAIHTTPProvider("up", settings)
     await provider.complete(ask("x"))
     assert "sk-canary" not in str(upstream.requests[-1][1])

@@ -59,8 +59,11 @@ async def test_local_context_window_exceeded(smollm: LocalLlamaProvider) -> None
 
 
 async def test_local_json_schema_is_grammar_constrained(smollm: LocalLlamaProvider) -> None:
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-              "required": ["name", "age"]}
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
     fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}
     response = await smollm.complete(ask("Invent a person.", max_tokens=60, params={"response_format": fmt}))
     data = orjson.loads(response.text)

@@ -35,8 +35,7 @@ def test_parts_are_assembled_once_and_verified(tmp_path: Path, parts_package: tu
     assert path.stat().st_mtime_ns == mtime  # not rebuilt
 
 
-def test_checksum_mismatch_is_refused_and_leaves_nothing(tmp_path: Path,
-                                                         parts_package: tuple[list[str], str]) -> None:
+def test_checksum_mismatch_is_refused_and_leaves_nothing(tmp_path: Path, parts_package: tuple[list[str], str]) -> None:
     parts, _ = parts_package
     spec = LocalModelSettings(parts=parts, sha256="0" * 64)
     with pytest.raises(ModelFileError, match="failed its checksum"):

@@ -16,11 +16,21 @@ from keel.providers import openai_wire as wire
 
 
 def test_usage_keeps_cached_and_reasoning_splits() -> None:
-    usage = wire.parse_usage({"prompt_tokens": 100, "completion_tokens": 40,
-                              "prompt_tokens_details": {"cached_tokens": 60},
-                              "completion_tokens_details": {"reasoning_tokens": 25}})
+    usage = wire.parse_usage(
+        {
+            "prompt_tokens": 100,
+            "completion_tokens": 40,
+            "prompt_tokens_details": {"cached_tokens": 60},
+            "completion_tokens_details": {"reasoning_tokens": 25},
+        }
+    )
     assert usage is not None
-    assert (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens) == (100, 40, 60, 25)
+    assert (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens) == (
+        100,
+        40,
+        60,
+        25,
+    )
     assert usage.to_openai()["prompt_tokens_details"] == {"cached_tokens": 60}
 
 

@@ -15,11 +15,22 @@ from tests.conftest import make_settings
 from tests.server.conftest import Gateway
 
 
-def post(gateway: Gateway, body: object = None, *, content: bytes | None = None, key: str | None = None,
-         path: str = "/chat/completions") -> httpx.Response:
+def post(
+    gateway: Gateway,
+    body: object = None,
+    *,
+    content: bytes | None = None,
+    key: str | None = None,
+    path: str = "/chat/completions",
+) -> httpx.Response:
     headers = {"authorization": f"Bearer {key or gateway.key}", "content-type": "application/json"}
-    return httpx.post(f"{gateway.base_url}{path}", json=body if content is None else None, content=content,
-                      headers=headers, timeout=10)
+    return httpx.post(
+        f"{gateway.base_url}{path}",
+        json=body if content is None else None,
+        content=content,
+        headers=headers,
+        timeout=10,
+    )
 
 
 def assert_error(r: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict:
@@ -62,7 +73,7 @@ def test_invalid_chat_requests(gateway: Gateway, body: dict, param: str, fragmen
     assert fragment in err["message"]
 
 
-@pytest.mark.parametrize("content", [b"", b"{not json", b"[1,2]", b'"text"', "{\"model\": \"caf\xe9".encode("latin-1")])
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[1,2]", b'"text"', '{"model": "caf\xe9'.encode("latin-1")])
 def test_malformed_bodies(gateway: Gateway, content: bytes) -> None:
     assert_error(post(gateway, content=content), 400, code="invalid_request")
 
@@ -96,9 +107,13 @@ def test_unknown_route_and_method(gateway: Gateway) -> None:
 
 @pytest.mark.parametrize(
     ("body", "param"),
-    [({"model": "main"}, "input"), ({"model": "main", "input": []}, "input"), ({"model": "main", "input": [1, 2]},
-     "input[0]"), ({"model": "main", "input": ["ok", ""]}, "input[1]"),
-     ({"model": "main", "input": "x", "encoding_format": "int8"}, "encoding_format")],
+    [
+        ({"model": "main"}, "input"),
+        ({"model": "main", "input": []}, "input"),
+        ({"model": "main", "input": [1, 2]}, "input[0]"),
+        ({"model": "main", "input": ["ok", ""]}, "input[1]"),
+        ({"model": "main", "input": "x", "encoding_format": "int8"}, "encoding_format"),
+    ],
 )
 def test_invalid_embedding_requests(gateway: Gateway, body: dict, param: str) -> None:
     assert_error(post(gateway, body, path="/embeddings"), 400, param=param)

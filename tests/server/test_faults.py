@@ -39,8 +39,9 @@ def test_rate_limits_exhausted_become_429_with_retry_after(gateway: Gateway, ups
     assert info.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
 
 
-def test_rate_limited_primary_falls_back_to_the_anthropic_deployment(gateway: Gateway, upstream: FaultServer,
-                                                                     upstream2: FaultServer) -> None:
+def test_rate_limited_primary_falls_back_to_the_anthropic_deployment(
+    gateway: Gateway, upstream: FaultServer, upstream2: FaultServer
+) -> None:
     upstream.inject(Fault.status_code(429), Fault.status_code(429))
     raw = gateway.client.chat.completions.with_raw_response.create(model="main", messages=MSG)
     assert raw.parse().choices[0].message.content == "answer from the second upstream"
@@ -72,8 +73,9 @@ def test_a_stream_cut_after_the_first_token_ends_with_an_error(gateway: Gateway,
 
 def test_garbage_upstream_is_a_502_and_the_attempt_is_traced(gateway: Gateway, upstream: FaultServer) -> None:
     upstream.inject(Fault.malformed(), Fault.content_type())
-    r = httpx.post(f"{gateway.base_url}/chat/completions", json={"model": "solo", "messages": MSG},
-                   headers=gateway.headers())
+    r = httpx.post(
+        f"{gateway.base_url}/chat/completions", json={"model": "solo", "messages": MSG}, headers=gateway.headers()
+    )
     assert r.status_code == 502 and r.json()["error"]["code"] == "bad_upstream_response"
     rec = trace_of(gateway, r.headers["x-keel-trace-id"])
     assert rec.status == "error" and len(rec.attempts) == 2 and rec.error_type == "BadUpstreamResponse"

@@ -13,8 +13,11 @@ from tests.server.conftest import Gateway
 
 def test_chat_with_trace_and_cost_headers(gateway: Gateway, upstream: FaultServer) -> None:
     raw = gateway.client.chat.completions.with_raw_response.create(
-        model="main", messages=[{"role": "user", "content": "hello keel"}], user="u-42",
-        extra_headers={"x-keel-feature": "support_answer"})
+        model="main",
+        messages=[{"role": "user", "content": "hello keel"}],
+        user="u-42",
+        extra_headers={"x-keel-feature": "support_answer"},
+    )
     completion = raw.parse()
     assert completion.choices[0].message.content == "You said: hello keel"
     assert completion.usage is not None and completion.usage.completion_tokens == 4
@@ -28,13 +31,19 @@ def test_chat_with_trace_and_cost_headers(gateway: Gateway, upstream: FaultServe
 
 def test_streaming_matches_openai_semantics(gateway: Gateway) -> None:
     stream = gateway.client.chat.completions.create(
-        model="main", messages=[{"role": "user", "content": "stream please"}], stream=True)
+        model="main", messages=[{"role": "user", "content": "stream please"}], stream=True
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "You said: stream please"
     assert all(c.usage is None for c in chunks)  # not asked for: not sent
-    with_usage = list(gateway.client.chat.completions.create(
-        model="main", messages=[{"role": "user", "content": "count"}], stream=True,
-        stream_options={"include_usage": True}))
+    with_usage = list(
+        gateway.client.chat.completions.create(
+            model="main",
+            messages=[{"role": "user", "content": "count"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert with_usage[-1].usage is not None and with_usage[-1].usage.total_tokens > 0
 
 
@@ -51,8 +60,11 @@ def test_embeddings_float_and_base64(gateway: Gateway) -> None:
     result = gateway.client.embeddings.create(model="main", input=["alpha", "beta"])  # SDK default: base64
     assert len(result.data) == 2 and len(result.data[0].embedding) == 16
     assert np.isclose(np.linalg.norm(result.data[0].embedding), 1.0, atol=1e-5)
-    floats = httpx.post(f"{gateway.base_url}/embeddings", headers=gateway.headers(),
-                        json={"model": "main", "input": "alpha", "encoding_format": "float"}).json()
+    floats = httpx.post(
+        f"{gateway.base_url}/embeddings",
+        headers=gateway.headers(),
+        json={"model": "main", "input": "alpha", "encoding_format": "float"},
+    ).json()
     assert np.allclose(floats["data"][0]["embedding"], result.data[0].embedding, atol=1e-6)
 
 

@@ -30,8 +30,14 @@ def register(app: typer.Typer) -> None:
         alias = model or env.settings.default_model or next(iter(env.settings.models))
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         params = {"temperature": temperature} if temperature is not None else {}
-        req = ChatRequest(model=alias, messages=messages, stream=True, max_tokens=max_tokens, params=params,
-                          ctx=CallContext(tenant="cli"))
+        req = ChatRequest(
+            model=alias,
+            messages=messages,
+            stream=True,
+            max_tokens=max_tokens,
+            params=params,
+            ctx=CallContext(tenant="cli"),
+        )
         asyncio.run(_run(env, req))
 
 
@@ -55,7 +61,8 @@ async def _run(env: Env, req: ChatRequest) -> None:
             console.print(
                 f"[dim]{rec.deployment} · {rec.input_tokens}→{rec.output_tokens} tokens · "
                 f"{rec.latency_ms:.0f} ms (first token {ttft}) · cost {fmt_cost(rec.cost_usd)} · "
-                f"trace {rec.id}[/dim]", highlight=False,
+                f"trace {rec.id}[/dim]",
+                highlight=False,
             )
     finally:
         await close_service(service)

@@ -23,16 +23,33 @@ def register(app: typer.Typer) -> None:
         if not rows:
             console.print("no calls recorded in that window")
             return
-        table = Table(*dims, "calls", "errors", "input tok", "output tok", "cached tok", "cost", "avg latency",
-                      title="cost (provider-reported usage × price table; local models cost 0)")
+        table = Table(
+            *dims,
+            "calls",
+            "errors",
+            "input tok",
+            "output tok",
+            "cached tok",
+            "cost",
+            "avg latency",
+            title="cost (provider-reported usage × price table; local models cost 0)",
+        )
         total = 0.0
         for r in rows:
             total += r["cost_usd"] or 0
             unpriced = f" [yellow]({r['unpriced']} unpriced)[/yellow]" if r["unpriced"] else ""
-            table.add_row(*[str(r[d] if r[d] is not None else "—") for d in dims], str(r["calls"]), str(r["errors"]),
-                          f"{r['input_tokens']:,}", f"{r['output_tokens']:,}", f"{r['cached_tokens']:,}",
-                          fmt_cost(r["cost_usd"]) + unpriced, f"{r['avg_latency_ms'] or 0:.0f} ms")
+            table.add_row(
+                *[str(r[d] if r[d] is not None else "—") for d in dims],
+                str(r["calls"]),
+                str(r["errors"]),
+                f"{r['input_tokens']:,}",
+                f"{r['output_tokens']:,}",
+                f"{r['cached_tokens']:,}",
+                fmt_cost(r["cost_usd"]) + unpriced,
+                f"{r['avg_latency_ms'] or 0:.0f} ms",
+            )
         table.add_section()
-        table.add_row("total", *[""] * (len(dims) - 1), str(sum(r["calls"] for r in rows)), "", "", "", "",
-                      fmt_cost(total), "")
+        table.add_row(
+            "total", *[""] * (len(dims) - 1), str(sum(r["calls"] for r in rows)), "", "", "", "", fmt_cost(total), ""
+        )
         console.print(table)

@@ -78,20 +78,28 @@ def register(app: typer.Typer) -> None:
         console.print(f"trace id     {rec.id}")
         console.print(f"served by    {rec.alias} → {rec.deployment} ({rec.provider}: {rec.model})")
         console.print(f"tokens       {rec.input_tokens} in / {rec.output_tokens} out ({rec.usage_source}-reported)")
-        console.print(f"latency      {rec.latency_ms:.0f} ms, first token {rec.ttft_ms or 0:.0f} ms, "
-                      f"~{rate:.0f} tokens/s")
+        console.print(
+            f"latency      {rec.latency_ms:.0f} ms, first token {rec.ttft_ms or 0:.0f} ms, ~{rate:.0f} tokens/s"
+        )
         console.print(f"cost         {fmt_cost(rec.cost_usd)} ({rec.cost_source})")
-        console.print(f"\nNext: [bold]keel traces show {rec.id[:12]}[/bold] · [bold]keel cost[/bold] · "
-                      "[bold]keel serve[/bold]", highlight=False)
+        console.print(
+            f"\nNext: [bold]keel traces show {rec.id[:12]}[/bold] · [bold]keel cost[/bold] · [bold]keel serve[/bold]",
+            highlight=False,
+        )
 
 
 def _ask(base: str, key: str, alias: str, question: str, max_tokens: int) -> str:
-    body = {"model": alias, "stream": True, "max_tokens": max_tokens, "temperature": 0.2,
-            "messages": [{"role": "user", "content": question}]}
+    body = {
+        "model": alias,
+        "stream": True,
+        "max_tokens": max_tokens,
+        "temperature": 0.2,
+        "messages": [{"role": "user", "content": question}],
+    }
     headers = {"authorization": f"Bearer {key}", "x-keel-user": "demo-user", "x-keel-feature": "demo"}
     console.print("[bold green]A:[/bold green] ", end="")
     with httpx.stream("POST", f"{base}/chat/completions", json=body, headers=headers, timeout=300) as response:
-        trace_id = response.headers.get("x-keel-trace-id", "")
+        trace_id = str(response.headers.get("x-keel-trace-id", ""))
         if response.status_code != 200:
             error = orjson.loads(response.read()).get("error", {})
             raise KeelError(f"the gateway answered {response.status_code}: {error.get('message')}")

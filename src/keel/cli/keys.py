@@ -14,9 +14,11 @@ CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
 
 
 @app.command("create")
-def create(tenant: str = typer.Option(..., help="the tenant this key belongs to"),
-           name: str | None = typer.Option(None, help="a label for the key"),
-           config: str | None = CONFIG) -> None:
+def create(
+    tenant: str = typer.Option(..., help="the tenant this key belongs to"),
+    name: str | None = typer.Option(None, help="a label for the key"),
+    config: str | None = CONFIG,
+) -> None:
     """Create a key and print it once."""
     with load_env(config).db() as conn:
         key, info = create_key(conn, tenant, name)
@@ -37,8 +39,10 @@ def list_(config: str | None = CONFIG) -> None:
 
 
 @app.command("revoke")
-def revoke(key_id: str = typer.Argument(..., help="the key's id or prefix (from `keel keys list`)"),
-           config: str | None = CONFIG) -> None:
+def revoke(
+    key_id: str = typer.Argument(..., help="the key's id or prefix (from `keel keys list`)"),
+    config: str | None = CONFIG,
+) -> None:
     """Revoke a key: requests with it get 401 from then on."""
     with load_env(config).db() as conn:
         if not revoke_key(conn, key_id):

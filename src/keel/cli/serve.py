@@ -28,5 +28,13 @@ def register(app: typer.Typer) -> None:
         auth = "off (loopback dev mode)" if no_auth else "API keys"
         console.print(f"Keel gateway on http://{host}:{port}/v1 · auth: {auth} · data: {env.home}")
         console.print(f"models: {', '.join(app_.service.gateway.routes)}", style="dim")
-        uvicorn.run(app_.asgi, host=host, port=port, log_level="warning", access_log=False, loop="auto",
-                    http="auto", timeout_graceful_shutdown=10)
+        uvicorn.run(
+            app_.asgi,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            loop="auto",
+            http="auto",
+            timeout_graceful_shutdown=10,
+        )

@@ -17,23 +17,35 @@ CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
 
 
 def _table(rows: list[TraceRecord]) -> Table:
-    table = Table("time", "trace", "model → deployment", "status", "tokens in/out", "latency", "ttft", "cost",
-                  "tenant", "user")
+    table = Table(
+        "time", "trace", "model → deployment", "status", "tokens in/out", "latency", "ttft", "cost", "tenant", "user"
+    )
     for r in rows:
         status = "[green]ok[/green]" if r.status == "ok" else f"[red]{r.status}[/red] {r.error_type or ''}"
         retries = f" [yellow]({len(r.attempts)} attempts)[/yellow]" if len(r.attempts) > 1 else ""
         table.add_row(
-            fmt_ts(r.ts), r.id[:12], f"{r.alias} → {r.deployment or '—'}{retries}", status,
-            f"{r.input_tokens}/{r.output_tokens}", f"{r.latency_ms or 0:.0f} ms",
-            f"{r.ttft_ms:.0f} ms" if r.ttft_ms else "—", fmt_cost(r.cost_usd), r.tenant or "", r.user or "",
+            fmt_ts(r.ts),
+            r.id[:12],
+            f"{r.alias} → {r.deployment or '—'}{retries}",
+            status,
+            f"{r.input_tokens}/{r.output_tokens}",
+            f"{r.latency_ms or 0:.0f} ms",
+            f"{r.ttft_ms:.0f} ms" if r.ttft_ms else "—",
+            fmt_cost(r.cost_usd),
+            r.tenant or "",
+            r.user or "",
         )
     return table
 
 
 @app.command("list")
-def list_(limit: int = typer.Option(20, min=1, max=10_000), since: str | None = typer.Option(None),
-          status: str | None = typer.Option(None, help="ok, error or cancelled"),
-          json: bool = typer.Option(False, "--json", help="print JSON lines"), config: str | None = CONFIG) -> None:
+def list_(
+    limit: int = typer.Option(20, min=1, max=10_000),
+    since: str | None = typer.Option(None),
+    status: str | None = typer.Option(None, help="ok, error or cancelled"),
+    json: bool = typer.Option(False, "--json", help="print JSON lines"),
+    config: str | None = CONFIG,
+) -> None:
     """The newest calls first."""
     with load_env(config).db() as conn:
         rows = list_traces(conn, limit=limit, since=parse_since(since), status=status)
@@ -43,12 +55,13 @@ def list_(limit: int = typer.Option(20, min=1, max=10_000), since: str | None = 
     elif rows:
         console.print(_table(rows))
     else:
-        console.print("no traces yet: send a request (`keel chat \"hello\"`)")
+        console.print('no traces yet: send a request (`keel chat "hello"`)')
 
 
 @app.command("show")
-def show(trace_id: str = typer.Argument(..., help="the trace id (or its first characters)"),
-         config: str | None = CONFIG) -> None:
+def show(
+    trace_id: str = typer.Argument(..., help="the trace id (or its first characters)"), config: str | None = CONFIG
+) -> None:
     """Everything recorded about one call."""
     with load_env(config).db() as conn:
         rec = get_trace(conn, trace_id)
@@ -73,8 +86,11 @@ def show(trace_id: str = typer.Argument(..., help="the trace id (or its first ch
 
 
 @app.command("tail")
-def tail(interval: float = typer.Option(1.0, min=0.1), count: int = typer.Option(0, help="stop after N (0: never)"),
-         config: str | None = CONFIG) -> None:
+def tail(
+    interval: float = typer.Option(1.0, min=0.1),
+    count: int = typer.Option(0, help="stop after N (0: never)"),
+    config: str | None = CONFIG,
+) -> None:
     """Follow new calls as they are recorded."""
     seen = 0
     with load_env(config).db() as conn:

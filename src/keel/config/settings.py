@@ -50,6 +50,9 @@ class RetrySettings(Strict):
 FallbackOn = Literal["rate_limit", "server_error", "timeout", "context_window", "circuit_open", "overloaded"]
 
 
+DEFAULT_FALLBACK_ON: tuple[FallbackOn, ...] = ("rate_limit", "server_error", "timeout", "circuit_open", "overloaded")
+
+
 class LocalModelSettings(Strict):
     """A GGUF model: a file path, or parts shipped inside installed Python packages."""
 
@@ -92,9 +95,7 @@ class AliasSettings(Strict):
 
     deployments: list[str] = Field(min_length=1)
     retry: RetrySettings = RetrySettings()
-    fallback_on: list[FallbackOn] = Field(
-        default_factory=lambda: ["rate_limit", "server_error", "timeout", "circuit_open", "overloaded"]
-    )
+    fallback_on: list[FallbackOn] = Field(default_factory=lambda: list(DEFAULT_FALLBACK_ON))
     context_fallback: str | None = Field(None, description="alias for prompts that exceed the window")
     description: str = ""
 
@@ -133,13 +134,12 @@ class KeelSettings(Strict):
                     known = ", ".join(sorted(self.deployments))
                     errors.append((("models", name, "deployments", i), f"unknown deployment '{dep}' (known: {known})"))
             if alias.context_fallback and alias.context_fallback not in self.models:
-                errors.append(
-                    (("models", name, "context_fallback"), f"unknown model '{alias.context_fallback}'")
-                )
-        for name, dep in self.deployments.items():
-            if dep.provider == "local" and dep.model not in self.local_models:
+                errors.append((("models", name, "context_fallback"), f"unknown model '{alias.context_fallback}'"))
+        for dep_name, deployment in self.deployments.items():
+            if deployment.provider == "local" and deployment.model not in self.local_models:
                 known = ", ".join(sorted(self.local_models))
-                errors.append((("deployments", name, "model"), f"unknown local model '{dep.model}' (known: {known})"))
+                message = f"unknown local model '{deployment.model}' (known: {known})"
+                errors.append((("deployments", dep_name, "model"), message))
         if self.default_model and self.default_model not in self.models:
             errors.append((("default_model",), f"unknown model '{self.default_model}'"))
         return errors

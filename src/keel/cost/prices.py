@@ -66,7 +66,5 @@ class PriceTable:
         cached = min(usage.cached_input_tokens, usage.input_tokens)
         cached_rate = price.cached_input if price.cached_input is not None else price.input
         return (
-            (usage.input_tokens - cached) * price.input
-            + cached * cached_rate
-            + usage.output_tokens * price.output
+            (usage.input_tokens - cached) * price.input + cached * cached_rate + usage.output_tokens * price.output
         ) / PER

@@ -25,7 +25,11 @@ from keel.types import ChatChunk, ChatRequest, ChatResponse
 Sleep = Callable[[float], Awaitable[None]]
 #: Faults worth another try: rate limits, 5xx/resets, timeouts, garbage (often a proxy page), local queue full.
 RETRY_ON: tuple[type[ProviderError], ...] = (
-    RateLimited, UpstreamUnavailable, UpstreamTimeout, BadUpstreamResponse, Overloaded,
+    RateLimited,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    BadUpstreamResponse,
+    Overloaded,
 )
 
 

@@ -80,7 +80,9 @@ class Gateway:
                 dep = settings.deployments[name]
                 chain: Provider = Timeout(adapter, first_token=dep.timeout.first_token, total=dep.timeout.total)
                 chain = ConcurrencyLimit(
-                    chain, max_concurrency=dep.max_concurrency, max_queue=dep.max_queue,
+                    chain,
+                    max_concurrency=dep.max_concurrency,
+                    max_queue=dep.max_queue,
                     queue_timeout=dep.queue_timeout_s,
                 )
                 chain = CircuitBreaker(chain, dep.breaker)
@@ -167,6 +169,10 @@ class Gateway:
 
 def _with_model(req: ChatRequest, model: str) -> ChatRequest:
     return ChatRequest(
-        model=model, messages=req.messages, stream=req.stream, max_tokens=req.max_tokens, params=req.params,
+        model=model,
+        messages=req.messages,
+        stream=req.stream,
+        max_tokens=req.max_tokens,
+        params=req.params,
         ctx=req.ctx,
     )

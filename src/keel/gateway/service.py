@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import asdict
 from typing import Any
 
@@ -58,11 +58,19 @@ class GatewayService:
         except BaseException as exc:
             self._finish(req.ctx, "chat", req.model, t0, stream=False, request=req.messages, error=exc)
             raise
-        self._finish(req.ctx, "chat", req.model, t0, stream=False, request=req.messages, usage=response.usage,
-                     output=response.text)
+        self._finish(
+            req.ctx,
+            "chat",
+            req.model,
+            t0,
+            stream=False,
+            request=req.messages,
+            usage=response.usage,
+            output=response.text,
+        )
         return response
 
-    async def chat_stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def chat_stream(self, req: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         t0 = time.perf_counter()
         usage: Usage | None = None
         ttft: float | None = None
@@ -78,15 +86,44 @@ class GatewayService:
                     parts.append(chunk.text)
                 yield chunk
         except GeneratorExit:
-            self._finish(req.ctx, "chat", req.model, t0, stream=True, request=req.messages, usage=usage,
-                         output="".join(parts), ttft=ttft, cancelled=True)
+            self._finish(
+                req.ctx,
+                "chat",
+                req.model,
+                t0,
+                stream=True,
+                request=req.messages,
+                usage=usage,
+                output="".join(parts),
+                ttft=ttft,
+                cancelled=True,
+            )
             raise
         except BaseException as exc:
-            self._finish(req.ctx, "chat", req.model, t0, stream=True, request=req.messages, usage=usage,
-                         output="".join(parts), ttft=ttft, error=exc)
+            self._finish(
+                req.ctx,
+                "chat",
+                req.model,
+                t0,
+                stream=True,
+                request=req.messages,
+                usage=usage,
+                output="".join(parts),
+                ttft=ttft,
+                error=exc,
+            )
             raise
-        self._finish(req.ctx, "chat", req.model, t0, stream=True, request=req.messages, usage=usage,
-                     output="".join(parts), ttft=ttft)
+        self._finish(
+            req.ctx,
+            "chat",
+            req.model,
+            t0,
+            stream=True,
+            request=req.messages,
+            usage=usage,
+            output="".join(parts),
+            ttft=ttft,
+        )
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         t0 = time.perf_counter()
@@ -95,11 +132,11 @@ class GatewayService:
             route = self.gateway.route(req.model)
             response = await self.gateway.embed(req)
         except BaseException as exc:
-            self._finish(req.ctx, "embeddings", req.model, t0, stream=False, error=exc,
-                         served=route.info if route else None)
+            self._finish(
+                req.ctx, "embeddings", req.model, t0, stream=False, error=exc, served=route.info if route else None
+            )
             raise
-        self._finish(req.ctx, "embeddings", req.model, t0, stream=False, usage=response.usage,
-                     served=route.info)
+        self._finish(req.ctx, "embeddings", req.model, t0, stream=False, usage=response.usage, served=route.info)
         return response
 
     # -- recording -------------------------------------------------------------------------------
@@ -137,24 +174,38 @@ class GatewayService:
         ok = [a for a in attempts if a.ok]
         last = ok[-1] if ok else (attempts[-1] if attempts else None)
         if last is None and served is not None:
-            last = Attempt(deployment=served.deployment, provider=served.provider, model=served.model,
-                           started=ctx.started)
+            last = Attempt(
+                deployment=served.deployment, provider=served.provider, model=served.model, started=ctx.started
+            )
         adapter = self.gateway.adapters.get(last.deployment) if last else None
         local = bool(adapter is not None and adapter.info.local)
         usage = usage or Usage(source="none")
         cost, cost_source = self._cost(last, local, usage)
         status = "cancelled" if cancelled else ("error" if error is not None else "ok")
         rec = TraceRecord(
-            id=ctx.trace_id, ts=ctx.started, operation=operation, tenant=ctx.tenant, user=ctx.user,
-            feature=ctx.feature, alias=alias, deployment=last.deployment if last else None,
-            provider=last.provider if last else None, model=last.model if last else None, stream=stream,
+            id=ctx.trace_id,
+            ts=ctx.started,
+            operation=operation,
+            tenant=ctx.tenant,
+            user=ctx.user,
+            feature=ctx.feature,
+            alias=alias,
+            deployment=last.deployment if last else None,
+            provider=last.provider if last else None,
+            model=last.model if last else None,
+            stream=stream,
             status=status,
             http_status=(error.status if isinstance(error, KeelError) else 500) if error is not None else 200,
             error_type=type(error).__name__ if error is not None else None,
             error=(error.message if isinstance(error, KeelError) else repr(error)) if error is not None else None,
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            cached_tokens=usage.cached_input_tokens, reasoning_tokens=usage.reasoning_tokens,
-            usage_source=usage.source, cost_usd=cost, cost_source=cost_source, latency_ms=latency,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_input_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            usage_source=usage.source,
+            cost_usd=cost,
+            cost_source=cost_source,
+            latency_ms=latency,
             ttft_ms=ttft if stream else (last.ttft_ms if last and last.ok else None),
             attempts=[asdict(a) for a in attempts],
             request=capture(request, self.capture_policy) if request is not None else None,

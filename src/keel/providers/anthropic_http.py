@@ -81,4 +81,3 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-

@@ -59,7 +59,11 @@ def _convert_messages(messages: list[JSON]) -> list[JSON]:
         if role in ("system", "developer"):
             continue
         if role == "tool":
-            block = {"type": "tool_result", "tool_use_id": msg.get("tool_call_id"), "content": _text(msg.get("content"))}
+            block = {
+                "type": "tool_result",
+                "tool_use_id": msg.get("tool_call_id"),
+                "content": _text(msg.get("content")),
+            }
             turn: JSON = {"role": "user", "content": [block]}
         elif role == "assistant":
             blocks = _blocks(msg.get("content"))
@@ -179,8 +183,12 @@ class StreamMapper:
             block = event.get("content_block") or {}
             if block.get("type") == "tool_use":
                 idx = self.tool_index.setdefault(int(event.get("index", 0)), len(self.tool_index))
-                call = {"index": idx, "id": block.get("id"), "type": "function",
-                        "function": {"name": block.get("name"), "arguments": ""}}
+                call = {
+                    "index": idx,
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": ""},
+                }
                 return self._chunk({"tool_calls": [call]})
             return None
         if kind == "content_block_delta":
@@ -200,8 +208,14 @@ class StreamMapper:
         if kind == "message_stop":
             self.finished = True
             chunk = ChatChunk(
-                body={"id": self.id, "object": "chat.completion.chunk", "created": int(time.time()),
-                      "model": self.model, "choices": [], "usage": self.usage.to_openai()},
+                body={
+                    "id": self.id,
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": self.model,
+                    "choices": [],
+                    "usage": self.usage.to_openai(),
+                },
                 usage=self.usage,
             )
             return chunk

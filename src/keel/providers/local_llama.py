@@ -19,10 +19,11 @@ from keel.config.settings import DeploymentSettings, LocalModelSettings
 from keel.errors import BadUpstreamResponse, ConfigError, ContextWindowExceeded, UpstreamRejected
 from keel.providers.base import ProviderEnv, ProviderInfo
 from keel.providers.modelfiles import resolve_model_file
-from keel.types import JSON, ChatChunk, ChatRequest, ChatResponse
 from keel.providers.openai_wire import parse_chunk, parse_response
+from keel.types import JSON, ChatChunk, ChatRequest, ChatResponse
 
 _DONE = object()
+
 
 def _raise_error(body: JSON, name: str) -> None:
     err = body.get("error") or {}
@@ -32,6 +33,7 @@ def _raise_error(body: JSON, name: str) -> None:
     if int(err.get("code") or 500) < 500:
         raise UpstreamRejected(message, provider=name, status=int(err.get("code") or 400))
     raise BadUpstreamResponse(message, provider=name, status=int(err.get("code") or 500))
+
 
 class LocalLlamaProvider:
     """Chat (stream and non-stream, JSON-schema constrained) on a local GGUF model."""
@@ -124,6 +126,7 @@ class LocalLlamaProvider:
 
     async def aclose(self) -> None:
         self._server = None  # llama.cpp's destructor stops its loop and frees the model
+
 
 def _start_server(path: Path, spec: LocalModelSettings) -> Any:
     import xllamacpp

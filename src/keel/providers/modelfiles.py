@@ -5,6 +5,7 @@ Nothing here downloads unless a model is explicitly configured with ``allow_down
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -98,10 +99,8 @@ def resolve_model_file(name: str, spec: LocalModelSettings, home: Path) -> Path:
         path = _download(name, spec, models_dir)
     if not _verified(path, spec.sha256) and spec.sha256:
         _check(name, sha256_of([path]), spec.sha256)
-        try:
+        with contextlib.suppress(OSError):  # a read-only location: verify again next time
             _mark_verified(path, spec.sha256)
-        except OSError:
-            pass  # read-only location: verify again next time
     return path
 
 

@@ -80,7 +80,9 @@ class OnnxEmbedProvider:
     def __init__(self, name: str, settings: DeploymentSettings, env: ProviderEnv | None = None) -> None:
         if settings.model != "all-minilm-l6-v2":
             raise ConfigError(f"deployments.{name}: onnx-embed serves all-minilm-l6-v2, not '{settings.model}'")
-        self.info = ProviderInfo(deployment=name, provider="onnx-embed", model=settings.model, context_window=MAX_TOKENS, local=True)
+        self.info = ProviderInfo(
+            deployment=name, provider="onnx-embed", model=settings.model, context_window=MAX_TOKENS, local=True
+        )
         self._model: MiniLMEmbedder | None = None
         self._lock = threading.Lock()
 
@@ -91,6 +93,6 @@ class OnnxEmbedProvider:
             return self._model
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
-        model = self._model or await anyio.to_thread.run_sync(self.load)
+        model = self._model if self._model is not None else await anyio.to_thread.run_sync(self.load)
         vectors, tokens = await anyio.to_thread.run_sync(model.embed, req.inputs)
         return EmbeddingResponse(vectors=vectors.tolist(), usage=Usage(input_tokens=tokens), model=self.info.model)

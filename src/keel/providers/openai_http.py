@@ -105,4 +105,3 @@ class OpenAIHTTPProvider:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-

@@ -103,9 +103,7 @@ def _message(body: Any) -> str:
     return str(body)[:300]
 
 
-def error_from_body(
-    status: int, body: Any, provider: str, headers: Mapping[str, str] | None = None
-) -> ProviderError:
+def error_from_body(status: int, body: Any, provider: str, headers: Mapping[str, str] | None = None) -> ProviderError:
     """Map an upstream error answer to the error tree (the only place messages are read)."""
     message = _message(body)
     text = orjson.dumps(body).decode() if isinstance(body, dict | list) else str(body)

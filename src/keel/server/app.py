@@ -23,7 +23,7 @@ from keel.gateway.streams import prime
 from keel.server.auth import authenticate
 from keel.server.errors import error_body, error_response
 from keel.server.validate import parse_chat, parse_embeddings, parse_json
-from keel.types import CallContext, ChatChunk
+from keel.types import CallContext, ChatChunk, ChatRequest
 
 log = logging.getLogger("keel.server")
 JSON_TYPE = "application/json"
@@ -33,8 +33,13 @@ class KeelApp:
     """Holds what the routes need; ``asgi`` is the Starlette application."""
 
     def __init__(
-        self, service: GatewayService, *, keys: sqlite3.Connection | None, max_body_bytes: int,
-        on_startup: Any = None, on_shutdown: Any = None,
+        self,
+        service: GatewayService,
+        *,
+        keys: sqlite3.Connection | None,
+        max_body_bytes: int,
+        on_startup: Any = None,
+        on_shutdown: Any = None,
     ) -> None:
         self.service = service
         self.keys = keys
@@ -63,13 +68,25 @@ class KeelApp:
             await self._on_shutdown()
 
     async def _not_found(self, request: Request, exc: Exception) -> Response:
-        body = {"error": {"message": f"no route {request.method} {request.url.path}", "type": "invalid_request_error",
-                          "param": None, "code": "unknown_url"}}
+        body = {
+            "error": {
+                "message": f"no route {request.method} {request.url.path}",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "unknown_url",
+            }
+        }
         return Response(orjson.dumps(body), 404, media_type=JSON_TYPE)
 
     async def _not_allowed(self, request: Request, exc: Exception) -> Response:
-        body = {"error": {"message": f"{request.method} is not allowed on {request.url.path}",
-                          "type": "invalid_request_error", "param": None, "code": "method_not_allowed"}}
+        body = {
+            "error": {
+                "message": f"{request.method} is not allowed on {request.url.path}",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "method_not_allowed",
+            }
+        }
         return Response(orjson.dumps(body), 405, media_type=JSON_TYPE)
 
     async def _crashed(self, request: Request, exc: Exception) -> Response:
@@ -105,7 +122,7 @@ class KeelApp:
             return error_response(exc, _trace_headers(ctx))
         return Response(orjson.dumps(response.body), media_type=JSON_TYPE, headers=_trace_headers(ctx))
 
-    async def _stream(self, req: Any, wants_usage: bool) -> Response:
+    async def _stream(self, req: ChatRequest, wants_usage: bool) -> Response:
         upstream = self.service.chat_stream(req)
         try:
             head = await prime(upstream)  # errors before the first token get a real HTTP status
@@ -154,8 +171,10 @@ class KeelApp:
         except KeelError as exc:
             return error_response(exc)
         created = int(self.started)
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "keel"}
-                for name in self.service.gateway.routes]
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "keel"}
+            for name in self.service.gateway.routes
+        ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON_TYPE)
 
     async def health(self, request: Request) -> Response:
@@ -165,8 +184,10 @@ class KeelApp:
         writer = self.service.writer
         gauges = {
             "keel_trace_rows_written": ("Trace rows written to the store.", writer.written if writer else 0),
-            "keel_trace_rows_dropped": ("Trace rows dropped because the write queue was full.",
-                                        writer.dropped if writer else 0),
+            "keel_trace_rows_dropped": (
+                "Trace rows dropped because the write queue was full.",
+                writer.dropped if writer else 0,
+            ),
             "keel_trace_rows_failed": ("Trace rows lost to write errors.", writer.failed if writer else 0),
             "keel_trace_queue_depth": ("Trace rows waiting to be written.", writer.pending if writer else 0),
             "keel_uptime_seconds": ("Seconds since the server started.", time.time() - self.started),

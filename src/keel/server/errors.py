@@ -16,10 +16,22 @@ log = logging.getLogger("keel.server")
 
 def error_body(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, KeelError):
-        return {"error": {"message": exc.message, "type": exc.error_type, "param": getattr(exc, "param", None),
-                          "code": exc.code}}
-    return {"error": {"message": "internal error; the trace id in x-keel-trace-id has the details",
-                      "type": "server_error", "param": None, "code": "internal_error"}}
+        return {
+            "error": {
+                "message": exc.message,
+                "type": exc.error_type,
+                "param": getattr(exc, "param", None),
+                "code": exc.code,
+            }
+        }
+    return {
+        "error": {
+            "message": "internal error; the trace id in x-keel-trace-id has the details",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
 
 
 def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> Response:

@@ -49,8 +49,9 @@ def build_app(
         if keys is not None:
             keys.close()
 
-    return KeelApp(service, keys=keys, max_body_bytes=settings.server.max_body_bytes, on_startup=startup,
-                   on_shutdown=shutdown)
+    return KeelApp(
+        service, keys=keys, max_body_bytes=settings.server.max_body_bytes, on_startup=startup, on_shutdown=shutdown
+    )
 
 
 def _warm(name: str, load: object) -> None:

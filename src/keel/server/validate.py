@@ -26,8 +26,15 @@ def parse_json(raw: bytes) -> JSON:
 
 
 def _type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
-            type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _model(data: JSON) -> str:
@@ -68,19 +75,23 @@ def _messages(data: JSON) -> list[JSON]:
             raise InvalidRequest(f"'{where}' must be an object (got a {_type(msg)})", param=where)
         role = msg.get("role")
         if role not in ROLES:
-            raise InvalidRequest(f"'{where}.role' must be one of {', '.join(sorted(ROLES))} (got {role!r})",
-                                 param=f"{where}.role")
+            raise InvalidRequest(
+                f"'{where}.role' must be one of {', '.join(sorted(ROLES))} (got {role!r})", param=f"{where}.role"
+            )
         content = msg.get("content")
         if content is None and not (role == "assistant" and (msg.get("tool_calls") or msg.get("function_call"))):
             raise InvalidRequest(f"'{where}.content' is required", param=f"{where}.content")
         if content is not None and not isinstance(content, str | list):
-            raise InvalidRequest(f"'{where}.content' must be a string or an array of parts (got a {_type(content)})",
-                                 param=f"{where}.content")
+            raise InvalidRequest(
+                f"'{where}.content' must be a string or an array of parts (got a {_type(content)})",
+                param=f"{where}.content",
+            )
         if isinstance(content, list):
             for j, part in enumerate(content):
                 if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise InvalidRequest(f"'{where}.content[{j}]' must be an object with a 'type'",
-                                         param=f"{where}.content[{j}]")
+                    raise InvalidRequest(
+                        f"'{where}.content[{j}]' must be an object with a 'type'", param=f"{where}.content[{j}]"
+                    )
     return messages
 
 
@@ -110,13 +121,17 @@ def parse_chat(data: JSON, ctx: CallContext) -> tuple[ChatRequest, bool]:
         raise InvalidRequest("'stream_options' must be an object", param="stream_options")
     user = _string_or_none(data, "user")
     ctx.user = ctx.user or user
-    params = {k: v for k, v in data.items()
-              if k not in ("model", "messages", "stream", "max_tokens", "max_completion_tokens", "stream_options")}
+    params = {
+        k: v
+        for k, v in data.items()
+        if k not in ("model", "messages", "stream", "max_tokens", "max_completion_tokens", "stream_options")
+    }
     metadata = data.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("feature"), str):
         ctx.feature = ctx.feature or metadata["feature"]
-    req = ChatRequest(model=model, messages=messages, stream=bool(stream), max_tokens=completion or max_tokens,
-                      params=params, ctx=ctx)
+    req = ChatRequest(
+        model=model, messages=messages, stream=bool(stream), max_tokens=completion or max_tokens, params=params, ctx=ctx
+    )
     return req, bool((options or {}).get("include_usage"))
 
 

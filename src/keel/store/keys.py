@@ -47,8 +47,10 @@ def list_keys(conn: sqlite3.Connection) -> list[KeyInfo]:
 
 
 def revoke_key(conn: sqlite3.Connection, key_id: str) -> bool:
-    cur = conn.execute("UPDATE api_keys SET revoked = ? WHERE (id = ? OR prefix = ?) AND revoked IS NULL",
-                       (time.time(), key_id, key_id))
+    cur = conn.execute(
+        "UPDATE api_keys SET revoked = ? WHERE (id = ? OR prefix = ?) AND revoked IS NULL",
+        (time.time(), key_id, key_id),
+    )
     return cur.rowcount > 0
 
 

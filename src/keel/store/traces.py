@@ -70,10 +70,15 @@ def _from_row(row: sqlite3.Row) -> TraceRecord:
 
 
 def list_traces(
-    conn: sqlite3.Connection, *, limit: int = 20, since: float | None = None, after_ts: float | None = None,
+    conn: sqlite3.Connection,
+    *,
+    limit: int = 20,
+    since: float | None = None,
+    after_ts: float | None = None,
     status: str | None = None,
 ) -> list[TraceRecord]:
-    where, params = ["1=1"], []
+    where: list[str] = ["1=1"]
+    params: list[object] = []
     if since is not None:
         where.append("ts >= ?")
         params.append(since)
@@ -98,8 +103,14 @@ def get_trace(conn: sqlite3.Connection, trace_id: str) -> TraceRecord | None:
 
 
 COST_DIMENSIONS = {
-    "model": "coalesce(model, alias)", "deployment": "deployment", "tenant": "tenant", "user": "user",
-    "feature": "feature", "day": "date(ts, 'unixepoch')", "alias": "alias", "status": "status",
+    "model": "coalesce(model, alias)",
+    "deployment": "deployment",
+    "tenant": "tenant",
+    "user": "user",
+    "feature": "feature",
+    "day": "date(ts, 'unixepoch')",
+    "alias": "alias",
+    "status": "status",
 }
 
 

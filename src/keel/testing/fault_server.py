@@ -40,7 +40,6 @@ class Fault:
         payload = body if body is not None else {"error": {"message": f"injected {code}", "type": "injected"}}
         return cls("status", status=code, body=orjson.dumps(payload), headers=headers)
 
-
     @classmethod
     def reset(cls) -> Fault:
         return cls("reset")
@@ -73,8 +72,15 @@ def _words(text: str) -> int:
 
 
 class FaultServer:
-    def __init__(self, *, reply: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                 chunk_delay: float = 0.0, model: str = "fault-model") -> None:
+    def __init__(
+        self,
+        *,
+        reply: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        chunk_delay: float = 0.0,
+        model: str = "fault-model",
+    ) -> None:
         self.reply = reply
         self.host = host
         self.port = port
@@ -172,8 +178,13 @@ class FaultServer:
             writer.transport.abort() if writer.transport.is_closing() else writer.close()
 
     @staticmethod
-    def _send(writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        ctype: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = f"HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n{extra}\r\n"
         writer.write(head.encode("latin-1") + body)
@@ -213,11 +224,15 @@ class FaultServer:
         if path.endswith("/embeddings"):
             inputs = req.get("input") or []
             inputs = [inputs] if isinstance(inputs, str) else inputs
-            data = {"object": "list", "model": req.get("model"),
-                    "data": [{"object": "embedding", "index": i, "embedding": hash_vector(str(t))}
-                             for i, t in enumerate(inputs)],
-                    "usage": {"prompt_tokens": sum(_words(str(t)) for t in inputs), "total_tokens": 0}}
-            self._send(writer, 200, orjson.dumps(data))
+            payload: dict[str, Any] = {
+                "object": "list",
+                "model": req.get("model"),
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": hash_vector(str(t))} for i, t in enumerate(inputs)
+                ],
+                "usage": {"prompt_tokens": sum(_words(str(t)) for t in inputs), "total_tokens": 0},
+            }
+            self._send(writer, 200, orjson.dumps(payload))
             return True
         anthropic = path.endswith("/messages")
         text = self._answer(req, anthropic)
@@ -243,20 +258,30 @@ class FaultServer:
 
     def _openai_body(self, req: dict[str, Any], text: str, prompt_tokens: int) -> dict[str, Any]:
         return {
-            "id": f"chatcmpl-fault-{time.time_ns()}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-fault-{time.time_ns()}",
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": req.get("model") or self.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": _words(text),
-                      "total_tokens": prompt_tokens + _words(text)},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": _words(text),
+                "total_tokens": prompt_tokens + _words(text),
+            },
         }
 
     def _openai_events(self, req: dict[str, Any], text: str, prompt_tokens: int) -> list[bytes]:
         cid, model, created = f"chatcmpl-fault-{time.time_ns()}", req.get("model") or self.model, int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if delta is not None else [],
-                    **extra}
+            body: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if delta is not None else [],
+                **extra,
+            }
             return b"data: " + orjson.dumps(body) + b"\n\n"
 
         words = text.split(" ")
@@ -264,43 +289,70 @@ class FaultServer:
         events += [chunk({"content": w if i == 0 else " " + w}) for i, w in enumerate(words)]
         events.append(chunk({}, "stop"))
         if (req.get("stream_options") or {}).get("include_usage"):
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
-                     "total_tokens": prompt_tokens + len(words)}
-            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [], "usage": usage}
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(words),
+                "total_tokens": prompt_tokens + len(words),
+            }
+            body: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
             events.append(b"data: " + orjson.dumps(body) + b"\n\n")
         events.append(b"data: [DONE]\n\n")
         return events
 
     def _anthropic_body(self, req: dict[str, Any], text: str, prompt_tokens: int) -> dict[str, Any]:
-        return {"id": f"msg_{time.time_ns()}", "type": "message", "role": "assistant", "model": req.get("model"),
-                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                "usage": {"input_tokens": prompt_tokens, "output_tokens": _words(text)}}
+        return {
+            "id": f"msg_{time.time_ns()}",
+            "type": "message",
+            "role": "assistant",
+            "model": req.get("model"),
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": prompt_tokens, "output_tokens": _words(text)},
+        }
 
     def _anthropic_events(self, req: dict[str, Any], text: str, prompt_tokens: int) -> list[bytes]:
         def event(name: str, data: dict[str, Any]) -> bytes:
             return f"event: {name}\n".encode() + b"data: " + orjson.dumps({"type": name, **data}) + b"\n\n"
 
         words = text.split(" ")
-        start = {"id": f"msg_{time.time_ns()}", "type": "message", "role": "assistant", "model": req.get("model"),
-                 "content": [], "usage": {"input_tokens": prompt_tokens, "output_tokens": 1}}
-        events = [event("message_start", {"message": start}),
-                  event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
-                  event("ping", {})]
-        events += [event("content_block_delta", {"index": 0, "delta": {"type": "text_delta",
-                                                                        "text": w if i == 0 else " " + w}})
-                   for i, w in enumerate(words)]
-        events += [event("content_block_stop", {"index": 0}),
-                   event("message_delta", {"delta": {"stop_reason": "end_turn"},
-                                           "usage": {"output_tokens": len(words)}}),
-                   event("message_stop", {})]
+        start: dict[str, Any] = {
+            "id": f"msg_{time.time_ns()}",
+            "type": "message",
+            "role": "assistant",
+            "model": req.get("model"),
+            "content": [],
+            "usage": {"input_tokens": prompt_tokens, "output_tokens": 1},
+        }
+        events = [
+            event("message_start", {"message": start}),
+            event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+            event("ping", {}),
+        ]
+        events += [
+            event(
+                "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": w if i == 0 else " " + w}}
+            )
+            for i, w in enumerate(words)
+        ]
+        events += [
+            event("content_block_stop", {"index": 0}),
+            event("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": len(words)}}),
+            event("message_stop", {}),
+        ]
         return events
 
     async def _stream(self, writer: asyncio.StreamWriter, events: list[bytes], fault: Fault | None) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         content_sent = 0
         for event in events:
-            is_content = b'"content":"' in event and b'"content":""' not in event or b"text_delta" in event
+            is_content = (b'"content":"' in event and b'"content":""' not in event) or b"text_delta" in event
             if fault is not None and is_content and content_sent >= fault.after_chunks:
                 if fault.kind == "cut":
                     await writer.drain()

@@ -49,8 +49,12 @@ class ScriptedProvider:
         model = settings.model if settings else name
         window = (settings.context_window if settings else None) or context_window
         self.info = ProviderInfo(
-            deployment=name, provider="scripted", model=model, context_window=window,
-            price_model=settings.price_model if settings else None, local=local,
+            deployment=name,
+            provider="scripted",
+            model=model,
+            context_window=window,
+            price_model=settings.price_model if settings else None,
+            local=local,
         )
         self.script: deque[Step] = deque()
         self.calls: list[ChatRequest] = []
@@ -105,8 +109,13 @@ class ScriptedProvider:
         cid = f"chatcmpl-scripted-{len(self.calls)}"
 
         def chunk(delta: dict[str, object], finish: str | None = None) -> ChatChunk:
-            body = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
-                    "model": self.info.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            body = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": self.info.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             return ChatChunk(body=body)
 
         pieces = [w + " " for w in reply.text.split(" ")] if reply.text else []
@@ -123,8 +132,14 @@ class ScriptedProvider:
             raise reply.error
         yield chunk({}, reply.finish_reason)
         usage = self._usage(req, reply)
-        body = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": self.info.model, "choices": [], "usage": usage.to_openai()}
+        body = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.info.model,
+            "choices": [],
+            "usage": usage.to_openai(),
+        }
         yield ChatChunk(body=body, usage=usage)
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:

@@ -18,7 +18,13 @@ class Metrics:
         self.attempt_errors: dict[tuple[str, str], int] = defaultdict(int)  # (deployment, error type)
 
     def observe(
-        self, operation: str, alias: str, status: str, latency_ms: float, input_tokens: int, output_tokens: int,
+        self,
+        operation: str,
+        alias: str,
+        status: str,
+        latency_ms: float,
+        input_tokens: int,
+        output_tokens: int,
         cost: float | None,
     ) -> None:
         self.calls[(operation, alias, status)] += 1

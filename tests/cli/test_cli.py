@@ -1,0 +1,101 @@
+"""The CLI as a user runs it: a subprocess, real files, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTED = "deployments:\n  d: {provider: scripted, model: gpt-4o-mini}\nmodels:\n  fast: {deployments: [d]}\n"
+
+
+def keel(
+    home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "KEEL_HOME": str(home), "COLUMNS": "200", **(env or {})}
+    full_env.pop("KEEL_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "keel", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_keys_lifecycle(tmp_path: Path) -> None:
+    created = keel(tmp_path, "keys", "create", "--tenant", "acme", "--name", "ci")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.split()[0]
+    assert key.startswith("keel-") and "not shown again" in created.stdout
+    listed = keel(tmp_path, "keys", "list")
+    assert "acme" in listed.stdout and key not in listed.stdout and "active" in listed.stdout
+    key_id = listed.stdout.split("\n")[3].split()[1]
+    assert keel(tmp_path, "keys", "revoke", key_id).returncode == 0
+    assert "revoked" in keel(tmp_path, "keys", "list").stdout
+    again = keel(tmp_path, "keys", "revoke", key_id)
+    assert again.returncode == 2 and again.stderr.strip().startswith("error: no active key")
+
+
+def test_chat_then_traces_and_cost(tmp_path: Path) -> None:
+    config = tmp_path / "keel.yaml"
+    config.write_text(SCRIPTED)
+    chat = keel(tmp_path, "chat", "hello from the cli", "-m", "fast", "-c", str(config))
+    assert chat.returncode == 0, chat.stderr
+    assert "echo: hello from the cli" in chat.stdout and "trace" in chat.stdout
+    lines = keel(tmp_path, "traces", "list", "--json", "-c", str(config)).stdout.strip().splitlines()
+    record = json.loads(lines[0])
+    assert record["alias"] == "fast" and record["tenant"] == "cli" and record["output_tokens"] == 5
+    shown = keel(tmp_path, "traces", "show", record["id"][:10], "-c", str(config))
+    assert shown.returncode == 0 and "attempts" in shown.stdout and "price table" in shown.stdout
+    cost = keel(tmp_path, "cost", "--by", "model,tenant", "--since", "1d", "-c", str(config))
+    assert cost.returncode == 0 and "gpt-4o-mini" in cost.stdout and "total" in cost.stdout
+    tail = keel(tmp_path, "traces", "list", "--status", "error", "-c", str(config))
+    assert "no traces yet" in tail.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "message"),
+    [
+        (["models"], "server:\n  prot: 1\n", "keel.yaml:2: server.prot: unknown key"),
+        (["models"], "models: [\n", "invalid YAML"),
+        (["chat", "hi", "-m", "nope"], SCRIPTED, "The model 'nope' does not exist"),
+        (["chat", "   "], SCRIPTED, "the prompt is empty"),
+        (["cost", "--since", "last tuesday"], SCRIPTED, "--since takes a span"),
+        (["traces", "show", "abc"], SCRIPTED, "at least 6 characters"),
+        (["traces", "show", "abcdef123"], SCRIPTED, "no trace 'abcdef123'"),
+    ],
+)
+def test_errors_are_one_line_without_a_traceback(tmp_path: Path, args: list[str], config: str, message: str) -> None:
+    path = tmp_path / "keel.yaml"
+    path.write_text(config)
+    result = keel(tmp_path, *args, "-c", str(path))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_usage_errors_and_help(tmp_path: Path) -> None:
+    bad = keel(tmp_path, "chat")
+    assert bad.returncode == 2 and "Missing argument" in bad.stderr and "Traceback" not in bad.stderr
+    for command in ("serve", "chat", "models", "cost", "demo", "keys", "traces"):
+        helped = keel(tmp_path, command, "--help")
+        assert helped.returncode == 0 and "Usage" in helped.stdout
+
+
+def test_models_table(tmp_path: Path) -> None:
+    out = keel(tmp_path, "models").stdout
+    assert "local" in out and "qwen2.5-coder-0.5b-instruct" in out and "all-minilm-l6-v2" in out
+
+
+def test_demo_runs_the_main_job_on_a_real_local_model(tmp_path: Path) -> None:
+    result = keel(tmp_path, "demo", "--max-tokens", "24", env={"KEEL_LOCAL_MODEL": "smollm2-135m-instruct"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "A:" in out and "trace id" in out and "local model (no charge)" in out
+    assert "smollm2-135m-instruct" in out and "tokens/s" in out
