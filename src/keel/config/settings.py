@@ -105,6 +105,9 @@ class ServerSettings(Strict):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     auth: bool = True
+    auth_cache_s: float = Field(
+        1.0, ge=0, description="how long a key lookup is reused; revocations by another process take effect within this"
+    )
 
 
 class TracingSettings(Strict):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Literal
 
 from keel.config.settings import BreakerSettings
 from keel.errors import BadUpstreamResponse, CircuitOpen, ProviderError, UpstreamTimeout, UpstreamUnavailable
-from keel.gateway.streams import prime, relay
+from keel.gateway.streams import prime
 from keel.providers.base import Provider
 from keel.types import ChatChunk, ChatRequest, ChatResponse
 
@@ -85,5 +86,8 @@ class CircuitBreaker:
             self._record(probe, exc)
             raise
         self._record(probe, None)  # the endpoint answered: health is about reaching the first token
-        async for chunk in relay(head, upstream):
-            yield chunk
+        async with aclosing(upstream):  # type: ignore[type-var]
+            for chunk in head:
+                yield chunk
+            async for chunk in upstream:
+                yield chunk

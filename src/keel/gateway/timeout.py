@@ -1,15 +1,44 @@
-"""Deadlines: time to first token and total. (Connect timeouts live in the HTTP client.)"""
+"""Deadlines: time to first token and total. (Connect timeouts live in the HTTP client.)
+
+Streams arm two timers per stream — one for the first token, one for the total — rather than a
+timeout scope per chunk (which cost ~10% of the gateway's CPU on the streaming path). A timer
+cancels the task only while it waits on the upstream, then the cancellation is turned into an
+``UpstreamTimeout``; a cancellation from anyone else passes through untouched.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from keel.errors import UpstreamTimeout
 from keel.providers.base import Provider
 from keel.types import ChatChunk, ChatRequest, ChatResponse
+
+
+class _Watchdog:
+    """Cancels the waiting task when the current deadline passes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiter: asyncio.Task[object] | None = None
+        self.fired = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    def arm(self, deadline: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.handle = self.loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        if self.waiter is not None:
+            self.waiter.cancel()
+
+    def disarm(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
 
 
 class Timeout:
@@ -31,21 +60,35 @@ class Timeout:
             raise self._error("answer", self.total) from None
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
-        start = time.monotonic()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        dog = _Watchdog(loop)
+        dog.arm(start + min(self.first_token, self.total))
         first = True
-        async with aclosing(self.wrapped.stream(req)) as upstream:  # type: ignore[type-var]
-            iterator = aiter(upstream)
-            while True:
-                remaining = self.total - (time.monotonic() - start)
-                if first:
-                    remaining = min(remaining, self.first_token)
-                try:
-                    async with asyncio.timeout(max(remaining, 0.0)):
+        try:
+            async with aclosing(self.wrapped.stream(req)) as upstream:  # type: ignore[type-var]
+                iterator = aiter(upstream)
+                while True:
+                    if dog.fired:
+                        raise self._timed_out(first)
+                    task = asyncio.current_task()
+                    dog.waiter = task
+                    try:
                         chunk = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    what = "first token" if first else "end of stream"
-                    raise self._error(what, self.first_token if first else self.total) from None
-                first = False
-                yield chunk
+                    except StopAsyncIteration:
+                        return
+                    except asyncio.CancelledError:
+                        if dog.fired and task is not None and task.uncancel() == 0:
+                            raise self._timed_out(first) from None
+                        raise
+                    finally:
+                        dog.waiter = None
+                    if first:
+                        first = False
+                        dog.arm(start + self.total)
+                    yield chunk
+        finally:
+            dog.disarm()
+
+    def _timed_out(self, first: bool) -> UpstreamTimeout:
+        return self._error("first token", self.first_token) if first else self._error("end of stream", self.total)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import orjson
 
 from keel.config.settings import DeploymentSettings
 from keel.errors import BadUpstreamResponse, ConfigError, UpstreamUnavailable
 from keel.providers import openai_wire as wire
 from keel.providers.base import ProviderEnv, ProviderInfo
-from keel.providers.http import make_client, require_content_type, sse_events, transport_error
+from keel.providers.http import Upstream, require_content_type, sse_events
 from keel.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Usage
 
 
@@ -29,45 +28,41 @@ class OpenAIHTTPProvider:
             price_model=settings.price_model,
         )
         self._settings = settings
-        self._client: httpx.AsyncClient | None = None
+        self._upstream: Upstream | None = None
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def _http(self) -> Upstream:
+        if self._upstream is None:
             headers = {"content-type": "application/json", **self._settings.headers}
             if self._settings.api_key is not None:
                 headers["authorization"] = f"Bearer {self._settings.api_key.resolve()}"
-            self._client = make_client(
-                self._settings.base_url or "", connect_timeout=self._settings.timeout.connect, headers=headers
+            self._upstream = Upstream(
+                self._settings.base_url or "",
+                name=self.info.deployment,
+                connect_timeout=self._settings.timeout.connect,
+                headers=headers,
             )
-        return self._client
+        return self._upstream
 
     def _body(self, req: ChatRequest) -> bytes:
         return orjson.dumps(req.to_openai(model=self.info.model))
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
         name = self.info.deployment
-        try:
-            response = await self._http().post("/chat/completions", content=self._body(req))
-            raw = await response.aread()
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, name) from None
-        if response.status_code >= 400:
-            body = wire.error_payload(raw)
-            raise wire.error_from_body(response.status_code, body, name, response.headers)
-        require_content_type(response, "json", name)
-        return wire.parse_response(wire.decode_json(raw, name), name)
+        answer = await self._http().post("/chat/completions", self._body(req))
+        if answer.status >= 400:
+            raise wire.error_from_body(answer.status, wire.error_payload(answer.body), name, answer.headers)
+        require_content_type(answer, "json", name)
+        return wire.parse_response(wire.decode_json(answer.body, name), name)
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
         name = self.info.deployment
-        client = self._http()
-        try:
-            async with client.stream("POST", "/chat/completions", content=self._body(req)) as response:
-                if response.status_code >= 400:
-                    raw = await response.aread()
-                    raise wire.error_from_body(response.status_code, wire.error_payload(raw), name, response.headers)
-                require_content_type(response, "text/event-stream", name)
-                finished = False
-                async for _event, data in sse_events(response):
+        async with self._http().stream("/chat/completions", self._body(req)) as (answer, chunks):
+            if answer.status >= 400:
+                raise wire.error_from_body(answer.status, wire.error_payload(answer.body), name, answer.headers)
+            require_content_type(answer, "text/event-stream", name)
+            finished = False
+            try:
+                async for _event, data in sse_events(chunks):
                     if data == b"[DONE]":
                         finished = True
                         break
@@ -75,25 +70,19 @@ class OpenAIHTTPProvider:
                     if any(c.get("finish_reason") for c in chunk.body.get("choices") or []):
                         finished = True
                     yield chunk
-                if not finished:
-                    raise UpstreamUnavailable(f"{name}: the stream ended before it finished", provider=name)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, name) from None
-        except BadUpstreamResponse as exc:
-            exc.provider = exc.provider or name
-            raise
+            except BadUpstreamResponse as exc:
+                exc.provider = exc.provider or name
+                raise
+            if not finished:
+                raise UpstreamUnavailable(f"{name}: the stream ended before it finished", provider=name)
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         name = self.info.deployment
         payload = orjson.dumps({"model": self.info.model, "input": req.inputs})
-        try:
-            response = await self._http().post("/embeddings", content=payload)
-            raw = await response.aread()
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, name) from None
-        if response.status_code >= 400:
-            raise wire.error_from_body(response.status_code, wire.error_payload(raw), name, response.headers)
-        data = wire.decode_json(raw, name)
+        answer = await self._http().post("/embeddings", payload)
+        if answer.status >= 400:
+            raise wire.error_from_body(answer.status, wire.error_payload(answer.body), name, answer.headers)
+        data = wire.decode_json(answer.body, name)
         try:
             items = sorted(data["data"], key=lambda d: d["index"])
             vectors = [[float(x) for x in item["embedding"]] for item in items]
@@ -103,5 +92,5 @@ class OpenAIHTTPProvider:
         return EmbeddingResponse(vectors=vectors, usage=Usage(input_tokens=tokens), model=self.info.model)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        if self._upstream is not None:
+            await self._upstream.aclose()

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from keel.errors import KeelError, PayloadTooLarge, StreamInterrupted
 from keel.gateway.service import GatewayService
 from keel.gateway.streams import prime
-from keel.server.auth import authenticate
+from keel.server.auth import Authenticator
 from keel.server.errors import error_body, error_response
 from keel.server.validate import parse_chat, parse_embeddings, parse_json
 from keel.types import CallContext, ChatChunk, ChatRequest
@@ -38,11 +38,12 @@ class KeelApp:
         *,
         keys: sqlite3.Connection | None,
         max_body_bytes: int,
+        auth_cache_s: float = 1.0,
         on_startup: Any = None,
         on_shutdown: Any = None,
     ) -> None:
         self.service = service
-        self.keys = keys
+        self.authenticate = Authenticator(keys, cache_s=auth_cache_s)
         self.max_body_bytes = max_body_bytes
         self.started = time.time()
         self._on_startup = on_startup
@@ -105,7 +106,7 @@ class KeelApp:
         return b"".join(chunks)
 
     def _context(self, request: Request) -> CallContext:
-        ctx = CallContext(tenant=authenticate(self.keys, request.headers.get("authorization")))
+        ctx = CallContext(tenant=self.authenticate(request.headers.get("authorization")))
         ctx.user = request.headers.get("x-keel-user")
         ctx.feature = request.headers.get("x-keel-feature")
         return ctx
@@ -167,7 +168,7 @@ class KeelApp:
 
     async def models(self, request: Request) -> Response:
         try:
-            authenticate(self.keys, request.headers.get("authorization"))
+            self.authenticate(request.headers.get("authorization"))
         except KeelError as exc:
             return error_response(exc)
         created = int(self.started)

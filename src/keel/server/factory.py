@@ -50,7 +50,12 @@ def build_app(
             keys.close()
 
     return KeelApp(
-        service, keys=keys, max_body_bytes=settings.server.max_body_bytes, on_startup=startup, on_shutdown=shutdown
+        service,
+        keys=keys,
+        max_body_bytes=settings.server.max_body_bytes,
+        auth_cache_s=settings.server.auth_cache_s,
+        on_startup=startup,
+        on_shutdown=shutdown,
     )
 
 
