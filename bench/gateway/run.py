@@ -57,7 +57,7 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its children (LiteLLM's workers), from /proc."""
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
-    pids = [pid] + children(pid)
+    pids = [pid, *children(pid)]
     for p in pids:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
@@ -75,7 +75,7 @@ def children(pid: int) -> list[int]:
 
 def rss_mb(pid: int) -> float:
     total = 0
-    for p in [pid] + children(pid):
+    for p in [pid, *children(pid)]:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
