@@ -40,9 +40,13 @@ def direct(model: str, runs: int, max_tokens: int, home: Path, stream: bool = Fa
         start = time.perf_counter()
         if stream:
             chunks: list[dict[str, object]] = []
+
+            def on_chunk(chunk: dict[str, object], sink: list[dict[str, object]] = chunks) -> bool:
+                sink.append(chunk)
+                return False  # keep generating
+
             server.handle_chat_completions(
-                {**body, "stream": True, "stream_options": {"include_usage": True}},
-                lambda chunk: chunks.append(chunk) and False,
+                {**body, "stream": True, "stream_options": {"include_usage": True}}, on_chunk
             )
             tokens = int(chunks[-1]["usage"]["completion_tokens"])  # type: ignore[index]
         else:
