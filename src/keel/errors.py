@@ -75,6 +75,16 @@ class ModelNotFound(UserError):
         self.param = "model"
 
 
+class UnknownRoute(UserError):
+    status = 404
+    code = "unknown_url"
+
+
+class MethodNotAllowed(UserError):
+    status = 405
+    code = "method_not_allowed"
+
+
 class PayloadTooLarge(UserError):
     status = 413
     code = "payload_too_large"

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         question: str = typer.Option(QUESTION, help="what to ask the local model"),
         model: str | None = typer.Option(None, "--model", "-m", help="model alias (default: the local model)"),
-        max_tokens: int = typer.Option(160, min=1),
+        max_tokens: int = typer.Option(200, min=1, help="upper bound on the answer's length"),
         config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
     ) -> None:
         """Start the gateway, send a real chat through it, show answer, cost and trace."""
@@ -89,6 +89,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _ask(base: str, key: str, alias: str, question: str, max_tokens: int) -> str:
+    """Stream the answer to the terminal; return the trace id."""
     body = {
         "model": alias,
         "stream": True,
@@ -98,6 +99,7 @@ def _ask(base: str, key: str, alias: str, question: str, max_tokens: int) -> str
     }
     headers = {"authorization": f"Bearer {key}", "x-keel-user": "demo-user", "x-keel-feature": "demo"}
     console.print("[bold green]A:[/bold green] ", end="")
+    finish: str | None = None
     with httpx.stream("POST", f"{base}/chat/completions", json=body, headers=headers, timeout=300) as response:
         trace_id = str(response.headers.get("x-keel-trace-id", ""))
         if response.status_code != 200:
@@ -113,5 +115,8 @@ def _ask(base: str, key: str, alias: str, question: str, max_tokens: int) -> str
                 text = (choice.get("delta") or {}).get("content")
                 if text:
                     console.print(text, end="", highlight=False, markup=False, soft_wrap=True)
+                finish = choice.get("finish_reason") or finish
     console.print()
+    if finish == "length":
+        console.print(f"[yellow](stopped at max_tokens={max_tokens}; raise it with --max-tokens)[/yellow]")
     return trace_id

@@ -53,22 +53,26 @@ class GatewayService:
     # -- calls -----------------------------------------------------------------------------------
     async def chat(self, req: ChatRequest) -> ChatResponse:
         t0 = time.perf_counter()
+        response: ChatResponse | None = None
+        error: BaseException | None = None
         try:
             response = await self.gateway.complete(req)
+            return response
         except BaseException as exc:
-            self._finish(req.ctx, "chat", req.model, t0, stream=False, request=req.messages, error=exc)
+            error = exc
             raise
-        self._finish(
-            req.ctx,
-            "chat",
-            req.model,
-            t0,
-            stream=False,
-            request=req.messages,
-            usage=response.usage,
-            output=response.text,
-        )
-        return response
+        finally:
+            self._finish(
+                req.ctx,
+                "chat",
+                req.model,
+                t0,
+                stream=False,
+                request=req.messages,
+                error=error,
+                usage=response.usage if response else None,
+                output=response.text if response else None,
+            )
 
     async def chat_stream(self, req: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         t0 = time.perf_counter()
@@ -76,6 +80,8 @@ class GatewayService:
         ttft: float | None = None
         parts: list[str] = []
         keep = self.capture_policy != "off"
+        error: BaseException | None = None
+        cancelled = False
         try:
             async for chunk in self.gateway.stream(req):
                 if ttft is None and chunk.has_content:
@@ -86,20 +92,12 @@ class GatewayService:
                     parts.append(chunk.text)
                 yield chunk
         except GeneratorExit:
-            self._finish(
-                req.ctx,
-                "chat",
-                req.model,
-                t0,
-                stream=True,
-                request=req.messages,
-                usage=usage,
-                output="".join(parts),
-                ttft=ttft,
-                cancelled=True,
-            )
+            cancelled = True
             raise
         except BaseException as exc:
+            error = exc
+            raise
+        finally:
             self._finish(
                 req.ctx,
                 "chat",
@@ -110,20 +108,9 @@ class GatewayService:
                 usage=usage,
                 output="".join(parts),
                 ttft=ttft,
-                error=exc,
+                error=error,
+                cancelled=cancelled,
             )
-            raise
-        self._finish(
-            req.ctx,
-            "chat",
-            req.model,
-            t0,
-            stream=True,
-            request=req.messages,
-            usage=usage,
-            output="".join(parts),
-            ttft=ttft,
-        )
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         t0 = time.perf_counter()

@@ -19,13 +19,7 @@ API_VERSION = "2023-06-01"
 
 class AnthropicProvider:
     def __init__(self, name: str, settings: DeploymentSettings, env: ProviderEnv | None = None) -> None:
-        self.info = ProviderInfo(
-            deployment=name,
-            provider="anthropic",
-            model=settings.model,
-            context_window=settings.context_window,
-            price_model=settings.price_model,
-        )
+        self.info = ProviderInfo.remote(name, "anthropic", settings)
         self._settings = settings
         self._upstream: Upstream | None = None
 

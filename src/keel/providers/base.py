@@ -26,6 +26,11 @@ class ProviderInfo:
     price_model: str | None = None  # price-table key, defaults to ``model``
     local: bool = False  # runs on this machine: costs nothing, data never leaves
 
+    @classmethod
+    def remote(cls, deployment: str, provider: str, settings: DeploymentSettings) -> ProviderInfo:
+        """The profile of an HTTP deployment, from its settings."""
+        return cls(deployment, provider, settings.model, settings.context_window, settings.price_model)
+
 
 @runtime_checkable
 class Provider(Protocol):

@@ -20,13 +20,7 @@ class OpenAIHTTPProvider:
     def __init__(self, name: str, settings: DeploymentSettings, env: ProviderEnv | None = None) -> None:
         if not settings.base_url:
             raise ConfigError(f"deployments.{name}: the openai provider needs base_url")
-        self.info = ProviderInfo(
-            deployment=name,
-            provider="openai",
-            model=settings.model,
-            context_window=settings.context_window,
-            price_model=settings.price_model,
-        )
+        self.info = ProviderInfo.remote(name, "openai", settings)
         self._settings = settings
         self._upstream: Upstream | None = None
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from keel.errors import KeelError, PayloadTooLarge, StreamInterrupted
+from keel.errors import KeelError, MethodNotAllowed, PayloadTooLarge, StreamInterrupted, UnknownRoute
 from keel.gateway.service import GatewayService
 from keel.gateway.streams import prime
 from keel.server.auth import Authenticator
@@ -69,26 +69,10 @@ class KeelApp:
             await self._on_shutdown()
 
     async def _not_found(self, request: Request, exc: Exception) -> Response:
-        body = {
-            "error": {
-                "message": f"no route {request.method} {request.url.path}",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "unknown_url",
-            }
-        }
-        return Response(orjson.dumps(body), 404, media_type=JSON_TYPE)
+        return error_response(UnknownRoute(f"no route {request.method} {request.url.path}"))
 
     async def _not_allowed(self, request: Request, exc: Exception) -> Response:
-        body = {
-            "error": {
-                "message": f"{request.method} is not allowed on {request.url.path}",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "method_not_allowed",
-            }
-        }
-        return Response(orjson.dumps(body), 405, media_type=JSON_TYPE)
+        return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
 
     async def _crashed(self, request: Request, exc: Exception) -> Response:
         return error_response(exc)
