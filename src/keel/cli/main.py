@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from keel.cli import chat, cost, demo, keys, models, serve, traces
+from keel.cli import chat, cost, demo, keys, models, rag, serve, traces
 from keel.cli.common import err_console
 from keel.errors import KeelError
 
@@ -23,6 +23,7 @@ chat.register(app)
 models.register(app)
 cost.register(app)
 demo.register(app)
+rag.register(app)
 app.add_typer(keys.app, name="keys")
 app.add_typer(traces.app, name="traces")
 

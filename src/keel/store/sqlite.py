@@ -43,6 +43,49 @@ MIGRATIONS: list[str] = [
     CREATE INDEX traces_ts ON traces(ts);
     CREATE INDEX traces_tenant_ts ON traces(tenant, ts);
     """,
+    # 2: retrieval collections, documents, chunks and the embedding cache
+    """
+    CREATE TABLE rag_collections (
+        name TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        embedder TEXT NOT NULL,
+        dims INTEGER NOT NULL,
+        chunk_tokens INTEGER NOT NULL,
+        overlap INTEGER NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE rag_documents (
+        collection TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        source TEXT, kind TEXT, title TEXT,
+        hash TEXT NOT NULL,
+        chunks INTEGER NOT NULL,
+        indexed REAL NOT NULL,
+        PRIMARY KEY (collection, doc_id)
+    );
+    CREATE TABLE rag_chunks (
+        collection TEXT NOT NULL,
+        chunk_id TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        ordinal INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        heading_path TEXT NOT NULL,
+        page INTEGER,
+        start_offset INTEGER NOT NULL,
+        end_offset INTEGER NOT NULL,
+        tokens INTEGER NOT NULL,
+        terms TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        PRIMARY KEY (collection, chunk_id)
+    );
+    CREATE INDEX rag_chunks_doc ON rag_chunks(collection, doc_id);
+    CREATE TABLE rag_embed_cache (
+        hash TEXT NOT NULL,
+        model TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        PRIMARY KEY (hash, model)
+    );
+    """,
 ]
 
 

@@ -1,0 +1,300 @@
+"""A collection: documents and chunks in SQLite, keyword and vector indexes in memory.
+
+Each document is written in one transaction (its old chunks out, its new chunks in), so a crash
+or Ctrl-C never leaves a half-indexed document. Embeddings are cached by chunk hash: re-ingesting
+unchanged text costs nothing. Another process's changes are picked up through a version counter.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+from keel.errors import UserError
+from keel.rag.analyzer import terms
+from keel.rag.bm25 import BM25Index
+from keel.rag.chunking import chunk_document
+from keel.rag.documents import Chunk, Document
+from keel.rag.embedder import TextEmbedder
+from keel.rag.index import Vector
+from keel.rag.retrieve import Hit, convex, dedup, rrf
+from keel.rag.vectors import ExactVectorIndex
+
+Mode = Literal["hybrid", "keyword", "vector"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise UserError(f"'{name}' is not a collection name: use 1–64 letters, digits, '_', '.' or '-'")
+    return name
+
+
+@dataclass(slots=True)
+class Found:
+    """A search result with everything needed to cite and highlight it."""
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    title: str
+    heading_path: list[str]
+    page: int | None
+    start: int
+    end: int
+    text: str
+    score: float
+    keyword_score: float | None
+    vector_score: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class Collection:
+    def __init__(self, conn: sqlite3.Connection, name: str, embedder: TextEmbedder) -> None:
+        self.conn = conn
+        self.name = check_name(name)
+        self.embedder = embedder
+        row = conn.execute("SELECT * FROM rag_collections WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UserError(f"no collection '{name}'; create it with `keel ingest {name} PATH`")
+        if row["embedder"] != embedder.name:
+            raise UserError(f"collection '{name}' was built with {row['embedder']}, not {embedder.name}")
+        self.chunk_tokens = int(row["chunk_tokens"])
+        self.overlap = int(row["overlap"])
+        self.version = -1
+        self.keyword = BM25Index()
+        self.vectors = ExactVectorIndex(embedder.dims)
+        self.refresh()
+
+    @classmethod
+    def create(
+        cls, conn: sqlite3.Connection, name: str, embedder: TextEmbedder, *, chunk_tokens: int = 200, overlap: int = 0
+    ) -> Collection:
+        check_name(name)
+        conn.execute(
+            "INSERT OR IGNORE INTO rag_collections(name, created, embedder, dims, chunk_tokens, overlap) "
+            "VALUES (?,?,?,?,?,?)",
+            (name, time.time(), embedder.name, embedder.dims, chunk_tokens, overlap),
+        )
+        return cls(conn, name, embedder)
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _stored_version(self) -> int:
+        row = self.conn.execute("SELECT version FROM rag_collections WHERE name = ?", (self.name,)).fetchone()
+        return int(row[0]) if row else -1
+
+    def refresh(self) -> None:
+        """(Re)load the in-memory indexes if the stored collection changed."""
+        version = self._stored_version()
+        if version == self.version:
+            return
+        self.keyword = BM25Index()
+        self.vectors = ExactVectorIndex(self.embedder.dims)
+        rows = self.conn.execute(
+            "SELECT chunk_id, terms, embedding FROM rag_chunks WHERE collection = ? ORDER BY rowid", (self.name,)
+        )
+        ids, counts, vectors = [], [], []
+        for chunk_id, packed, blob in rows:
+            ids.append(chunk_id)
+            counts.append(Counter(orjson.loads(packed)))
+            vectors.append(np.frombuffer(blob, dtype=np.float32))
+        if ids:
+            self.keyword.add_counts(ids, counts)
+            self.vectors.add(ids, np.stack(vectors))
+        self.version = version
+
+    # -- writing ---------------------------------------------------------------------------------
+    def document_hash(self, doc_id: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT hash FROM rag_documents WHERE collection = ? AND doc_id = ?", (self.name, doc_id)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def document_ids(self) -> set[str]:
+        rows = self.conn.execute("SELECT doc_id FROM rag_documents WHERE collection = ?", (self.name,))
+        return {r[0] for r in rows}
+
+    def _embed_cached(self, chunks: list[Chunk]) -> Vector:
+        hashes = [c.hash for c in chunks]
+        found: dict[str, bytes] = {}
+        for start in range(0, len(hashes), 500):
+            batch = hashes[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            rows = self.conn.execute(
+                f"SELECT hash, vector FROM rag_embed_cache WHERE model = ? AND hash IN ({marks})",
+                (self.embedder.name, *batch),
+            )
+            found.update({h: v for h, v in rows})
+        missing = [i for i, h in enumerate(hashes) if h not in found]
+        if missing:
+            fresh = self.embedder.embed([chunks[i].embed_text for i in missing])
+            for i, vector in zip(missing, fresh, strict=True):
+                found[hashes[i]] = vector.astype(np.float32).tobytes()
+        return np.stack([np.frombuffer(found[h], dtype=np.float32) for h in hashes])
+
+    def index_document(self, doc: Document) -> int:
+        """Replace a document's chunks atomically; returns how many chunks it now has."""
+        chunks = chunk_document(doc, self.embedder.token_counts, budget=self.chunk_tokens, overlap=self.overlap)
+        vectors = self._embed_cached(chunks) if chunks else np.zeros((0, self.embedder.dims), np.float32)
+        counts = [Counter(terms(c.embed_text)) for c in chunks]
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM rag_chunks WHERE collection = ? AND doc_id = ?", (self.name, doc.id))
+            conn.executemany(
+                "INSERT INTO rag_chunks(collection, chunk_id, doc_id, ordinal, text, heading_path, page, "
+                "start_offset, end_offset, tokens, terms, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        self.name,
+                        c.id,
+                        c.doc_id,
+                        c.ordinal,
+                        c.text,
+                        orjson.dumps(list(c.heading_path)).decode(),
+                        c.page,
+                        c.start,
+                        c.end,
+                        c.tokens,
+                        orjson.dumps(tf).decode(),
+                        v.tobytes(),
+                    )
+                    for c, tf, v in zip(chunks, counts, vectors, strict=True)
+                ],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO rag_embed_cache(hash, model, vector) VALUES (?,?,?)",
+                [(c.hash, self.embedder.name, v.tobytes()) for c, v in zip(chunks, vectors, strict=True)],
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO rag_documents(collection, doc_id, source, kind, title, hash, chunks, indexed) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (self.name, doc.id, doc.source, doc.kind, doc.title, doc.hash, len(chunks), time.time()),
+            )
+            conn.execute("UPDATE rag_collections SET version = version + 1 WHERE name = ?", (self.name,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        old = [cid for cid in self.keyword.slot if cid.startswith(doc.id + "#")]
+        self.keyword.delete(old)
+        self.vectors.delete(old)
+        if chunks:
+            self.keyword.add_counts([c.id for c in chunks], counts)
+            self.vectors.add([c.id for c in chunks], vectors)
+        self.version += 1
+        return len(chunks)
+
+    def delete_document(self, doc_id: str) -> bool:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            gone = conn.execute(
+                "DELETE FROM rag_documents WHERE collection = ? AND doc_id = ?", (self.name, doc_id)
+            ).rowcount
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT chunk_id FROM rag_chunks WHERE collection = ? AND doc_id = ?", (self.name, doc_id)
+                )
+            ]
+            conn.execute("DELETE FROM rag_chunks WHERE collection = ? AND doc_id = ?", (self.name, doc_id))
+            conn.execute("UPDATE rag_collections SET version = version + 1 WHERE name = ?", (self.name,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.keyword.delete(ids)
+        self.vectors.delete(ids)
+        self.version += 1
+        return gone > 0
+
+    # -- reading ---------------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        *,
+        top_k: int = 5,
+        mode: Mode = "hybrid",
+        min_score: float | None = None,
+        fusion: Literal["rrf", "convex"] = "rrf",
+        alpha: float = 0.5,
+        candidates: int = 100,
+        dedup_threshold: float = 0.97,
+    ) -> list[Found]:
+        if not query.strip():
+            raise UserError("the query is empty")
+        if not 1 <= top_k <= 1000:
+            raise UserError("top_k must be between 1 and 1000")
+        self.refresh()
+        pool = max(candidates, top_k)
+        keyword = self.keyword.search(query, pool) if mode in ("hybrid", "keyword") else []
+        qvec = self.embedder.embed([query])[0] if mode in ("hybrid", "vector") or min_score is not None else None
+        vector = self.vectors.search(qvec, pool) if qvec is not None and mode != "keyword" else []
+        if mode == "keyword":
+            hits = [Hit(cid, s, keyword_rank=i, keyword_score=s) for i, (cid, s) in enumerate(keyword, 1)]
+        elif mode == "vector":
+            hits = [Hit(cid, s, vector_rank=i, vector_score=s) for i, (cid, s) in enumerate(vector, 1)]
+        else:
+            hits = rrf(keyword, vector) if fusion == "rrf" else convex(keyword, vector, alpha=alpha)
+        if qvec is not None:
+            for hit in hits:
+                if hit.vector_score is None:
+                    v = self.vectors.vector(hit.chunk_id)
+                    hit.vector_score = float(v @ qvec) if v is not None else None
+        if min_score is not None:
+            hits = [h for h in hits if h.vector_score is not None and h.vector_score >= min_score]
+        hits = dedup(hits[: top_k * 3], self.vectors.vector, threshold=dedup_threshold)[:top_k]
+        return self._materialise(hits)
+
+    def _materialise(self, hits: list[Hit]) -> list[Found]:
+        if not hits:
+            return []
+        marks = ",".join("?" * len(hits))
+        rows = self.conn.execute(
+            "SELECT c.chunk_id, c.doc_id, c.text, c.heading_path, c.page, c.start_offset, c.end_offset, "
+            "d.source, d.title FROM rag_chunks c JOIN rag_documents d ON d.collection = c.collection "
+            f"AND d.doc_id = c.doc_id WHERE c.collection = ? AND c.chunk_id IN ({marks})",
+            (self.name, *[h.chunk_id for h in hits]),
+        )
+        by_id = {r[0]: r for r in rows}
+        out = []
+        for h in hits:
+            r = by_id.get(h.chunk_id)
+            if r is None:  # deleted by another process since the index was loaded
+                continue
+            out.append(
+                Found(
+                    h.chunk_id,
+                    r[1],
+                    r[7] or "",
+                    r[8] or "",
+                    orjson.loads(r[3]),
+                    r[4],
+                    r[5],
+                    r[6],
+                    r[2],
+                    h.score,
+                    h.keyword_score,
+                    h.vector_score,
+                )
+            )
+        return out
+
+
+def list_collections(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT c.name, c.embedder, c.chunk_tokens, c.created, count(d.doc_id) AS documents, "
+        "coalesce(sum(d.chunks), 0) AS chunks FROM rag_collections c LEFT JOIN rag_documents d "
+        "ON d.collection = c.name GROUP BY c.name ORDER BY c.name"
+    )
+    return [dict(r) for r in rows]

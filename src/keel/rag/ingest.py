@@ -1,0 +1,73 @@
+"""Ingest a folder (or files) into a collection: only what changed is re-indexed; ``sync``
+removes documents whose files are gone. A file that fails to load is reported and skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keel.errors import UserError
+from keel.rag.collection import Collection
+from keel.rag.loaders import DocumentError, load_file, supported
+
+
+@dataclass
+class IngestReport:
+    indexed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    chunks: int = 0
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+
+
+def discover(paths: Iterable[Path]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """Files to ingest with their document ids (path relative to the folder given), and skips."""
+    found: list[tuple[Path, str]] = []
+    skipped: list[tuple[str, str]] = []
+    for root in paths:
+        if root.is_file():
+            found.append((root, root.name))
+        elif root.is_dir():
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                if any(part.startswith(".") for part in path.relative_to(root).parts):
+                    continue
+                if supported(path):
+                    found.append((path, path.relative_to(root).as_posix()))
+                else:
+                    skipped.append((str(path), f"unsupported type '{path.suffix or '(none)'}'"))
+        else:
+            raise UserError(f"{root}: no such file or folder")
+    ids = [doc_id for _, doc_id in found]
+    dupes = {i for i in ids if ids.count(i) > 1}
+    if dupes:
+        raise UserError(f"two inputs give the same document id: {', '.join(sorted(dupes))}; ingest them separately")
+    return found, skipped
+
+
+def ingest(
+    collection: Collection, paths: list[Path], *, sync: bool = False, progress: Callable[[str], None] | None = None
+) -> IngestReport:
+    files, skipped = discover(paths)
+    report = IngestReport(skipped=skipped)
+    for path, doc_id in files:
+        try:
+            doc = load_file(path, doc_id)
+        except DocumentError as exc:
+            report.skipped.append((str(path), exc.message.removeprefix(f"{path}: ")))
+        else:
+            report.warnings.extend((str(path), w) for w in doc.warnings)
+            if collection.document_hash(doc.id) == doc.hash:
+                report.unchanged.append(doc.id)
+            else:
+                report.chunks += collection.index_document(doc)
+                report.indexed.append(doc.id)
+        if progress:
+            progress(doc_id)
+    if sync:
+        present = {doc_id for _, doc_id in files}
+        for doc_id in sorted(collection.document_ids() - present):
+            collection.delete_document(doc_id)
+            report.removed.append(doc_id)
+    return report
