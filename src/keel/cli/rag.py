@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from keel.cli.common import console, fmt_ts, load_env
-from keel.rag.collection import Collection, list_collections
+from keel.rag.collection import Collection, Mode, list_collections
 from keel.rag.embedder import LocalMiniLM
 from keel.rag.ingest import discover, ingest
 
@@ -61,19 +61,17 @@ def register(app: typer.Typer) -> None:
         collection: str = typer.Argument(...),
         query: str = typer.Argument(...),
         top_k: int = typer.Option(5, "--top-k", "-k", min=1, max=1000),
-        mode: str = typer.Option("hybrid", help="hybrid, keyword or vector"),
+        mode: Mode = typer.Option("hybrid", help="hybrid, keyword or vector"),
         min_score: float | None = typer.Option(None, help="drop hits below this cosine similarity"),
         json: bool = typer.Option(False, "--json", help="machine-readable results"),
         config: str | None = CONFIG,
     ) -> None:
         """Ranked chunks with their source, heading path, page and score."""
-        if mode not in ("hybrid", "keyword", "vector"):
-            raise typer.BadParameter("use hybrid, keyword or vector", param_hint="--mode")
         env = load_env(config)
         with env.db() as conn:
             found = Collection(conn, collection, LocalMiniLM()).search(
                 query, top_k=top_k, mode=mode, min_score=min_score
-            )  # type: ignore[arg-type]
+            )
         if json:
             print(orjson.dumps([f.as_dict() for f in found]).decode())
             return

@@ -6,6 +6,7 @@ go on with the rest.
 
 from __future__ import annotations
 
+import itertools
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -206,7 +207,7 @@ def load_html(text: str, doc_id: str, source: str = "") -> Document:
         lo, hi = min(parser.main_starts), max(parser.main_ends)
     sections = []
     marks = [*parser.marks, (len(body), ())]
-    for (start, path), (end, _) in zip(marks, marks[1:], strict=False):
+    for (start, path), (end, _) in itertools.pairwise(marks):
         s, e = max(start, lo), min(end, hi)
         if e > s and body[s:e].strip():
             sections.append(Section(path, s, e))

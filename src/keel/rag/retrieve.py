@@ -66,9 +66,8 @@ def dedup(hits: list[Hit], vector_of: Callable[[str], Vector | None], *, thresho
     kept_vectors: list[Vector] = []
     for hit in hits:
         vector = vector_of(hit.chunk_id)
-        if vector is not None and kept_vectors:
-            if float(np.max(np.stack(kept_vectors) @ vector)) >= threshold:
-                continue
+        if vector is not None and kept_vectors and float(np.max(np.stack(kept_vectors) @ vector)) >= threshold:
+            continue
         kept.append(hit)
         if vector is not None:
             kept_vectors.append(vector)
