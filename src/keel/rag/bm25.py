@@ -72,6 +72,15 @@ class BM25Index:
             self.total_length -= float(self.lengths[slot])
             self.count -= 1
 
+    def term_counts(self, ids: Sequence[str]) -> list[Counter[str]]:
+        out = []
+        for chunk_id in ids:
+            slot = self.slot.get(chunk_id)
+            counts = self.doc_terms[slot] if slot is not None else None
+            if counts is not None:
+                out.append(counts)
+        return out
+
     def _posting(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
         found = self._arrays.get(term)
         if found is None:
@@ -86,12 +95,20 @@ class BM25Index:
         return self.search_terms(terms(query), k)
 
     def search_terms(self, query_terms: list[str], k: int) -> Hits:
+        return self.search_weighted(dict(Counter(query_terms)), k)
+
+    def idf(self, term: str) -> float:
+        df = self.df.get(term, 0)
+        return float(np.log(1 + (self.count - df + 0.5) / (df + 0.5))) if df > 0 else 0.0
+
+    def search_weighted(self, weights: dict[str, float], k: int) -> Hits:
+        """BM25 with a weight per query term (a term's count, or a feedback weight)."""
         if not self.count or k <= 0:
             return []
         n, avgdl = self.count, self.total_length / self.count or 1.0
         scores = np.zeros(len(self.ids), dtype=np.float32)
         norm = self.k1 * (1 - self.b + self.b * self.lengths / avgdl)
-        for term, qtf in Counter(query_terms).items():
+        for term, qtf in weights.items():
             df = self.df.get(term, 0)
             posting = self._posting(term) if df > 0 else None
             if posting is None:

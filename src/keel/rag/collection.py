@@ -23,11 +23,12 @@ from keel.rag.bm25 import BM25Index
 from keel.rag.chunking import chunk_document
 from keel.rag.documents import Chunk, Document
 from keel.rag.embedder import TextEmbedder
-from keel.rag.index import Vector
-from keel.rag.retrieve import Hit, convex, dedup, rrf
+from keel.rag.index import Hits, Vector
+from keel.rag.retrieve import Feedback, Hit, convex, dedup, expand_terms, rocchio, rrf
 from keel.rag.vectors import ExactVectorIndex
 
 Mode = Literal["hybrid", "keyword", "vector"]
+DEFAULT_FEEDBACK = Feedback()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -230,7 +231,11 @@ class Collection:
         alpha: float = 0.5,
         candidates: int = 100,
         dedup_threshold: float = 0.97,
+        feedback: Feedback | None = DEFAULT_FEEDBACK,
     ) -> list[Found]:
+        """Ranked chunks. Hybrid fuses BM25 and vector results (RRF by default), applies pseudo-relevance
+        feedback (``feedback=None`` turns it off), drops near-duplicates, and keeps hits whose cosine
+        similarity to the query is at least ``min_score``."""
         if not query.strip():
             raise UserError("the query is empty")
         if not 1 <= top_k <= 1000:
@@ -245,7 +250,22 @@ class Collection:
         elif mode == "vector":
             hits = [Hit(cid, s, vector_rank=i, vector_score=s) for i, (cid, s) in enumerate(vector, 1)]
         else:
-            hits = rrf(keyword, vector) if fusion == "rrf" else convex(keyword, vector, alpha=alpha)
+
+            def fuse(kw: Hits, vec: Hits) -> list[Hit]:
+                return rrf(kw, vec) if fusion == "rrf" else convex(kw, vec, alpha=alpha)
+
+            hits = fuse(keyword, vector)
+            if feedback is not None and qvec is not None and hits:
+                top = [h.chunk_id for h in hits[: feedback.docs]]
+                weights = expand_terms(
+                    Counter(terms(query)),
+                    self.keyword.term_counts(top),
+                    self.keyword.idf,
+                    n_terms=feedback.terms,
+                    weight=feedback.weight,
+                )
+                moved = rocchio(qvec, [v for v in map(self.vectors.vector, top) if v is not None], feedback.beta)
+                hits = fuse(self.keyword.search_weighted(weights, pool), self.vectors.search(moved, pool))
         if qvec is not None:
             for hit in hits:
                 if hit.vector_score is None:
