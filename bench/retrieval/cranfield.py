@@ -24,7 +24,7 @@ from rich.table import Table
 from keel.rag.analyzer import terms
 from keel.rag.bm25 import BM25Index
 from keel.rag.embedder import LocalMiniLM
-from keel.rag.retrieve import Feedback, convex, expand_terms, rocchio, rrf
+from keel.rag.retrieve import Feedback, convex, expand_terms, feedback_docs, rocchio, rrf
 from keel.rag.vectors import ExactVectorIndex
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +125,7 @@ def main() -> None:
     fb = Feedback()
     with_feedback = []
     for q, v, first in zip(queries, qvecs, (rrf(k, v) for k, v in zip(kw_hits, vec_hits, strict=True)), strict=True):
-        top = [h.chunk_id for h in first[: fb.docs]]
+        top = feedback_docs(first, fb.docs)
         weights = expand_terms(
             Counter(terms(q)), keyword.term_counts(top), keyword.idf, n_terms=fb.terms, weight=fb.weight
         )

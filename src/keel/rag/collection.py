@@ -24,7 +24,7 @@ from keel.rag.chunking import chunk_document
 from keel.rag.documents import Chunk, Document
 from keel.rag.embedder import TextEmbedder
 from keel.rag.index import Hits, Vector
-from keel.rag.retrieve import Feedback, Hit, convex, dedup, expand_terms, rocchio, rrf
+from keel.rag.retrieve import Feedback, Hit, convex, dedup, expand_terms, feedback_docs, rocchio, rrf
 from keel.rag.vectors import ExactVectorIndex
 
 Mode = Literal["hybrid", "keyword", "vector"]
@@ -255,8 +255,8 @@ class Collection:
                 return rrf(kw, vec) if fusion == "rrf" else convex(kw, vec, alpha=alpha)
 
             hits = fuse(keyword, vector)
-            if feedback is not None and qvec is not None and hits:
-                top = [h.chunk_id for h in hits[: feedback.docs]]
+            top = feedback_docs(hits, feedback.docs) if feedback is not None and qvec is not None else []
+            if top and feedback is not None and qvec is not None:
                 weights = expand_terms(
                     Counter(terms(query)),
                     self.keyword.term_counts(top),

@@ -88,6 +88,12 @@ class Feedback:
     weight: float = 0.5
 
 
+def feedback_docs(hits: list[Hit], n: int) -> list[str]:
+    """The hits feedback may learn from: the best ``n`` that *both* retrievers found. (On a small
+    collection the plain top ``n`` is nearly everything, and feedback would import unrelated terms.)"""
+    return [h.chunk_id for h in hits if h.keyword_rank is not None and h.vector_rank is not None][:n]
+
+
 def rocchio(query: Vector, relevant: list[Vector], beta: float) -> Vector:
     if not relevant:
         return query

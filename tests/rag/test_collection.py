@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keel.errors import UserError
+from keel.rag import Collection, ingest
+from keel.rag.embedder import LocalMiniLM
+from keel.store import connect
+
+DOCS = {
+    "keys.md": "# API keys\n\n## Rotating\nOpen Settings, then API keys, and click Rotate. The old key works for 24 "
+    "hours.\n\n## Revoking\nRevoke a key at once when it leaks.\n",
+    "billing.md": "# Billing\n\nInvoices are emailed monthly. Refunds take five business days.\n",
+    "guide/kafka.txt": "Kafka consumers rebalance when partitions are added to a topic.\n",
+}
+
+
+class CountingEmbedder:
+    """The real local embedder, counting the texts it is asked to embed."""
+
+    def __init__(self, inner: LocalMiniLM) -> None:
+        self.inner = inner
+        self.name, self.dims = inner.name, inner.dims
+        self.embedded = 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.embedded += len(texts)
+        return self.inner.embed(texts)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        return self.inner.token_counts(texts)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> LocalMiniLM:
+    return LocalMiniLM()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "docs"
+    for name, text in DOCS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.fixture
+def collection(tmp_path: Path, minilm: LocalMiniLM) -> Collection:
+    return Collection.create(connect(tmp_path / "k.db"), "docs", CountingEmbedder(minilm))  # type: ignore[arg-type]
+
+
+def test_ingest_search_and_cite(collection: Collection, folder: Path) -> None:
+    report = ingest(collection, [folder])
+    assert sorted(report.indexed) == ["billing.md", "guide/kafka.txt", "keys.md"] and report.chunks == 4
+    found = collection.search("how do I rotate my API key?", top_k=2)
+    top = found[0]
+    assert top.doc_id == "keys.md" and top.heading_path == ["API keys", "Rotating"]
+    assert top.source.endswith("keys.md") and top.title == "API keys"
+    original = (folder / "keys.md").read_text()
+    assert original[top.start : top.end] == top.text  # offsets highlight the cited span
+
+
+def test_reingest_touches_only_what_changed_and_sync_removes(collection: Collection, folder: Path) -> None:
+    ingest(collection, [folder])
+    embedder = collection.embedder
+    assert isinstance(embedder, CountingEmbedder)
+    before = embedder.embedded
+    again = ingest(collection, [folder])
+    assert sorted(again.unchanged) == ["billing.md", "guide/kafka.txt", "keys.md"] and embedder.embedded == before
+    (folder / "billing.md").write_text("# Billing\n\nInvoices are emailed monthly. Refunds now take ten days.\n")
+    changed = ingest(collection, [folder])
+    assert changed.indexed == ["billing.md"] and embedder.embedded == before + 1
+    assert "ten days" in collection.search("refund time", top_k=1)[0].text
+    (folder / "guide" / "kafka.txt").unlink()
+    synced = ingest(collection, [folder], sync=True)
+    assert synced.removed == ["guide/kafka.txt"]
+    assert all(f.doc_id != "guide/kafka.txt" for f in collection.search("kafka partitions", top_k=5))
+
+
+def test_same_text_under_another_id_reuses_cached_embeddings(
+    collection: Collection, folder: Path, tmp_path: Path
+) -> None:
+    ingest(collection, [folder])
+    embedder = collection.embedder
+    assert isinstance(embedder, CountingEmbedder)
+    before = embedder.embedded
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "keys-copy.md").write_text(DOCS["keys.md"])
+    ingest(collection, [copy])
+    assert embedder.embedded == before
+
+
+def test_bad_files_are_skipped_and_the_rest_goes_on(collection: Collection, folder: Path) -> None:
+    (folder / "empty.md").write_text("")
+    (folder / "broken.pdf").write_bytes(b"%PDF garbage")
+    (folder / "photo.jpg").write_bytes(b"\xff\xd8")
+    report = ingest(collection, [folder])
+    reasons = dict((Path(p).name, r) for p, r in report.skipped)
+    assert set(reasons) == {"empty.md", "broken.pdf", "photo.jpg"}
+    assert "empty" in reasons["empty.md"] and "PDF" in reasons["broken.pdf"] and "unsupported" in reasons["photo.jpg"]
+    assert len(report.indexed) == 3
+
+
+def test_a_failure_mid_document_leaves_the_previous_version(collection: Collection, folder: Path) -> None:
+    ingest(collection, [folder])
+    (folder / "keys.md").write_text("# API keys\n\nCompletely new text about rotation.\n")
+    embedder = collection.embedder
+
+    def explode(texts: list[str]) -> np.ndarray:
+        raise KeyboardInterrupt  # Ctrl-C while embedding
+
+    original = embedder.embed
+    embedder.embed = explode  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        ingest(collection, [folder])
+    embedder.embed = original  # type: ignore[method-assign]
+    fresh = Collection(collection.conn, "docs", embedder)
+    assert "24 hours" in " ".join(f.text for f in fresh.search("rotate api key", top_k=3))
+
+
+def test_other_connections_see_changes(collection: Collection, folder: Path, tmp_path: Path) -> None:
+    reader = Collection(connect(tmp_path / "k.db"), "docs", collection.embedder)
+    assert reader.search("kafka", top_k=1) == []
+    ingest(collection, [folder])
+    assert reader.search("kafka rebalance", top_k=1)[0].doc_id == "guide/kafka.txt"
+
+
+def test_concurrent_ingests_into_one_collection(tmp_path: Path, minilm: LocalMiniLM) -> None:
+    roots = []
+    for n in range(2):
+        root = tmp_path / f"part{n}"
+        root.mkdir()
+        for i in range(6):
+            (root / f"doc{n}-{i}.md").write_text(f"# Doc {n}-{i}\n\nTopic {n} item {i} about subject {i * n}.\n")
+        roots.append(root)
+    Collection.create(connect(tmp_path / "k.db"), "shared", minilm)
+    errors: list[BaseException] = []
+
+    def run(root: Path) -> None:
+        try:
+            ingest(Collection(connect(tmp_path / "k.db"), "shared", minilm), [root])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in roots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    final = Collection(connect(tmp_path / "k.db"), "shared", minilm)
+    assert len(final.document_ids()) == 12 and len(final.keyword) == 12 == len(final.vectors)
+
+
+def test_queries_and_names_are_checked(collection: Collection, folder: Path, tmp_path: Path) -> None:
+    ingest(collection, [folder])
+    with pytest.raises(UserError, match="empty"):
+        collection.search("   ")
+    with pytest.raises(UserError, match="top_k"):
+        collection.search("key", top_k=0)
+    long_query = " ".join(["rotate", "api", "key"] * 1500)
+    assert collection.search(long_query, top_k=1)[0].doc_id == "keys.md"
+    assert collection.search("quantum chromodynamics lattice", top_k=3, min_score=0.5) == []
+    with pytest.raises(UserError, match="no collection"):
+        Collection(collection.conn, "missing", collection.embedder)
+    with pytest.raises(UserError, match="not a collection name"):
+        Collection.create(collection.conn, "../etc", collection.embedder)
+    with pytest.raises(UserError, match="no such file"):
+        ingest(collection, [tmp_path / "nowhere"])
