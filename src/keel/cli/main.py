@@ -24,6 +24,7 @@ models.register(app)
 cost.register(app)
 demo.register(app)
 rag.register(app)
+rag.register_ask(app)
 app.add_typer(keys.app, name="keys")
 app.add_typer(traces.app, name="traces")
 

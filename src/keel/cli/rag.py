@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -9,10 +10,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from keel.cli.common import console, fmt_ts, load_env
+from keel.cli.common import Env, console, fmt_ts, load_env
+from keel.gateway.runtime import build_service, close_service
+from keel.rag.answer import Answer, answer_stream
 from keel.rag.collection import Collection, Mode, list_collections
 from keel.rag.embedder import LocalMiniLM
 from keel.rag.ingest import discover, ingest
+from keel.types import CallContext
 
 CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
 
@@ -108,3 +112,60 @@ def register(app: typer.Typer) -> None:
                 fmt_ts(r["created"]),
             )
         console.print(table)
+
+
+def register_ask(app: typer.Typer) -> None:
+    @app.command("ask")
+    def ask_cmd(
+        collection: str = typer.Argument(...),
+        question: str = typer.Argument(...),
+        model: str | None = typer.Option(None, "--model", "-m", help="model alias (default: the default model)"),
+        top_k: int = typer.Option(6, "--top-k", "-k", min=1, max=50),
+        min_score: float = typer.Option(0.25, help="sources below this cosine similarity are not used"),
+        max_tokens: int = typer.Option(400, min=1),
+        json: bool = typer.Option(False, "--json", help="print the answer, sources and citations as JSON"),
+        config: str | None = CONFIG,
+    ) -> None:
+        """Answer from a collection, citing sources as [1], [2] — or say it does not know."""
+        asyncio.run(_ask(load_env(config), collection, question, model, top_k, min_score, max_tokens, json))
+
+
+async def _ask(
+    env: Env, name: str, question: str, model: str | None, top_k: int, min_score: float, max_tokens: int, as_json: bool
+) -> None:
+    service = build_service(env.settings, env.home)
+    try:
+        with env.db() as conn:
+            col = Collection(conn, name, LocalMiniLM())
+            result = Answer()
+            alias = model or env.settings.default_model or "local"
+            stream = answer_stream(
+                service,
+                col,
+                question,
+                model=alias,
+                top_k=top_k,
+                min_score=min_score,
+                max_tokens=max_tokens,
+                ctx=CallContext(tenant="cli", feature="ask"),
+                result=result,
+            )
+            async for text in stream:
+                if not as_json:
+                    console.print(text, end="", highlight=False, markup=False, soft_wrap=True)
+        if as_json:
+            print(orjson.dumps(result.as_dict()).decode())
+            return
+        console.print()
+        for number, s in enumerate(result.sources, 1):
+            where = " › ".join(s.heading_path) or s.title
+            page = f", page {s.page}" if s.page else ""
+            console.print(
+                f"  [dim][{number}] {s.doc_id} — {where}{page} (chars {s.start}–{s.end})[/dim]", highlight=False
+            )
+        if result.invalid_citations:
+            console.print(f"[yellow]cites sources that were not given: {result.invalid_citations}[/yellow]")
+        if result.trace_id:
+            console.print(f"[dim]trace {result.trace_id}[/dim]")
+    finally:
+        await close_service(service)

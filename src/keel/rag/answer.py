@@ -1,0 +1,144 @@
+"""Answers that show their sources: numbered context within the model's budget, permission to say
+"I don't know", and citations checked against the sources actually given.
+
+``answer_stream`` is the reusable function: the features pipeline calls it too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from keel.gateway.service import GatewayService
+from keel.rag.collection import Collection, Found
+from keel.types import CallContext, ChatRequest
+
+SYSTEM = (
+    "You answer questions using only the numbered sources below. Cite every claim with the number of its "
+    "source in square brackets, like [1] or [2][3]. If the sources do not contain the answer, reply exactly: "
+    '"I don\'t know based on the available documents." Do not use outside knowledge.\n'
+    "Example of a cited answer: Refunds are issued within five business days [2]."
+)
+NOTHING_FOUND = "I don't know: nothing in the documents matches that question."
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+CHARS_PER_TOKEN = 4  # an estimate: hosted models' tokenizers are not available offline
+
+
+@dataclass(slots=True)
+class Citation:
+    number: int
+    valid: bool
+    source: Found | None
+
+
+@dataclass(slots=True)
+class Answer:
+    text: str = ""
+    sources: list[Found] = field(default_factory=list)
+    citations: list[Citation] = field(default_factory=list)
+    found_nothing: bool = False
+    trace_id: str | None = None
+
+    @property
+    def invalid_citations(self) -> list[int]:
+        return [c.number for c in self.citations if not c.valid]
+
+    @property
+    def says_dont_know(self) -> bool:
+        return "i don't know" in self.text.lower() or "i do not know" in self.text.lower()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.text,
+            "found_nothing": self.found_nothing,
+            "trace_id": self.trace_id,
+            "sources": [{"number": i, **s.as_dict()} for i, s in enumerate(self.sources, 1)],
+            "citations": [
+                {"number": c.number, "valid": c.valid, "chunk_id": c.source.chunk_id if c.source else None}
+                for c in self.citations
+            ],
+        }
+
+
+def select_sources(found: list[Found], budget_tokens: int) -> list[Found]:
+    """The best sources that fit the budget (estimated at ~4 characters a token)."""
+    out, used = [], 0
+    for hit in found:
+        cost = len(hit.text) // CHARS_PER_TOKEN + 12
+        if used + cost > budget_tokens and out:
+            break
+        out.append(hit)
+        used += cost
+    return out
+
+
+def render_context(sources: list[Found]) -> str:
+    blocks = []
+    for number, s in enumerate(sources, 1):
+        where = " › ".join(s.heading_path) or s.title or s.doc_id
+        page = f", page {s.page}" if s.page else ""
+        blocks.append(f"[{number}] {s.doc_id} — {where}{page}\n{s.text}")
+    return "\n\n".join(blocks)
+
+
+def check_citations(text: str, sources: list[Found]) -> list[Citation]:
+    seen: list[int] = []
+    for match in _CITATION.finditer(text):
+        number = int(match.group(1))
+        if number not in seen:
+            seen.append(number)
+    return [Citation(n, 1 <= n <= len(sources), sources[n - 1] if 1 <= n <= len(sources) else None) for n in seen]
+
+
+async def answer_stream(
+    service: GatewayService,
+    collection: Collection,
+    question: str,
+    *,
+    model: str,
+    top_k: int = 6,
+    min_score: float | None = 0.25,
+    max_tokens: int = 512,
+    ctx: CallContext | None = None,
+    result: Answer | None = None,
+) -> AsyncIterator[str]:
+    """Yield the answer's text as it streams; ``result`` is filled with sources and checked citations."""
+    result = result if result is not None else Answer()
+    found = collection.search(question, top_k=top_k, min_score=min_score)
+    if not found:
+        result.found_nothing = True
+        result.text = NOTHING_FOUND
+        yield NOTHING_FOUND
+        return
+    window = service.gateway.route(model).info.context_window or 8192
+    budget = max(256, window - max_tokens - len(SYSTEM) // CHARS_PER_TOKEN - len(question) // CHARS_PER_TOKEN - 64)
+    result.sources = select_sources(found, budget)
+    messages = [
+        {"role": "system", "content": f"{SYSTEM}\n\n{render_context(result.sources)}"},
+        {"role": "user", "content": question},
+    ]
+    req = ChatRequest(
+        model=model,
+        messages=messages,
+        stream=True,
+        max_tokens=max_tokens,
+        params={"temperature": 0.1},
+        ctx=ctx or CallContext(),
+    )
+    result.trace_id = req.ctx.trace_id
+    parts: list[str] = []
+    async for chunk in service.chat_stream(req):
+        if chunk.text:
+            parts.append(chunk.text)
+            yield chunk.text
+    result.text = "".join(parts)
+    result.citations = check_citations(result.text, result.sources)
+
+
+async def answer(service: GatewayService, collection: Collection, question: str, **kw: Any) -> Answer:
+    result = Answer()
+    async for _ in answer_stream(service, collection, question, result=result, **kw):
+        pass
+    return result
