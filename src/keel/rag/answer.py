@@ -64,7 +64,8 @@ class Answer:
 
 def select_sources(found: list[Found], budget_tokens: int) -> list[Found]:
     """The best sources that fit the budget (estimated at ~4 characters a token)."""
-    out, used = [], 0
+    out: list[Found] = []
+    used = 0
     for hit in found:
         cost = len(hit.text) // CHARS_PER_TOKEN + 12
         if used + cost > budget_tokens and out:
