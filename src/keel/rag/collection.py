@@ -124,6 +124,14 @@ class Collection:
         rows = self.conn.execute("SELECT doc_id FROM rag_documents WHERE collection = ?", (self.name,))
         return {r[0] for r in rows}
 
+    def list_documents(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT doc_id, source, kind, title, hash, chunks, indexed FROM rag_documents "
+            "WHERE collection = ? ORDER BY doc_id",
+            (self.name,),
+        )
+        return [dict(r) for r in rows]
+
     def _embed_cached(self, chunks: list[Chunk]) -> Vector:
         hashes = [c.hash for c in chunks]
         found: dict[str, bytes] = {}

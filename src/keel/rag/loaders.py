@@ -37,15 +37,23 @@ def load_file(path: Path, doc_id: str | None = None) -> Document:
         raw = path.read_bytes()
     except OSError as exc:
         raise DocumentError(f"{path}: cannot read ({exc.strerror})") from None
-    ident = doc_id or str(path)
+    return load_bytes(raw, kind, doc_id or str(path), str(path))
+
+
+def load_bytes(raw: bytes, kind: str, doc_id: str, source: str) -> Document:
+    """Parse one document's bytes as ``kind`` (md, txt, html or pdf)."""
+    if kind not in KINDS.values():
+        raise DocumentError(f"{source}: unknown kind '{kind}' (use md, txt, html or pdf)")
+    if len(raw) > MAX_BYTES:
+        raise DocumentError(f"{source}: {len(raw) / 1e6:.0f} MB is over the {MAX_BYTES // 2**20} MB limit")
     if kind == "pdf":
-        doc = load_pdf(raw, ident, str(path))
+        doc = load_pdf(raw, doc_id, source)
     else:
-        text, warnings = decode_text(raw, str(path))
-        doc = {"md": load_markdown, "txt": load_text, "html": load_html}[kind](text, ident, str(path))
+        text, warnings = decode_text(raw, source)
+        doc = {"md": load_markdown, "txt": load_text, "html": load_html}[kind](text, doc_id, source)
         doc.warnings.extend(warnings)
     if not doc.text.strip():
-        raise DocumentError(f"{path}: no text to index (the document is empty)")
+        raise DocumentError(f"{source}: no text to index (the document is empty)")
     return doc
 
 

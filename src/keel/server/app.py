@@ -21,6 +21,7 @@ from keel.errors import KeelError, MethodNotAllowed, PayloadTooLarge, StreamInte
 from keel.gateway.service import GatewayService
 from keel.gateway.streams import prime
 from keel.server.auth import Authenticator
+from keel.server.collections import CollectionRoutes, Collections
 from keel.server.errors import error_body, error_response
 from keel.server.validate import parse_chat, parse_embeddings, parse_json
 from keel.types import CallContext, ChatChunk, ChatRequest
@@ -39,6 +40,7 @@ class KeelApp:
         keys: sqlite3.Connection | None,
         max_body_bytes: int,
         auth_cache_s: float = 1.0,
+        collections: Collections | None = None,
         on_startup: Any = None,
         on_shutdown: Any = None,
     ) -> None:
@@ -48,15 +50,23 @@ class KeelApp:
         self.started = time.time()
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
+        self.collections = collections
+        extra = CollectionRoutes(collections, self.authenticate, self.json_body).routes() if collections else []
         self.asgi = Starlette(
             routes=[
+                *extra,
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/v1/embeddings", self.embeddings, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
                 Route("/healthz", self.health, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
             ],
-            exception_handlers={404: self._not_found, 405: self._not_allowed, Exception: self._crashed},
+            exception_handlers={
+                404: self._not_found,
+                405: self._not_allowed,
+                KeelError: self._keel_error,
+                Exception: self._crashed,
+            },
             lifespan=self._lifespan,
         )
 
@@ -73,6 +83,12 @@ class KeelApp:
 
     async def _not_allowed(self, request: Request, exc: Exception) -> Response:
         return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
+
+    async def _keel_error(self, request: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+    async def json_body(self, request: Request) -> dict[str, Any]:
+        return parse_json(await self._body(request))
 
     async def _crashed(self, request: Request, exc: Exception) -> Response:
         return error_response(exc)

@@ -13,6 +13,7 @@ from keel.gateway.runtime import build_service, close_service
 from keel.providers.base import ProviderFactory
 from keel.server.app import KeelApp
 from keel.server.auth import LOOPBACK
+from keel.server.collections import Collections
 from keel.store.sqlite import connect, db_path
 from keel.tracing.tracer import Tracer
 
@@ -36,6 +37,7 @@ def build_app(
         raise UserError(f"--no-auth is allowed only on loopback, not on {host}; create a key with `keel keys create`")
     service = build_service(settings, home, factories=factories, sleep=sleep, tracer=tracer)
     keys = connect(db_path(home)) if auth else None
+    collections = Collections(home)
 
     async def startup() -> None:
         if warm:
@@ -46,6 +48,7 @@ def build_app(
 
     async def shutdown() -> None:
         await close_service(service)
+        collections.close()
         if keys is not None:
             keys.close()
 
@@ -54,6 +57,7 @@ def build_app(
         keys=keys,
         max_body_bytes=settings.server.max_body_bytes,
         auth_cache_s=settings.server.auth_cache_s,
+        collections=collections,
         on_startup=startup,
         on_shutdown=shutdown,
     )

@@ -1,0 +1,202 @@
+"""Retrieval over HTTP: ``/v1/collections`` and their documents and search. Routes only: the work
+is ``keel.rag``'s, run in worker threads (embedding and SQLite block)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from keel.errors import InvalidRequest, UserError
+from keel.rag.collection import Collection, check_name, list_collections
+from keel.rag.embedder import LocalMiniLM, TextEmbedder
+from keel.rag.loaders import DocumentError, load_bytes
+from keel.store.sqlite import connect, db_path
+
+MAX_DOCUMENTS_PER_REQUEST = 100
+
+
+class CollectionNotFound(UserError):
+    status = 404
+    code = "collection_not_found"
+
+
+class Collections:
+    """Open collections, one SQLite connection, and a lock: SQLite connections are not shared safely
+    across threads mid-transaction."""
+
+    def __init__(self, home: Path, embedder: TextEmbedder | None = None) -> None:
+        self.home = home
+        self._embedder = embedder
+        self._conn: sqlite3.Connection | None = None
+        self._open: dict[str, Collection] = {}
+        self._lock = threading.Lock()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect(db_path(self.home))
+        return self._conn
+
+    def embedder(self) -> TextEmbedder:
+        if self._embedder is None:
+            self._embedder = LocalMiniLM()
+        return self._embedder
+
+    def get(self, name: str, *, create: bool = False, **options: int) -> Collection:
+        check_name(name)
+        found = self._open.get(name)
+        if found is None:
+            if create:
+                found = Collection.create(self._db(), name, self.embedder(), **options)
+            else:
+                exists = self._db().execute("SELECT 1 FROM rag_collections WHERE name = ?", (name,)).fetchone()
+                if not exists:
+                    raise CollectionNotFound(f"no collection '{name}'")
+                found = Collection(self._db(), name, self.embedder())
+            self._open[name] = found
+        return found
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        def locked() -> Any:
+            with self._lock:
+                return fn(*args)
+
+        return await anyio.to_thread.run_sync(locked)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def _int(body: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"'{key}' must be an integer from {low} to {high} (got {value!r})", param=key)
+    return value
+
+
+def _decode_document(item: Any, index: int) -> tuple[str, str, bytes]:
+    where = f"documents[{index}]"
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"'{where}' must be an object", param=where)
+    doc_id = item.get("id")
+    if not isinstance(doc_id, str) or not doc_id.strip() or len(doc_id) > 512:
+        raise InvalidRequest(f"'{where}.id' must be a non-empty string of at most 512 characters", param=f"{where}.id")
+    kind = item.get("kind", "txt")
+    if kind not in ("md", "txt", "html", "pdf"):
+        raise InvalidRequest(f"'{where}.kind' must be md, txt, html or pdf", param=f"{where}.kind")
+    if isinstance(item.get("text"), str):
+        return doc_id, kind, item["text"].encode("utf-8")
+    if isinstance(item.get("content_base64"), str):
+        try:
+            return doc_id, kind, base64.b64decode(item["content_base64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest(
+                f"'{where}.content_base64' is not valid base64", param=f"{where}.content_base64"
+            ) from None
+    raise InvalidRequest(f"'{where}' needs 'text' or 'content_base64'", param=where)
+
+
+class CollectionRoutes:
+    def __init__(self, collections: Collections, authenticate: Any, parse_body: Any) -> None:
+        self.collections = collections
+        self.authenticate = authenticate
+        self.parse_body = parse_body
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/collections", self.list_or_create, methods=["GET", "POST"]),
+            Route("/v1/collections/{name}/documents", self.documents, methods=["GET", "POST"]),
+            Route("/v1/collections/{name}/documents/{doc_id:path}", self.delete_document, methods=["DELETE"]),
+            Route("/v1/collections/{name}/search", self.search, methods=["POST"]),
+        ]
+
+    async def list_or_create(self, request: Request) -> Response:
+        self.authenticate(request.headers.get("authorization"))
+        if request.method == "GET":
+            rows = await self.collections.run(lambda: list_collections(self.collections._db()))
+            return _json({"object": "list", "data": rows})
+        body = await self.parse_body(request)
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise InvalidRequest("'name' must be a string", param="name")
+        options = {
+            "chunk_tokens": _int(body, "chunk_tokens", 200, 16, 256),
+            "overlap": _int(body, "overlap", 0, 0, 128),
+        }
+        col = await self.collections.run(lambda: self.collections.get(name, create=True, **options))
+        return _json({"name": col.name, "chunk_tokens": col.chunk_tokens, "overlap": col.overlap}, 201)
+
+    async def documents(self, request: Request) -> Response:
+        self.authenticate(request.headers.get("authorization"))
+        name = request.path_params["name"]
+        col = await self.collections.run(lambda: self.collections.get(name))
+        if request.method == "GET":
+            rows = await self.collections.run(col.list_documents)
+            return _json({"object": "list", "data": rows})
+        body = await self.parse_body(request)
+        items = body.get("documents")
+        if not isinstance(items, list) or not items:
+            raise InvalidRequest("'documents' must be a non-empty array", param="documents")
+        if len(items) > MAX_DOCUMENTS_PER_REQUEST:
+            raise InvalidRequest(f"send at most {MAX_DOCUMENTS_PER_REQUEST} documents per request", param="documents")
+        decoded = [_decode_document(item, i) for i, item in enumerate(items)]
+        ids = [d[0] for d in decoded]
+        if len(set(ids)) != len(ids):
+            raise InvalidRequest("two documents in the request share an id", param="documents")
+
+        def work() -> dict[str, Any]:
+            report: dict[str, Any] = {"indexed": [], "unchanged": [], "skipped": [], "chunks": 0}
+            for doc_id, kind, raw in decoded:
+                try:
+                    doc = load_bytes(raw, kind, doc_id, doc_id)
+                except DocumentError as exc:
+                    report["skipped"].append({"id": doc_id, "reason": exc.message.removeprefix(f"{doc_id}: ")})
+                    continue
+                if col.document_hash(doc.id) == doc.hash:
+                    report["unchanged"].append(doc_id)
+                else:
+                    report["chunks"] += col.index_document(doc)
+                    report["indexed"].append(doc_id)
+            return report
+
+        return _json(await self.collections.run(work))
+
+    async def delete_document(self, request: Request) -> Response:
+        self.authenticate(request.headers.get("authorization"))
+        name, doc_id = request.path_params["name"], request.path_params["doc_id"]
+        col = await self.collections.run(lambda: self.collections.get(name))
+        if not await self.collections.run(col.delete_document, doc_id):
+            raise CollectionNotFound(f"no document '{doc_id}' in collection '{name}'")
+        return _json({"id": doc_id, "deleted": True})
+
+    async def search(self, request: Request) -> Response:
+        self.authenticate(request.headers.get("authorization"))
+        name = request.path_params["name"]
+        body = await self.parse_body(request)
+        query = body.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidRequest("'query' must be a non-empty string", param="query")
+        top_k = _int(body, "top_k", 5, 1, 1000)
+        mode = body.get("mode", "hybrid")
+        if mode not in ("hybrid", "keyword", "vector"):
+            raise InvalidRequest("'mode' must be hybrid, keyword or vector", param="mode")
+        min_score = body.get("min_score")
+        if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)):
+            raise InvalidRequest("'min_score' must be a number", param="min_score")
+        col = await self.collections.run(lambda: self.collections.get(name))
+        found = await self.collections.run(lambda: col.search(query, top_k=top_k, mode=mode, min_score=min_score))
+        return _json({"object": "list", "data": [f.as_dict() for f in found]})

@@ -1,0 +1,72 @@
+"""Retrieval over HTTP: collections, documents (upload, list, delete) and search."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import httpx
+
+from tests.rag.test_loading_chunking import make_pdf
+from tests.server.conftest import Gateway
+
+
+def call(gateway: Gateway, method: str, path: str, body: object = None) -> httpx.Response:
+    return httpx.request(method, f"{gateway.base_url}{path}", json=body, headers=gateway.headers(), timeout=60)
+
+
+def test_collection_lifecycle(gateway: Gateway, tmp_path: Path) -> None:
+    assert call(gateway, "POST", "/collections", {"name": "handbook"}).status_code == 201
+    make_pdf(tmp_path / "g.pdf", ["Refunds take five business days.", "Invoices are monthly."])
+    docs = [
+        {"id": "keys.md", "kind": "md", "text": "# Keys\n\n## Rotate\nRotate API keys from the Settings page."},
+        {
+            "id": "faq/refunds.pdf",
+            "kind": "pdf",
+            "content_base64": base64.b64encode((tmp_path / "g.pdf").read_bytes()).decode(),
+        },
+        {"id": "empty.txt", "kind": "txt", "text": "   "},
+    ]
+    report = call(gateway, "POST", "/collections/handbook/documents", {"documents": docs}).json()
+    assert sorted(report["indexed"]) == ["faq/refunds.pdf", "keys.md"]
+    assert report["skipped"] == [{"id": "empty.txt", "reason": "no text to index (the document is empty)"}]
+    again = call(gateway, "POST", "/collections/handbook/documents", {"documents": docs[:1]}).json()
+    assert again["unchanged"] == ["keys.md"]
+    hits = call(gateway, "POST", "/collections/handbook/search", {"query": "how long do refunds take", "top_k": 2})
+    top = hits.json()["data"][0]
+    assert top["doc_id"] == "faq/refunds.pdf" and top["page"] == 1
+    listed = call(gateway, "GET", "/collections/handbook/documents").json()["data"]
+    assert [d["doc_id"] for d in listed] == ["faq/refunds.pdf", "keys.md"]
+    assert call(gateway, "DELETE", "/collections/handbook/documents/faq/refunds.pdf").json()["deleted"]
+    after = call(gateway, "POST", "/collections/handbook/search", {"query": "refunds", "top_k": 5}).json()["data"]
+    assert all(h["doc_id"] != "faq/refunds.pdf" for h in after)
+    names = [c["name"] for c in call(gateway, "GET", "/collections").json()["data"]]
+    assert names == ["handbook"]
+
+
+def test_collection_errors(gateway: Gateway) -> None:
+    r = call(gateway, "POST", "/collections/nope/search", {"query": "x"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "collection_not_found"
+    r = call(gateway, "POST", "/collections", {"name": "../../etc"})
+    assert r.status_code == 400 and "not a collection name" in r.json()["error"]["message"]
+    call(gateway, "POST", "/collections", {"name": "c1"})
+    for body, param in [
+        ({"query": ""}, "query"),
+        ({"query": "x", "top_k": 0}, "top_k"),
+        ({"query": "x", "mode": "magic"}, "mode"),
+    ]:
+        r = call(gateway, "POST", "/collections/c1/search", body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param
+    for body, param in [
+        ({"documents": []}, "documents"),
+        ({"documents": [{"id": "a"}]}, "documents[0]"),
+        ({"documents": [{"id": "a", "kind": "exe", "text": "x"}]}, "documents[0].kind"),
+        ({"documents": [{"id": "a", "kind": "pdf", "content_base64": "!!!"}]}, "documents[0].content_base64"),
+        ({"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}, "documents"),
+    ]:
+        r = call(gateway, "POST", "/collections/c1/documents", body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    r = call(gateway, "DELETE", "/collections/c1/documents/ghost.md")
+    assert r.status_code == 404
+    r = httpx.get(f"{gateway.base_url}/collections")
+    assert r.status_code == 401
