@@ -173,3 +173,19 @@ def test_queries_and_names_are_checked(collection: Collection, folder: Path, tmp
         Collection.create(collection.conn, "../etc", collection.embedder)
     with pytest.raises(UserError, match="no such file"):
         ingest(collection, [tmp_path / "nowhere"])
+
+
+def test_retrieval_is_a_span_with_stage_timings(collection: Collection, folder: Path) -> None:
+    from keel.testing import SpanCapture
+
+    ingest(collection, [folder])
+    tracer = SpanCapture()
+    found = collection.search("rotate api key", top_k=2, tracer=tracer)
+    (span,) = tracer.spans
+    assert span.name == "retrieval docs"
+    attrs = span.attributes
+    assert attrs["keel.collection"] == "docs" and attrs["keel.retrieval.top_k"] == 2
+    assert attrs["keel.retrieval.ids"] == [f.chunk_id for f in found]
+    assert len(attrs["keel.retrieval.scores"]) == len(found)
+    for stage in ("keyword_ms", "embed_ms", "vector_ms", "feedback_ms", "dedup_ms"):
+        assert attrs[f"keel.retrieval.{stage}"] >= 0

@@ -107,7 +107,7 @@ async def answer_stream(
 ) -> AsyncIterator[str]:
     """Yield the answer's text as it streams; ``result`` is filled with sources and checked citations."""
     result = result if result is not None else Answer()
-    found = collection.search(question, top_k=top_k, min_score=min_score)
+    found = collection.search(question, top_k=top_k, min_score=min_score, tracer=service.tracer)
     if not found:
         result.found_nothing = True
         result.text = NOTHING_FOUND

@@ -11,6 +11,8 @@ import re
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,6 +28,7 @@ from keel.rag.embedder import TextEmbedder
 from keel.rag.index import Hits, Vector
 from keel.rag.retrieve import Feedback, Hit, convex, dedup, expand_terms, feedback_docs, rocchio, rrf
 from keel.rag.vectors import ExactVectorIndex
+from keel.tracing.tracer import Tracer
 
 Mode = Literal["hybrid", "keyword", "vector"]
 DEFAULT_FEEDBACK = Feedback()
@@ -240,6 +243,7 @@ class Collection:
         candidates: int = 100,
         dedup_threshold: float = 0.97,
         feedback: Feedback | None = DEFAULT_FEEDBACK,
+        tracer: Tracer | None = None,
     ) -> list[Found]:
         """Ranked chunks. Hybrid fuses BM25 and vector results (RRF by default), applies pseudo-relevance
         feedback (``feedback=None`` turns it off), drops near-duplicates, and keeps hits whose cosine
@@ -249,10 +253,16 @@ class Collection:
         if not 1 <= top_k <= 1000:
             raise UserError("top_k must be between 1 and 1000")
         self.refresh()
+        timings: dict[str, float] = {}
+        clock = _Stopwatch(timings)
         pool = max(candidates, top_k)
-        keyword = self.keyword.search(query, pool) if mode in ("hybrid", "keyword") else []
-        qvec = self.embedder.embed([query])[0] if mode in ("hybrid", "vector") or min_score is not None else None
-        vector = self.vectors.search(qvec, pool) if qvec is not None and mode != "keyword" else []
+        with clock("keyword_ms"):
+            keyword = self.keyword.search(query, pool) if mode in ("hybrid", "keyword") else []
+        with clock("embed_ms"):
+            wants_vector = mode in ("hybrid", "vector") or min_score is not None
+            qvec = self.embedder.embed([query])[0] if wants_vector else None
+        with clock("vector_ms"):
+            vector = self.vectors.search(qvec, pool) if qvec is not None and mode != "keyword" else []
         if mode == "keyword":
             hits = [Hit(cid, s, keyword_rank=i, keyword_score=s) for i, (cid, s) in enumerate(keyword, 1)]
         elif mode == "vector":
@@ -265,6 +275,7 @@ class Collection:
             hits = fuse(keyword, vector)
             top = feedback_docs(hits, feedback.docs) if feedback is not None and qvec is not None else []
             if top and feedback is not None and qvec is not None:
+                clock.start("feedback_ms")
                 weights = expand_terms(
                     Counter(terms(query)),
                     self.keyword.term_counts(top),
@@ -274,6 +285,7 @@ class Collection:
                 )
                 moved = rocchio(qvec, [v for v in map(self.vectors.vector, top) if v is not None], feedback.beta)
                 hits = fuse(self.keyword.search_weighted(weights, pool), self.vectors.search(moved, pool))
+                clock.stop("feedback_ms")
         if qvec is not None:
             for hit in hits:
                 if hit.vector_score is None:
@@ -281,8 +293,21 @@ class Collection:
                     hit.vector_score = float(v @ qvec) if v is not None else None
         if min_score is not None:
             hits = [h for h in hits if h.vector_score is not None and h.vector_score >= min_score]
-        hits = dedup(hits[: top_k * 3], self.vectors.vector, threshold=dedup_threshold)[:top_k]
-        return self._materialise(hits)
+        with clock("dedup_ms"):
+            hits = dedup(hits[: top_k * 3], self.vectors.vector, threshold=dedup_threshold)[:top_k]
+        found = self._materialise(hits)
+        if tracer is not None:
+            attrs: dict[str, Any] = {
+                "keel.collection": self.name,
+                "keel.retrieval.mode": mode,
+                "keel.retrieval.top_k": top_k,
+                "keel.retrieval.ids": [f.chunk_id for f in found],
+                "keel.retrieval.scores": [round(f.score, 6) for f in found],
+                **{f"keel.retrieval.{k}": round(v, 3) for k, v in timings.items()},
+            }
+            with tracer.trace(f"retrieval {self.name}", attrs):
+                pass
+        return found
 
     def _materialise(self, hits: list[Hit]) -> list[Found]:
         if not hits:
@@ -317,6 +342,28 @@ class Collection:
                 )
             )
         return out
+
+
+class _Stopwatch:
+    """Per-stage milliseconds for the retrieval span."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.started: dict[str, float] = {}
+
+    def start(self, name: str) -> None:
+        self.started[name] = time.perf_counter()
+
+    def stop(self, name: str) -> None:
+        self.into[name] = self.into.get(name, 0.0) + (time.perf_counter() - self.started.pop(name)) * 1000
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.start(name)
+        try:
+            yield
+        finally:
+            self.stop(name)
 
 
 def list_collections(conn: sqlite3.Connection) -> list[dict[str, Any]]:

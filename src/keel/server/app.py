@@ -51,7 +51,11 @@ class KeelApp:
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
         self.collections = collections
-        extra = CollectionRoutes(collections, self.authenticate, self.json_body).routes() if collections else []
+        extra = (
+            CollectionRoutes(collections, self.authenticate, self.json_body, service.tracer).routes()
+            if collections
+            else []
+        )
         self.asgi = Starlette(
             routes=[
                 *extra,

@@ -21,6 +21,7 @@ from keel.rag.collection import Collection, check_name, list_collections
 from keel.rag.embedder import LocalMiniLM, TextEmbedder
 from keel.rag.loaders import DocumentError, load_bytes
 from keel.store.sqlite import connect, db_path
+from keel.tracing.tracer import Tracer
 
 MAX_DOCUMENTS_PER_REQUEST = 100
 
@@ -111,8 +112,9 @@ def _decode_document(item: Any, index: int) -> tuple[str, str, bytes]:
 
 
 class CollectionRoutes:
-    def __init__(self, collections: Collections, authenticate: Any, parse_body: Any) -> None:
+    def __init__(self, collections: Collections, authenticate: Any, parse_body: Any, tracer: Tracer) -> None:
         self.collections = collections
+        self.tracer = tracer
         self.authenticate = authenticate
         self.parse_body = parse_body
 
@@ -198,5 +200,7 @@ class CollectionRoutes:
         if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)):
             raise InvalidRequest("'min_score' must be a number", param="min_score")
         col = await self.collections.run(lambda: self.collections.get(name))
-        found = await self.collections.run(lambda: col.search(query, top_k=top_k, mode=mode, min_score=min_score))
+        found = await self.collections.run(
+            lambda: col.search(query, top_k=top_k, mode=mode, min_score=min_score, tracer=self.tracer)
+        )
         return _json({"object": "list", "data": [f.as_dict() for f in found]})
