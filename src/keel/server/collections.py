@@ -136,7 +136,7 @@ class CollectionRoutes:
         if not isinstance(name, str):
             raise InvalidRequest("'name' must be a string", param="name")
         options = {
-            "chunk_tokens": _int(body, "chunk_tokens", 200, 16, 256),
+            "chunk_tokens": _int(body, "chunk_tokens", 128, 16, 256),
             "overlap": _int(body, "overlap", 0, 0, 128),
         }
         col = await self.collections.run(lambda: self.collections.get(name, create=True, **options))
