@@ -70,3 +70,20 @@ def test_collection_errors(gateway: Gateway) -> None:
     assert r.status_code == 404
     r = httpx.get(f"{gateway.base_url}/collections")
     assert r.status_code == 401
+
+
+def test_a_collections_reranker_applies_to_search(gateway: Gateway, tmp_path: Path) -> None:
+    from tests.rag.test_rerank import tiny_cross_encoder
+
+    model, tokenizer = tiny_cross_encoder(tmp_path / "ce.onnx", "money")
+    created = call(gateway, "POST", "/collections", {"name": "rr", "rerank": f"cross-encoder:{model}:{tokenizer}"})
+    assert created.status_code == 201 and created.json()["rerank"].startswith("cross-encoder:")
+    docs = [
+        {"id": f"d{i}.md", "kind": "md", "text": f"# Budget {i}\n\nThe budget report {'money ' * i}covers spend."}
+        for i in range(4)
+    ]
+    call(gateway, "POST", "/collections/rr/documents", {"documents": docs})
+    hits = call(gateway, "POST", "/collections/rr/search", {"query": "budget report", "top_k": 4}).json()["data"]
+    assert [h["doc_id"] for h in hits] == ["d3.md", "d2.md", "d1.md", "d0.md"]  # ordered by the cross-encoder
+    bad = call(gateway, "POST", "/collections", {"name": "rr2", "rerank": "magic"})
+    assert bad.status_code == 400 and "unknown reranker" in bad.json()["error"]["message"]

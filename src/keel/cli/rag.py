@@ -13,9 +13,11 @@ from rich.table import Table
 from keel.cli.common import Env, console, fmt_ts, load_env
 from keel.gateway.runtime import build_service, close_service
 from keel.rag.answer import Answer, answer_stream
-from keel.rag.collection import Collection, Mode, list_collections
+from keel.rag.collection import Collection, Found, Mode, list_collections
 from keel.rag.embedder import LocalMiniLM
 from keel.rag.ingest import discover, ingest
+from keel.rag.rerank import make_reranker
+from keel.rag.rerank import rerank as rerank_found
 from keel.types import CallContext
 
 CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
@@ -31,6 +33,9 @@ def register(app: typer.Typer) -> None:
             128, min=16, max=256, help="token budget per chunk, new collections (MiniLM was trained on ≤128)"
         ),
         overlap: int = typer.Option(0, min=0, help="tokens of overlap inside a section (new collections)"),
+        rerank: str | None = typer.Option(
+            None, help="set the collection's reranker: none, llm[:model], cross-encoder:MODEL.onnx:TOKENIZER.json"
+        ),
         config: str | None = CONFIG,
     ) -> None:
         """Index documents; re-running touches only what changed."""
@@ -40,6 +45,8 @@ def register(app: typer.Typer) -> None:
             col = Collection.create(
                 conn, collection, LocalMiniLM(), chunk_tokens=chunk_tokens, overlap=min(overlap, chunk_tokens - 1)
             )
+            if rerank is not None:
+                col.set_rerank(rerank)
             columns = (
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -70,14 +77,17 @@ def register(app: typer.Typer) -> None:
         mode: Mode = typer.Option("hybrid", help="hybrid, keyword or vector"),
         min_score: float | None = typer.Option(None, help="drop hits below this cosine similarity"),
         json: bool = typer.Option(False, "--json", help="machine-readable results"),
+        rerank: str | None = typer.Option(None, help="override the collection's reranker for this search"),
         config: str | None = CONFIG,
     ) -> None:
         """Ranked chunks with their source, heading path, page and score."""
         env = load_env(config)
         with env.db() as conn:
-            found = Collection(conn, collection, LocalMiniLM()).search(
-                query, top_k=top_k, mode=mode, min_score=min_score
-            )
+            col = Collection(conn, collection, LocalMiniLM())
+            spec = rerank if rerank is not None else col.rerank
+            found = col.search(query, top_k=top_k * 2 if spec != "none" else top_k, mode=mode, min_score=min_score)
+            if spec != "none":
+                found = asyncio.run(_rerank(env, spec, query, found))[:top_k]
         if json:
             print(orjson.dumps([f.as_dict() for f in found]).decode())
             return
@@ -114,6 +124,16 @@ def register(app: typer.Typer) -> None:
                 fmt_ts(r["created"]),
             )
         console.print(table)
+
+
+async def _rerank(env: Env, spec: str, query: str, found: list[Found]) -> list[Found]:
+    service = build_service(env.settings, env.home) if spec.startswith("llm") else None
+    try:
+        reranker = make_reranker(spec, service, env.settings.default_model or "local")
+        return await rerank_found(reranker, query, found, top_n=len(found))
+    finally:
+        if service is not None:
+            await close_service(service)
 
 
 def register_ask(app: typer.Typer) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from keel.gateway.service import GatewayService
 from keel.rag.collection import Collection, Found
+from keel.rag.rerank import make_reranker, rerank
 from keel.types import CallContext, ChatRequest
 
 SYSTEM = (
@@ -107,7 +108,10 @@ async def answer_stream(
 ) -> AsyncIterator[str]:
     """Yield the answer's text as it streams; ``result`` is filled with sources and checked citations."""
     result = result if result is not None else Answer()
-    found = collection.search(question, top_k=top_k, min_score=min_score, tracer=service.tracer)
+    found = collection.search(question, top_k=top_k * 2, min_score=min_score, tracer=service.tracer)
+    if collection.rerank != "none":
+        found = await rerank(make_reranker(collection.rerank, service, model), question, found, top_n=top_k * 2)
+    found = found[:top_k]
     if not found:
         result.found_nothing = True
         result.text = NOTHING_FOUND

@@ -73,6 +73,7 @@ class Collection:
         if row["embedder"] != embedder.name:
             raise UserError(f"collection '{name}' was built with {row['embedder']}, not {embedder.name}")
         self.chunk_tokens = int(row["chunk_tokens"])
+        self.rerank = str(row["rerank"])
         self.overlap = int(row["overlap"])
         self.version = -1
         self.keyword = BM25Index()
@@ -126,6 +127,18 @@ class Collection:
     def document_ids(self) -> set[str]:
         rows = self.conn.execute("SELECT doc_id FROM rag_documents WHERE collection = ?", (self.name,))
         return {r[0] for r in rows}
+
+    def set_rerank(self, spec: str) -> None:
+        """Choose this collection's reranker: none, llm[:model] or cross-encoder:<model.onnx>:<tokenizer.json>."""
+        kind = spec.split(":", 1)[0]
+        if kind not in ("none", "llm", "cross-encoder"):
+            raise UserError(
+                f"unknown reranker '{spec}': use none, llm[:model] or cross-encoder:MODEL.onnx:TOKENIZER.json"
+            )
+        if kind == "cross-encoder" and len(spec.split(":")) != 3:
+            raise UserError("a cross-encoder reranker is cross-encoder:<model.onnx>:<tokenizer.json>")
+        self.conn.execute("UPDATE rag_collections SET rerank = ? WHERE name = ?", (spec, self.name))
+        self.rerank = spec
 
     def list_documents(self) -> list[dict[str, Any]]:
         rows = self.conn.execute(

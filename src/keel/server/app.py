@@ -52,9 +52,7 @@ class KeelApp:
         self._on_shutdown = on_shutdown
         self.collections = collections
         extra = (
-            CollectionRoutes(collections, self.authenticate, self.json_body, service.tracer).routes()
-            if collections
-            else []
+            CollectionRoutes(collections, self.authenticate, self.json_body, service).routes() if collections else []
         )
         self.asgi = Starlette(
             routes=[

@@ -17,11 +17,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.errors import InvalidRequest, UserError
+from keel.gateway.service import GatewayService
 from keel.rag.collection import Collection, check_name, list_collections
 from keel.rag.embedder import LocalMiniLM, TextEmbedder
 from keel.rag.loaders import DocumentError, load_bytes
+from keel.rag.rerank import make_reranker, rerank
 from keel.store.sqlite import connect, db_path
-from keel.tracing.tracer import Tracer
 
 MAX_DOCUMENTS_PER_REQUEST = 100
 
@@ -112,9 +113,11 @@ def _decode_document(item: Any, index: int) -> tuple[str, str, bytes]:
 
 
 class CollectionRoutes:
-    def __init__(self, collections: Collections, authenticate: Any, parse_body: Any, tracer: Tracer) -> None:
+    def __init__(self, collections: Collections, authenticate: Any, parse_body: Any, service: GatewayService) -> None:
         self.collections = collections
-        self.tracer = tracer
+        self.service = service
+        self.tracer = service.tracer
+        self.default_model = service.gateway.settings.default_model or "local"
         self.authenticate = authenticate
         self.parse_body = parse_body
 
@@ -139,8 +142,15 @@ class CollectionRoutes:
             "chunk_tokens": _int(body, "chunk_tokens", 128, 16, 256),
             "overlap": _int(body, "overlap", 0, 0, 128),
         }
+        spec = body.get("rerank")
+        if spec is not None and not isinstance(spec, str):
+            raise InvalidRequest("'rerank' must be a string", param="rerank")
         col = await self.collections.run(lambda: self.collections.get(name, create=True, **options))
-        return _json({"name": col.name, "chunk_tokens": col.chunk_tokens, "overlap": col.overlap}, 201)
+        if spec is not None:
+            await self.collections.run(col.set_rerank, spec)
+        return _json(
+            {"name": col.name, "chunk_tokens": col.chunk_tokens, "overlap": col.overlap, "rerank": col.rerank}, 201
+        )
 
     async def documents(self, request: Request) -> Response:
         self.authenticate(request.headers.get("authorization"))
@@ -200,7 +210,11 @@ class CollectionRoutes:
         if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)):
             raise InvalidRequest("'min_score' must be a number", param="min_score")
         col = await self.collections.run(lambda: self.collections.get(name))
+        pool = top_k * 2 if col.rerank != "none" else top_k
         found = await self.collections.run(
-            lambda: col.search(query, top_k=top_k, mode=mode, min_score=min_score, tracer=self.tracer)
+            lambda: col.search(query, top_k=pool, mode=mode, min_score=min_score, tracer=self.tracer)
         )
+        if col.rerank != "none":
+            reranker = make_reranker(col.rerank, self.service, self.default_model)
+            found = (await rerank(reranker, query, found, top_n=pool))[:top_k]
         return _json({"object": "list", "data": [f.as_dict() for f in found]})

@@ -86,6 +86,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (hash, model)
     );
     """,
+    # 3: a reranker per collection
+    """
+    ALTER TABLE rag_collections ADD COLUMN rerank TEXT NOT NULL DEFAULT 'none';
+    """,
 ]
 
 
