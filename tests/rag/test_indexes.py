@@ -5,6 +5,7 @@ import numpy as np
 import Stemmer
 
 from keel.rag.bm25 import BM25Index
+from keel.rag.hnsw import AdaptiveVectorIndex, HNSWVectorIndex
 from keel.rag.vectors import ExactVectorIndex
 from tests.rag.conformance import CORPUS, KeywordIndexSuite, VectorIndexSuite
 
@@ -45,3 +46,45 @@ def test_statistics_stay_exact_after_deletes() -> None:
     fresh = BM25Index()
     fresh.add(list(texts), list(texts.values()))
     assert np.allclose([s for _, s in grown.search("gamma alpha", 6)], [s for _, s in fresh.search("gamma alpha", 6)])
+
+
+class TestHNSW(VectorIndexSuite):
+    def make(self) -> HNSWVectorIndex:
+        return HNSWVectorIndex(self.dims)
+
+
+class TestAdaptive(VectorIndexSuite):
+    def make(self) -> AdaptiveVectorIndex:
+        return AdaptiveVectorIndex(self.dims, threshold=5)  # crosses to HNSW inside the suite's 20 vectors
+
+
+def test_hnsw_recall_against_exact_search() -> None:
+    """Clustered 384-d vectors, like real sentence embeddings (uniform random vectors are ANN's
+    pathological case: every distance is nearly equal)."""
+    rng = np.random.default_rng(5)
+    centers = rng.normal(size=(200, 384))
+    vectors = (centers[rng.integers(0, 200, 20_000)] + 0.6 * rng.normal(size=(20_000, 384))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"v{i}" for i in range(len(vectors))]
+    exact, approx = ExactVectorIndex(384), HNSWVectorIndex(384)
+    exact.add(ids, vectors)
+    approx.add(ids, vectors)
+    queries = (centers[rng.integers(0, 200, 100)] + 0.6 * rng.normal(size=(100, 384))).astype(np.float32)
+    recall = np.mean(
+        [len({i for i, _ in exact.search(q, 10)} & {i for i, _ in approx.search(q, 10)}) / 10 for q in queries]
+    )
+    assert recall >= 0.95, recall
+
+
+def test_adaptive_switches_above_the_threshold_and_keeps_everything() -> None:
+    index = AdaptiveVectorIndex(8, threshold=10)
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(30, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index.add([f"a{i}" for i in range(8)], vectors[:8])
+    assert index.kind == "exact"
+    index.delete(["a0"])
+    index.add([f"b{i}" for i in range(22)], vectors[8:])
+    assert index.kind == "hnsw" and len(index) == 29
+    assert index.search(vectors[3], 1)[0][0] == "a3" and index.vector("a0") is None
+    assert np.allclose(index.vector("b0"), vectors[8], atol=1e-2)  # stored as f16

@@ -25,9 +25,9 @@ from keel.rag.bm25 import BM25Index
 from keel.rag.chunking import chunk_document
 from keel.rag.documents import Chunk, Document
 from keel.rag.embedder import TextEmbedder
+from keel.rag.hnsw import AdaptiveVectorIndex
 from keel.rag.index import Hits, Vector
 from keel.rag.retrieve import Feedback, Hit, convex, dedup, expand_terms, feedback_docs, rocchio, rrf
-from keel.rag.vectors import ExactVectorIndex
 from keel.tracing.tracer import Tracer
 
 Mode = Literal["hybrid", "keyword", "vector"]
@@ -77,7 +77,7 @@ class Collection:
         self.overlap = int(row["overlap"])
         self.version = -1
         self.keyword = BM25Index()
-        self.vectors = ExactVectorIndex(embedder.dims)
+        self.vectors = AdaptiveVectorIndex(embedder.dims)
         self.refresh()
 
     @classmethod
@@ -103,7 +103,7 @@ class Collection:
         if version == self.version:
             return
         self.keyword = BM25Index()
-        self.vectors = ExactVectorIndex(self.embedder.dims)
+        self.vectors = AdaptiveVectorIndex(self.embedder.dims)
         rows = self.conn.execute(
             "SELECT chunk_id, terms, embedding FROM rag_chunks WHERE collection = ? ORDER BY rowid", (self.name,)
         )
