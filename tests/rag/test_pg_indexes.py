@@ -1,0 +1,88 @@
+"""The Postgres indexes against a real PostgreSQL 16 + pgvector started on a Unix socket (PyPI
+``pgserver``), through the same conformance suites as the embedded indexes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from keel.rag.bm25 import BM25Index
+from tests.rag.conformance import CORPUS, KeywordIndexSuite, VectorIndexSuite
+
+pgserver = pytest.importorskip("pgserver", reason="pgserver (PostgreSQL + pgvector from PyPI) is not installed")
+psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
+
+
+@pytest.fixture(scope="module")
+def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    try:
+        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    except Exception as exc:  # pragma: no cover - reported as a skip with its reason
+        pytest.skip(f"PostgreSQL could not start here: {exc}")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+def conn(pg_uri: str) -> Iterator[Any]:
+    with psycopg.connect(pg_uri, autocommit=True) as connection:
+        yield connection
+        for (table,) in connection.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'keel_%'").fetchall():
+            connection.execute(f"DROP TABLE {table}")
+
+
+class TestPgKeyword(KeywordIndexSuite):
+    @pytest.fixture(autouse=True)
+    def _conn(self, conn: Any) -> None:
+        self.conn = conn
+        self.n = 0
+
+    def make(self) -> Any:
+        from keel.rag.pg import PgKeywordIndex
+
+        self.n += 1
+        return PgKeywordIndex(self.conn, f"c{self.n}")
+
+
+class TestPgVector(VectorIndexSuite):
+    @pytest.fixture(autouse=True)
+    def _conn(self, conn: Any) -> None:
+        self.conn = conn
+        self.n = 0
+
+    def make(self) -> Any:
+        from keel.rag.pg import PgVectorIndex
+
+        self.n += 1
+        return PgVectorIndex(self.conn, f"v{self.n}", self.dims)
+
+
+def test_sql_bm25_equals_the_embedded_bm25(conn: Any) -> None:
+    from keel.rag.pg import PgKeywordIndex
+
+    texts = list(CORPUS.values()) * 2 + ["api api key", "settings settings page"]
+    ids = [f"d{i}" for i in range(len(texts))]
+    pg, mem = PgKeywordIndex(conn, "same"), BM25Index()
+    pg.add(ids, texts)
+    mem.add(ids, texts)
+    pg.delete(["d1"])
+    mem.delete(["d1"])
+    for query in ("api key settings", "refunds invoices", "kafka partition"):
+        a, b = dict(pg.search(query, 20)), dict(mem.search(query, 20))
+        assert a.keys() == b.keys()
+        assert all(abs(a[k] - b[k]) < 1e-4 for k in a)
+
+
+def test_collections_are_isolated(conn: Any) -> None:
+    from keel.rag.pg import PgKeywordIndex, PgVectorIndex
+
+    one, two = PgKeywordIndex(conn, "one"), PgKeywordIndex(conn, "two")
+    one.add(["a"], ["rotate keys"])
+    two.add(["b"], ["rotate keys"])
+    assert [h[0] for h in one.search("rotate", 5)] == ["a"]
+    v1, v2 = PgVectorIndex(conn, "one", 4), PgVectorIndex(conn, "two", 4)
+    v1.add(["a"], np.eye(4, dtype=np.float32)[:1])
+    assert v2.search(np.eye(4, dtype=np.float32)[0], 5) == []
