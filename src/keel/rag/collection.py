@@ -11,10 +11,7 @@ import re
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import orjson
@@ -25,13 +22,13 @@ from keel.rag.bm25 import BM25Index
 from keel.rag.chunking import chunk_document
 from keel.rag.documents import Chunk, Document
 from keel.rag.embedder import TextEmbedder
+from keel.rag.found import Found
 from keel.rag.hnsw import AdaptiveVectorIndex
-from keel.rag.index import Hits, Vector
-from keel.rag.retrieve import Feedback, Hit, convex, dedup, expand_terms, feedback_docs, rocchio, rrf
-from keel.tracing.tracer import Tracer
+from keel.rag.index import Vector
+from keel.rag.retrieve import Hit
+from keel.rag.search import Mode, run_search
 
-Mode = Literal["hybrid", "keyword", "vector"]
-DEFAULT_FEEDBACK = Feedback()
+__all__ = ["Collection", "Found", "Mode", "check_name", "list_collections"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -39,27 +36,6 @@ def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise UserError(f"'{name}' is not a collection name: use 1–64 letters, digits, '_', '.' or '-'")
     return name
-
-
-@dataclass(slots=True)
-class Found:
-    """A search result with everything needed to cite and highlight it."""
-
-    chunk_id: str
-    doc_id: str
-    source: str
-    title: str
-    heading_path: list[str]
-    page: int | None
-    start: int
-    end: int
-    text: str
-    score: float
-    keyword_score: float | None
-    vector_score: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
 
 
 class Collection:
@@ -244,83 +220,18 @@ class Collection:
         return gone > 0
 
     # -- reading ---------------------------------------------------------------------------------
-    def search(
-        self,
-        query: str,
-        *,
-        top_k: int = 5,
-        mode: Mode = "hybrid",
-        min_score: float | None = None,
-        fusion: Literal["rrf", "convex"] = "rrf",
-        alpha: float = 0.5,
-        candidates: int = 100,
-        dedup_threshold: float = 0.97,
-        feedback: Feedback | None = DEFAULT_FEEDBACK,
-        tracer: Tracer | None = None,
-    ) -> list[Found]:
-        """Ranked chunks. Hybrid fuses BM25 and vector results (RRF by default), applies pseudo-relevance
-        feedback (``feedback=None`` turns it off), drops near-duplicates, and keeps hits whose cosine
-        similarity to the query is at least ``min_score``."""
-        if not query.strip():
-            raise UserError("the query is empty")
-        if not 1 <= top_k <= 1000:
-            raise UserError("top_k must be between 1 and 1000")
+    def search(self, query: str, **options: Any) -> list[Found]:
+        """See ``keel.rag.search.run_search`` for the options."""
         self.refresh()
-        timings: dict[str, float] = {}
-        clock = _Stopwatch(timings)
-        pool = max(candidates, top_k)
-        with clock("keyword_ms"):
-            keyword = self.keyword.search(query, pool) if mode in ("hybrid", "keyword") else []
-        with clock("embed_ms"):
-            wants_vector = mode in ("hybrid", "vector") or min_score is not None
-            qvec = self.embedder.embed([query])[0] if wants_vector else None
-        with clock("vector_ms"):
-            vector = self.vectors.search(qvec, pool) if qvec is not None and mode != "keyword" else []
-        if mode == "keyword":
-            hits = [Hit(cid, s, keyword_rank=i, keyword_score=s) for i, (cid, s) in enumerate(keyword, 1)]
-        elif mode == "vector":
-            hits = [Hit(cid, s, vector_rank=i, vector_score=s) for i, (cid, s) in enumerate(vector, 1)]
-        else:
-
-            def fuse(kw: Hits, vec: Hits) -> list[Hit]:
-                return rrf(kw, vec) if fusion == "rrf" else convex(kw, vec, alpha=alpha)
-
-            hits = fuse(keyword, vector)
-            top = feedback_docs(hits, feedback.docs) if feedback is not None and qvec is not None else []
-            if top and feedback is not None and qvec is not None:
-                clock.start("feedback_ms")
-                weights = expand_terms(
-                    Counter(terms(query)),
-                    self.keyword.term_counts(top),
-                    self.keyword.idf,
-                    n_terms=feedback.terms,
-                    weight=feedback.weight,
-                )
-                moved = rocchio(qvec, [v for v in map(self.vectors.vector, top) if v is not None], feedback.beta)
-                hits = fuse(self.keyword.search_weighted(weights, pool), self.vectors.search(moved, pool))
-                clock.stop("feedback_ms")
-        if qvec is not None:
-            for hit in hits:
-                if hit.vector_score is None:
-                    v = self.vectors.vector(hit.chunk_id)
-                    hit.vector_score = float(v @ qvec) if v is not None else None
-        if min_score is not None:
-            hits = [h for h in hits if h.vector_score is not None and h.vector_score >= min_score]
-        with clock("dedup_ms"):
-            hits = dedup(hits[: top_k * 3], self.vectors.vector, threshold=dedup_threshold)[:top_k]
-        found = self._materialise(hits)
-        if tracer is not None:
-            attrs: dict[str, Any] = {
-                "keel.collection": self.name,
-                "keel.retrieval.mode": mode,
-                "keel.retrieval.top_k": top_k,
-                "keel.retrieval.ids": [f.chunk_id for f in found],
-                "keel.retrieval.scores": [round(f.score, 6) for f in found],
-                **{f"keel.retrieval.{k}": round(v, 3) for k, v in timings.items()},
-            }
-            with tracer.trace(f"retrieval {self.name}", attrs):
-                pass
-        return found
+        return run_search(
+            query,
+            name=self.name,
+            keyword_index=self.keyword,
+            vector_index=self.vectors,
+            embedder=self.embedder,
+            fetch=self._materialise,
+            **options,
+        )
 
     def _materialise(self, hits: list[Hit]) -> list[Found]:
         if not hits:
@@ -355,28 +266,6 @@ class Collection:
                 )
             )
         return out
-
-
-class _Stopwatch:
-    """Per-stage milliseconds for the retrieval span."""
-
-    def __init__(self, into: dict[str, float]) -> None:
-        self.into = into
-        self.started: dict[str, float] = {}
-
-    def start(self, name: str) -> None:
-        self.started[name] = time.perf_counter()
-
-    def stop(self, name: str) -> None:
-        self.into[name] = self.into.get(name, 0.0) + (time.perf_counter() - self.started.pop(name)) * 1000
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        self.start(name)
-        try:
-            yield
-        finally:
-            self.stop(name)
 
 
 def list_collections(conn: sqlite3.Connection) -> list[dict[str, Any]]:

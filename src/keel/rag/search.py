@@ -1,0 +1,141 @@
+"""The search pipeline, shared by every collection backend: keyword and vector search, fusion,
+pseudo-relevance feedback, the relevance floor, dedup, and the retrieval span."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, Protocol
+
+from keel.errors import UserError
+from keel.rag.analyzer import terms
+from keel.rag.embedder import TextEmbedder
+from keel.rag.found import Found
+from keel.rag.index import Hits, Vector
+from keel.rag.retrieve import Feedback, Hit, convex, dedup, expand_terms, feedback_docs, rocchio, rrf
+from keel.tracing.tracer import Tracer
+
+Mode = Literal["hybrid", "keyword", "vector"]
+DEFAULT_FEEDBACK = Feedback()
+
+
+class KeywordSearch(Protocol):
+    def search(self, query: str, k: int) -> Hits: ...
+
+    def search_weighted(self, weights: dict[str, float], k: int) -> Hits: ...
+
+    def term_counts(self, ids: list[str]) -> list[Counter[str]]: ...
+
+    def idf(self, term: str) -> float: ...
+
+
+class VectorSearch(Protocol):
+    def search(self, query: Vector, k: int) -> Hits: ...
+
+    def vector(self, chunk_id: str) -> Vector | None: ...
+
+
+class _Stopwatch:
+    """Per-stage milliseconds for the retrieval span."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.started: dict[str, float] = {}
+
+    def start(self, name: str) -> None:
+        self.started[name] = time.perf_counter()
+
+    def stop(self, name: str) -> None:
+        self.into[name] = self.into.get(name, 0.0) + (time.perf_counter() - self.started.pop(name)) * 1000
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.start(name)
+        try:
+            yield
+        finally:
+            self.stop(name)
+
+
+def run_search(
+    query: str,
+    *,
+    name: str,
+    keyword_index: KeywordSearch,
+    vector_index: VectorSearch,
+    embedder: TextEmbedder,
+    fetch: Callable[[list[Hit]], list[Found]],
+    top_k: int = 5,
+    mode: Mode = "hybrid",
+    min_score: float | None = None,
+    fusion: Literal["rrf", "convex"] = "rrf",
+    alpha: float = 0.5,
+    candidates: int = 100,
+    dedup_threshold: float = 0.97,
+    feedback: Feedback | None = DEFAULT_FEEDBACK,
+    tracer: Tracer | None = None,
+) -> list[Found]:
+    """Ranked chunks. Hybrid fuses BM25 and vector results (RRF by default), applies pseudo-relevance
+    feedback (``feedback=None`` turns it off), drops near-duplicates, and keeps hits whose cosine
+    similarity to the query is at least ``min_score``."""
+    if not query.strip():
+        raise UserError("the query is empty")
+    if not 1 <= top_k <= 1000:
+        raise UserError("top_k must be between 1 and 1000")
+    timings: dict[str, float] = {}
+    clock = _Stopwatch(timings)
+    pool = max(candidates, top_k)
+    with clock("keyword_ms"):
+        keyword = keyword_index.search(query, pool) if mode in ("hybrid", "keyword") else []
+    with clock("embed_ms"):
+        wants_vector = mode in ("hybrid", "vector") or min_score is not None
+        qvec = embedder.embed([query])[0] if wants_vector else None
+    with clock("vector_ms"):
+        vector = vector_index.search(qvec, pool) if qvec is not None and mode != "keyword" else []
+    if mode == "keyword":
+        hits = [Hit(cid, s, keyword_rank=i, keyword_score=s) for i, (cid, s) in enumerate(keyword, 1)]
+    elif mode == "vector":
+        hits = [Hit(cid, s, vector_rank=i, vector_score=s) for i, (cid, s) in enumerate(vector, 1)]
+    else:
+
+        def fuse(kw: Hits, vec: Hits) -> list[Hit]:
+            return rrf(kw, vec) if fusion == "rrf" else convex(kw, vec, alpha=alpha)
+
+        hits = fuse(keyword, vector)
+        top = feedback_docs(hits, feedback.docs) if feedback is not None and qvec is not None else []
+        if top and feedback is not None and qvec is not None:
+            clock.start("feedback_ms")
+            weights = expand_terms(
+                Counter(terms(query)),
+                keyword_index.term_counts(top),
+                keyword_index.idf,
+                n_terms=feedback.terms,
+                weight=feedback.weight,
+            )
+            moved = rocchio(qvec, [v for v in map(vector_index.vector, top) if v is not None], feedback.beta)
+            hits = fuse(keyword_index.search_weighted(weights, pool), vector_index.search(moved, pool))
+            clock.stop("feedback_ms")
+    if qvec is not None:
+        for hit in hits:
+            if hit.vector_score is None:
+                v = vector_index.vector(hit.chunk_id)
+                hit.vector_score = float(v @ qvec) if v is not None else None
+    if min_score is not None:
+        hits = [h for h in hits if h.vector_score is not None and h.vector_score >= min_score]
+    with clock("dedup_ms"):
+        hits = dedup(hits[: top_k * 3], vector_index.vector, threshold=dedup_threshold)[:top_k]
+    found = fetch(hits)
+    if tracer is not None:
+        attrs: dict[str, Any] = {
+            "keel.collection": name,
+            "keel.retrieval.mode": mode,
+            "keel.retrieval.top_k": top_k,
+            "keel.retrieval.ids": [f.chunk_id for f in found],
+            "keel.retrieval.scores": [round(f.score, 6) for f in found],
+            **{f"keel.retrieval.{k}": round(v, 3) for k, v in timings.items()},
+        }
+        with tracer.trace(f"retrieval {name}", attrs):
+            pass
+    return found
