@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -11,27 +10,6 @@ import pytest
 
 from keel.rag.bm25 import BM25Index
 from tests.rag.conformance import CORPUS, KeywordIndexSuite, VectorIndexSuite
-
-pgserver = pytest.importorskip("pgserver", reason="pgserver (PostgreSQL + pgvector from PyPI) is not installed")
-psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
-
-
-@pytest.fixture(scope="module")
-def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    try:
-        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
-    except Exception as exc:  # pragma: no cover - reported as a skip with its reason
-        pytest.skip(f"PostgreSQL could not start here: {exc}")
-    yield server.get_uri()
-    server.cleanup()
-
-
-@pytest.fixture
-def conn(pg_uri: str) -> Iterator[Any]:
-    with psycopg.connect(pg_uri, autocommit=True) as connection:
-        yield connection
-        for (table,) in connection.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'keel_%'").fetchall():
-            connection.execute(f"DROP TABLE {table}")
 
 
 class TestPgKeyword(KeywordIndexSuite):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import closing
 from pathlib import Path
 
 import orjson
@@ -13,7 +14,8 @@ from rich.table import Table
 from keel.cli.common import Env, console, fmt_ts, load_env
 from keel.gateway.runtime import build_service, close_service
 from keel.rag.answer import Answer, answer_stream
-from keel.rag.collection import Collection, Found, Mode, list_collections
+from keel.rag.backends import Backend
+from keel.rag.collection import Found, Mode
 from keel.rag.embedder import LocalMiniLM
 from keel.rag.ingest import discover, ingest
 from keel.rag.rerank import make_reranker
@@ -41,9 +43,13 @@ def register(app: typer.Typer) -> None:
         """Index documents; re-running touches only what changed."""
         env = load_env(config)
         files, _ = discover(paths)
-        with env.db() as conn:
-            col = Collection.create(
-                conn, collection, LocalMiniLM(), chunk_tokens=chunk_tokens, overlap=min(overlap, chunk_tokens - 1)
+        with closing(Backend(env.settings, env.home)) as backend:
+            col = backend.open(
+                collection,
+                LocalMiniLM(),
+                create=True,
+                chunk_tokens=chunk_tokens,
+                overlap=min(overlap, chunk_tokens - 1),
             )
             if rerank is not None:
                 col.set_rerank(rerank)
@@ -82,8 +88,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Ranked chunks with their source, heading path, page and score."""
         env = load_env(config)
-        with env.db() as conn:
-            col = Collection(conn, collection, LocalMiniLM())
+        with closing(Backend(env.settings, env.home)) as backend:
+            col = backend.open(collection, LocalMiniLM())
             spec = rerank if rerank is not None else col.rerank
             found = col.search(query, top_k=top_k * 2 if spec != "none" else top_k, mode=mode, min_score=min_score)
             if spec != "none":
@@ -108,8 +114,9 @@ def register(app: typer.Typer) -> None:
     @app.command("collections")
     def collections_cmd(config: str | None = CONFIG) -> None:
         """List collections."""
-        with load_env(config).db() as conn:
-            rows = list_collections(conn)
+        env = load_env(config)
+        with closing(Backend(env.settings, env.home)) as backend:
+            rows = backend.list()
         if not rows:
             console.print("no collections yet: `keel ingest NAME ./folder`")
             return
@@ -157,8 +164,8 @@ async def _ask(
 ) -> None:
     service = build_service(env.settings, env.home)
     try:
-        with env.db() as conn:
-            col = Collection(conn, name, LocalMiniLM())
+        with closing(Backend(env.settings, env.home)) as backend:
+            col = backend.open(name, LocalMiniLM())
             result = Answer()
             alias = model or env.settings.default_model or "local"
             stream = answer_stream(

@@ -118,10 +118,16 @@ class TracingSettings(Strict):
     otel: bool = False
 
 
+class RetrievalSettings(Strict):
+    backend: Literal["embedded", "postgres"] = Field("embedded", description="where collections live")
+    postgres_url: Secret = Field(None, description='{"$env": "VAR"} holding a postgresql:// URL')
+
+
 class KeelSettings(Strict):
     home: Path | None = Field(None, description="data directory; KEEL_HOME or ~/.keel by default")
     server: ServerSettings = ServerSettings()
     tracing: TracingSettings = TracingSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
     prices: Path | None = Field(None, description="a price table overriding the built-in one")
     local_models: dict[str, LocalModelSettings] = Field(default_factory=dict)
     deployments: dict[str, DeploymentSettings] = Field(default_factory=dict)
@@ -143,6 +149,8 @@ class KeelSettings(Strict):
                 known = ", ".join(sorted(self.local_models))
                 message = f"unknown local model '{deployment.model}' (known: {known})"
                 errors.append((("deployments", dep_name, "model"), message))
+        if self.retrieval.backend == "postgres" and self.retrieval.postgres_url is None:
+            errors.append((("retrieval", "postgres_url"), 'the postgres backend needs postgres_url: {"$env": "VAR"}'))
         if self.default_model and self.default_model not in self.models:
             errors.append((("default_model",), f"unknown model '{self.default_model}'"))
         return errors

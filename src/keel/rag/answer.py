@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.gateway.service import GatewayService
-from keel.rag.collection import Collection, Found
+from keel.rag.backends import CollectionLike
+from keel.rag.found import Found
 from keel.rag.rerank import make_reranker, rerank
 from keel.types import CallContext, ChatRequest
 
@@ -96,7 +97,7 @@ def check_citations(text: str, sources: list[Found]) -> list[Citation]:
 
 async def answer_stream(
     service: GatewayService,
-    collection: Collection,
+    collection: CollectionLike,
     question: str,
     *,
     model: str,
@@ -142,7 +143,7 @@ async def answer_stream(
     result.citations = check_citations(result.text, result.sources)
 
 
-async def answer(service: GatewayService, collection: Collection, question: str, **kw: Any) -> Answer:
+async def answer(service: GatewayService, collection: CollectionLike, question: str, **kw: Any) -> Answer:
     result = Answer()
     async for _ in answer_stream(service, collection, question, result=result, **kw):
         pass

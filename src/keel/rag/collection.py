@@ -104,8 +104,8 @@ class Collection:
         rows = self.conn.execute("SELECT doc_id FROM rag_documents WHERE collection = ?", (self.name,))
         return {r[0] for r in rows}
 
-    def set_rerank(self, spec: str) -> None:
-        """Choose this collection's reranker: none, llm[:model] or cross-encoder:<model.onnx>:<tokenizer.json>."""
+    @staticmethod
+    def validate_rerank(spec: str) -> None:
         kind = spec.split(":", 1)[0]
         if kind not in ("none", "llm", "cross-encoder"):
             raise UserError(
@@ -113,6 +113,10 @@ class Collection:
             )
         if kind == "cross-encoder" and len(spec.split(":")) != 3:
             raise UserError("a cross-encoder reranker is cross-encoder:<model.onnx>:<tokenizer.json>")
+
+    def set_rerank(self, spec: str) -> None:
+        """Choose this collection's reranker: none, llm[:model] or cross-encoder:<model.onnx>:<tokenizer.json>."""
+        self.validate_rerank(spec)
         self.conn.execute("UPDATE rag_collections SET rerank = ? WHERE name = ?", (spec, self.name))
         self.rerank = spec
 

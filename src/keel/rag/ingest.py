@@ -6,10 +6,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from keel.errors import UserError
-from keel.rag.collection import Collection
+from keel.rag.documents import Document
 from keel.rag.loaders import DocumentError, load_file, supported
+
+
+class IngestTarget(Protocol):
+    def document_hash(self, doc_id: str) -> str | None: ...
+
+    def document_ids(self) -> set[str]: ...
+
+    def index_document(self, doc: Document) -> int: ...
+
+    def delete_document(self, doc_id: str) -> bool: ...
 
 
 @dataclass
@@ -47,7 +58,7 @@ def discover(paths: Iterable[Path]) -> tuple[list[tuple[Path, str]], list[tuple[
 
 
 def ingest(
-    collection: Collection, paths: list[Path], *, sync: bool = False, progress: Callable[[str], None] | None = None
+    collection: IngestTarget, paths: list[Path], *, sync: bool = False, progress: Callable[[str], None] | None = None
 ) -> IngestReport:
     files, skipped = discover(paths)
     report = IngestReport(skipped=skipped)

@@ -72,6 +72,24 @@ class PgKeywordIndex:
                     [(self.collection, term, i, n) for i, c in zip(ids, counts, strict=True) for term, n in c.items()],
                 )
 
+    def term_counts(self, ids: Sequence[str]) -> list[Counter[str]]:
+        rows = self.conn.execute(
+            "SELECT chunk_id, term, tf FROM keel_bm25_postings WHERE collection = %s AND chunk_id = ANY(%s)",
+            (self.collection, list(ids)),
+        ).fetchall()
+        by_id: dict[str, Counter[str]] = {}
+        for chunk_id, term, tf in rows:
+            by_id.setdefault(chunk_id, Counter())[term] = tf
+        return [by_id[i] for i in ids if i in by_id]
+
+    def idf(self, term: str) -> float:
+        n, df = self.conn.execute(
+            "SELECT (SELECT count(*) FROM keel_bm25_docs WHERE collection = %(c)s), "
+            "(SELECT count(*) FROM keel_bm25_postings WHERE collection = %(c)s AND term = %(t)s)",
+            {"c": self.collection, "t": term},
+        ).fetchone()
+        return float(np.log(1 + (n - df + 0.5) / (df + 0.5))) if df else 0.0
+
     def _delete(self, ids: Sequence[str]) -> None:
         ids = list(ids)
         self.conn.execute(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from keel.config.settings import KeelSettings
 from keel.errors import InvalidRequest, UserError
 from keel.gateway.service import GatewayService
-from keel.rag.collection import Collection, check_name, list_collections
+from keel.rag.backends import Backend, CollectionLike
+from keel.rag.collection import check_name
 from keel.rag.embedder import LocalMiniLM, TextEmbedder
 from keel.rag.loaders import DocumentError, load_bytes
 from keel.rag.rerank import make_reranker, rerank
-from keel.store.sqlite import connect, db_path
 
 MAX_DOCUMENTS_PER_REQUEST = 100
 
@@ -33,37 +33,34 @@ class CollectionNotFound(UserError):
 
 
 class Collections:
-    """Open collections, one SQLite connection, and a lock: SQLite connections are not shared safely
-    across threads mid-transaction."""
+    """Open collections on the configured backend, and a lock: a database connection is not shared
+    safely across threads mid-transaction."""
 
-    def __init__(self, home: Path, embedder: TextEmbedder | None = None) -> None:
+    def __init__(self, settings: KeelSettings, home: Path, embedder: TextEmbedder | None = None) -> None:
+        self.settings = settings
         self.home = home
         self._embedder = embedder
-        self._conn: sqlite3.Connection | None = None
-        self._open: dict[str, Collection] = {}
+        self._backend: Backend | None = None
+        self._open: dict[str, CollectionLike] = {}
         self._lock = threading.Lock()
 
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = connect(db_path(self.home))
-        return self._conn
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = Backend(self.settings, self.home)
+        return self._backend
 
     def embedder(self) -> TextEmbedder:
         if self._embedder is None:
             self._embedder = LocalMiniLM()
         return self._embedder
 
-    def get(self, name: str, *, create: bool = False, **options: int) -> Collection:
+    def get(self, name: str, *, create: bool = False, **options: int) -> CollectionLike:
         check_name(name)
         found = self._open.get(name)
         if found is None:
-            if create:
-                found = Collection.create(self._db(), name, self.embedder(), **options)
-            else:
-                exists = self._db().execute("SELECT 1 FROM rag_collections WHERE name = ?", (name,)).fetchone()
-                if not exists:
-                    raise CollectionNotFound(f"no collection '{name}'")
-                found = Collection(self._db(), name, self.embedder())
+            if not create and not self.backend().exists(name):
+                raise CollectionNotFound(f"no collection '{name}'")
+            found = self.backend().open(name, self.embedder(), create=create, **options)
             self._open[name] = found
         return found
 
@@ -75,8 +72,8 @@ class Collections:
         return await anyio.to_thread.run_sync(locked)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        if self._backend is not None:
+            self._backend.close()
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -132,7 +129,7 @@ class CollectionRoutes:
     async def list_or_create(self, request: Request) -> Response:
         self.authenticate(request.headers.get("authorization"))
         if request.method == "GET":
-            rows = await self.collections.run(lambda: list_collections(self.collections._db()))
+            rows = await self.collections.run(lambda: self.collections.backend().list())
             return _json({"object": "list", "data": rows})
         body = await self.parse_body(request)
         name = body.get("name")

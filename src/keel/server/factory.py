@@ -37,7 +37,7 @@ def build_app(
         raise UserError(f"--no-auth is allowed only on loopback, not on {host}; create a key with `keel keys create`")
     service = build_service(settings, home, factories=factories, sleep=sleep, tracer=tracer)
     keys = connect(db_path(home)) if auth else None
-    collections = Collections(home)
+    collections = Collections(settings, home)
 
     async def startup() -> None:
         if warm:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 MIGRATIONS: list[str] = [
@@ -97,13 +98,29 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open the database, creating and migrating it if needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    _enable_wal(conn)
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.row_factory = sqlite3.Row
     if not readonly:
         migrate(conn)
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, *, seconds: float = 10.0) -> None:
+    """Switch to WAL. On a brand-new file several processes may race to do it, and SQLite answers
+    "database is locked" at once (the busy timeout does not cover it): retry, bounded."""
+    deadline = time.monotonic() + seconds
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def migrate(conn: sqlite3.Connection) -> int:

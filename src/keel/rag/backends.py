@@ -1,0 +1,90 @@
+"""Where collections live, chosen by configuration: SQLite + in-memory indexes (embedded) or
+Postgres + pgvector (shared by replicas). Callers never branch on the backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from keel.config.settings import KeelSettings
+from keel.errors import ConfigError
+from keel.rag.embedder import TextEmbedder
+from keel.rag.found import Found
+
+
+class CollectionLike(Protocol):
+    name: str
+    rerank: str
+    chunk_tokens: int
+    overlap: int
+
+    def search(self, query: str, **options: Any) -> list[Found]: ...
+
+    def set_rerank(self, spec: str) -> None: ...
+
+    def list_documents(self) -> list[dict[str, Any]]: ...
+
+    def document_hash(self, doc_id: str) -> str | None: ...
+
+    def document_ids(self) -> set[str]: ...
+
+    def index_document(self, doc: Any) -> int: ...
+
+    def delete_document(self, doc_id: str) -> bool: ...
+
+
+class Backend:
+    def __init__(self, settings: KeelSettings, home: Path) -> None:
+        self.kind = settings.retrieval.backend
+        self._conn: Any
+        if self.kind == "postgres":
+            try:
+                import psycopg
+            except ImportError:
+                raise ConfigError(
+                    "the postgres retrieval backend needs psycopg: pip install 'keel[postgres]'"
+                ) from None
+            url = settings.retrieval.postgres_url
+            assert url is not None  # checked when the settings were loaded
+            try:
+                self._conn = psycopg.connect(url.resolve(), autocommit=True)
+            except psycopg.Error as exc:
+                raise ConfigError(
+                    f"cannot connect to the retrieval database ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0]}); check retrieval.postgres_url"
+                ) from None
+        else:
+            from keel.store.sqlite import connect, db_path
+
+            self._conn = connect(db_path(home))
+
+    def open(self, name: str, embedder: TextEmbedder, *, create: bool = False, **options: int) -> CollectionLike:
+        if self.kind == "postgres":
+            from keel.rag.pg_collection import PgCollection, ensure_schema
+
+            if create:
+                return PgCollection.create(self._conn, name, embedder, **options)
+            ensure_schema(self._conn)
+            return PgCollection(self._conn, name, embedder)
+        from keel.rag.collection import Collection
+
+        return (
+            Collection.create(self._conn, name, embedder, **options)
+            if create
+            else Collection(self._conn, name, embedder)
+        )
+
+    def exists(self, name: str) -> bool:
+        return any(c["name"] == name for c in self.list())
+
+    def list(self) -> list[dict[str, Any]]:
+        if self.kind == "postgres":
+            from keel.rag.pg_collection import list_pg_collections
+
+            return list_pg_collections(self._conn)
+        from keel.rag.collection import list_collections
+
+        return list_collections(self._conn)
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,231 @@
+"""A collection that lives entirely in Postgres (documents, chunks, embedding cache, BM25 postings,
+pgvector HNSW), so any number of gateway replicas share it. Same behaviour as the embedded one:
+one transaction per document, embeddings cached by chunk hash, the shared search pipeline."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import orjson
+
+from keel.errors import UserError
+from keel.rag.analyzer import terms
+from keel.rag.chunking import chunk_document
+from keel.rag.collection import check_name
+from keel.rag.documents import Chunk, Document
+from keel.rag.embedder import TextEmbedder
+from keel.rag.found import Found
+from keel.rag.index import Vector
+from keel.rag.pg import PgKeywordIndex, PgVectorIndex
+from keel.rag.retrieve import Hit
+from keel.rag.search import run_search
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS keel_rag_collections (name text PRIMARY KEY, created float8 NOT NULL, "
+    "embedder text NOT NULL, dims int NOT NULL, chunk_tokens int NOT NULL, overlap int NOT NULL, "
+    "rerank text NOT NULL DEFAULT 'none')",
+    "CREATE TABLE IF NOT EXISTS keel_rag_documents (collection text, doc_id text, source text, kind text, "
+    "title text, hash text NOT NULL, chunks int NOT NULL, indexed float8 NOT NULL, PRIMARY KEY (collection, doc_id))",
+    "CREATE TABLE IF NOT EXISTS keel_rag_chunks (collection text, chunk_id text, doc_id text, ordinal int, "
+    "text text NOT NULL, heading_path jsonb NOT NULL, page int, start_offset int, end_offset int, tokens int, "
+    "PRIMARY KEY (collection, chunk_id))",
+    "CREATE INDEX IF NOT EXISTS keel_rag_chunks_doc ON keel_rag_chunks (collection, doc_id)",
+    "CREATE TABLE IF NOT EXISTS keel_rag_embed_cache (hash text, model text, vector bytea NOT NULL, "
+    "PRIMARY KEY (hash, model))",
+]
+
+
+def ensure_schema(conn: Any) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(7271001)")  # replicas starting together
+        for statement in SCHEMA:
+            conn.execute(statement)
+
+
+class PgCollection:
+    def __init__(self, conn: Any, name: str, embedder: TextEmbedder) -> None:
+        self.conn = conn
+        self.name = check_name(name)
+        self.embedder = embedder
+        row = conn.execute(
+            "SELECT embedder, chunk_tokens, overlap, rerank FROM keel_rag_collections WHERE name = %s", (name,)
+        ).fetchone()
+        if row is None:
+            raise UserError(f"no collection '{name}'; create it with `keel ingest {name} PATH`")
+        if row[0] != embedder.name:
+            raise UserError(f"collection '{name}' was built with {row[0]}, not {embedder.name}")
+        self.chunk_tokens, self.overlap, self.rerank = int(row[1]), int(row[2]), str(row[3])
+        self.keyword = PgKeywordIndex(conn, name)
+        self.vectors = PgVectorIndex(conn, name, embedder.dims)
+
+    @classmethod
+    def create(
+        cls, conn: Any, name: str, embedder: TextEmbedder, *, chunk_tokens: int = 128, overlap: int = 0
+    ) -> PgCollection:
+        check_name(name)
+        ensure_schema(conn)
+        conn.execute(
+            "INSERT INTO keel_rag_collections (name, created, embedder, dims, chunk_tokens, overlap) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+            (name, time.time(), embedder.name, embedder.dims, chunk_tokens, overlap),
+        )
+        return cls(conn, name, embedder)
+
+    def set_rerank(self, spec: str) -> None:
+        from keel.rag.collection import Collection
+
+        Collection.validate_rerank(spec)
+        self.conn.execute("UPDATE keel_rag_collections SET rerank = %s WHERE name = %s", (spec, self.name))
+        self.rerank = spec
+
+    def document_hash(self, doc_id: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT hash FROM keel_rag_documents WHERE collection = %s AND doc_id = %s", (self.name, doc_id)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def document_ids(self) -> set[str]:
+        rows = self.conn.execute("SELECT doc_id FROM keel_rag_documents WHERE collection = %s", (self.name,))
+        return {r[0] for r in rows}
+
+    def list_documents(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT doc_id, source, kind, title, hash, chunks, indexed FROM keel_rag_documents "
+            "WHERE collection = %s ORDER BY doc_id",
+            (self.name,),
+        ).fetchall()
+        keys = ("doc_id", "source", "kind", "title", "hash", "chunks", "indexed")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def _embed_cached(self, chunks: list[Chunk]) -> Vector:
+        hashes = [c.hash for c in chunks]
+        rows = self.conn.execute(
+            "SELECT hash, vector FROM keel_rag_embed_cache WHERE model = %s AND hash = ANY(%s)",
+            (self.embedder.name, hashes),
+        ).fetchall()
+        found = {h: bytes(v) for h, v in rows}
+        missing = [i for i, h in enumerate(hashes) if h not in found]
+        if missing:
+            fresh = self.embedder.embed([chunks[i].embed_text for i in missing])
+            for i, vector in zip(missing, fresh, strict=True):
+                found[hashes[i]] = vector.astype(np.float32).tobytes()
+        return np.stack([np.frombuffer(found[h], dtype=np.float32) for h in hashes])
+
+    def index_document(self, doc: Document) -> int:
+        chunks = chunk_document(doc, self.embedder.token_counts, budget=self.chunk_tokens, overlap=self.overlap)
+        vectors = self._embed_cached(chunks) if chunks else np.zeros((0, self.embedder.dims), np.float32)
+        counts = [Counter(terms(c.embed_text)) for c in chunks]
+        with self.conn.transaction():  # the index writes below nest as savepoints: all or nothing
+            old = [
+                r[0]
+                for r in self.conn.execute(
+                    "DELETE FROM keel_rag_chunks WHERE collection = %s AND doc_id = %s RETURNING chunk_id",
+                    (self.name, doc.id),
+                ).fetchall()
+            ]
+            self.keyword.delete(old)
+            self.vectors.delete(old)
+            with self.conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO keel_rag_chunks VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            self.name,
+                            c.id,
+                            c.doc_id,
+                            c.ordinal,
+                            c.text,
+                            orjson.dumps(list(c.heading_path)).decode(),
+                            c.page,
+                            c.start,
+                            c.end,
+                            c.tokens,
+                        )
+                        for c in chunks
+                    ],
+                )
+                cur.executemany(
+                    "INSERT INTO keel_rag_embed_cache VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                    [(c.hash, self.embedder.name, v.tobytes()) for c, v in zip(chunks, vectors, strict=True)],
+                )
+            if chunks:
+                self.keyword.add_counts([c.id for c in chunks], counts)
+                self.vectors.add([c.id for c in chunks], vectors)
+            self.conn.execute(
+                "INSERT INTO keel_rag_documents VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (collection, doc_id) DO UPDATE SET source = excluded.source, kind = excluded.kind, "
+                "title = excluded.title, "
+                "hash = excluded.hash, chunks = excluded.chunks, indexed = excluded.indexed",
+                (self.name, doc.id, doc.source, doc.kind, doc.title, doc.hash, len(chunks), time.time()),
+            )
+        return len(chunks)
+
+    def delete_document(self, doc_id: str) -> bool:
+        with self.conn.transaction():
+            gone = self.conn.execute(
+                "DELETE FROM keel_rag_documents WHERE collection = %s AND doc_id = %s", (self.name, doc_id)
+            ).rowcount
+            old = [
+                r[0]
+                for r in self.conn.execute(
+                    "DELETE FROM keel_rag_chunks WHERE collection = %s AND doc_id = %s RETURNING chunk_id",
+                    (self.name, doc_id),
+                ).fetchall()
+            ]
+            self.keyword.delete(old)
+            self.vectors.delete(old)
+        return bool(gone)
+
+    def search(self, query: str, **options: Any) -> list[Found]:
+        return run_search(
+            query,
+            name=self.name,
+            keyword_index=self.keyword,
+            vector_index=self.vectors,
+            embedder=self.embedder,
+            fetch=self._materialise,
+            **options,
+        )
+
+    def _materialise(self, hits: list[Hit]) -> list[Found]:
+        if not hits:
+            return []
+        rows = self.conn.execute(
+            "SELECT c.chunk_id, c.doc_id, c.text, c.heading_path, c.page, c.start_offset, c.end_offset, d.source, "
+            "d.title FROM keel_rag_chunks c JOIN keel_rag_documents d ON d.collection = c.collection "
+            "AND d.doc_id = c.doc_id WHERE c.collection = %s AND c.chunk_id = ANY(%s)",
+            (self.name, [h.chunk_id for h in hits]),
+        ).fetchall()
+        by_id = {r[0]: r for r in rows}
+        return [
+            Found(
+                h.chunk_id,
+                r[1],
+                r[7] or "",
+                r[8] or "",
+                list(r[3]),
+                r[4],
+                r[5],
+                r[6],
+                r[2],
+                h.score,
+                h.keyword_score,
+                h.vector_score,
+            )
+            for h in hits
+            if (r := by_id.get(h.chunk_id)) is not None
+        ]
+
+
+def list_pg_collections(conn: Any) -> list[dict[str, Any]]:
+    ensure_schema(conn)
+    rows = conn.execute(
+        "SELECT c.name, c.embedder, c.chunk_tokens, c.created, count(d.doc_id), coalesce(sum(d.chunks), 0) "
+        "FROM keel_rag_collections c LEFT JOIN keel_rag_documents d ON d.collection = c.name "
+        "GROUP BY c.name ORDER BY c.name"
+    ).fetchall()
+    keys = ("name", "embedder", "chunk_tokens", "created", "documents", "chunks")
+    return [dict(zip(keys, r, strict=True)) for r in rows]

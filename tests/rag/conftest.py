@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
+
+
+@pytest.fixture(scope="session")
+def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 16 with pgvector on a Unix socket, from PyPI's pgserver."""
+    pgserver = pytest.importorskip("pgserver", reason="pgserver (PostgreSQL + pgvector from PyPI) is not installed")
+    try:
+        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    except Exception as exc:  # pragma: no cover - reported as a skip with its reason
+        pytest.skip(f"PostgreSQL could not start here: {exc}")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+def conn(pg_uri: str) -> Iterator[Any]:
+    with psycopg.connect(pg_uri, autocommit=True) as connection:
+        yield connection
+        for (table,) in connection.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'keel_%'").fetchall():
+            connection.execute(f"DROP TABLE {table}")
