@@ -189,3 +189,18 @@ def test_retrieval_is_a_span_with_stage_timings(collection: Collection, folder: 
     assert len(attrs["keel.retrieval.scores"]) == len(found)
     for stage in ("keyword_ms", "embed_ms", "vector_ms", "feedback_ms", "dedup_ms"):
         assert attrs[f"keel.retrieval.{stage}"] >= 0
+
+
+def test_metadata_filters(collection: Collection, folder: Path) -> None:
+    from keel.rag.search import Filters
+
+    ingest(collection, [folder])
+    assert {
+        f.doc_id for f in collection.search("key refund kafka", top_k=10, filters=Filters(doc_prefix="guide/"))
+    } == {"guide/kafka.txt"}
+    only_md = collection.search("key refund kafka", top_k=10, filters=Filters(kinds=frozenset({"md"})))
+    assert {f.doc_id for f in only_md} == {"keys.md", "billing.md"}
+    picked = collection.search("rotate", top_k=10, filters=Filters(doc_ids=frozenset({"billing.md"})))
+    assert {f.doc_id for f in picked} <= {"billing.md"}
+    with pytest.raises(UserError, match="unknown document kind"):
+        Filters(kinds=frozenset({"docx"}))

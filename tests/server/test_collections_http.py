@@ -87,3 +87,20 @@ def test_a_collections_reranker_applies_to_search(gateway: Gateway, tmp_path: Pa
     assert [h["doc_id"] for h in hits] == ["d3.md", "d2.md", "d1.md", "d0.md"]  # ordered by the cross-encoder
     bad = call(gateway, "POST", "/collections", {"name": "rr2", "rerank": "magic"})
     assert bad.status_code == 400 and "unknown reranker" in bad.json()["error"]["message"]
+
+
+def test_search_filters_over_http(gateway: Gateway) -> None:
+    call(gateway, "POST", "/collections", {"name": "f"})
+    docs = [
+        {"id": "faq/a.md", "kind": "md", "text": "# Refunds\n\nRefunds take five days."},
+        {"id": "guide/b.txt", "kind": "txt", "text": "Refunds are handled by the billing team."},
+    ]
+    call(gateway, "POST", "/collections/f/documents", {"documents": docs})
+    hits = call(gateway, "POST", "/collections/f/search", {"query": "refunds", "filters": {"doc_prefix": "guide/"}})
+    assert [h["doc_id"] for h in hits.json()["data"]] == ["guide/b.txt"]
+    hits = call(gateway, "POST", "/collections/f/search", {"query": "refunds", "filters": {"kinds": ["md"]}})
+    assert [h["doc_id"] for h in hits.json()["data"]] == ["faq/a.md"]
+    bad = call(gateway, "POST", "/collections/f/search", {"query": "refunds", "filters": {"colour": "red"}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "filters"
+    bad = call(gateway, "POST", "/collections/f/search", {"query": "refunds", "filters": {"kinds": ["exe"]}})
+    assert bad.status_code == 400 and "unknown document kind" in bad.json()["error"]["message"]

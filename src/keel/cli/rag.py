@@ -20,6 +20,7 @@ from keel.rag.embedder import LocalMiniLM
 from keel.rag.ingest import discover, ingest
 from keel.rag.rerank import make_reranker
 from keel.rag.rerank import rerank as rerank_found
+from keel.rag.search import Filters
 from keel.types import CallContext
 
 CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
@@ -84,6 +85,8 @@ def register(app: typer.Typer) -> None:
         min_score: float | None = typer.Option(None, help="drop hits below this cosine similarity"),
         json: bool = typer.Option(False, "--json", help="machine-readable results"),
         rerank: str | None = typer.Option(None, help="override the collection's reranker for this search"),
+        doc_prefix: str | None = typer.Option(None, help="only documents whose id starts with this"),
+        kind: list[str] = typer.Option([], help="only these document kinds: md, txt, html, pdf (repeatable)"),
         config: str | None = CONFIG,
     ) -> None:
         """Ranked chunks with their source, heading path, page and score."""
@@ -91,7 +94,10 @@ def register(app: typer.Typer) -> None:
         with closing(Backend(env.settings, env.home)) as backend:
             col = backend.open(collection, LocalMiniLM())
             spec = rerank if rerank is not None else col.rerank
-            found = col.search(query, top_k=top_k * 2 if spec != "none" else top_k, mode=mode, min_score=min_score)
+            filters = Filters(None, doc_prefix, frozenset(kind)) if doc_prefix or kind else None
+            found = col.search(
+                query, top_k=top_k * 2 if spec != "none" else top_k, mode=mode, min_score=min_score, filters=filters
+            )
             if spec != "none":
                 found = asyncio.run(_rerank(env, spec, query, found))[:top_k]
         if json:

@@ -234,8 +234,15 @@ class Collection:
             vector_index=self.vectors,
             embedder=self.embedder,
             fetch=self._materialise,
+            kind_of=self._kind_of,
             **options,
         )
+
+    def _kind_of(self, doc_id: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT kind FROM rag_documents WHERE collection = ? AND doc_id = ?", (self.name, doc_id)
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def _materialise(self, hits: list[Hit]) -> list[Found]:
         if not hits:

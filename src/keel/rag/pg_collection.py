@@ -187,8 +187,15 @@ class PgCollection:
             vector_index=self.vectors,
             embedder=self.embedder,
             fetch=self._materialise,
+            kind_of=self._kind_of,
             **options,
         )
+
+    def _kind_of(self, doc_id: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT kind FROM keel_rag_documents WHERE collection = %s AND doc_id = %s", (self.name, doc_id)
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def _materialise(self, hits: list[Hit]) -> list[Found]:
         if not hits:

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from keel.errors import UserError
@@ -35,6 +36,31 @@ class VectorSearch(Protocol):
     def search(self, query: Vector, k: int) -> Hits: ...
 
     def vector(self, chunk_id: str) -> Vector | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Metadata filters: keep chunks of these documents, under this id prefix, of these kinds."""
+
+    doc_ids: frozenset[str] | None = None
+    doc_prefix: str | None = None
+    kinds: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = (self.kinds or frozenset()) - {"md", "txt", "html", "pdf"}
+        if unknown:
+            raise UserError(f"unknown document kind(s) {sorted(unknown)}: use md, txt, html or pdf")
+
+    def allows(self, doc_id: str, kind: str | None) -> bool:
+        if self.doc_ids is not None and doc_id not in self.doc_ids:
+            return False
+        if self.doc_prefix is not None and not doc_id.startswith(self.doc_prefix):
+            return False
+        return self.kinds is None or kind in self.kinds
+
+
+def doc_of(chunk_id: str) -> str:
+    return chunk_id.rsplit("#", 1)[0]
 
 
 class _Stopwatch:
@@ -76,6 +102,8 @@ def run_search(
     dedup_threshold: float = 0.97,
     feedback: Feedback | None = DEFAULT_FEEDBACK,
     tracer: Tracer | None = None,
+    filters: Filters | None = None,
+    kind_of: Callable[[str], str | None] | None = None,
 ) -> list[Found]:
     """Ranked chunks. Hybrid fuses BM25 and vector results (RRF by default), applies pseudo-relevance
     feedback (``feedback=None`` turns it off), drops near-duplicates, and keeps hits whose cosine
@@ -86,7 +114,17 @@ def run_search(
         raise UserError("top_k must be between 1 and 1000")
     timings: dict[str, float] = {}
     clock = _Stopwatch(timings)
-    pool = max(candidates, top_k)
+    pool = max(candidates, top_k) * (5 if filters is not None else 1)  # filters thin the pool
+
+    def keep(found_hits: list[Hit]) -> list[Hit]:
+        if filters is None:
+            return found_hits
+        return [
+            h
+            for h in found_hits
+            if filters.allows(doc_of(h.chunk_id), kind_of(doc_of(h.chunk_id)) if kind_of else None)
+        ]
+
     with clock("keyword_ms"):
         keyword = keyword_index.search(query, pool) if mode in ("hybrid", "keyword") else []
     with clock("embed_ms"):
@@ -103,7 +141,7 @@ def run_search(
         def fuse(kw: Hits, vec: Hits) -> list[Hit]:
             return rrf(kw, vec) if fusion == "rrf" else convex(kw, vec, alpha=alpha)
 
-        hits = fuse(keyword, vector)
+        hits = keep(fuse(keyword, vector))
         top = feedback_docs(hits, feedback.docs) if feedback is not None and qvec is not None else []
         if top and feedback is not None and qvec is not None:
             clock.start("feedback_ms")
@@ -115,8 +153,9 @@ def run_search(
                 weight=feedback.weight,
             )
             moved = rocchio(qvec, [v for v in map(vector_index.vector, top) if v is not None], feedback.beta)
-            hits = fuse(keyword_index.search_weighted(weights, pool), vector_index.search(moved, pool))
+            hits = keep(fuse(keyword_index.search_weighted(weights, pool), vector_index.search(moved, pool)))
             clock.stop("feedback_ms")
+    hits = keep(hits)
     if qvec is not None:
         for hit in hits:
             if hit.vector_score is None:

@@ -23,6 +23,7 @@ from keel.rag.collection import check_name
 from keel.rag.embedder import LocalMiniLM, TextEmbedder
 from keel.rag.loaders import DocumentError, load_bytes
 from keel.rag.rerank import make_reranker, rerank
+from keel.rag.search import Filters
 
 MAX_DOCUMENTS_PER_REQUEST = 100
 
@@ -107,6 +108,22 @@ def _decode_document(item: Any, index: int) -> tuple[str, str, bytes]:
                 f"'{where}.content_base64' is not valid base64", param=f"{where}.content_base64"
             ) from None
     raise InvalidRequest(f"'{where}' needs 'text' or 'content_base64'", param=where)
+
+
+def _filters(raw: Any) -> Filters | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"doc_ids", "doc_prefix", "kinds"}:
+        raise InvalidRequest("'filters' takes doc_ids (array), doc_prefix (string) and kinds (array)", param="filters")
+    doc_ids, prefix, kinds = raw.get("doc_ids"), raw.get("doc_prefix"), raw.get("kinds")
+    for key, value in (("doc_ids", doc_ids), ("kinds", kinds)):
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise InvalidRequest(f"'filters.{key}' must be an array of strings", param=f"filters.{key}")
+    if prefix is not None and not isinstance(prefix, str):
+        raise InvalidRequest("'filters.doc_prefix' must be a string", param="filters.doc_prefix")
+    return Filters(
+        frozenset(doc_ids) if doc_ids is not None else None, prefix, frozenset(kinds) if kinds is not None else None
+    )
 
 
 class CollectionRoutes:
@@ -206,10 +223,11 @@ class CollectionRoutes:
         min_score = body.get("min_score")
         if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)):
             raise InvalidRequest("'min_score' must be a number", param="min_score")
+        filters = _filters(body.get("filters"))
         col = await self.collections.run(lambda: self.collections.get(name))
         pool = top_k * 2 if col.rerank != "none" else top_k
         found = await self.collections.run(
-            lambda: col.search(query, top_k=pool, mode=mode, min_score=min_score, tracer=self.tracer)
+            lambda: col.search(query, top_k=pool, mode=mode, min_score=min_score, tracer=self.tracer, filters=filters)
         )
         if col.rerank != "none":
             reranker = make_reranker(col.rerank, self.service, self.default_model)
