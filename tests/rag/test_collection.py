@@ -204,3 +204,33 @@ def test_metadata_filters(collection: Collection, folder: Path) -> None:
     assert {f.doc_id for f in picked} <= {"billing.md"}
     with pytest.raises(UserError, match="unknown document kind"):
         Filters(kinds=frozenset({"docx"}))
+
+
+def test_embeddings_from_an_openai_compatible_endpoint(tmp_path: Path, folder: Path) -> None:
+    from keel.config.loader import settings_from_yaml
+    from keel.config.yamlfile import parse_yaml
+    from keel.errors import ConfigError
+    from keel.rag.embedder import HTTPEmbedder, make_embedder
+    from keel.testing import Fault, FaultServer
+
+    with FaultServer() as upstream:
+        settings = settings_from_yaml(
+            parse_yaml(
+                "deployments:\n  emb: {provider: openai, model: text-embedding-3-small, "
+                f"base_url: '{upstream.base_url}'}}\n"
+                "retrieval: {embedder: emb}\n",
+                "keel.yaml",
+            )
+        )
+        embedder = make_embedder(settings)
+        assert isinstance(embedder, HTTPEmbedder) and embedder.dims == 16
+        col = Collection.create(connect(tmp_path / "k.db"), "remote", embedder)
+        report = ingest(col, [folder])
+        assert report.chunks == 4 and upstream.requests[-1][1]["model"] == "text-embedding-3-small"
+        assert col.search("rotate api key", top_k=1, mode="keyword")[0].doc_id == "keys.md"
+        assert len(col.search("anything at all", top_k=2, mode="vector")) == 2
+        upstream.inject(Fault.status_code(500))
+        with pytest.raises(Exception, match="embeddings answered 500"):
+            embedder.embed(["x"])
+    with pytest.raises(ConfigError, match="unknown deployment"):
+        settings_from_yaml(parse_yaml("retrieval: {embedder: ghost}\n", "keel.yaml"))

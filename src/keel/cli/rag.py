@@ -16,7 +16,7 @@ from keel.gateway.runtime import build_service, close_service
 from keel.rag.answer import Answer, answer_stream
 from keel.rag.backends import Backend
 from keel.rag.collection import Found, Mode
-from keel.rag.embedder import LocalMiniLM
+from keel.rag.embedder import make_embedder
 from keel.rag.ingest import discover, ingest
 from keel.rag.rerank import make_reranker
 from keel.rag.rerank import rerank as rerank_found
@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         with closing(Backend(env.settings, env.home)) as backend:
             col = backend.open(
                 collection,
-                LocalMiniLM(),
+                make_embedder(env.settings),
                 create=True,
                 chunk_tokens=chunk_tokens,
                 overlap=min(overlap, chunk_tokens - 1),
@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
         """Ranked chunks with their source, heading path, page and score."""
         env = load_env(config)
         with closing(Backend(env.settings, env.home)) as backend:
-            col = backend.open(collection, LocalMiniLM())
+            col = backend.open(collection, make_embedder(env.settings))
             spec = rerank if rerank is not None else col.rerank
             filters = Filters(None, doc_prefix, frozenset(kind)) if doc_prefix or kind else None
             found = col.search(
@@ -171,7 +171,7 @@ async def _ask(
     service = build_service(env.settings, env.home)
     try:
         with closing(Backend(env.settings, env.home)) as backend:
-            col = backend.open(name, LocalMiniLM())
+            col = backend.open(name, make_embedder(env.settings))
             result = Answer()
             alias = model or env.settings.default_model or "local"
             stream = answer_stream(

@@ -121,6 +121,7 @@ class TracingSettings(Strict):
 class RetrievalSettings(Strict):
     backend: Literal["embedded", "postgres"] = Field("embedded", description="where collections live")
     postgres_url: Secret = Field(None, description='{"$env": "VAR"} holding a postgresql:// URL')
+    embedder: str | None = Field(None, description="an embeddings deployment; the local MiniLM by default")
 
 
 class KeelSettings(Strict):
@@ -149,6 +150,8 @@ class KeelSettings(Strict):
                 known = ", ".join(sorted(self.local_models))
                 message = f"unknown local model '{deployment.model}' (known: {known})"
                 errors.append((("deployments", dep_name, "model"), message))
+        if self.retrieval.embedder is not None and self.retrieval.embedder not in self.deployments:
+            errors.append((("retrieval", "embedder"), f"unknown deployment '{self.retrieval.embedder}'"))
         if self.retrieval.backend == "postgres" and self.retrieval.postgres_url is None:
             errors.append((("retrieval", "postgres_url"), 'the postgres backend needs postgres_url: {"$env": "VAR"}'))
         if self.default_model and self.default_model not in self.models:

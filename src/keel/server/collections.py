@@ -20,7 +20,7 @@ from keel.errors import InvalidRequest, UserError
 from keel.gateway.service import GatewayService
 from keel.rag.backends import Backend, CollectionLike
 from keel.rag.collection import check_name
-from keel.rag.embedder import LocalMiniLM, TextEmbedder
+from keel.rag.embedder import TextEmbedder, make_embedder
 from keel.rag.loaders import DocumentError, load_bytes
 from keel.rag.rerank import make_reranker, rerank
 from keel.rag.search import Filters
@@ -52,7 +52,7 @@ class Collections:
 
     def embedder(self) -> TextEmbedder:
         if self._embedder is None:
-            self._embedder = LocalMiniLM()
+            self._embedder = make_embedder(self.settings)
         return self._embedder
 
     def get(self, name: str, *, create: bool = False, **options: int) -> CollectionLike:
