@@ -25,8 +25,8 @@ from keel.rag.embedder import TextEmbedder
 from keel.rag.found import Found
 from keel.rag.hnsw import AdaptiveVectorIndex
 from keel.rag.index import Vector
-from keel.rag.retrieve import Hit
-from keel.rag.search import Mode, run_search
+from keel.rag.search import Mode
+from keel.rag.sqlbase import SQLCollection
 
 __all__ = ["Collection", "Found", "Mode", "check_name", "list_collections"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -38,7 +38,7 @@ def check_name(name: str) -> str:
     return name
 
 
-class Collection:
+class Collection(SQLCollection):
     def __init__(self, conn: sqlite3.Connection, name: str, embedder: TextEmbedder) -> None:
         self.conn = conn
         self.name = check_name(name)
@@ -94,40 +94,6 @@ class Collection:
         self.version = version
 
     # -- writing ---------------------------------------------------------------------------------
-    def document_hash(self, doc_id: str) -> str | None:
-        row = self.conn.execute(
-            "SELECT hash FROM rag_documents WHERE collection = ? AND doc_id = ?", (self.name, doc_id)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def document_ids(self) -> set[str]:
-        rows = self.conn.execute("SELECT doc_id FROM rag_documents WHERE collection = ?", (self.name,))
-        return {r[0] for r in rows}
-
-    @staticmethod
-    def validate_rerank(spec: str) -> None:
-        kind = spec.split(":", 1)[0]
-        if kind not in ("none", "llm", "cross-encoder"):
-            raise UserError(
-                f"unknown reranker '{spec}': use none, llm[:model] or cross-encoder:MODEL.onnx:TOKENIZER.json"
-            )
-        if kind == "cross-encoder" and len(spec.split(":")) != 3:
-            raise UserError("a cross-encoder reranker is cross-encoder:<model.onnx>:<tokenizer.json>")
-
-    def set_rerank(self, spec: str) -> None:
-        """Choose this collection's reranker: none, llm[:model] or cross-encoder:<model.onnx>:<tokenizer.json>."""
-        self.validate_rerank(spec)
-        self.conn.execute("UPDATE rag_collections SET rerank = ? WHERE name = ?", (spec, self.name))
-        self.rerank = spec
-
-    def list_documents(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT doc_id, source, kind, title, hash, chunks, indexed FROM rag_documents "
-            "WHERE collection = ? ORDER BY doc_id",
-            (self.name,),
-        )
-        return [dict(r) for r in rows]
-
     def _embed_cached(self, chunks: list[Chunk]) -> Vector:
         hashes = [c.hash for c in chunks]
         found: dict[str, bytes] = {}
@@ -221,62 +187,13 @@ class Collection:
         self.keyword.delete(ids)
         self.vectors.delete(ids)
         self.version += 1
-        return gone > 0
+        return bool(gone > 0)
 
     # -- reading ---------------------------------------------------------------------------------
     def search(self, query: str, **options: Any) -> list[Found]:
-        """See ``keel.rag.search.run_search`` for the options."""
-        self.refresh()
-        return run_search(
-            query,
-            name=self.name,
-            keyword_index=self.keyword,
-            vector_index=self.vectors,
-            embedder=self.embedder,
-            fetch=self._materialise,
-            kind_of=self._kind_of,
-            **options,
-        )
-
-    def _kind_of(self, doc_id: str) -> str | None:
-        row = self.conn.execute(
-            "SELECT kind FROM rag_documents WHERE collection = ? AND doc_id = ?", (self.name, doc_id)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def _materialise(self, hits: list[Hit]) -> list[Found]:
-        if not hits:
-            return []
-        marks = ",".join("?" * len(hits))
-        rows = self.conn.execute(
-            "SELECT c.chunk_id, c.doc_id, c.text, c.heading_path, c.page, c.start_offset, c.end_offset, "
-            "d.source, d.title FROM rag_chunks c JOIN rag_documents d ON d.collection = c.collection "
-            f"AND d.doc_id = c.doc_id WHERE c.collection = ? AND c.chunk_id IN ({marks})",
-            (self.name, *[h.chunk_id for h in hits]),
-        )
-        by_id = {r[0]: r for r in rows}
-        out = []
-        for h in hits:
-            r = by_id.get(h.chunk_id)
-            if r is None:  # deleted by another process since the index was loaded
-                continue
-            out.append(
-                Found(
-                    h.chunk_id,
-                    r[1],
-                    r[7] or "",
-                    r[8] or "",
-                    orjson.loads(r[3]),
-                    r[4],
-                    r[5],
-                    r[6],
-                    r[2],
-                    h.score,
-                    h.keyword_score,
-                    h.vector_score,
-                )
-            )
-        return out
+        """Ranked chunks; see ``keel.rag.search.run_search`` for the options."""
+        self.refresh()  # another process may have changed the collection
+        return super().search(query, **options)
 
 
 def list_collections(conn: sqlite3.Connection) -> list[dict[str, Any]]:

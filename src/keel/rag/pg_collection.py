@@ -17,11 +17,9 @@ from keel.rag.chunking import chunk_document
 from keel.rag.collection import check_name
 from keel.rag.documents import Chunk, Document
 from keel.rag.embedder import TextEmbedder
-from keel.rag.found import Found
 from keel.rag.index import Vector
 from keel.rag.pg import PgKeywordIndex, PgVectorIndex
-from keel.rag.retrieve import Hit
-from keel.rag.search import run_search
+from keel.rag.sqlbase import SQLCollection
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS keel_rag_collections (name text PRIMARY KEY, created float8 NOT NULL, "
@@ -45,7 +43,12 @@ def ensure_schema(conn: Any) -> None:
             conn.execute(statement)
 
 
-class PgCollection:
+class PgCollection(SQLCollection):
+    placeholder = "%s"
+    collections_table = "keel_rag_collections"
+    documents_table = "keel_rag_documents"
+    chunks_table = "keel_rag_chunks"
+
     def __init__(self, conn: Any, name: str, embedder: TextEmbedder) -> None:
         self.conn = conn
         self.name = check_name(name)
@@ -73,32 +76,6 @@ class PgCollection:
             (name, time.time(), embedder.name, embedder.dims, chunk_tokens, overlap),
         )
         return cls(conn, name, embedder)
-
-    def set_rerank(self, spec: str) -> None:
-        from keel.rag.collection import Collection
-
-        Collection.validate_rerank(spec)
-        self.conn.execute("UPDATE keel_rag_collections SET rerank = %s WHERE name = %s", (spec, self.name))
-        self.rerank = spec
-
-    def document_hash(self, doc_id: str) -> str | None:
-        row = self.conn.execute(
-            "SELECT hash FROM keel_rag_documents WHERE collection = %s AND doc_id = %s", (self.name, doc_id)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def document_ids(self) -> set[str]:
-        rows = self.conn.execute("SELECT doc_id FROM keel_rag_documents WHERE collection = %s", (self.name,))
-        return {r[0] for r in rows}
-
-    def list_documents(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT doc_id, source, kind, title, hash, chunks, indexed FROM keel_rag_documents "
-            "WHERE collection = %s ORDER BY doc_id",
-            (self.name,),
-        ).fetchall()
-        keys = ("doc_id", "source", "kind", "title", "hash", "chunks", "indexed")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def _embed_cached(self, chunks: list[Chunk]) -> Vector:
         hashes = [c.hash for c in chunks]
@@ -178,53 +155,6 @@ class PgCollection:
             self.keyword.delete(old)
             self.vectors.delete(old)
         return bool(gone)
-
-    def search(self, query: str, **options: Any) -> list[Found]:
-        return run_search(
-            query,
-            name=self.name,
-            keyword_index=self.keyword,
-            vector_index=self.vectors,
-            embedder=self.embedder,
-            fetch=self._materialise,
-            kind_of=self._kind_of,
-            **options,
-        )
-
-    def _kind_of(self, doc_id: str) -> str | None:
-        row = self.conn.execute(
-            "SELECT kind FROM keel_rag_documents WHERE collection = %s AND doc_id = %s", (self.name, doc_id)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def _materialise(self, hits: list[Hit]) -> list[Found]:
-        if not hits:
-            return []
-        rows = self.conn.execute(
-            "SELECT c.chunk_id, c.doc_id, c.text, c.heading_path, c.page, c.start_offset, c.end_offset, d.source, "
-            "d.title FROM keel_rag_chunks c JOIN keel_rag_documents d ON d.collection = c.collection "
-            "AND d.doc_id = c.doc_id WHERE c.collection = %s AND c.chunk_id = ANY(%s)",
-            (self.name, [h.chunk_id for h in hits]),
-        ).fetchall()
-        by_id = {r[0]: r for r in rows}
-        return [
-            Found(
-                h.chunk_id,
-                r[1],
-                r[7] or "",
-                r[8] or "",
-                list(r[3]),
-                r[4],
-                r[5],
-                r[6],
-                r[2],
-                h.score,
-                h.keyword_score,
-                h.vector_score,
-            )
-            for h in hits
-            if (r := by_id.get(h.chunk_id)) is not None
-        ]
 
 
 def list_pg_collections(conn: Any) -> list[dict[str, Any]]:

@@ -1,0 +1,134 @@
+"""What the SQLite and Postgres collections share: their reads, in one SQL text for both dialects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from keel.rag.embedder import TextEmbedder
+from keel.rag.found import Found
+from keel.rag.retrieve import Hit
+from keel.rag.search import KeywordSearch, VectorSearch, run_search
+
+
+class SQLCollection:
+    """Subclasses set the placeholder and table names and fill the attributes below."""
+
+    placeholder = "?"
+    collections_table = "rag_collections"
+    documents_table = "rag_documents"
+    chunks_table = "rag_chunks"
+
+    conn: Any
+    name: str
+    embedder: TextEmbedder
+    keyword: Any
+    vectors: Any
+    rerank: str
+
+    def _sql(self, text: str) -> str:
+        return text.format(
+            p=self.placeholder, collections=self.collections_table, docs=self.documents_table, chunks=self.chunks_table
+        )
+
+    @staticmethod
+    def validate_rerank(spec: str) -> None:
+        from keel.errors import UserError
+
+        kind = spec.split(":", 1)[0]
+        if kind not in ("none", "llm", "cross-encoder"):
+            raise UserError(
+                f"unknown reranker '{spec}': use none, llm[:model] or cross-encoder:MODEL.onnx:TOKENIZER.json"
+            )
+        if kind == "cross-encoder" and len(spec.split(":")) != 3:
+            raise UserError("a cross-encoder reranker is cross-encoder:<model.onnx>:<tokenizer.json>")
+
+    def set_rerank(self, spec: str) -> None:
+        """Choose this collection's reranker: none, llm[:model] or cross-encoder:<model.onnx>:<tokenizer.json>."""
+        self.validate_rerank(spec)
+        self.conn.execute(self._sql("UPDATE {collections} SET rerank = {p} WHERE name = {p}"), (spec, self.name))
+        self.rerank = spec
+
+    def document_hash(self, doc_id: str) -> str | None:
+        row = self.conn.execute(
+            self._sql("SELECT hash FROM {docs} WHERE collection = {p} AND doc_id = {p}"), (self.name, doc_id)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def document_ids(self) -> set[str]:
+        rows = self.conn.execute(self._sql("SELECT doc_id FROM {docs} WHERE collection = {p}"), (self.name,))
+        return {r[0] for r in rows}
+
+    def list_documents(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            self._sql(
+                "SELECT doc_id, source, kind, title, hash, chunks, indexed FROM {docs} WHERE collection = {p} "
+                "ORDER BY doc_id"
+            ),
+            (self.name,),
+        ).fetchall()
+        keys = ("doc_id", "source", "kind", "title", "hash", "chunks", "indexed")
+        return [dict(zip(keys, tuple(r), strict=True)) for r in rows]
+
+    def _kind_of(self, doc_id: str) -> str | None:
+        row = self.conn.execute(
+            self._sql("SELECT kind FROM {docs} WHERE collection = {p} AND doc_id = {p}"), (self.name, doc_id)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _materialise(self, hits: list[Hit]) -> list[Found]:
+        if not hits:
+            return []
+        marks = ",".join([self.placeholder] * len(hits))
+        rows = self.conn.execute(
+            self._sql(
+                "SELECT c.chunk_id, c.doc_id, c.text, c.heading_path, c.page, c.start_offset, c.end_offset, d.source, "
+                "d.title FROM {chunks} c JOIN {docs} d ON d.collection = c.collection AND d.doc_id = c.doc_id "
+                "WHERE c.collection = {p} AND c.chunk_id IN ("
+            )
+            + marks
+            + ")",
+            (self.name, *[h.chunk_id for h in hits]),
+        ).fetchall()
+        by_id = {r[0]: r for r in rows}
+        out = []
+        for h in hits:
+            r = by_id.get(h.chunk_id)
+            if r is None:  # deleted by another writer since the indexes were read
+                continue
+            path = orjson.loads(r[3]) if isinstance(r[3], str | bytes) else list(r[3])
+            out.append(
+                Found(
+                    h.chunk_id,
+                    r[1],
+                    r[7] or "",
+                    r[8] or "",
+                    path,
+                    r[4],
+                    r[5],
+                    r[6],
+                    r[2],
+                    h.score,
+                    h.keyword_score,
+                    h.vector_score,
+                )
+            )
+        return out
+
+    def _indexes(self) -> tuple[KeywordSearch, VectorSearch]:
+        return self.keyword, self.vectors
+
+    def search(self, query: str, **options: Any) -> list[Found]:
+        """Ranked chunks; see ``keel.rag.search.run_search`` for the options."""
+        keyword, vectors = self._indexes()
+        return run_search(
+            query,
+            name=self.name,
+            keyword_index=keyword,
+            vector_index=vectors,
+            embedder=self.embedder,
+            fetch=self._materialise,
+            kind_of=self._kind_of,
+            **options,
+        )
