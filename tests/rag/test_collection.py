@@ -10,13 +10,7 @@ from keel.errors import UserError
 from keel.rag import Collection, ingest
 from keel.rag.embedder import LocalMiniLM
 from keel.store import connect
-
-DOCS = {
-    "keys.md": "# API keys\n\n## Rotating\nOpen Settings, then API keys, and click Rotate. The old key works for 24 "
-    "hours.\n\n## Revoking\nRevoke a key at once when it leaks.\n",
-    "billing.md": "# Billing\n\nInvoices are emailed monthly. Refunds take five business days.\n",
-    "guide/kafka.txt": "Kafka consumers rebalance when partitions are added to a topic.\n",
-}
+from tests.rag.conftest import DOCS
 
 
 class CountingEmbedder:
@@ -33,20 +27,6 @@ class CountingEmbedder:
 
     def token_counts(self, texts: list[str]) -> list[int]:
         return self.inner.token_counts(texts)
-
-
-@pytest.fixture(scope="module")
-def minilm() -> LocalMiniLM:
-    return LocalMiniLM()
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    root = tmp_path / "docs"
-    for name, text in DOCS.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
 
 
 @pytest.fixture

@@ -15,21 +15,6 @@ import pytest
 from keel.rag import ingest
 from keel.rag.embedder import LocalMiniLM
 from keel.rag.pg_collection import PgCollection
-from tests.rag.test_collection import DOCS
-
-
-@pytest.fixture(scope="module")
-def minilm() -> LocalMiniLM:
-    return LocalMiniLM()
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    root = tmp_path / "docs"
-    for name, text in DOCS.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
 
 
 def test_ingest_search_sync_on_postgres(conn: Any, folder: Path, minilm: LocalMiniLM) -> None:

@@ -20,11 +20,10 @@ from keel.errors import UserError
 from keel.rag.analyzer import terms
 from keel.rag.bm25 import BM25Index
 from keel.rag.chunking import chunk_document
-from keel.rag.documents import Chunk, Document
+from keel.rag.documents import Document
 from keel.rag.embedder import TextEmbedder
 from keel.rag.found import Found
 from keel.rag.hnsw import AdaptiveVectorIndex
-from keel.rag.index import Vector
 from keel.rag.search import Mode
 from keel.rag.sqlbase import SQLCollection
 
@@ -94,24 +93,6 @@ class Collection(SQLCollection):
         self.version = version
 
     # -- writing ---------------------------------------------------------------------------------
-    def _embed_cached(self, chunks: list[Chunk]) -> Vector:
-        hashes = [c.hash for c in chunks]
-        found: dict[str, bytes] = {}
-        for start in range(0, len(hashes), 500):
-            batch = hashes[start : start + 500]
-            marks = ",".join("?" * len(batch))
-            rows = self.conn.execute(
-                f"SELECT hash, vector FROM rag_embed_cache WHERE model = ? AND hash IN ({marks})",
-                (self.embedder.name, *batch),
-            )
-            found.update({h: v for h, v in rows})
-        missing = [i for i, h in enumerate(hashes) if h not in found]
-        if missing:
-            fresh = self.embedder.embed([chunks[i].embed_text for i in missing])
-            for i, vector in zip(missing, fresh, strict=True):
-                found[hashes[i]] = vector.astype(np.float32).tobytes()
-        return np.stack([np.frombuffer(found[h], dtype=np.float32) for h in hashes])
-
     def index_document(self, doc: Document) -> int:
         """Replace a document's chunks atomically; returns how many chunks it now has."""
         chunks = chunk_document(doc, self.embedder.token_counts, budget=self.chunk_tokens, overlap=self.overlap)

@@ -15,9 +15,8 @@ from keel.errors import UserError
 from keel.rag.analyzer import terms
 from keel.rag.chunking import chunk_document
 from keel.rag.collection import check_name
-from keel.rag.documents import Chunk, Document
+from keel.rag.documents import Document
 from keel.rag.embedder import TextEmbedder
-from keel.rag.index import Vector
 from keel.rag.pg import PgKeywordIndex, PgVectorIndex
 from keel.rag.sqlbase import SQLCollection
 
@@ -48,6 +47,7 @@ class PgCollection(SQLCollection):
     collections_table = "keel_rag_collections"
     documents_table = "keel_rag_documents"
     chunks_table = "keel_rag_chunks"
+    cache_table = "keel_rag_embed_cache"
 
     def __init__(self, conn: Any, name: str, embedder: TextEmbedder) -> None:
         self.conn = conn
@@ -76,20 +76,6 @@ class PgCollection(SQLCollection):
             (name, time.time(), embedder.name, embedder.dims, chunk_tokens, overlap),
         )
         return cls(conn, name, embedder)
-
-    def _embed_cached(self, chunks: list[Chunk]) -> Vector:
-        hashes = [c.hash for c in chunks]
-        rows = self.conn.execute(
-            "SELECT hash, vector FROM keel_rag_embed_cache WHERE model = %s AND hash = ANY(%s)",
-            (self.embedder.name, hashes),
-        ).fetchall()
-        found = {h: bytes(v) for h, v in rows}
-        missing = [i for i, h in enumerate(hashes) if h not in found]
-        if missing:
-            fresh = self.embedder.embed([chunks[i].embed_text for i in missing])
-            for i, vector in zip(missing, fresh, strict=True):
-                found[hashes[i]] = vector.astype(np.float32).tobytes()
-        return np.stack([np.frombuffer(found[h], dtype=np.float32) for h in hashes])
 
     def index_document(self, doc: Document) -> int:
         chunks = chunk_document(doc, self.embedder.token_counts, budget=self.chunk_tokens, overlap=self.overlap)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 
+from keel.rag.documents import Chunk
 from keel.rag.embedder import TextEmbedder
 from keel.rag.found import Found
+from keel.rag.index import Vector
 from keel.rag.retrieve import Hit
 from keel.rag.search import KeywordSearch, VectorSearch, run_search
 
@@ -19,6 +22,7 @@ class SQLCollection:
     collections_table = "rag_collections"
     documents_table = "rag_documents"
     chunks_table = "rag_chunks"
+    cache_table = "rag_embed_cache"
 
     conn: Any
     name: str
@@ -29,7 +33,11 @@ class SQLCollection:
 
     def _sql(self, text: str) -> str:
         return text.format(
-            p=self.placeholder, collections=self.collections_table, docs=self.documents_table, chunks=self.chunks_table
+            p=self.placeholder,
+            collections=self.collections_table,
+            docs=self.documents_table,
+            chunks=self.chunks_table,
+            cache=self.cache_table,
         )
 
     @staticmethod
@@ -70,6 +78,25 @@ class SQLCollection:
         ).fetchall()
         keys = ("doc_id", "source", "kind", "title", "hash", "chunks", "indexed")
         return [dict(zip(keys, tuple(r), strict=True)) for r in rows]
+
+    def _embed_cached(self, chunks: list[Chunk]) -> Vector:
+        """Vectors for chunks, embedding only those whose text (hash) has never been embedded."""
+        hashes = [c.hash for c in chunks]
+        found: dict[str, bytes] = {}
+        for start in range(0, len(hashes), 500):
+            batch = hashes[start : start + 500]
+            marks = ",".join([self.placeholder] * len(batch))
+            rows = self.conn.execute(
+                self._sql("SELECT hash, vector FROM {cache} WHERE model = {p} AND hash IN (") + marks + ")",
+                (self.embedder.name, *batch),
+            )
+            found.update({h: bytes(v) for h, v in rows})
+        missing = [i for i, h in enumerate(hashes) if h not in found]
+        if missing:
+            fresh = self.embedder.embed([chunks[i].embed_text for i in missing])
+            for i, vector in zip(missing, fresh, strict=True):
+                found[hashes[i]] = vector.astype(np.float32).tobytes()
+        return np.stack([np.frombuffer(found[h], dtype=np.float32) for h in hashes])
 
     def _kind_of(self, doc_id: str) -> str | None:
         row = self.conn.execute(
