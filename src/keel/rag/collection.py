@@ -17,9 +17,7 @@ import numpy as np
 import orjson
 
 from keel.errors import UserError
-from keel.rag.analyzer import terms
 from keel.rag.bm25 import BM25Index
-from keel.rag.chunking import chunk_document
 from keel.rag.documents import Document
 from keel.rag.embedder import TextEmbedder
 from keel.rag.found import Found
@@ -95,9 +93,7 @@ class Collection(SQLCollection):
     # -- writing ---------------------------------------------------------------------------------
     def index_document(self, doc: Document) -> int:
         """Replace a document's chunks atomically; returns how many chunks it now has."""
-        chunks = chunk_document(doc, self.embedder.token_counts, budget=self.chunk_tokens, overlap=self.overlap)
-        vectors = self._embed_cached(chunks) if chunks else np.zeros((0, self.embedder.dims), np.float32)
-        counts = [Counter(terms(c.embed_text)) for c in chunks]
+        chunks, vectors, counts = self._prepare(doc)
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -106,20 +102,7 @@ class Collection(SQLCollection):
                 "INSERT INTO rag_chunks(collection, chunk_id, doc_id, ordinal, text, heading_path, page, "
                 "start_offset, end_offset, tokens, terms, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (
-                        self.name,
-                        c.id,
-                        c.doc_id,
-                        c.ordinal,
-                        c.text,
-                        orjson.dumps(list(c.heading_path)).decode(),
-                        c.page,
-                        c.start,
-                        c.end,
-                        c.tokens,
-                        orjson.dumps(tf).decode(),
-                        v.tobytes(),
-                    )
+                    (*self._chunk_row(c), orjson.dumps(tf).decode(), v.tobytes())
                     for c, tf, v in zip(chunks, counts, vectors, strict=True)
                 ],
             )

@@ -5,15 +5,9 @@ one transaction per document, embeddings cached by chunk hash, the shared search
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import Any
 
-import numpy as np
-import orjson
-
 from keel.errors import UserError
-from keel.rag.analyzer import terms
-from keel.rag.chunking import chunk_document
 from keel.rag.collection import check_name
 from keel.rag.documents import Document
 from keel.rag.embedder import TextEmbedder
@@ -78,9 +72,7 @@ class PgCollection(SQLCollection):
         return cls(conn, name, embedder)
 
     def index_document(self, doc: Document) -> int:
-        chunks = chunk_document(doc, self.embedder.token_counts, budget=self.chunk_tokens, overlap=self.overlap)
-        vectors = self._embed_cached(chunks) if chunks else np.zeros((0, self.embedder.dims), np.float32)
-        counts = [Counter(terms(c.embed_text)) for c in chunks]
+        chunks, vectors, counts = self._prepare(doc)
         with self.conn.transaction():  # the index writes below nest as savepoints: all or nothing
             old = [
                 r[0]
@@ -94,21 +86,7 @@ class PgCollection(SQLCollection):
             with self.conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO keel_rag_chunks VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [
-                        (
-                            self.name,
-                            c.id,
-                            c.doc_id,
-                            c.ordinal,
-                            c.text,
-                            orjson.dumps(list(c.heading_path)).decode(),
-                            c.page,
-                            c.start,
-                            c.end,
-                            c.tokens,
-                        )
-                        for c in chunks
-                    ],
+                    [self._chunk_row(c) for c in chunks],
                 )
                 cur.executemany(
                     "INSERT INTO keel_rag_embed_cache VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",

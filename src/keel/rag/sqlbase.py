@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import orjson
 
-from keel.rag.documents import Chunk
+from keel.rag.analyzer import terms
+from keel.rag.chunking import chunk_document
+from keel.rag.documents import Chunk, Document
 from keel.rag.embedder import TextEmbedder
 from keel.rag.found import Found
 from keel.rag.index import Vector
@@ -97,6 +100,29 @@ class SQLCollection:
             for i, vector in zip(missing, fresh, strict=True):
                 found[hashes[i]] = vector.astype(np.float32).tobytes()
         return np.stack([np.frombuffer(found[h], dtype=np.float32) for h in hashes])
+
+    chunk_tokens: int
+    overlap: int
+
+    def _prepare(self, doc: Document) -> tuple[list[Chunk], Vector, list[Counter[str]]]:
+        """Chunk a document, embed its chunks (cache first) and analyse them for BM25."""
+        chunks = chunk_document(doc, self.embedder.token_counts, budget=self.chunk_tokens, overlap=self.overlap)
+        vectors = self._embed_cached(chunks) if chunks else np.zeros((0, self.embedder.dims), np.float32)
+        return chunks, vectors, [Counter(terms(c.embed_text)) for c in chunks]
+
+    def _chunk_row(self, c: Chunk) -> tuple[Any, ...]:
+        return (
+            self.name,
+            c.id,
+            c.doc_id,
+            c.ordinal,
+            c.text,
+            orjson.dumps(list(c.heading_path)).decode(),
+            c.page,
+            c.start,
+            c.end,
+            c.tokens,
+        )
 
     def _kind_of(self, doc_id: str) -> str | None:
         row = self.conn.execute(
