@@ -91,6 +91,33 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE rag_collections ADD COLUMN rerank TEXT NOT NULL DEFAULT 'none';
     """,
+    # 4: prompt versions, labels and every label move
+    """
+    CREATE TABLE prompt_versions (
+        prompt TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        source TEXT NOT NULL,
+        git_commit TEXT, git_author TEXT,
+        created REAL NOT NULL,
+        PRIMARY KEY (prompt, version),
+        UNIQUE (prompt, hash)
+    );
+    CREATE TABLE prompt_labels (
+        prompt TEXT NOT NULL,
+        label TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (prompt, label)
+    );
+    CREATE TABLE prompt_label_moves (
+        prompt TEXT NOT NULL,
+        label TEXT NOT NULL,
+        from_version INTEGER,
+        to_version INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
 ]
 
 

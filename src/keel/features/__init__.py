@@ -1,0 +1,1 @@
+"""Features as code: prompts versioned from git, feature specs, the feature pipeline."""
