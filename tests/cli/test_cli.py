@@ -99,3 +99,27 @@ def test_demo_runs_the_main_job_on_a_real_local_model(tmp_path: Path) -> None:
     out = result.stdout
     assert "A:" in out and "trace id" in out and "local model (no charge)" in out
     assert "smollm2-135m-instruct" in out and "tokens/s" in out
+
+
+def test_prompts_commands(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "support.md").write_text("---\ndescription: Support answers\n---\nAnswer: {{ question }}\n")
+    d = ["--dir", str(prompts)]
+    assert "support: v1" in keel(tmp_path, "prompts", "sync", *d).stdout
+    (prompts / "support.md").write_text("---\ndescription: Support answers\n---\nAnswer briefly: {{ question }}\n")
+    assert "support: v2" in keel(tmp_path, "prompts", "sync", *d).stdout
+    listed = keel(tmp_path, "prompts", "list", *d).stdout
+    assert "support" in listed and "production→v1" in listed
+    assert keel(tmp_path, "prompts", "label", "support", "production", "2", *d).returncode == 0
+    diff = keel(tmp_path, "prompts", "diff", "support", "1", "2", *d).stdout
+    assert "-Answer: {{ question }}" in diff and "+Answer briefly: {{ question }}" in diff
+    assert "v2 → v1" in keel(tmp_path, "prompts", "rollback", "support", *d).stdout
+    assert "Answer: {{ question }}" in keel(tmp_path, "prompts", "show", "support", *d).stdout
+    history = keel(tmp_path, "prompts", "history", "support", *d).stdout
+    assert "rollback from v2" in history and "first version" in history
+    bad = keel(tmp_path, "prompts", "label", "support", "production", "7", *d)
+    assert bad.returncode == 2 and "no version 7" in bad.stderr
+    (prompts / "broken.md").write_text("---\ncolour: red\n---\nhi\n")
+    broken = keel(tmp_path, "prompts", "sync", *d)
+    assert broken.returncode == 2 and "broken.md:2: colour: unknown key" in broken.stderr
