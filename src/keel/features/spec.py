@@ -1,0 +1,145 @@
+"""Feature specs: ``features/<name>.yaml`` parsed into typed objects; every error names the file,
+the line and the field and says what is allowed. Sections a feature does not configure are None
+and cost nothing at run time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from keel.config.yamlfile import LocatedYAML, read_yaml
+from keel.errors import ConfigError
+
+INPUT_GUARDS = {"injection", "pii_redact", "max_tokens"}
+OUTPUT_GUARDS = {"grounded", "citations", "unsafe", "schema"}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrievalSpec(Section):
+    collection: str
+    top_k: int = Field(6, ge=1, le=50)
+    rerank: bool = False
+    min_score: float = Field(0.2, ge=-1, le=1)
+
+
+class OutputSpec(Section):
+    schema_path: str | None = Field(None, alias="schema")
+    retries: int = Field(2, ge=0, le=5)
+    max_retry_tokens: int = Field(4000, ge=1)
+    fallback: str | None = Field(None, description="a deterministic answer when every attempt fails")
+
+
+class GuardsSpec(Section):
+    input: list[str] = Field(default_factory=list)
+    output: list[str] = Field(default_factory=list)
+
+    @field_validator("input")
+    @classmethod
+    def _known_input(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - INPUT_GUARDS)
+        if unknown:
+            raise ValueError(f"unknown input guard(s) {unknown}; use {sorted(INPUT_GUARDS)}")
+        return names
+
+    @field_validator("output")
+    @classmethod
+    def _known_output(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - OUTPUT_GUARDS)
+        if unknown:
+            raise ValueError(f"unknown output guard(s) {unknown}; use {sorted(OUTPUT_GUARDS)}")
+        return names
+
+
+class SemanticCacheSpec(Section):
+    threshold: float = Field(0.95, gt=0, le=1)
+
+
+class CacheSpec(Section):
+    exact: bool = False
+    semantic: SemanticCacheSpec | None = None
+
+
+class BudgetSpec(Section):
+    per_call_usd: float | None = Field(None, gt=0)
+    per_user_day_usd: float | None = Field(None, gt=0)
+
+
+class ReviewSpec(Section):
+    when: str
+
+
+class ContextSpec(Section):
+    policy: Literal["fail", "truncate_history", "map_reduce"] = "fail"
+
+
+class FeatureSpec(Section):
+    name: str = ""
+    prompt: str
+    model: str | None = None
+    retrieval: RetrievalSpec | None = None
+    output: OutputSpec | None = None
+    guards: GuardsSpec | None = None
+    cache: CacheSpec | None = None
+    budget: BudgetSpec | None = None
+    review: ReviewSpec | None = None
+    context: ContextSpec = ContextSpec()
+    evals: str | None = None
+    description: str = ""
+
+
+def _format(exc: ValidationError, doc: LocatedYAML) -> str:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+    return f"{doc.where(loc)}: {path}: {msg}"
+
+
+def parse_feature(doc: LocatedYAML, name: str, root: Path | None = None) -> FeatureSpec:
+    data = doc.data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{doc.source}:1: a feature is a mapping (prompt, model, retrieval, …)")
+    try:
+        spec = FeatureSpec.model_validate({**data, "name": name})
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, doc)) from None
+    if root is not None:
+        _check_files(spec, doc, root)
+    return spec
+
+
+def _check_files(spec: FeatureSpec, doc: LocatedYAML, root: Path) -> None:
+    if not (root / "prompts" / f"{spec.prompt}.md").is_file():
+        raise ConfigError(f"{doc.where(('prompt',))}: prompt: no prompts/{spec.prompt}.md")
+    schema = spec.output.schema_path if spec.output else None
+    if schema:
+        path = root / schema
+        where = doc.where(("output", "schema"))
+        try:
+            data = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: output.schema: no file {schema}") from None
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: output.schema: {schema} is not JSON ({exc})") from None
+        if not isinstance(data, dict) or not ({"type", "properties", "$ref", "anyOf", "oneOf"} & set(data)):
+            raise ConfigError(f"{where}: output.schema: {schema} is not a JSON Schema object")
+
+
+def load_feature(root: Path, name: str) -> FeatureSpec:
+    """``root/features/<name>.yaml``, validated against the prompts and schemas under ``root``."""
+    path = root / "features" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (root / "features").glob("*.yaml")) if (root / "features").is_dir() else []
+        raise ConfigError(f"no feature '{name}' (features: {', '.join(known) or 'none'})")
+    return parse_feature(read_yaml(path), name, root)
