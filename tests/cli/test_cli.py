@@ -123,3 +123,27 @@ def test_prompts_commands(tmp_path: Path) -> None:
     (prompts / "broken.md").write_text("---\ncolour: red\n---\nhi\n")
     broken = keel(tmp_path, "prompts", "sync", *d)
     assert broken.returncode == 2 and "broken.md:2: colour: unknown key" in broken.stderr
+
+
+def test_run_a_feature(tmp_path: Path) -> None:
+    (tmp_path / "features").mkdir()
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "hello.md").write_text(
+        "---\ninputs:\n  name: {type: str}\n  n: {type: int}\n---\nHello {{ name }} x{{ n }}"
+    )
+    (tmp_path / "features" / "hello.yaml").write_text("prompt: hello\nmodel: fast\n")
+    config = tmp_path / "keel.yaml"
+    config.write_text(SCRIPTED)
+    args = ["run", "hello", "-i", "name=Ada", "-i", "n=3", "--root", str(tmp_path), "-c", str(config)]
+    result = keel(tmp_path, *args, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["answer"] == "echo: Hello Ada x3" and data["prompt_version"] == 1 and data["trace_id"]
+    human = keel(tmp_path, *args, "--user", "u1")
+    assert "echo: Hello Ada x3" in human.stdout and "prompt v1" in human.stdout
+    bad = keel(tmp_path, "run", "hello", "-i", "name", "--root", str(tmp_path), "-c", str(config))
+    assert bad.returncode == 2 and "--input takes NAME=VALUE" in bad.stderr
+    wrong = keel(
+        tmp_path, "run", "hello", "-i", "name=Ada", "-i", "n=three", "--root", str(tmp_path), "-c", str(config)
+    )
+    assert wrong.returncode == 2 and "input 'n' must be int, not str" in wrong.stderr

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from keel.cli import chat, cost, demo, keys, models, prompts, rag, serve, traces
+from keel.cli import chat, cost, demo, keys, models, prompts, rag, run, serve, traces
 from keel.cli.common import err_console
 from keel.errors import KeelError
 
@@ -25,6 +25,7 @@ cost.register(app)
 demo.register(app)
 rag.register(app)
 rag.register_ask(app)
+run.register(app)
 app.add_typer(keys.app, name="keys")
 app.add_typer(traces.app, name="traces")
 app.add_typer(prompts.app, name="prompts")

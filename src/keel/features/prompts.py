@@ -65,6 +65,12 @@ class PromptRegistry:
             out[path.stem] = self.record(load_prompt(path), path)
         return out
 
+    def record_file(self, path: Path) -> int:
+        """Record one prompt file (so a changed file is a new version before it is served)."""
+        if not path.is_file():
+            raise UserError(f"no prompt file {path}")
+        return self.record(load_prompt(path), path)
+
     def record(self, source: PromptSource, path: Path | None = None) -> int:
         """The version number of this content, creating it (and ``production`` for a first version)."""
         conn = self.conn
