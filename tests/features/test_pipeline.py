@@ -7,6 +7,7 @@ import pytest
 from keel.errors import ConfigError, InvalidRequest
 from keel.features.pipeline import FeaturePipeline
 from keel.features.prompts import PromptRegistry
+from keel.features.spec import FeatureNotFound
 from keel.gateway.runtime import build_service, close_service
 from keel.rag import ingest
 from keel.rag.backends import Backend
@@ -105,7 +106,7 @@ async def test_declared_but_unbuilt_steps_are_refused_and_inputs_checked(pipelin
         await pipe.run("guarded", {"question": "hi"})
     with pytest.raises(Exception, match="missing input 'question'"):
         await pipe.run("support", {})
-    with pytest.raises(ConfigError, match="no feature 'nope'"):
+    with pytest.raises(FeatureNotFound, match="no feature 'nope'"):
         await pipe.run("nope", {})
 
 

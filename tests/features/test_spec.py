@@ -6,7 +6,7 @@ import pytest
 
 from keel.config.yamlfile import parse_yaml
 from keel.errors import ConfigError
-from keel.features.spec import load_feature, parse_feature
+from keel.features.spec import FeatureNotFound, load_feature, parse_feature
 
 FULL = """\
 prompt: support_answer
@@ -80,5 +80,5 @@ def test_referenced_files_are_checked(project: Path) -> None:
     (project / "schemas" / "answer.json").write_text('{"title": "no type"}')
     with pytest.raises(ConfigError, match="is not a JSON Schema object"):
         load_feature(project, "support_answer")
-    with pytest.raises(ConfigError, match=r"no feature 'ghost' \(features: support_answer\)"):
+    with pytest.raises(FeatureNotFound, match=r"no feature 'ghost' \(features: support_answer\)"):
         load_feature(project, "ghost")

@@ -130,6 +130,7 @@ class KeelSettings(Strict):
     tracing: TracingSettings = TracingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     prices: Path | None = Field(None, description="a price table overriding the built-in one")
+    project_root: Path = Field(Path("."), description="the folder holding features/, prompts/ and schemas/")
     local_models: dict[str, LocalModelSettings] = Field(default_factory=dict)
     deployments: dict[str, DeploymentSettings] = Field(default_factory=dict)
     models: dict[str, AliasSettings] = Field(default_factory=dict)

@@ -11,7 +11,13 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from keel.config.yamlfile import LocatedYAML, read_yaml
-from keel.errors import ConfigError
+from keel.errors import ConfigError, UserError
+
+
+class FeatureNotFound(UserError):
+    status = 404
+    code = "feature_not_found"
+
 
 INPUT_GUARDS = {"injection", "pii_redact", "max_tokens"}
 OUTPUT_GUARDS = {"grounded", "citations", "unsafe", "schema"}
@@ -141,5 +147,5 @@ def load_feature(root: Path, name: str) -> FeatureSpec:
     path = root / "features" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (root / "features").glob("*.yaml")) if (root / "features").is_dir() else []
-        raise ConfigError(f"no feature '{name}' (features: {', '.join(known) or 'none'})")
+        raise FeatureNotFound(f"no feature '{name}' (features: {', '.join(known) or 'none'})")
     return parse_feature(read_yaml(path), name, root)

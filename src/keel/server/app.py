@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from keel.gateway.streams import prime
 from keel.server.auth import Authenticator
 from keel.server.collections import CollectionRoutes, Collections
 from keel.server.errors import error_body, error_response
+from keel.server.features import FeatureRoutes
 from keel.server.validate import parse_chat, parse_embeddings, parse_json
 from keel.types import CallContext, ChatChunk, ChatRequest
 
@@ -41,6 +43,7 @@ class KeelApp:
         max_body_bytes: int,
         auth_cache_s: float = 1.0,
         collections: Collections | None = None,
+        features: tuple[Path, Path] | None = None,
         on_startup: Any = None,
         on_shutdown: Any = None,
     ) -> None:
@@ -54,6 +57,9 @@ class KeelApp:
         extra = (
             CollectionRoutes(collections, self.authenticate, self.json_body, service).routes() if collections else []
         )
+        if collections is not None and features is not None:
+            root, home = features
+            extra += FeatureRoutes(service, collections, root, home, self.authenticate, self.json_body).routes()
         self.asgi = Starlette(
             routes=[
                 *extra,
