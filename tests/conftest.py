@@ -42,6 +42,20 @@ def make_settings(text: str) -> KeelSettings:
     return settings_from_yaml(parse_yaml(text, "test.yaml"))
 
 
+SCRIPTED_MODEL = "deployments:\n  d: {provider: scripted, model: gpt-4o-mini}\nmodels:\n  m: {deployments: [d]}\n"
+
+
+def scripted_service(home: Path) -> tuple[Any, Any]:
+    """A gateway whose model ``m`` is a ScriptedProvider (returned too, to enqueue replies)."""
+    from keel.gateway.runtime import build_service
+    from keel.testing import ScriptedProvider
+
+    service = build_service(make_settings(SCRIPTED_MODEL), home)
+    provider = service.gateway.adapters["d"]
+    assert isinstance(provider, ScriptedProvider)
+    return service, provider
+
+
 async def no_sleep(seconds: float) -> None:
     SLEEPS.append(seconds)
 

@@ -8,9 +8,9 @@ from keel.errors import ConfigError
 from keel.features.structured import StructuredOutputError, complete_structured, parse_and_validate
 from keel.gateway.runtime import build_service, close_service
 from keel.gateway.service import GatewayService
-from keel.testing import Reply, ScriptedProvider
+from keel.testing import Reply
 from keel.types import Usage
-from tests.conftest import make_settings
+from tests.conftest import make_settings, scripted_service
 
 SCHEMA = {
     "type": "object",
@@ -23,14 +23,7 @@ ASK = [{"role": "user", "content": "Extract the person: Ada, 36."}]
 
 @pytest.fixture
 async def scripted(home: Path):  # type: ignore[no-untyped-def]
-    service = build_service(
-        make_settings(
-            "deployments:\n  d: {provider: scripted, model: gpt-4o-mini}\nmodels:\n  m: {deployments: [d]}\n"
-        ),
-        home,
-    )
-    provider = service.gateway.adapters["d"]
-    assert isinstance(provider, ScriptedProvider)
+    service, provider = scripted_service(home)
     yield service, provider
     await close_service(service)
 

@@ -4,13 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from keel.gateway.runtime import build_service, close_service
+from keel.gateway.runtime import close_service
 from keel.rag import Collection, ingest
 from keel.rag.answer import NOTHING_FOUND, answer, check_citations, select_sources
 from keel.rag.embedder import LocalMiniLM
 from keel.store import connect
-from keel.testing import ScriptedProvider
-from tests.conftest import make_settings
+from tests.conftest import scripted_service
 
 
 @pytest.fixture
@@ -23,14 +22,7 @@ def setup(tmp_path: Path, home: Path):  # type: ignore[no-untyped-def]
     (docs / "keys.md").write_text("# Keys\n\nRotate API keys from the Settings page.\n")
     collection = Collection.create(connect(home / "keel.db"), "docs", LocalMiniLM())
     ingest(collection, [docs])
-    service = build_service(
-        make_settings(
-            "deployments:\n  d: {provider: scripted, model: gpt-4o-mini}\nmodels:\n  m: {deployments: [d]}\n"
-        ),
-        home,
-    )
-    provider = service.gateway.adapters["d"]
-    assert isinstance(provider, ScriptedProvider)
+    service, provider = scripted_service(home)
     return service, collection, provider
 
 

@@ -9,15 +9,14 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer
 
 from keel.errors import ConfigError, UpstreamRejected, UserError
-from keel.gateway.runtime import build_service, close_service
+from keel.gateway.runtime import close_service
 from keel.providers.modelfiles import package_file
 from keel.providers.onnx_embed import TOKENIZER_FILE
 from keel.rag import Collection, Found
 from keel.rag.embedder import LocalMiniLM
 from keel.rag.rerank import CrossEncoderReranker, LLMReranker, NoReranker, make_reranker, rerank
 from keel.store import connect
-from keel.testing import ScriptedProvider
-from tests.conftest import make_settings
+from tests.conftest import scripted_service
 
 
 def tiny_cross_encoder(path: Path, boosted_word: str) -> tuple[Path, Path]:
@@ -72,14 +71,7 @@ async def test_cross_encoder_reorders_by_its_scores(tmp_path: Path) -> None:
 
 
 async def test_llm_reranker_scores_through_the_gateway(home: Path) -> None:
-    service = build_service(
-        make_settings(
-            "deployments:\n  d: {provider: scripted, model: gpt-4o-mini}\nmodels:\n  m: {deployments: [d]}\n"
-        ),
-        home,
-    )
-    provider = service.gateway.adapters["d"]
-    assert isinstance(provider, ScriptedProvider)
+    service, provider = scripted_service(home)
     provider.enqueue("2", "9", "no idea", UpstreamRejected("refused"))  # not retryable: a failed judgement
     reranker = LLMReranker(service, "m", concurrency=1)
     hits = [found(f"passage {i}", i) for i in range(4)]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from keel.config.yamlfile import LocatedYAML, read_yaml
 from keel.errors import ConfigError, UserError
@@ -45,20 +45,13 @@ class GuardsSpec(Section):
     input: list[str] = Field(default_factory=list)
     output: list[str] = Field(default_factory=list)
 
-    @field_validator("input")
+    @field_validator("input", "output")
     @classmethod
-    def _known_input(cls, names: list[str]) -> list[str]:
-        unknown = sorted(set(names) - INPUT_GUARDS)
+    def _known(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        allowed = INPUT_GUARDS if info.field_name == "input" else OUTPUT_GUARDS
+        unknown = sorted(set(names) - allowed)
         if unknown:
-            raise ValueError(f"unknown input guard(s) {unknown}; use {sorted(INPUT_GUARDS)}")
-        return names
-
-    @field_validator("output")
-    @classmethod
-    def _known_output(cls, names: list[str]) -> list[str]:
-        unknown = sorted(set(names) - OUTPUT_GUARDS)
-        if unknown:
-            raise ValueError(f"unknown output guard(s) {unknown}; use {sorted(OUTPUT_GUARDS)}")
+            raise ValueError(f"unknown {info.field_name} guard(s) {unknown}; use {sorted(allowed)}")
         return names
 
 
