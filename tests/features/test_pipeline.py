@@ -98,6 +98,10 @@ async def test_structured_feature_returns_validated_values(pipeline) -> None:  #
     provider.enqueue("Ada, probably", '{"name": "Ada"}')
     result = await pipe.run("extract", {"text": "Ada Lovelace wrote the first program."})
     assert result.value == {"name": "Ada"} and result.attempts == 2
+    pipe.service.writer.flush()
+    trace = get_trace(connect(db_path(pipe.service.writer.path.parent)), result.trace_id)
+    assert trace is not None and trace.feature == "extract"
+    assert result.cost_usd is not None and result.cost_usd > trace.cost_usd  # both attempts counted
 
 
 async def test_declared_but_unbuilt_steps_are_refused_and_inputs_checked(pipeline) -> None:  # type: ignore[no-untyped-def]

@@ -45,6 +45,8 @@ async def test_re_asks_with_the_validation_error_until_valid(scripted) -> None: 
     assert second_ask[-2] == {"role": "assistant", "content": "Sure! Ada is 36."}
     assert "not valid: the reply is not JSON" in second_ask[-1]["content"]
     assert provider.calls[0].params["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert len(set(result.trace_ids)) == 3  # each attempt is its own traced call
+    assert result.cost_usd == pytest.approx(3 * (100 * 0.15 + 20 * 0.60) / 1_000_000)  # all three paid for
 
 
 async def test_bounded_then_fallback_or_a_typed_error(scripted) -> None:  # type: ignore[no-untyped-def]

@@ -150,14 +150,16 @@ class FeaturePipeline:
             )
             result.value, result.attempts = structured.value, structured.attempts
             result.answer = orjson.dumps(structured.value).decode()
+            result.trace_id = structured.trace_ids[-1] if structured.trace_ids else ""  # each attempt is traced
+            result.cost_usd = structured.cost_usd  # what every attempt cost, not just the last
         else:
             response = await self.service.chat(
                 ChatRequest(model=model, messages=fitted.messages, max_tokens=max_output, params=params, ctx=ctx)
             )
             result.answer = response.text
-        record = ctx.record
-        result.trace_id = ctx.trace_id
-        result.cost_usd = record.cost_usd if record is not None else None
+            record = ctx.record
+            result.trace_id = ctx.trace_id
+            result.cost_usd = record.cost_usd if record is not None else None
         result.citations = check_citations(result.answer, result.sources) if result.sources else []
         result.latency_ms = (time.perf_counter() - started) * 1000
         return result

@@ -42,6 +42,8 @@ class StructuredResult:
     usage: Usage
     errors: list[str] = field(default_factory=list)
     fallback: bool = False
+    trace_ids: list[str] = field(default_factory=list)  # one traced call per attempt
+    cost_usd: float | None = None  # summed over attempts; None if any attempt was unpriced
 
 
 def check_schema(schema: dict[str, Any]) -> None:
@@ -96,15 +98,25 @@ async def complete_structured(
     total = Usage()
     errors: list[str] = []
     replies: list[str] = []
+    calls: list[CallContext] = []
+    base = ctx or CallContext()
+
+    def settle(result: StructuredResult) -> StructuredResult:
+        result.trace_ids = [c.trace_id for c in calls]
+        costs = [c.record.cost_usd if c.record is not None else None for c in calls]
+        result.cost_usd = None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
+        return result
+
     for attempt in range(1, retries + 2):
-        response = await service.chat(
-            ChatRequest(model=model, messages=conversation, params=request_params, ctx=ctx or CallContext())
-        )
+        # every attempt is its own traced call (its own usage and cost), tagged like the caller's
+        call = CallContext(tenant=base.tenant, user=base.user, feature=base.feature)
+        calls.append(call)
+        response = await service.chat(ChatRequest(model=model, messages=conversation, params=request_params, ctx=call))
         _add(total, response.usage)
         replies.append(response.text)
         value, problem = parse_and_validate(response.text, schema)
         if problem is None:
-            return StructuredResult(value, attempt, total, errors)
+            return settle(StructuredResult(value, attempt, total, errors))
         errors.append(problem)
         if attempt > retries or total.input_tokens + total.output_tokens >= max_retry_tokens:
             break
@@ -114,5 +126,5 @@ async def complete_structured(
             {"role": "user", "content": f"That is not valid: {problem}. Reply with only JSON that matches the schema."},
         ]
     if fallback is not None:
-        return StructuredResult(fallback, len(replies), total, errors, fallback=True)
+        return settle(StructuredResult(fallback, len(replies), total, errors, fallback=True))
     raise StructuredOutputError(f"no valid structured output after {len(replies)} attempt(s): {errors[-1]}", replies)
