@@ -64,3 +64,15 @@ def test_collections_are_isolated(conn: Any) -> None:
     v1, v2 = PgVectorIndex(conn, "one", 4), PgVectorIndex(conn, "two", 4)
     v1.add(["a"], np.eye(4, dtype=np.float32)[:1])
     assert v2.search(np.eye(4, dtype=np.float32)[0], 5) == []
+
+
+def test_batched_idfs_equal_single_lookups(conn: Any) -> None:
+    from keel.rag.pg import PgKeywordIndex
+
+    pg, mem = PgKeywordIndex(conn, "idf"), BM25Index()
+    pg.add(list(CORPUS), list(CORPUS.values()))
+    mem.add(list(CORPUS), list(CORPUS.values()))
+    wanted = {"key", "api", "kafka", "absent"}
+    batch = pg.idfs(wanted)
+    assert batch == pytest.approx({t: pg.idf(t) for t in wanted}) and batch == pytest.approx(mem.idfs(wanted))
+    assert batch["absent"] == 0.0

@@ -18,8 +18,7 @@ from keel.rag.backends import Backend
 from keel.rag.collection import Found, Mode
 from keel.rag.embedder import make_embedder
 from keel.rag.ingest import discover, ingest
-from keel.rag.rerank import make_reranker
-from keel.rag.rerank import rerank as rerank_found
+from keel.rag.rerank import candidate_pool, rerank_top
 from keel.rag.search import Filters
 from keel.types import CallContext
 
@@ -96,10 +95,10 @@ def register(app: typer.Typer) -> None:
             spec = rerank if rerank is not None else col.rerank
             filters = Filters(None, doc_prefix, frozenset(kind)) if doc_prefix or kind else None
             found = col.search(
-                query, top_k=top_k * 2 if spec != "none" else top_k, mode=mode, min_score=min_score, filters=filters
+                query, top_k=candidate_pool(top_k, spec), mode=mode, min_score=min_score, filters=filters
             )
             if spec != "none":
-                found = asyncio.run(_rerank(env, spec, query, found))[:top_k]
+                found = asyncio.run(_rerank(env, spec, query, found, top_k))
         if json:
             print(orjson.dumps([f.as_dict() for f in found]).decode())
             return
@@ -139,11 +138,12 @@ def register(app: typer.Typer) -> None:
         console.print(table)
 
 
-async def _rerank(env: Env, spec: str, query: str, found: list[Found]) -> list[Found]:
-    service = build_service(env.settings, env.home) if spec.startswith("llm") else None
+async def _rerank(env: Env, spec: str, query: str, found: list[Found], top_k: int) -> list[Found]:
+    service = build_service(env.settings, env.home) if spec.startswith("llm") else None  # only the LLM needs it
     try:
-        reranker = make_reranker(spec, service, env.settings.default_model or "local")
-        return await rerank_found(reranker, query, found, top_n=len(found))
+        return await rerank_top(
+            spec, query, found, top_k, service=service, default_model=env.settings.default_model or "local"
+        )
     finally:
         if service is not None:
             await close_service(service)

@@ -14,7 +14,7 @@ from typing import Any
 from keel.gateway.service import GatewayService
 from keel.rag.backends import CollectionLike
 from keel.rag.found import Found
-from keel.rag.rerank import make_reranker, rerank
+from keel.rag.rerank import candidate_pool, rerank_top
 from keel.types import CallContext, ChatRequest
 
 SYSTEM = (
@@ -109,10 +109,9 @@ async def answer_stream(
 ) -> AsyncIterator[str]:
     """Yield the answer's text as it streams; ``result`` is filled with sources and checked citations."""
     result = result if result is not None else Answer()
-    found = collection.search(question, top_k=top_k * 2, min_score=min_score, tracer=service.tracer)
-    if collection.rerank != "none":
-        found = await rerank(make_reranker(collection.rerank, service, model), question, found, top_n=top_k * 2)
-    found = found[:top_k]
+    pool = candidate_pool(top_k, collection.rerank)
+    found = collection.search(question, top_k=pool, min_score=min_score, tracer=service.tracer)
+    found = await rerank_top(collection.rerank, question, found, top_k, service=service, default_model=model)
     if not found:
         result.found_nothing = True
         result.text = NOTHING_FOUND

@@ -107,6 +107,9 @@ class BM25Index:
         df = self.df[tid] if tid is not None else 0
         return float(np.log(1 + (self.count - df + 0.5) / (df + 0.5))) if df > 0 else 0.0
 
+    def idfs(self, terms_: set[str]) -> dict[str, float]:
+        return {term: self.idf(term) for term in terms_}
+
     def _posting(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
         found = self._arrays.get(tid)
         if found is None:

@@ -90,6 +90,18 @@ class PgKeywordIndex:
         ).fetchone()
         return float(np.log(1 + (n - df + 0.5) / (df + 0.5))) if df else 0.0
 
+    def idfs(self, terms_: set[str]) -> dict[str, float]:
+        """IDF of many terms in one round-trip (feedback asks for a few hundred at a time)."""
+        n = self.conn.execute(
+            "SELECT count(*) FROM keel_bm25_docs WHERE collection = %s", (self.collection,)
+        ).fetchone()[0]
+        rows = self.conn.execute(
+            "SELECT term, count(*) FROM keel_bm25_postings WHERE collection = %s AND term = ANY(%s) GROUP BY term",
+            (self.collection, list(terms_)),
+        ).fetchall()
+        df = {term: count for term, count in rows}
+        return {t: float(np.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))) if df.get(t) else 0.0 for t in terms_}
+
     def _delete(self, ids: Sequence[str]) -> None:
         ids = list(ids)
         self.conn.execute(

@@ -159,3 +159,18 @@ def make_reranker(spec: str, service: GatewayService | None, default_model: str)
         model, _, tokenizer = rest.partition(":")
         return CrossEncoderReranker(Path(model), Path(tokenizer))
     raise ConfigError(f"unknown reranker '{spec}'")
+
+
+def candidate_pool(top_k: int, spec: str) -> int:
+    """How many hits to retrieve: twice ``top_k`` when a reranker will reorder them."""
+    return top_k * 2 if spec != "none" else top_k
+
+
+async def rerank_top(
+    spec: str, query: str, found: list[Found], top_k: int, *, service: GatewayService | None, default_model: str
+) -> list[Found]:
+    """Apply the reranker a spec names (if any) to retrieved hits and keep the best ``top_k``."""
+    if spec == "none":
+        return found[:top_k]
+    reranker = make_reranker(spec, service, default_model)
+    return (await rerank(reranker, query, found, top_n=len(found)))[:top_k]

@@ -29,7 +29,7 @@ class KeywordSearch(Protocol):
 
     def term_counts(self, ids: list[str]) -> list[Counter[str]]: ...
 
-    def idf(self, term: str) -> float: ...
+    def idfs(self, terms_: set[str]) -> dict[str, float]: ...
 
 
 class VectorSearch(Protocol):
@@ -145,10 +145,12 @@ def run_search(
         top = feedback_docs(hits, feedback.docs) if feedback is not None and qvec is not None else []
         if top and feedback is not None and qvec is not None:
             clock.start("feedback_ms")
+            counts = keyword_index.term_counts(top)
+            idf = keyword_index.idfs({term for c in counts for term in c})  # one lookup, not one per term
             weights = expand_terms(
                 Counter(terms(query)),
-                keyword_index.term_counts(top),
-                keyword_index.idf,
+                counts,
+                idf.__getitem__,
                 n_terms=feedback.terms,
                 weight=feedback.weight,
             )

@@ -22,7 +22,7 @@ from keel.rag.backends import Backend, CollectionLike
 from keel.rag.collection import check_name
 from keel.rag.embedder import TextEmbedder, make_embedder
 from keel.rag.loaders import DocumentError, load_bytes
-from keel.rag.rerank import make_reranker, rerank
+from keel.rag.rerank import candidate_pool, rerank_top
 from keel.rag.search import Filters
 
 MAX_DOCUMENTS_PER_REQUEST = 100
@@ -225,11 +225,11 @@ class CollectionRoutes:
             raise InvalidRequest("'min_score' must be a number", param="min_score")
         filters = _filters(body.get("filters"))
         col = await self.collections.run(lambda: self.collections.get(name))
-        pool = top_k * 2 if col.rerank != "none" else top_k
+        pool = candidate_pool(top_k, col.rerank)
         found = await self.collections.run(
             lambda: col.search(query, top_k=pool, mode=mode, min_score=min_score, tracer=self.tracer, filters=filters)
         )
-        if col.rerank != "none":
-            reranker = make_reranker(col.rerank, self.service, self.default_model)
-            found = (await rerank(reranker, query, found, top_n=pool))[:top_k]
+        found = await rerank_top(
+            col.rerank, query, found, top_k, service=self.service, default_model=self.default_model
+        )
         return _json({"object": "list", "data": [f.as_dict() for f in found]})
