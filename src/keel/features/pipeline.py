@@ -22,10 +22,11 @@ from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
 from keel.features.spec import FeatureSpec, load_feature
 from keel.features.structured import complete_structured
 from keel.gateway.service import GatewayService
-from keel.rag.answer import NOTHING_FOUND, Citation, check_citations, render_context, select_sources
+from keel.rag.answer import NOTHING_FOUND, SYSTEM, Citation, check_citations, render_context, select_sources
 from keel.rag.backends import Backend
 from keel.rag.embedder import TextEmbedder
 from keel.rag.found import Found
+from keel.rag.rerank import candidate_pool, rerank_top
 from keel.types import CallContext, ChatRequest
 
 NOT_YET = {
@@ -116,21 +117,23 @@ class FeaturePipeline:
                     "backend is configured"
                 )
             collection = self.backend.open(spec.retrieval.collection, self.embedder)
+            query = _query(spec, inputs)
+            spec_rerank = collection.rerank if spec.retrieval.rerank else "none"  # rerank: true → the collection's
             found = collection.search(
-                _query(spec, inputs),
-                top_k=spec.retrieval.top_k,
+                query,
+                top_k=candidate_pool(spec.retrieval.top_k, spec_rerank),
                 min_score=spec.retrieval.min_score,
                 tracer=self.service.tracer,
+            )
+            found = await rerank_top(
+                spec_rerank, query, found, spec.retrieval.top_k, service=self.service, default_model=model
             )
             if not found:
                 result.answer, result.found_nothing = NOTHING_FOUND, True
                 result.latency_ms = (time.perf_counter() - started) * 1000
                 return result
             result.sources = select_sources(found, max(256, window - max_output - 512))
-            context = (
-                "Answer using only these numbered sources and cite them like [1]. If they do not contain "
-                "the answer, say you don't know.\n\n" + render_context(result.sources)
-            )
+            context = f"{SYSTEM}\n\n{render_context(result.sources)}"
             messages = _with_context(messages, context)
         fitted = fit(messages, window=window, max_output=max_output, policy=spec.context.policy)
         ctx = CallContext(tenant=tenant, user=user, feature=name)

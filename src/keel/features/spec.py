@@ -30,7 +30,7 @@ class Section(BaseModel):
 class RetrievalSpec(Section):
     collection: str
     top_k: int = Field(6, ge=1, le=50)
-    rerank: bool = False
+    rerank: bool = Field(False, description="apply the collection's reranker to the retrieved hits")
     min_score: float = Field(0.2, ge=-1, le=1)
 
 
