@@ -68,6 +68,29 @@ class CallContext:
     attempts: list[Attempt] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     record: Any = None  # the finished trace record, set when the call ends
+    parent: str | None = None  # the feature run this call belongs to
+    prompt: str | None = None
+    prompt_version: int | None = None
+    experiment: str | None = None
+    arm: str | None = None
+    children: list[CallContext] = field(default_factory=list, repr=False)
+
+    def child(self, **overrides: Any) -> CallContext:
+        """A new call inside this one: same tenant, user, feature and tags; its own trace id; kept in
+        ``children`` so the parent can sum what its calls used and cost."""
+        tags = {
+            "tenant": self.tenant,
+            "user": self.user,
+            "feature": self.feature,
+            "parent": self.trace_id,
+            "prompt": self.prompt,
+            "prompt_version": self.prompt_version,
+            "experiment": self.experiment,
+            "arm": self.arm,
+        }
+        call = CallContext(**{**tags, **overrides})
+        self.children.append(call)
+        return call
 
 
 @dataclass(slots=True)

@@ -147,3 +147,42 @@ def test_run_a_feature(tmp_path: Path) -> None:
         tmp_path, "run", "hello", "-i", "name=Ada", "-i", "n=three", "--root", str(tmp_path), "-c", str(config)
     )
     assert wrong.returncode == 2 and "input 'n' must be int, not str" in wrong.stderr
+    streamed = keel(tmp_path, *args, "--stream", "--json")
+    kinds = [json.loads(line)["type"] for line in streamed.stdout.splitlines()]
+    assert kinds[0] == "started" and kinds[-1] == "done" and "delta" in kinds
+    live = keel(tmp_path, *args, "--stream")
+    assert live.returncode == 0 and "echo: Hello Ada x3" in live.stdout and "trace" in live.stdout
+
+
+def test_experiments_commands(tmp_path: Path) -> None:
+    (tmp_path / "features").mkdir()
+    (tmp_path / "prompts").mkdir()
+    prompt = tmp_path / "prompts" / "hello.md"
+    prompt.write_text("---\ninputs:\n  name: {type: str}\n---\nHello {{ name }}")
+    (tmp_path / "features" / "hello.yaml").write_text("prompt: hello\nmodel: fast\n")
+    config = tmp_path / "keel.yaml"
+    config.write_text(SCRIPTED)
+    common = ["--root", str(tmp_path), "-c", str(config)]
+    assert keel(tmp_path, "prompts", "sync", "--dir", str(tmp_path / "prompts")).returncode == 0
+    prompt.write_text("---\ninputs:\n  name: {type: str}\n---\nHi {{ name }}")
+    start = keel(
+        tmp_path, "experiments", "start", "greeting", "-f", "hello", "--arm", "control:version=1", "--arm",
+        "hi:version=2", *common,
+    )  # fmt: skip
+    assert start.returncode == 0, start.stderr
+    assert "control: 50% — prompt v1" in start.stdout and "hi: 50% — prompt v2" in start.stdout
+    arms = set()
+    for n in range(6):
+        out = keel(tmp_path, "run", "hello", "-i", "name=Ada", "--user", f"u{n}", "--json", *common)
+        data = json.loads(out.stdout)
+        arms.add((data["arm"], data["answer"]))
+    assert arms <= {("control", "echo: Hello Ada"), ("hi", "echo: Hi Ada")} and len(arms) == 2
+    report = keel(tmp_path, "experiments", "report", "greeting", "-c", str(config))
+    assert report.returncode == 0 and "too few runs yet" in report.stdout and "p95 ms" in report.stdout
+    assert "greeting" in keel(tmp_path, "experiments", "list", "-c", str(config)).stdout
+    refused = keel(tmp_path, "experiments", "stop", "greeting", "--promote", "winner", *common)
+    assert refused.returncode == 2 and "no significant winner" in refused.stderr
+    stop = keel(tmp_path, "experiments", "stop", "greeting", "--promote", "hi", *common)
+    assert stop.returncode == 0 and "'production' of prompt 'hello' → v2" in stop.stdout
+    bad = keel(tmp_path, "experiments", "start", "x", "-f", "hello", "--arm", "a", "--arm", "b:version=9", *common)
+    assert bad.returncode == 2 and "no version 9" in bad.stderr

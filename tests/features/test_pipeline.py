@@ -3,74 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from keel.errors import ConfigError, InvalidRequest
-from keel.features.pipeline import FeaturePipeline
-from keel.features.prompts import PromptRegistry
+from keel.features.pipeline import Delta, Done, Started, event_dict
 from keel.features.spec import FeatureNotFound
-from keel.gateway.runtime import build_service, close_service
-from keel.rag import ingest
-from keel.rag.backends import Backend
-from keel.rag.embedder import LocalMiniLM
+from keel.features.structured import Partial, StructuredOutputError
 from keel.store import connect, db_path
 from keel.store.traces import get_trace
-from keel.testing import ScriptedProvider
-from tests.conftest import make_settings
-
-PROMPT = """---
-description: Answer a support question
-params: {max_tokens: 200}
-inputs:
-  question: {type: str}
----
-[system]
-You are Acme support.
-[user]
-{{ question }}
-"""
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    for folder in ("features", "prompts", "schemas", "docs"):
-        (tmp_path / folder).mkdir()
-    (tmp_path / "prompts" / "support.md").write_text(PROMPT)
-    (tmp_path / "prompts" / "extract.md").write_text("---\ninputs:\n  text: {type: str}\n---\nExtract: {{ text }}")
-    (tmp_path / "features" / "support.yaml").write_text(
-        "prompt: support\nmodel: m\nretrieval: {collection: handbook, top_k: 3, min_score: 0.2}\n"
-    )
-    (tmp_path / "features" / "extract.yaml").write_text(
-        "prompt: extract\nmodel: m\noutput: {schema: schemas/person.json, retries: 1}\n"
-    )
-    (tmp_path / "features" / "guarded.yaml").write_text("prompt: support\nguards: {input: [injection]}\n")
-    (tmp_path / "schemas" / "person.json").write_text(
-        '{"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}'
-    )
-    (tmp_path / "docs" / "refunds.md").write_text("# Refunds\n\n## Timing\nRefunds take five business days.\n")
-    return tmp_path
-
-
-@pytest.fixture
-async def pipeline(project: Path, home: Path):  # type: ignore[no-untyped-def]
-    settings = make_settings(
-        "deployments:\n  d: {provider: scripted, model: gpt-4o-mini}\nmodels:\n  m: {deployments: [d]}\n"
-    )
-    service = build_service(settings, home)
-    backend = Backend(settings, home)
-    embedder = LocalMiniLM()
-    ingest(backend.open("handbook", embedder, create=True), [project / "docs"])
-    pipe = FeaturePipeline(
-        service,
-        project,
-        PromptRegistry(connect(db_path(home)), project / "prompts"),
-        backend=backend,
-        embedder=embedder,
-    )
-    provider = service.gateway.adapters["d"]
-    assert isinstance(provider, ScriptedProvider)
-    yield pipe, provider, home
-    backend.close()
-    await close_service(service)
 
 
 async def test_a_feature_with_retrieval_end_to_end(pipeline) -> None:  # type: ignore[no-untyped-def]
@@ -99,9 +39,13 @@ async def test_structured_feature_returns_validated_values(pipeline) -> None:  #
     result = await pipe.run("extract", {"text": "Ada Lovelace wrote the first program."})
     assert result.value == {"name": "Ada"} and result.attempts == 2
     pipe.service.writer.flush()
-    trace = get_trace(connect(db_path(pipe.service.writer.path.parent)), result.trace_id)
-    assert trace is not None and trace.feature == "extract"
-    assert result.cost_usd is not None and result.cost_usd > trace.cost_usd  # both attempts counted
+    conn = connect(db_path(pipe.service.writer.path.parent))
+    trace = get_trace(conn, result.trace_id)
+    assert trace is not None and (trace.operation, trace.feature, trace.prompt_version) == ("feature", "extract", 1)
+    calls = conn.execute("SELECT cost_usd FROM traces WHERE parent = ?", (result.trace_id,)).fetchall()
+    assert len(calls) == 2  # each attempt is a child call of the run
+    assert result.cost_usd == pytest.approx(sum(c[0] for c in calls)) == pytest.approx(trace.cost_usd)
+    assert calls[0][0] > 0 and result.cost_usd > calls[0][0]  # both attempts counted
 
 
 async def test_declared_but_unbuilt_steps_are_refused_and_inputs_checked(pipeline) -> None:  # type: ignore[no-untyped-def]
@@ -138,3 +82,107 @@ async def test_retrieval_rerank_uses_the_collections_reranker(pipeline, project:
     result = await pipe.run("reranked", {"question": "How long do refunds take?"})
     assert provider.calls[0].ctx.feature == "rerank" and "Passage:" in provider.calls[0].messages[1]["content"]
     assert result.answer == "Refunds take five business days [1]." and result.sources[0].score == 9.0
+
+
+async def test_streamed_runs_yield_started_deltas_and_done(pipeline) -> None:  # type: ignore[no-untyped-def]
+    pipe, provider, home = pipeline
+    provider.enqueue("Refunds take five business days [1].")
+    events = [e async for e in pipe.events("support", {"question": "How long do refunds take?"}, stream=True)]
+    started, *deltas, done = events
+    assert isinstance(started, Started) and started.result.sources and started.result.prompt_version == 1
+    assert all(isinstance(d, Delta) for d in deltas) and len(deltas) > 1
+    assert isinstance(done, Done) and "".join(d.text for d in deltas) == done.result.answer
+    assert [c.valid for c in done.result.citations] == [True]
+    pipe.service.writer.flush()
+    conn = connect(db_path(home))
+    child = conn.execute("SELECT stream, feature FROM traces WHERE parent = ?", (done.result.trace_id,)).fetchone()
+    assert tuple(child) == (1, "support")
+    assert [event_dict(e)["type"] for e in (started, deltas[0], done)] == ["started", "delta", "done"]
+    assert "answer" not in event_dict(started) and event_dict(done)["answer"] == done.result.answer
+
+
+async def test_streamed_structured_output_yields_partials_and_validates_the_whole(pipeline) -> None:  # type: ignore[no-untyped-def]
+    pipe, provider, _ = pipeline
+    provider.enqueue('{"name": "Ada Lovelace", "born": 1815}')
+    events = [e async for e in pipe.events("extract", {"text": "Ada Lovelace, 1815"}, stream=True)]
+    partials = [e.value for e in events if isinstance(e, Partial)]
+    assert partials[0] != partials[-1] and partials[-1] == {"name": "Ada Lovelace", "born": 1815}
+    assert isinstance(events[-1], Done) and events[-1].result.value == {"name": "Ada Lovelace", "born": 1815}
+
+
+async def test_a_failed_run_is_traced_as_an_error(pipeline, home: Path) -> None:  # type: ignore[no-untyped-def]
+    pipe, provider, _ = pipeline
+    provider.enqueue(*["prose"] * 2)
+    with pytest.raises(StructuredOutputError):
+        await pipe.run("extract", {"text": "x"}, user="u1")
+    pipe.service.writer.flush()
+    row = (
+        connect(db_path(home))
+        .execute("SELECT status, error_type, user, cost_usd FROM traces WHERE operation = 'feature'")
+        .fetchone()
+    )
+    assert tuple(row)[:3] == ("error", "StructuredOutputError", "u1") and row[3] > 0
+
+
+async def test_map_reduce_summarises_a_document_too_long_for_the_window(pipeline, project: Path) -> None:  # type: ignore[no-untyped-def]
+    pipe, provider, home = pipeline
+    (project / "prompts" / "summarise.md").write_text(
+        "---\ninputs:\n  document: {type: str}\n  question: {type: str}\n---\n{{ question }}\n\n{{ document }}"
+    )
+    (project / "features" / "summarise.yaml").write_text(
+        "prompt: summarise\nmodel: m\ncontext: {policy: map_reduce, summary_tokens: 64}\n"
+    )
+    gateway = pipe.service.gateway
+    route = gateway.routes["m"]
+    gateway.routes["m"] = route.__class__(
+        "m", route.settings, route.chat, route.embed, route.info.__class__("d", "scripted", "gpt-4o-mini", 2000)
+    )
+    pages = [f"Page {n}. " + ("The warranty covers parts and labour. " * 60) for n in range(1, 501)]
+    document = "\n\n".join(pages)  # 500 pages, ~290k estimated tokens, in a 2,000-token window
+    provider.responder = lambda req: (
+        ("The warranty covers parts and labour." if req.messages[0]["content"].startswith("Below is part") else None)
+        or f"echo: {req.messages[-1]['content'][:40]}"
+    )
+    result = await pipe.run("summarise", {"document": document, "question": "What does the warranty cover?"})
+    map_calls = [c for c in provider.calls if c.messages[0]["content"].startswith("Below is part")]
+    assert len(map_calls) > 100 and result.answer.startswith("echo: What does the warranty cover?")
+    assert any("map-reduced in" in n for n in result.notes)
+    assert all(len(c.messages[0]["content"]) // 4 < 2000 for c in provider.calls)  # nothing overflowed
+    pipe.service.writer.flush()
+    children = (
+        connect(db_path(home)).execute("SELECT count(*) FROM traces WHERE parent = ?", (result.trace_id,)).fetchone()[0]
+    )
+    assert children == len(provider.calls)
+
+
+async def test_map_reduce_gives_up_with_a_clear_error_when_nothing_shrinks(pipeline, project: Path) -> None:  # type: ignore[no-untyped-def]
+    pipe, provider, _ = pipeline
+    (project / "prompts" / "summarise.md").write_text("---\ninputs:\n  document: {type: str}\n---\n{{ document }}")
+    (project / "features" / "summarise.yaml").write_text(
+        "prompt: summarise\nmodel: m\ncontext: {policy: map_reduce, summary_tokens: 64}\n"
+    )
+    gateway = pipe.service.gateway
+    route = gateway.routes["m"]
+    gateway.routes["m"] = route.__class__(
+        "m", route.settings, route.chat, route.embed, route.info.__class__("d", "scripted", "gpt-4o-mini", 2000)
+    )
+    provider.enqueue(*["blah " * 3000] * 400)  # a model that never summarises
+    with pytest.raises(InvalidRequest, match=r"does not fit .* under any policy"):
+        await pipe.run("summarise", {"document": "word " * 20_000})
+
+
+class Person(BaseModel):
+    name: str
+    born: int
+
+
+async def test_a_pydantic_model_as_the_output_schema(pipeline, project: Path) -> None:  # type: ignore[no-untyped-def]
+    pipe, provider, _ = pipeline
+    (project / "features" / "typed.yaml").write_text(
+        "prompt: extract\nmodel: m\noutput: {pydantic: 'tests.features.test_pipeline:Person', retries: 1}\n"
+    )
+    provider.enqueue('{"name": "Ada"}', '{"name": "Ada", "born": 1815}')
+    result = await pipe.run("typed", {"text": "Ada, 1815"})
+    assert result.value == Person(name="Ada", born=1815) and result.attempts == 2
+    assert result.as_dict()["value"] == {"name": "Ada", "born": 1815}
+    assert provider.calls[0].params["response_format"]["json_schema"]["schema"]["required"] == ["name", "born"]

@@ -62,3 +62,65 @@ def test_feature_errors_keep_the_openai_shape(
     r = httpx.post(f"{base}{path}", json=body, headers={"authorization": f"Bearer {key}"}, timeout=30)
     assert r.status_code == status and fragment in r.json()["error"]["message"]
     assert httpx.post(f"{base}{path}", json=body, timeout=30).status_code == 401
+
+
+def test_stream_a_feature_over_sse(served: tuple[str, str]) -> None:
+    base, key = served
+    with httpx.stream(
+        "POST",
+        f"{base}/features/greet/run",
+        json={"inputs": {"name": "Ada"}, "stream": True},
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30,
+    ) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = list(r.iter_lines())
+    kinds = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    assert kinds[0] == "started" and kinds[-1] == "done" and kinds.count("delta") >= 2
+    bad = httpx.post(
+        f"{base}/features/greet/run",
+        json={"inputs": {}, "stream": True},
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert bad.status_code == 400 and "missing input 'name'" in bad.json()["error"]["message"]
+    wrong = httpx.post(
+        f"{base}/features/greet/run",
+        json={"inputs": {"name": "Ada"}, "stream": "yes"},
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "stream"
+
+
+def test_the_python_sdk_sync_async_and_streaming(served: tuple[str, str]) -> None:
+    import asyncio
+
+    import keel
+
+    base, key = served
+    with keel.Client(base_url=base, api_key=key) as client:
+        result = client.run("greet", name="Ada", user="u42")
+        assert result.answer == "You said: Greet Ada" and result.prompt_version == 1 and result.trace_id
+        events = list(client.stream("greet", name="Ada"))
+        assert events[0].type == "started" and events[-1].type == "done"
+        assert "".join(e.text for e in events) == events[-1].result.answer  # type: ignore[union-attr]
+        with pytest.raises(keel.KeelAPIError) as info:
+            client.run("greet")
+        assert info.value.status == 400 and info.value.param is None and "missing input 'name'" in info.value.message
+        with pytest.raises(keel.KeelAPIError, match="404 feature_not_found"):
+            list(client.stream("nope"))
+        with pytest.raises(ValueError, match="inputs given twice"):
+            client.run("greet", inputs={"name": "a"}, name="b")
+
+    async def use_async() -> tuple[str, list[str]]:
+        async with keel.Client(base_url=base, api_key=key) as client:
+            result = await client.arun("greet", inputs={"name": "Bo"})
+            kinds = [event.type async for event in client.astream("greet", name="Bo")]
+            return result.answer, kinds
+
+    answer, kinds = asyncio.run(use_async())
+    assert answer == "You said: Greet Bo" and kinds[0] == "started" and kinds[-1] == "done"
+    with pytest.raises(keel.KeelAPIError) as denied:
+        keel.Client(base_url=base, api_key="keel-wrong").run("greet", name="Ada")
+    assert denied.value.status == 401

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from keel.cli import chat, cost, demo, keys, models, prompts, rag, run, serve, traces
+from keel.cli import chat, cost, demo, experiments, keys, models, prompts, rag, run, serve, traces
 from keel.cli.common import err_console
 from keel.errors import KeelError
 
@@ -29,6 +29,7 @@ run.register(app)
 app.add_typer(keys.app, name="keys")
 app.add_typer(traces.app, name="traces")
 app.add_typer(prompts.app, name="prompts")
+app.add_typer(experiments.app, name="experiments")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ import typer
 
 from keel.cli.common import Env, console, fmt_cost, load_env
 from keel.errors import UserError
-from keel.features.pipeline import FeaturePipeline
+from keel.features.pipeline import Delta, Done, FeaturePipeline, FeatureResult, event_dict
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
+from keel.features.structured import Partial
 from keel.gateway.runtime import build_service, close_service
 from keel.rag.backends import Backend
 from keel.rag.embedder import make_embedder
@@ -41,18 +43,26 @@ def register(app: typer.Typer) -> None:
     def run_cmd(
         feature: str = typer.Argument(..., help="a feature in ./features/<name>.yaml"),
         inputs: list[str] = typer.Option([], "--input", "-i", help="NAME=VALUE (repeatable; JSON values allowed)"),
-        user: str | None = typer.Option(None, help="the end user, for traces"),
+        user: str | None = typer.Option(None, help="the end user, for traces (and experiment arms)"),
         label: str = typer.Option(DEFAULT_LABEL, help="the prompt label to serve"),
+        stream: bool = typer.Option(False, "--stream", help="print the answer as it is generated"),
         root: Path = typer.Option(Path("."), help="the project folder holding features/ and prompts/"),
-        json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+        json: bool = typer.Option(False, "--json", help="print the result as JSON (one line per event with --stream)"),
         config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
     ) -> None:
         """Run a feature: prompt version, retrieval, model, validation — and what it cost."""
-        asyncio.run(_run(load_env(config), feature, parse_inputs(inputs), user, label, root, json))
+        asyncio.run(_run(load_env(config), feature, parse_inputs(inputs), user, label, root, json, stream))
 
 
 async def _run(
-    env: Env, feature: str, inputs: dict[str, Any], user: str | None, label: str, root: Path, as_json: bool
+    env: Env,
+    feature: str,
+    inputs: dict[str, Any],
+    user: str | None,
+    label: str,
+    root: Path,
+    as_json: bool,
+    stream: bool = False,
 ) -> None:
     service = build_service(env.settings, env.home)
     try:
@@ -64,42 +74,35 @@ async def _run(
                 backend=backend,
                 embedder=make_embedder(env.settings),
             )
-            result = await pipeline.run(feature, inputs, user=user, tenant="cli", label=label)
-        if as_json:
-            data = {
-                k: getattr(result, k)
-                for k in (
-                    "feature",
-                    "answer",
-                    "value",
-                    "prompt_version",
-                    "prompt_fallback",
-                    "model",
-                    "trace_id",
-                    "cost_usd",
-                    "latency_ms",
-                    "found_nothing",
-                    "attempts",
-                )
-            }
-            data["sources"] = [s.as_dict() for s in result.sources]
-            data["citations"] = [{"number": c.number, "valid": c.valid} for c in result.citations]
-            print(orjson.dumps(data).decode())
-            return
-        console.print(result.answer, highlight=False, markup=False)
-        for number, s in enumerate(result.sources, 1):
-            console.print(
-                f"  [dim][{number}] {s.doc_id} — {' › '.join(s.heading_path) or s.title}[/dim]", highlight=False
-            )
-        invalid = [c.number for c in result.citations if not c.valid]
-        if invalid:
-            console.print(f"[yellow]cites sources that were not given: {invalid}[/yellow]")
-        if result.prompt_fallback:
-            console.print(f"[yellow]{result.prompt_fallback}[/yellow]")
-        console.print(
-            f"[dim]{feature} · prompt v{result.prompt_version} · {result.model} · "
-            f"{result.latency_ms:.0f} ms · cost {fmt_cost(result.cost_usd)} · trace {result.trace_id}[/dim]",
-            highlight=False,
-        )
+            streamed = False
+            async for event in pipeline.events(feature, inputs, user=user, tenant="cli", label=label, stream=stream):
+                if as_json:
+                    if stream or isinstance(event, Done):
+                        print(orjson.dumps(event_dict(event)).decode(), flush=True)
+                elif isinstance(event, Delta):
+                    streamed = True
+                    console.print(event.text, end="", highlight=False, markup=False, soft_wrap=True)
+                elif isinstance(event, Partial) and sys.stdout.isatty():
+                    console.print(f"[dim]… {orjson.dumps(event.value).decode()[-100:]}[/dim]", highlight=False)
+                elif isinstance(event, Done):
+                    if streamed:
+                        console.print()
+                    show(event.result, answer=not streamed)
     finally:
         await close_service(service)
+
+
+def show(result: FeatureResult, *, answer: bool = True) -> None:
+    """The answer, its sources and checked citations, and what served it."""
+    if answer:
+        console.print(result.answer, highlight=False, markup=False)
+    for number, s in enumerate(result.sources, 1):
+        console.print(f"  [dim][{number}] {s.doc_id} — {' › '.join(s.heading_path) or s.title}[/dim]", highlight=False)
+    for note in result.notes:
+        console.print(f"[yellow]{note}[/yellow]", highlight=False)
+    arm = f" · experiment {result.experiment} arm {result.arm}" if result.arm else ""
+    console.print(
+        f"[dim]{result.feature} · prompt v{result.prompt_version} · {result.model}{arm} · "
+        f"{result.latency_ms:.0f} ms · cost {fmt_cost(result.cost_usd)} · trace {result.trace_id}[/dim]",
+        highlight=False,
+    )

@@ -3,6 +3,9 @@
 - ``fail``: a clear error with the numbers.
 - ``truncate_history``: keep every system message and the newest turns that fit; the latest user
   turn always stays (if even that does not fit, it is an error, not a silent cut).
+- ``map_reduce``: a document too long for the window is cut into pieces that fit, each piece is
+  summarised by the model (map, a few at a time), the summaries are joined (reduce), and the round
+  repeats until the whole fits — so a 500-page document works. Bounded rounds; beyond them, an error.
 
 Token counts for hosted models are an estimate (~4 characters a token plus per-message overhead)
 and are labelled as one; pass an exact counter when the model's tokenizer is available.
@@ -10,11 +13,14 @@ and are labelled as one; pass an exact counter when the model's tokenizer is ava
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from keel.errors import InvalidRequest
+from keel.gateway.service import GatewayService
+from keel.types import CallContext, ChatRequest
 
 Counter = Callable[[str], int]
 PER_MESSAGE = 4
@@ -78,3 +84,97 @@ def fit(
             code="context_length_exceeded",
         )
     return Fitted(system + kept, used, len(turns) - len(kept), count is None)
+
+
+MAP_PROMPT = (
+    'Below is part {part} of {parts} of a long document. Summarise it for the task "{task}": keep '
+    "every fact, number, name, date and defined term that could matter; drop the rest. Reply with the "
+    "summary only.\n\n{text}"
+)
+
+
+def split_text(text: str, max_tokens: int, count: Counter | None = None) -> list[str]:
+    """Pieces of at most ``max_tokens`` each, cut at paragraph breaks, then lines, then hard."""
+    counter = count or estimate_tokens
+    pieces: list[str] = []
+    current: list[str] = []
+    used = 0
+    for para in text.split("\n\n"):
+        cost = counter(para) + 1
+        if cost > max_tokens:  # one paragraph bigger than a piece: cut it by characters
+            if current:
+                pieces.append("\n\n".join(current))
+                current, used = [], 0
+            step = max(1, len(para) * max_tokens // cost)
+            pieces.extend(para[i : i + step] for i in range(0, len(para), step))
+            continue
+        if used + cost > max_tokens and current:
+            pieces.append("\n\n".join(current))
+            current, used = [], 0
+        current.append(para)
+        used += cost
+    if current:
+        pieces.append("\n\n".join(current))
+    return [p for p in pieces if p.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class Reduced:
+    text: str
+    rounds: int
+    calls: int
+
+
+async def map_reduce(
+    service: GatewayService,
+    *,
+    model: str,
+    text: str,
+    task: str,
+    fits_tokens: int,
+    window: int,
+    ctx: CallContext,
+    summary_tokens: int = 512,
+    concurrency: int = 4,
+    max_rounds: int = 4,
+    count: Counter | None = None,
+) -> Reduced:
+    """Summarise ``text`` until it fits in ``fits_tokens``. Every map call is a traced child of ``ctx``."""
+    counter = count or estimate_tokens
+    piece_tokens = window - summary_tokens - counter(MAP_PROMPT) - counter(task) - 2 * PER_MESSAGE
+    if piece_tokens < 64:
+        raise InvalidRequest(
+            f"the {window}-token window is too small to map-reduce with {summary_tokens}-token summaries",
+            param="context",
+        )
+    gate = asyncio.Semaphore(concurrency)
+    calls = 0
+    for round_ in range(1, max_rounds + 1):
+        pieces = split_text(text, piece_tokens, count)
+
+        async def summarise(part: int, piece: str, parts: int) -> str:
+            async with gate:
+                prompt = MAP_PROMPT.format(part=part, parts=parts, task=task[:500], text=piece)
+                reply = await service.chat(
+                    ChatRequest(
+                        model=model,
+                        messages=[{"role": "user", "content": prompt}],
+                        max_tokens=summary_tokens,
+                        ctx=ctx.child(),
+                    )
+                )
+                return reply.text.strip()
+
+        summaries = await asyncio.gather(*(summarise(i, p, len(pieces)) for i, p in enumerate(pieces, 1)))
+        calls += len(pieces)
+        text = "\n\n".join(f"[part {i}] {s}" for i, s in enumerate(summaries, 1))
+        if counter(text) <= fits_tokens:
+            return Reduced(text, round_, calls)
+        if len(pieces) == 1:
+            break  # a single piece that does not shrink will not shrink next round either
+    raise InvalidRequest(
+        f"the document is still {counter(text)} tokens after {calls} summaries; it does not fit "
+        f"{fits_tokens} tokens under any policy (use a model with a larger window)",
+        param="context",
+        code="context_length_exceeded",
+    )

@@ -1,7 +1,13 @@
 """The feature pipeline: the step modules composed in ARCHITECTURE.md's order.
 
-    prompt (label) → retrieval (numbered sources) → context fit → gateway (structured when declared)
-    → citation check → trace (feature, user, prompt version)
+    experiment arm → prompt (label or arm version) → retrieval (numbered sources) → context policy
+    → gateway (streamed or not; structured when declared) → citation check → feature trace
+
+One generator (``events``) serves blocking runs and streams alike: it yields ``Started`` (what will
+serve: prompt version, model, arm, sources), then ``Delta`` text or ``Partial`` objects while the
+model streams, then ``Done`` with the result. Each run writes one trace row (operation
+``feature``) with its prompt version, experiment arm, summed usage and cost, and notes; the model
+calls inside it are traced as its children.
 
 Guards, caches, budgets and review are declared in specs but arrive with their own issues; until
 then a spec that configures them is refused with a clear error rather than silently served without.
@@ -10,23 +16,28 @@ then a spec that configures them is refused with a clear error rather than silen
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from keel.errors import ConfigError, UserError
-from keel.features.context import fit
+from keel.errors import ConfigError, InvalidRequest, KeelError, UserError
+from keel.features.context import estimate_tokens, fit, map_reduce
+from keel.features.experiments import Arm, Experiments
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
 from keel.features.spec import FeatureSpec, load_feature
-from keel.features.structured import complete_structured
+from keel.features.structured import Partial, StructuredResult, structured_events
+from keel.features.templates import Rendered
 from keel.gateway.service import GatewayService
 from keel.rag.answer import NOTHING_FOUND, SYSTEM, Citation, check_citations, render_context, select_sources
 from keel.rag.backends import Backend
 from keel.rag.embedder import TextEmbedder
 from keel.rag.found import Found
 from keel.rag.rerank import candidate_pool, rerank_top
+from keel.store.traces import TraceRecord
+from keel.tracing.redact import capture
 from keel.types import CallContext, ChatRequest
 
 NOT_YET = {
@@ -47,11 +58,68 @@ class FeatureResult:
     prompt_version: int = 0
     prompt_fallback: str | None = None
     model: str = ""
+    experiment: str | None = None
+    arm: str | None = None
     trace_id: str = ""
     cost_usd: float | None = None
     latency_ms: float = 0.0
     found_nothing: bool = False
     attempts: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape shared by the CLI, HTTP and the SDK."""
+        value = self.value.model_dump(mode="json") if hasattr(self.value, "model_dump") else self.value
+        return {
+            "feature": self.feature,
+            "answer": self.answer,
+            "value": value,
+            "prompt_version": self.prompt_version,
+            "prompt_fallback": self.prompt_fallback,
+            "model": self.model,
+            "experiment": self.experiment,
+            "arm": self.arm,
+            "trace_id": self.trace_id,
+            "cost_usd": self.cost_usd,
+            "latency_ms": round(self.latency_ms, 2),
+            "found_nothing": self.found_nothing,
+            "attempts": self.attempts,
+            "notes": self.notes,
+            "sources": [s.as_dict() for s in self.sources],
+            "citations": [{"number": c.number, "valid": c.valid} for c in self.citations],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    result: FeatureResult  # what will serve: prompt version, model, arm, sources, trace id
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    result: FeatureResult
+
+
+FeatureEvent = Started | Delta | Partial | Done
+
+
+def event_dict(event: FeatureEvent) -> dict[str, Any]:
+    """An event as JSON (the SSE ``data`` of ``POST /v1/features/{name}/run`` with ``stream``)."""
+    if isinstance(event, Delta):
+        return {"type": "delta", "text": event.text}
+    if isinstance(event, Partial):
+        return {"type": "partial", "value": event.value, "attempt": event.attempt}
+    kind = "started" if isinstance(event, Started) else "done"
+    data = event.result.as_dict()
+    if kind == "started":
+        for key in ("answer", "value", "citations", "cost_usd", "latency_ms", "attempts"):
+            data.pop(key)
+    return {"type": kind, **data}
 
 
 def _refuse_unbuilt(spec: FeatureSpec) -> None:
@@ -73,6 +141,23 @@ def _query(spec: FeatureSpec, inputs: dict[str, Any]) -> str:
     return text
 
 
+def _with_context(messages: list[dict[str, str]], context: str) -> list[dict[str, str]]:
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{context}"}, *messages[1:]]
+    return [{"role": "system", "content": context}, *messages]
+
+
+@dataclass(slots=True)
+class _Plan:
+    spec: FeatureSpec
+    result: FeatureResult
+    ctx: CallContext
+    model: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    max_output: int = 512
+
+
 class FeaturePipeline:
     def __init__(
         self,
@@ -82,12 +167,14 @@ class FeaturePipeline:
         *,
         backend: Backend | None = None,
         embedder: TextEmbedder | None = None,
+        experiments: Experiments | None = None,
     ) -> None:
         self.service = service
         self.root = root
         self.registry = registry
         self.backend = backend
         self.embedder = embedder
+        self.experiments = experiments if experiments is not None else Experiments(registry.conn)
 
     async def run(
         self,
@@ -98,77 +185,261 @@ class FeaturePipeline:
         tenant: str | None = None,
         label: str = DEFAULT_LABEL,
     ) -> FeatureResult:
-        started = time.perf_counter()
-        spec = load_feature(self.root, name)
-        _refuse_unbuilt(spec)
-        self.registry.record_file(self.root / "prompts" / f"{spec.prompt}.md")
-        rendered = self.registry.render(spec.prompt, inputs, label=label)
-        model = spec.model or rendered.model or self.service.gateway.settings.default_model or "local"
-        result = FeatureResult(
-            name, "", prompt_version=rendered.version, prompt_fallback=rendered.fallback_reason, model=model
-        )
-        messages = rendered.messages
-        window = self.service.gateway.route(model).info.context_window or 8192
-        max_output = int(rendered.params.get("max_tokens", 512))
-        if spec.retrieval is not None:
-            if self.backend is None or self.embedder is None:
-                raise ConfigError(
-                    f"feature '{name}' retrieves from '{spec.retrieval.collection}' but no retrieval "
-                    "backend is configured"
-                )
-            collection = self.backend.open(spec.retrieval.collection, self.embedder)
-            query = _query(spec, inputs)
-            spec_rerank = collection.rerank if spec.retrieval.rerank else "none"  # rerank: true → the collection's
-            found = collection.search(
-                query,
-                top_k=candidate_pool(spec.retrieval.top_k, spec_rerank),
-                min_score=spec.retrieval.min_score,
-                tracer=self.service.tracer,
-            )
-            found = await rerank_top(
-                spec_rerank, query, found, spec.retrieval.top_k, service=self.service, default_model=model
-            )
-            if not found:
-                result.answer, result.found_nothing = NOTHING_FOUND, True
-                result.latency_ms = (time.perf_counter() - started) * 1000
-                return result
-            result.sources = select_sources(found, max(256, window - max_output - 512))
-            context = f"{SYSTEM}\n\n{render_context(result.sources)}"
-            messages = _with_context(messages, context)
-        fitted = fit(messages, window=window, max_output=max_output, policy=spec.context.policy)
-        ctx = CallContext(tenant=tenant, user=user, feature=name)
-        params = {k: v for k, v in rendered.params.items() if k != "max_tokens"}
-        if spec.output is not None and spec.output.schema_path:
-            schema = orjson.loads((self.root / spec.output.schema_path).read_bytes())
-            structured = await complete_structured(
-                self.service,
-                model=model,
-                messages=fitted.messages,
-                schema=schema,
-                retries=spec.output.retries,
-                max_retry_tokens=spec.output.max_retry_tokens,
-                params={**params, "max_tokens": max_output},
-                fallback=spec.output.fallback,
-                ctx=ctx,
-            )
-            result.value, result.attempts = structured.value, structured.attempts
-            result.answer = orjson.dumps(structured.value).decode()
-            result.trace_id = structured.trace_ids[-1] if structured.trace_ids else ""  # each attempt is traced
-            result.cost_usd = structured.cost_usd  # what every attempt cost, not just the last
-        else:
-            response = await self.service.chat(
-                ChatRequest(model=model, messages=fitted.messages, max_tokens=max_output, params=params, ctx=ctx)
-            )
-            result.answer = response.text
-            record = ctx.record
-            result.trace_id = ctx.trace_id
-            result.cost_usd = record.cost_usd if record is not None else None
-        result.citations = check_citations(result.answer, result.sources) if result.sources else []
-        result.latency_ms = (time.perf_counter() - started) * 1000
+        result: FeatureResult | None = None
+        async for event in self.events(name, inputs, user=user, tenant=tenant, label=label):
+            if isinstance(event, Done):
+                result = event.result  # keep draining: the run's trace row is written as the generator ends
+        assert result is not None, "the pipeline ends with Done or raises"
         return result
 
+    async def events(
+        self,
+        name: str,
+        inputs: dict[str, Any],
+        *,
+        user: str | None = None,
+        tenant: str | None = None,
+        label: str = DEFAULT_LABEL,
+        stream: bool = False,
+    ) -> AsyncGenerator[FeatureEvent, None]:
+        started = time.perf_counter()
+        ctx = CallContext(tenant=tenant, user=user, feature=name)
+        plan: _Plan | None = None
+        error: BaseException | None = None
+        try:
+            plan = await self._prepare(name, inputs, ctx, label)
+            result = plan.result
+            yield Started(result)
+            if not result.found_nothing:
+                async for event in self._complete(plan, stream):
+                    yield event
+            result.latency_ms = (time.perf_counter() - started) * 1000
+            yield Done(result)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._record(ctx, plan, inputs, started, error)
 
-def _with_context(messages: list[dict[str, str]], context: str) -> list[dict[str, str]]:
-    if messages and messages[0]["role"] == "system":
-        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{context}"}, *messages[1:]]
-    return [{"role": "system", "content": context}, *messages]
+    # -- steps ---------------------------------------------------------------------------------
+    async def _prepare(self, name: str, inputs: dict[str, Any], ctx: CallContext, label: str) -> _Plan:
+        spec = load_feature(self.root, name)
+        _refuse_unbuilt(spec)
+        ctx.experiment, arm = self._arm(name, ctx.user, label)
+        self.registry.record_file(self.root / "prompts" / f"{spec.prompt}.md")
+        rendered = self.registry.render(spec.prompt, inputs, label=label, version=arm.version if arm else None)
+        model = (arm.model if arm else None) or spec.model or rendered.model
+        model = model or self.service.gateway.settings.default_model or "local"
+        ctx.prompt, ctx.prompt_version = spec.prompt, rendered.version
+        ctx.arm = arm.name if arm else None
+        result = FeatureResult(
+            name,
+            "",
+            prompt_version=rendered.version,
+            prompt_fallback=rendered.fallback_reason,
+            model=model,
+            experiment=ctx.experiment,
+            arm=ctx.arm,
+            trace_id=ctx.trace_id,
+        )
+        if rendered.fallback_reason:
+            result.notes.append(rendered.fallback_reason)
+        plan = _Plan(spec, result, ctx, model, max_output=int(rendered.params.get("max_tokens", 512)))
+        plan.params = {k: v for k, v in rendered.params.items() if k != "max_tokens"}
+        window = self.service.gateway.route(model).info.context_window or 8192
+        context = await self._retrieve(plan, inputs, window)
+        if result.found_nothing:
+            result.answer = NOTHING_FOUND
+            return plan
+        messages = _with_context(rendered.messages, context) if context else rendered.messages
+        policy = spec.context.policy
+        try:
+            fitted = fit(
+                messages, window=window, max_output=plan.max_output, policy=policy.replace("map_reduce", "fail")
+            )
+        except InvalidRequest as exc:
+            if policy != "map_reduce" or exc.code != "context_length_exceeded":
+                raise
+            rendered = await self._reduce(plan, inputs, rendered, window, messages, context)
+            messages = _with_context(rendered.messages, context) if context else rendered.messages
+            fitted = fit(messages, window=window, max_output=plan.max_output, policy="fail")
+        if fitted.dropped:
+            result.notes.append(f"context: dropped the {fitted.dropped} oldest turn(s) to fit the window")
+        plan.messages = fitted.messages
+        return plan
+
+    def _arm(self, name: str, user: str | None, label: str) -> tuple[str | None, Arm | None]:
+        """Users are enrolled in the feature's running experiment unless they asked for a label."""
+        if user is None or label != DEFAULT_LABEL:
+            return None, None
+        experiment = self.experiments.running(name)
+        if experiment is None:
+            return None, None
+        return experiment.name, experiment.arm_for(user)
+
+    async def _retrieve(self, plan: _Plan, inputs: dict[str, Any], window: int) -> str:
+        spec, result = plan.spec, plan.result
+        if spec.retrieval is None:
+            return ""
+        if self.backend is None or self.embedder is None:
+            raise ConfigError(
+                f"feature '{spec.name}' retrieves from '{spec.retrieval.collection}' but no retrieval "
+                "backend is configured"
+            )
+        collection = self.backend.open(spec.retrieval.collection, self.embedder)
+        query = _query(spec, inputs)
+        spec_rerank = collection.rerank if spec.retrieval.rerank else "none"  # rerank: true → the collection's
+        found = collection.search(
+            query,
+            top_k=candidate_pool(spec.retrieval.top_k, spec_rerank),
+            min_score=spec.retrieval.min_score,
+            tracer=self.service.tracer,
+        )
+        found = await rerank_top(
+            spec_rerank, query, found, spec.retrieval.top_k, service=self.service, default_model=plan.model
+        )
+        if not found:
+            result.found_nothing = True
+            result.notes.append("retrieval: nothing cleared min_score; answered without a model call")
+            return ""
+        result.sources = select_sources(found, max(256, window - plan.max_output - 512))
+        return f"{SYSTEM}\n\n{render_context(result.sources)}"
+
+    async def _reduce(
+        self,
+        plan: _Plan,
+        inputs: dict[str, Any],
+        rendered: Rendered,
+        window: int,
+        messages: list[dict[str, Any]],
+        context: str,
+    ) -> Rendered:
+        spec = plan.spec
+        key = spec.context.input or max(
+            (k for k, v in inputs.items() if isinstance(v, str)), key=lambda k: len(inputs[k]), default=None
+        )
+        if key is None or not isinstance(inputs.get(key), str):
+            raise InvalidRequest(
+                f"map_reduce needs a text input to reduce (context.input: {key or 'none found'})", param="context"
+            )
+        document = str(inputs[key])
+        others = estimate_tokens(" ".join(m["content"] for m in messages)) - estimate_tokens(document)
+        fits = window - plan.max_output - others - 64
+        task = " ".join(str(v) for k, v in inputs.items() if k != key and isinstance(v, str)) or spec.description
+        reduced = await map_reduce(
+            self.service,
+            model=plan.model,
+            text=document,
+            task=task or spec.name,
+            fits_tokens=fits,
+            window=window,
+            ctx=plan.ctx,
+            summary_tokens=spec.context.summary_tokens,
+        )
+        plan.result.notes.append(
+            f"context: '{key}' map-reduced in {reduced.rounds} round(s) of {reduced.calls} summaries"
+        )
+        again = self.registry.render(spec.prompt, {**inputs, key: reduced.text}, version=rendered.version)
+        again.fallback_reason = rendered.fallback_reason
+        return again
+
+    async def _complete(self, plan: _Plan, stream: bool) -> AsyncIterator[FeatureEvent]:
+        spec, result = plan.spec, plan.result
+        if spec.output is not None and (spec.output.schema_path or spec.output.pydantic):
+            async for event in structured_events(
+                self.service,
+                model=plan.model,
+                messages=plan.messages,
+                schema=spec.output.load_schema(self.root),
+                retries=spec.output.retries,
+                max_retry_tokens=spec.output.max_retry_tokens,
+                params={**plan.params, "max_tokens": plan.max_output},
+                fallback=spec.output.fallback,
+                ctx=plan.ctx,
+                stream=stream,
+            ):
+                if isinstance(event, StructuredResult):
+                    result.value, result.attempts = event.value, event.attempts
+                    dumped = event.value.model_dump(mode="json") if hasattr(event.value, "model_dump") else event.value
+                    result.answer = orjson.dumps(dumped).decode()
+                    result.cost_usd = event.cost_usd  # what every attempt cost, not just the last
+                    if event.fallback:
+                        result.notes.append(
+                            f"output: every attempt was invalid; served the declared fallback ({event.errors[-1]})"
+                        )
+                else:
+                    yield event
+        else:
+            call = plan.ctx.child()
+            request = ChatRequest(
+                model=plan.model,
+                messages=plan.messages,
+                max_tokens=plan.max_output,
+                params=plan.params,
+                ctx=call,
+                stream=stream,
+            )
+            if stream:
+                parts: list[str] = []
+                async for chunk in self.service.chat_stream(request):
+                    if chunk.text:
+                        parts.append(chunk.text)
+                        yield Delta(chunk.text)
+                result.answer = "".join(parts)
+            else:
+                result.answer = (await self.service.chat(request)).text
+        if result.sources:
+            result.citations = check_citations(result.answer, result.sources)
+            invalid = [c.number for c in result.citations if not c.valid]
+            if invalid:
+                result.notes.append(f"citations: {invalid} name sources that were not given")
+        result.cost_usd = _summed_cost(plan.ctx)
+
+    def _record(
+        self, ctx: CallContext, plan: _Plan | None, inputs: dict[str, Any], started: float, error: BaseException | None
+    ) -> None:
+        """The feature run's own trace row: the parent of every model call it made."""
+        records = [c.record for c in ctx.children if c.record is not None]
+        cancelled = isinstance(error, GeneratorExit)
+        result = plan.result if plan is not None else None
+        rec = TraceRecord(
+            id=ctx.trace_id,
+            ts=ctx.started,
+            operation="feature",
+            tenant=ctx.tenant,
+            user=ctx.user,
+            feature=ctx.feature,
+            alias=plan.model if plan else None,
+            deployment=records[-1].deployment if records else None,
+            provider=records[-1].provider if records else None,
+            model=records[-1].model if records else None,
+            stream=False,
+            status="cancelled" if cancelled else ("error" if error is not None else "ok"),
+            http_status=(error.status if isinstance(error, KeelError) else 500) if error and not cancelled else 200,
+            error_type=type(error).__name__ if error is not None else None,
+            error=(error.message if isinstance(error, KeelError) else repr(error)) if error is not None else None,
+            input_tokens=sum(r.input_tokens for r in records),
+            output_tokens=sum(r.output_tokens for r in records),
+            cached_tokens=sum(r.cached_tokens for r in records),
+            reasoning_tokens=sum(r.reasoning_tokens for r in records),
+            usage_source="calls" if records else "none",
+            cost_usd=_summed_cost(ctx),
+            cost_source=f"sum of {len(records)} call(s)",
+            latency_ms=(time.perf_counter() - started) * 1000,
+            request=capture(inputs, self.service.capture_policy),
+            response=capture(result.answer, self.service.capture_policy) if result and result.answer else None,
+            prompt=ctx.prompt,
+            prompt_version=ctx.prompt_version,
+            experiment=ctx.experiment,
+            arm=ctx.arm,
+            notes=(result.notes or None) if result else None,
+        )
+        self.service.record(rec)
+
+
+def _summed_cost(ctx: CallContext) -> float | None:
+    """What the run's calls cost together; None when any of them is unpriced."""
+    costs = [c.record.cost_usd for c in ctx.children if c.record is not None]
+    if any(c is None for c in costs):
+        return None
+    return float(sum(c for c in costs if c is not None))

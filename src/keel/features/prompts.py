@@ -198,14 +198,18 @@ class PromptRegistry:
         return [dict(zip(("label", "from", "to", "reason", "at"), tuple(r), strict=True)) for r in rows]
 
     # -- serving ---------------------------------------------------------------------------------
-    def render(self, name: str, variables: dict[str, Any], label: str = DEFAULT_LABEL) -> Rendered:
-        """Render the labelled version; if it fails to render, the newest older version that renders
-        serves instead and ``fallback_reason`` says why. Input mistakes are the caller's and raise."""
-        wanted = self.label_version(name, label)
-        cached = self._cache.get((name, label))
+    def render(
+        self, name: str, variables: dict[str, Any], label: str = DEFAULT_LABEL, *, version: int | None = None
+    ) -> Rendered:
+        """Render the labelled version (or ``version`` when given, e.g. an experiment arm's); if it
+        fails to render, the newest older version that renders serves instead and ``fallback_reason``
+        says why. Input mistakes are the caller's and raise."""
+        key = label if version is None else f"v{version}"
+        wanted = self.label_version(name, label) if version is None else version
+        cached = self._cache.get((name, key))
         if cached is None or cached[0] != wanted:
             cached = (wanted, self.source(name, wanted))
-            self._cache[(name, label)] = cached
+            self._cache[(name, key)] = cached
         version, source = cached
         try:
             rendered = render(source, variables)

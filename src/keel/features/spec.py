@@ -4,11 +4,14 @@ and cost nothing at run time."""
 
 from __future__ import annotations
 
+import importlib
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import jsonschema
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from keel.config.yamlfile import LocatedYAML, read_yaml
 from keel.errors import ConfigError, UserError
@@ -19,6 +22,7 @@ class FeatureNotFound(UserError):
     code = "feature_not_found"
 
 
+SCHEMA_KEYS = {"type", "properties", "$ref", "anyOf", "oneOf", "allOf", "enum"}
 INPUT_GUARDS = {"injection", "pii_redact", "max_tokens"}
 OUTPUT_GUARDS = {"grounded", "citations", "unsafe", "schema"}
 
@@ -36,9 +40,35 @@ class RetrievalSpec(Section):
 
 class OutputSpec(Section):
     schema_path: str | None = Field(None, alias="schema")
+    pydantic: str | None = Field(None, description="a Pydantic model instead of a schema file: 'package.module:Class'")
     retries: int = Field(2, ge=0, le=5)
     max_retry_tokens: int = Field(4000, ge=1)
-    fallback: str | None = Field(None, description="a deterministic answer when every attempt fails")
+    fallback: Any = Field(None, description="a deterministic answer when every attempt fails")
+
+    @model_validator(mode="after")
+    def _one_schema(self) -> OutputSpec:
+        if self.schema_path and self.pydantic:
+            raise ValueError("give either 'schema' (a JSON Schema file) or 'pydantic' (module:Class), not both")
+        if self.pydantic is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.pydantic):
+            raise ValueError(f"pydantic: '{self.pydantic}' is not 'package.module:Class'")
+        return self
+
+    def load_schema(self, root: Path) -> dict[str, Any] | type[BaseModel]:
+        """The JSON Schema (read from the file) or the Pydantic model class (imported)."""
+        if self.pydantic:
+            module_name, _, attr = self.pydantic.partition(":")
+            try:
+                target: Any = importlib.import_module(module_name)
+                for part in attr.split("."):
+                    target = getattr(target, part)
+            except (ImportError, AttributeError) as exc:
+                raise ConfigError(f"output.pydantic: cannot import {self.pydantic} ({exc})") from None
+            if not (isinstance(target, type) and issubclass(target, BaseModel)):
+                raise ConfigError(f"output.pydantic: {self.pydantic} is not a Pydantic model class")
+            return target
+        assert self.schema_path is not None
+        data: dict[str, Any] = orjson.loads((root / self.schema_path).read_bytes())
+        return data
 
 
 class GuardsSpec(Section):
@@ -75,6 +105,10 @@ class ReviewSpec(Section):
 
 class ContextSpec(Section):
     policy: Literal["fail", "truncate_history", "map_reduce"] = "fail"
+    input: str | None = Field(
+        None, description="map_reduce: the input holding the long document (default: the longest)"
+    )
+    summary_tokens: int = Field(512, ge=32, le=8192)
 
 
 class FeatureSpec(Section):
@@ -131,8 +165,15 @@ def _check_files(spec: FeatureSpec, doc: LocatedYAML, root: Path) -> None:
             raise ConfigError(f"{where}: output.schema: no file {schema}") from None
         except orjson.JSONDecodeError as exc:
             raise ConfigError(f"{where}: output.schema: {schema} is not JSON ({exc})") from None
-        if not isinstance(data, dict) or not ({"type", "properties", "$ref", "anyOf", "oneOf"} & set(data)):
-            raise ConfigError(f"{where}: output.schema: {schema} is not a JSON Schema object")
+        if not isinstance(data, dict) or not (SCHEMA_KEYS & set(data)):
+            raise ConfigError(f"{where}: output.schema: {schema} is not a JSON Schema object (it has no type)")
+        try:
+            jsonschema.validators.validator_for(data).check_schema(data)
+        except jsonschema.SchemaError as exc:
+            at = "/".join(str(p) for p in exc.path) or "(root)"
+            raise ConfigError(
+                f"{where}: output.schema: {schema} is not a valid JSON Schema at {at}: {exc.message}"
+            ) from None
 
 
 def load_feature(root: Path, name: str) -> FeatureSpec:

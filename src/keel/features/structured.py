@@ -10,11 +10,13 @@ fails: a typed error, or the feature's declared deterministic fallback.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
 import orjson
+from pydantic import BaseModel
 
 from keel.errors import ConfigError, KeelError
 from keel.gateway.service import GatewayService
@@ -76,23 +78,81 @@ def _add(total: Usage, usage: Usage) -> None:
     total.cached_input_tokens += usage.cached_input_tokens
 
 
-async def complete_structured(
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """While a structured answer streams: the object parsed so far (never validated) and its attempt."""
+
+    value: Any
+    attempt: int
+
+
+def partial_json(text: str) -> Any:
+    """Best-effort parse of an unfinished JSON text: close open strings, arrays and objects, and drop
+    a trailing incomplete member. None when nothing usable has arrived yet."""
+    raw = text.lstrip()
+    if raw.startswith("```"):
+        raw = raw.split("\n", 1)[1] if "\n" in raw else ""
+    stack: list[str] = []
+    cuts: list[tuple[int, str]] = []  # (a prefix that ends on whole members, the closers it needs)
+    in_string = escaped = False
+    for i, ch in enumerate(raw):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "{[":
+            stack.append("}" if ch == "{" else "]")
+            cuts.append((i + 1, "".join(reversed(stack))))
+        elif ch in "}]" and stack:
+            stack.pop()
+        elif ch == ",":
+            cuts.append((i, "".join(reversed(stack))))
+    candidates = [raw + ('"' if in_string else "") + "".join(reversed(stack))]
+    candidates += [raw[:cut] + closers for cut, closers in reversed(cuts[-8:])]
+    for candidate in candidates:
+        try:
+            return orjson.loads(candidate)
+        except orjson.JSONDecodeError:
+            continue
+    return None
+
+
+def as_schema(schema: dict[str, Any] | type[BaseModel]) -> tuple[dict[str, Any], type[BaseModel] | None]:
+    """A JSON Schema dict, or a Pydantic model class whose schema is used and whose instance is returned."""
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return schema.model_json_schema(), schema
+    if not isinstance(schema, dict):
+        raise ConfigError(f"a structured output schema is a JSON Schema dict or a Pydantic model, not {type(schema)}")
+    return schema, None
+
+
+async def structured_events(
     service: GatewayService,
     *,
     model: str,
     messages: list[dict[str, Any]],
-    schema: dict[str, Any],
+    schema: dict[str, Any] | type[BaseModel],
     retries: int = 2,
     max_retry_tokens: int = 4000,
     params: dict[str, Any] | None = None,
     fallback: Any = None,
     ctx: CallContext | None = None,
-) -> StructuredResult:
-    check_schema(schema)
+    stream: bool = False,
+) -> AsyncIterator[Partial | StructuredResult]:
+    """The attempt loop. Yields ``Partial`` objects while an attempt streams (``stream=True``) and
+    ends with exactly one ``StructuredResult`` — or raises ``StructuredOutputError``."""
+    json_schema, model_class = as_schema(schema)
+    check_schema(json_schema)
     request_params = dict(params or {})
     request_params["response_format"] = {
         "type": "json_schema",
-        "json_schema": {"name": "output", "schema": schema, "strict": True},
+        "json_schema": {"name": "output", "schema": json_schema, "strict": True},
     }
     conversation = list(messages)
     total = Usage()
@@ -105,26 +165,76 @@ async def complete_structured(
         result.trace_ids = [c.trace_id for c in calls]
         costs = [c.record.cost_usd if c.record is not None else None for c in calls]
         result.cost_usd = None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
+        if model_class is not None and not result.fallback:
+            result.value = model_class.model_validate(result.value)
         return result
 
     for attempt in range(1, retries + 2):
         # every attempt is its own traced call (its own usage and cost), tagged like the caller's
-        call = CallContext(tenant=base.tenant, user=base.user, feature=base.feature)
+        call = base.child()
         calls.append(call)
-        response = await service.chat(ChatRequest(model=model, messages=conversation, params=request_params, ctx=call))
-        _add(total, response.usage)
-        replies.append(response.text)
-        value, problem = parse_and_validate(response.text, schema)
+        request = ChatRequest(model=model, messages=conversation, params=request_params, ctx=call, stream=stream)
+        if stream:
+            parts: list[str] = []
+            shown: Any = None
+            async for chunk in service.chat_stream(request):
+                if chunk.usage is not None:
+                    _add(total, chunk.usage)
+                if chunk.text:
+                    parts.append(chunk.text)
+                    now = partial_json("".join(parts))
+                    if now is not None and now != shown:
+                        shown = now
+                        yield Partial(now, attempt)
+            text = "".join(parts)
+        else:
+            response = await service.chat(request)
+            _add(total, response.usage)
+            text = response.text
+        replies.append(text)
+        value, problem = parse_and_validate(text, json_schema)
         if problem is None:
-            return settle(StructuredResult(value, attempt, total, errors))
+            yield settle(StructuredResult(value, attempt, total, errors))
+            return
         errors.append(problem)
         if attempt > retries or total.input_tokens + total.output_tokens >= max_retry_tokens:
             break
         conversation = [
             *conversation,
-            {"role": "assistant", "content": response.text},
+            {"role": "assistant", "content": text},
             {"role": "user", "content": f"That is not valid: {problem}. Reply with only JSON that matches the schema."},
         ]
     if fallback is not None:
-        return settle(StructuredResult(fallback, len(replies), total, errors, fallback=True))
+        yield settle(StructuredResult(fallback, len(replies), total, errors, fallback=True))
+        return
     raise StructuredOutputError(f"no valid structured output after {len(replies)} attempt(s): {errors[-1]}", replies)
+
+
+async def complete_structured(
+    service: GatewayService,
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    schema: dict[str, Any] | type[BaseModel],
+    retries: int = 2,
+    max_retry_tokens: int = 4000,
+    params: dict[str, Any] | None = None,
+    fallback: Any = None,
+    ctx: CallContext | None = None,
+) -> StructuredResult:
+    """Validated structured output (see the module docstring); the value is a Pydantic instance when
+    ``schema`` is a Pydantic model."""
+    async for event in structured_events(
+        service,
+        model=model,
+        messages=messages,
+        schema=schema,
+        retries=retries,
+        max_retry_tokens=max_retry_tokens,
+        params=params,
+        fallback=fallback,
+        ctx=ctx,
+    ):
+        if isinstance(event, StructuredResult):
+            return event
+    raise AssertionError("structured_events ends with a result or raises")  # pragma: no cover

@@ -140,6 +140,11 @@ class GatewayService:
             return None, f"unpriced: '{key}' is not in price table {self.prices.version}"
         return cost, f"price table {self.prices.version} × provider-reported usage"
 
+    def record(self, rec: TraceRecord) -> None:
+        """Queue a trace row for the background writer (never blocks, never fails the call)."""
+        if self.writer is not None:
+            self.writer.submit(INSERT_SQL, record_params(rec))
+
     def _finish(
         self,
         ctx: CallContext,
@@ -197,10 +202,14 @@ class GatewayService:
             attempts=[asdict(a) for a in attempts],
             request=capture(request, self.capture_policy) if request is not None else None,
             response=capture(output, self.capture_policy) if output else None,
+            parent=ctx.parent,
+            prompt=ctx.prompt,
+            prompt_version=ctx.prompt_version,
+            experiment=ctx.experiment,
+            arm=ctx.arm,
         )
         ctx.record = rec
-        if self.writer is not None:
-            self.writer.submit(INSERT_SQL, record_params(rec))
+        self.record(rec)
         label = alias if alias in self.gateway.routes else "(unknown)"  # clients must not mint labels
         self.metrics.observe(operation, label, status, latency, usage.input_tokens, usage.output_tokens, cost)
         for attempt in attempts:

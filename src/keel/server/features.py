@@ -1,21 +1,24 @@
-"""``POST /v1/features/{name}/run``: run a feature over HTTP (JSON). Routes only; the work is the
-feature pipeline's."""
+"""``POST /v1/features/{name}/run``: run a feature over HTTP — JSON, or SSE with ``"stream": true``
+(events ``started``, ``delta`` / ``partial``, then ``done``; a failure after the start is an ``error``
+event). Routes only; the work is the feature pipeline's."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from keel.errors import InvalidRequest
-from keel.features.pipeline import FeaturePipeline
+from keel.errors import InvalidRequest, KeelError
+from keel.features.pipeline import FeatureEvent, FeaturePipeline, Started, event_dict
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
 from keel.gateway.service import GatewayService
 from keel.server.collections import Collections
+from keel.server.errors import error_body
 from keel.store.sqlite import connect, db_path
 
 
@@ -51,24 +54,43 @@ class FeatureRoutes:
         label = body.get("label", DEFAULT_LABEL)
         if not isinstance(label, str):
             raise InvalidRequest("'label' must be a string", param="label")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise InvalidRequest("'stream' must be true or false", param="stream")
         registry = PromptRegistry(connect(db_path(self.home)), self.root / "prompts")
         pipeline = FeaturePipeline(
             self.service, self.root, registry, backend=self.collections.backend(), embedder=self.collections.embedder()
         )
-        result = await pipeline.run(request.path_params["name"], inputs, user=user, tenant=tenant, label=label)
-        data = {
-            "feature": result.feature,
-            "answer": result.answer,
-            "value": result.value,
-            "prompt_version": result.prompt_version,
-            "prompt_fallback": result.prompt_fallback,
-            "model": result.model,
-            "trace_id": result.trace_id,
-            "cost_usd": result.cost_usd,
-            "latency_ms": result.latency_ms,
-            "found_nothing": result.found_nothing,
-            "attempts": result.attempts,
-            "sources": [s.as_dict() for s in result.sources],
-            "citations": [{"number": c.number, "valid": c.valid} for c in result.citations],
-        }
-        return Response(orjson.dumps(data), media_type="application/json", headers={"x-keel-trace-id": result.trace_id})
+        name = request.path_params["name"]
+        if stream:
+            return await self._stream(pipeline.events(name, inputs, user=user, tenant=tenant, label=label, stream=True))
+        result = await pipeline.run(name, inputs, user=user, tenant=tenant, label=label)
+        return Response(
+            orjson.dumps(result.as_dict()), media_type="application/json", headers={"x-keel-trace-id": result.trace_id}
+        )
+
+    async def _stream(self, events: AsyncGenerator[FeatureEvent, None]) -> Response:
+        try:
+            first = await anext(events)  # a mistake before the run starts gets a real HTTP status
+        except BaseException:
+            await events.aclose()
+            raise
+        assert isinstance(first, Started)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                yield _sse(first)
+                async for event in events:
+                    yield _sse(event)
+            except KeelError as exc:
+                yield b"event: error\ndata: " + orjson.dumps(error_body(exc)) + b"\n\n"
+            finally:
+                await events.aclose()
+
+        headers = {"x-keel-trace-id": first.result.trace_id, "cache-control": "no-cache", "x-accel-buffering": "no"}
+        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+def _sse(event: FeatureEvent) -> bytes:
+    data = event_dict(event)
+    return f"event: {data['type']}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"

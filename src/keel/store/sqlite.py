@@ -118,6 +118,40 @@ MIGRATIONS: list[str] = [
         at REAL NOT NULL
     );
     """,
+    # 5: feature runs as parent traces with prompt version and experiment arm; experiments; feedback
+    """
+    ALTER TABLE traces ADD COLUMN parent TEXT;
+    ALTER TABLE traces ADD COLUMN prompt TEXT;
+    ALTER TABLE traces ADD COLUMN prompt_version INTEGER;
+    ALTER TABLE traces ADD COLUMN experiment TEXT;
+    ALTER TABLE traces ADD COLUMN arm TEXT;
+    ALTER TABLE traces ADD COLUMN notes TEXT;
+    CREATE INDEX traces_experiment ON traces(experiment, arm) WHERE experiment IS NOT NULL;
+    CREATE INDEX traces_parent ON traces(parent) WHERE parent IS NOT NULL;
+    CREATE TABLE experiments (
+        name TEXT PRIMARY KEY,
+        feature TEXT NOT NULL,
+        arms TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started REAL NOT NULL,
+        stopped REAL,
+        winner TEXT,
+        note TEXT
+    );
+    CREATE UNIQUE INDEX experiments_running ON experiments(feature) WHERE status = 'running';
+    CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        trace_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value REAL,
+        label TEXT,
+        comment TEXT,
+        correction TEXT,
+        user TEXT,
+        at REAL NOT NULL
+    );
+    CREATE INDEX feedback_trace ON feedback(trace_id);
+    """,
 ]
 
 

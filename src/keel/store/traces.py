@@ -41,10 +41,16 @@ class TraceRecord:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     request: Any = None
     response: Any = None
+    parent: str | None = None  # the feature run (operation "feature") this call was part of
+    prompt: str | None = None
+    prompt_version: int | None = None
+    experiment: str | None = None
+    arm: str | None = None
+    notes: list[str] | None = None  # what a feature run wants remembered: prompt fallback, bad citations…
 
 
 COLUMNS = [f.name for f in fields(TraceRecord)]
-JSON_COLUMNS = {"attempts", "request", "response"}
+JSON_COLUMNS = {"attempts", "request", "response", "notes"}
 INSERT_SQL = f"INSERT OR REPLACE INTO traces({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -119,13 +125,13 @@ def cost_summary(conn: sqlite3.Connection, by: Sequence[str], *, since: float | 
     if unknown or not by:
         raise UserError(f"group by one or more of: {', '.join(COST_DIMENSIONS)} (got {', '.join(unknown) or 'none'})")
     keys = [f"{COST_DIMENSIONS[b]} AS {b}" for b in by]
-    where = "WHERE ts >= ?" if since is not None else ""
+    where = "AND ts >= ?" if since is not None else ""  # feature rows sum their calls: never count twice
     sql = (
         f"SELECT {', '.join(keys)}, count(*) AS calls, sum(status != 'ok') AS errors, "
         "sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
         "sum(cached_tokens) AS cached_tokens, sum(coalesce(cost_usd, 0)) AS cost_usd, "
         "sum(cost_usd IS NULL AND status = 'ok') AS unpriced, avg(latency_ms) AS avg_latency_ms "
-        f"FROM traces {where} GROUP BY {', '.join(by)} ORDER BY cost_usd DESC, calls DESC"
+        f"FROM traces WHERE operation != 'feature' {where} GROUP BY {', '.join(by)} ORDER BY cost_usd DESC, calls DESC"
     )
     return [dict(r) for r in conn.execute(sql, (since,) if since is not None else ())]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from keel.config.settings import DeploymentSettings
@@ -58,6 +58,7 @@ class ScriptedProvider:
         )
         self.script: deque[Step] = deque()
         self.calls: list[ChatRequest] = []
+        self.responder: Callable[[ChatRequest], Step] | None = None  # answers when the script is empty
 
     def enqueue(self, *steps: Step) -> ScriptedProvider:
         self.script.extend(steps)
@@ -68,6 +69,8 @@ class ScriptedProvider:
         step: Step
         if self.script:
             step = self.script.popleft()
+        elif self.responder is not None:
+            step = self.responder(req)
         else:
             last = next((m for m in reversed(req.messages) if m.get("role") == "user"), {})
             content = last.get("content")

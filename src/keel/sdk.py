@@ -1,0 +1,259 @@
+"""The Python SDK: run features on a Keel server.
+
+    client = keel.Client(base_url="http://127.0.0.1:8080/v1", api_key="keel-…")
+    result = client.run("support_answer", question="How do I rotate my API key?", user="u42")
+    result = await client.arun(...)                         # the same, async
+    for event in client.stream("support_answer", ...):      # started, delta…, done
+        print(event.text, end="")
+    async for event in client.astream(...): ...
+
+One class, no sync/async twins: building requests and reading replies (JSON and SSE) are plain
+functions shared by both transports; only the two httpx calls differ. Errors are ``KeelAPIError``
+carrying the server's OpenAI-shaped error (status, type, code, param, message).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from types import TracebackType
+from typing import Any
+
+import httpx
+import orjson
+
+
+class KeelAPIError(Exception):
+    """The server said no: its status and OpenAI-shaped error."""
+
+    def __init__(self, status: int, message: str, *, type: str = "", code: str | None = None, param: Any = None):
+        super().__init__(f"{status} {code or type}: {message}")
+        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
+
+
+@dataclass(slots=True)
+class RunResult:
+    feature: str = ""
+    answer: str = ""
+    value: Any = None
+    prompt_version: int = 0
+    prompt_fallback: str | None = None
+    model: str = ""
+    experiment: str | None = None
+    arm: str | None = None
+    trace_id: str = ""
+    cost_usd: float | None = None
+    latency_ms: float = 0.0
+    found_nothing: bool = False
+    attempts: int = 1
+    notes: list[str] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})  # newer servers may add fields
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One streamed event: ``started`` / ``done`` carry a ``result``; ``delta`` a ``text``; ``partial`` a ``value``."""
+
+    type: str
+    data: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return str(self.data.get("text", "")) if self.type == "delta" else ""
+
+    @property
+    def value(self) -> Any:
+        return self.data.get("value")
+
+    @property
+    def result(self) -> RunResult | None:
+        return RunResult.from_dict(self.data) if self.type in ("started", "done") else None
+
+
+# -- sans-IO: shared by both transports -----------------------------------------------------------
+
+
+def _body(inputs: dict[str, Any] | None, kwargs: dict[str, Any], user: str | None, label: str | None) -> dict[str, Any]:
+    clash = set(kwargs) & set(inputs or {})
+    if clash:
+        raise ValueError(f"inputs given twice: {sorted(clash)}")
+    body: dict[str, Any] = {"inputs": {**(inputs or {}), **kwargs}}
+    if user is not None:
+        body["user"] = user
+    if label is not None:
+        body["label"] = label
+    return body
+
+
+def _raise_for(status: int, content: bytes) -> None:
+    if status < 400:
+        return
+    try:
+        error = orjson.loads(content)["error"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise KeelAPIError(status, content[:500].decode(errors="replace") or "no body") from None
+    raise KeelAPIError(
+        status,
+        str(error.get("message")),
+        type=str(error.get("type", "")),
+        code=error.get("code"),
+        param=error.get("param"),
+    )
+
+
+class _SSE:
+    """Reads ``event:``/``data:`` lines into events; an ``error`` event raises."""
+
+    def __init__(self) -> None:
+        self.kind = "message"
+        self.data: list[str] = []
+
+    def feed(self, line: str) -> Event | None:
+        if line.startswith("event:"):
+            self.kind = line[6:].strip()
+        elif line.startswith("data:"):
+            self.data.append(line[5:].strip())
+        elif not line.strip() and self.data:
+            payload = orjson.loads("\n".join(self.data))
+            kind, self.kind, self.data = self.kind, "message", []
+            if kind == "error":
+                error = payload.get("error", {})
+                raise KeelAPIError(
+                    200, str(error.get("message")), type=str(error.get("type", "")), code=error.get("code")
+                )
+            return Event(str(payload.get("type", kind)), payload)
+        return None
+
+    def events(self, lines: Iterable[str]) -> Iterator[Event]:
+        for line in lines:
+            event = self.feed(line)
+            if event is not None:
+                yield event
+
+
+class Client:
+    """A Keel server. ``base_url`` and ``api_key`` default to ``KEEL_URL`` and ``KEEL_API_KEY``."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 120.0) -> None:
+        url = base_url or os.environ.get("KEEL_URL")
+        if not url:
+            raise ValueError("give base_url (e.g. http://127.0.0.1:8080/v1) or set KEEL_URL")
+        self.base_url = url.rstrip("/")
+        key = api_key if api_key is not None else os.environ.get("KEEL_API_KEY")
+        self.headers = {"authorization": f"Bearer {key}"} if key else {}
+        self.timeout = timeout
+        self._sync: httpx.Client | None = None
+        self._async: httpx.AsyncClient | None = None
+
+    def _url(self, feature: str) -> str:
+        return f"{self.base_url}/features/{feature}/run"
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._sync is None:
+            self._sync = httpx.Client(headers=self.headers, timeout=self.timeout)
+        return self._sync
+
+    @property
+    def ahttp(self) -> httpx.AsyncClient:
+        if self._async is None:
+            self._async = httpx.AsyncClient(headers=self.headers, timeout=self.timeout)
+        return self._async
+
+    # -- runs ------------------------------------------------------------------------------------
+    def run(
+        self,
+        feature: str,
+        /,
+        *,
+        user: str | None = None,
+        label: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> RunResult:
+        """Run a feature; keyword arguments are its inputs (or pass ``inputs={…}``)."""
+        r = self.http.post(self._url(feature), json=_body(inputs, kwargs, user, label))
+        _raise_for(r.status_code, r.content)
+        return RunResult.from_dict(r.json())
+
+    async def arun(
+        self,
+        feature: str,
+        /,
+        *,
+        user: str | None = None,
+        label: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> RunResult:
+        r = await self.ahttp.post(self._url(feature), json=_body(inputs, kwargs, user, label))
+        _raise_for(r.status_code, r.content)
+        return RunResult.from_dict(r.json())
+
+    def stream(
+        self,
+        feature: str,
+        /,
+        *,
+        user: str | None = None,
+        label: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[Event]:
+        """Events as the server sends them: ``started``, ``delta`` (or ``partial``)…, ``done``."""
+        body = {**_body(inputs, kwargs, user, label), "stream": True}
+        with self.http.stream("POST", self._url(feature), json=body) as r:
+            if r.status_code >= 400:
+                _raise_for(r.status_code, r.read())
+            yield from _SSE().events(r.iter_lines())
+
+    async def astream(
+        self,
+        feature: str,
+        /,
+        *,
+        user: str | None = None,
+        label: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[Event]:
+        body = {**_body(inputs, kwargs, user, label), "stream": True}
+        async with self.ahttp.stream("POST", self._url(feature), json=body) as r:
+            if r.status_code >= 400:
+                _raise_for(r.status_code, await r.aread())
+            parser = _SSE()
+            async for line in r.aiter_lines():
+                event = parser.feed(line)
+                if event is not None:
+                    yield event
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._async is not None:
+            await self._async.aclose()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
