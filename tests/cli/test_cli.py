@@ -94,11 +94,15 @@ def test_models_table(tmp_path: Path) -> None:
 
 
 def test_demo_runs_the_main_job_on_a_real_local_model(tmp_path: Path) -> None:
-    result = keel(tmp_path, "demo", "--max-tokens", "24", env={"KEEL_LOCAL_MODEL": "smollm2-135m-instruct"})
+    small = {"KEEL_LOCAL_MODEL": "smollm2-135m-instruct"}
+    result = keel(tmp_path, "demo", "--question", "How long do card refunds take?", env=small)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "A:" in out and "trace id" in out and "local model (no charge)" in out
-    assert "smollm2-135m-instruct" in out and "tokens/s" in out
+    assert "33 indexed" in out and "A:" in out and "trace id" in out and "local model (no charge)" in out
+    assert "billing/refunds.md" in out  # retrieval found the refunds page among 33
+    assert "support_answer · prompt support_answer v1" in out and "smollm2-135m-instruct" in out
+    again = keel(tmp_path, "demo", "--question", "What is the rate limit on the Team plan?", env=small)
+    assert again.returncode == 0 and "33 unchanged" in again.stdout and "api/rate-limits.md" in again.stdout
 
 
 def test_prompts_commands(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from keel.features.pipeline import FeaturePipeline
 from keel.features.prompts import PromptRegistry
 from keel.gateway.runtime import build_service, close_service
 from keel.rag import ingest
-from keel.rag.backends import Backend
+from keel.rag.backends import Collections
 from keel.rag.embedder import LocalMiniLM
 from keel.store import connect, db_path
 from keel.testing import ScriptedProvider
@@ -53,18 +53,13 @@ async def pipeline(project: Path, home: Path):  # type: ignore[no-untyped-def]
         "deployments:\n  d: {provider: scripted, model: gpt-4o-mini}\nmodels:\n  m: {deployments: [d]}\n"
     )
     service = build_service(settings, home)
-    backend = Backend(settings, home)
-    embedder = LocalMiniLM()
-    ingest(backend.open("handbook", embedder, create=True), [project / "docs"])
+    collections = Collections(settings, home, LocalMiniLM())
+    ingest(collections.get("handbook", create=True), [project / "docs"])
     pipe = FeaturePipeline(
-        service,
-        project,
-        PromptRegistry(connect(db_path(home)), project / "prompts"),
-        backend=backend,
-        embedder=embedder,
+        service, project, PromptRegistry(connect(db_path(home)), project / "prompts"), collections=collections
     )
     provider = service.gateway.adapters["d"]
     assert isinstance(provider, ScriptedProvider)
     yield pipe, provider, home
-    backend.close()
+    collections.close()
     await close_service(service)

@@ -77,7 +77,7 @@ async def test_retrieval_rerank_uses_the_collections_reranker(pipeline, project:
     (project / "features" / "reranked.yaml").write_text(
         "prompt: support\nmodel: m\nretrieval: {collection: handbook, top_k: 1, min_score: 0.2, rerank: true}\n"
     )
-    pipe.backend.open("handbook", pipe.embedder).set_rerank("llm")
+    pipe.collections.get("handbook").set_rerank("llm")
     provider.enqueue("9", "Refunds take five business days [1].")  # the relevance score, then the answer
     result = await pipe.run("reranked", {"question": "How long do refunds take?"})
     assert provider.calls[0].ctx.feature == "rerank" and "Passage:" in provider.calls[0].messages[1]["content"]

@@ -1,7 +1,9 @@
 """``keel demo``: the main job on the embedded default, end to end over real HTTP.
 
-Starts the gateway on loopback with API keys on, creates a key, streams a chat from the local
-model through it, and prints the answer, its cost, its trace id and what the trace recorded.
+Ingests the shipped demo handbook (a fictional product's 33-page documentation set), starts the
+gateway on loopback with API keys on, creates a key, and runs the ``support_answer`` feature through
+the Python SDK over SSE: the local model streams an answer grounded in numbered sources, and the demo
+prints the citations, the prompt version, the model, latency, cost and the trace Keel recorded.
 """
 
 from __future__ import annotations
@@ -9,17 +11,20 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
-import httpx
-import orjson
 import typer
 
-from keel.cli.common import console, fmt_cost, load_env
-from keel.errors import KeelError, UserError
+from keel.cli.common import Env, console, fmt_cost, load_env
+from keel.cli.rag import ingest_with_progress, print_report
+from keel.errors import UserError
+from keel.sdk import Client, RunResult
 from keel.store.keys import create_key
 from keel.store.traces import get_trace
 
-QUESTION = "In two sentences: why should an application retry a request that failed with HTTP 503?"
+PROJECT = Path(__file__).resolve().parent.parent / "demo_project"
+QUESTION = "How do I rotate my API key without downtime?"
+FEATURE = "support_answer"
 
 
 def _free_port() -> int:
@@ -31,19 +36,20 @@ def _free_port() -> int:
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
-        question: str = typer.Option(QUESTION, help="what to ask the local model"),
-        model: str | None = typer.Option(None, "--model", "-m", help="model alias (default: the local model)"),
-        max_tokens: int = typer.Option(200, min=1, help="upper bound on the answer's length"),
+        question: str = typer.Option(QUESTION, help="what to ask the Harbor support feature"),
         config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
     ) -> None:
-        """Start the gateway, send a real chat through it, show answer, cost and trace."""
+        """Ingest the demo handbook, serve it, and answer a support question with citations."""
         import uvicorn
 
         from keel.server import build_app
 
         env = load_env(config)
-        alias = model or env.settings.default_model or "local"
+        env = Env(env.settings.model_copy(update={"project_root": PROJECT}), env.home)
+        console.rule("1 · ingest the demo handbook (a fictional product's docs, shipped with Keel)")
+        print_report(ingest_with_progress(env, "handbook", [PROJECT / "handbook"]))
         app_ = build_app(env.settings, env.home, auth=True, host="127.0.0.1")
+        alias = env.settings.default_model or "local"
         route = app_.service.gateway.route(alias)
         with console.status(f"preparing {route.info.model} (first run assembles the model and checks its sha256)…"):
             for dep in route.settings.deployments:
@@ -61,62 +67,65 @@ def register(app: typer.Typer) -> None:
         if not server.started:
             raise UserError(f"the gateway could not start on 127.0.0.1:{port}")
         base = f"http://127.0.0.1:{port}/v1"
-        console.rule(f"Keel gateway on {base} (API key auth, tracing on)")
-        console.print(f"[bold]POST {base}/chat/completions[/bold]  model={alias}  stream=true")
+        console.rule(f"2 · run the '{FEATURE}' feature on {base} (API key auth, tracing on)")
+        console.print(f"[bold]POST {base}/features/{FEATURE}/run[/bold]  stream=true  (keel.Client.stream)")
         console.print(f"[bold cyan]Q:[/bold cyan] {question}")
         try:
-            trace_id = _ask(base, key, alias, question, max_tokens)
+            result = _ask(base, key, question)
         finally:
             server.should_exit = True
             thread.join(15)
-        with env.db() as conn:
-            rec = get_trace(conn, trace_id)
-        if rec is None:
-            raise UserError(f"trace {trace_id} was not recorded")
-        console.rule("what Keel recorded")
-        rate = rec.output_tokens / ((rec.latency_ms - (rec.ttft_ms or 0)) / 1000) if rec.latency_ms else 0
-        console.print(f"trace id     {rec.id}")
-        console.print(f"served by    {rec.alias} → {rec.deployment} ({rec.provider}: {rec.model})")
-        console.print(f"tokens       {rec.input_tokens} in / {rec.output_tokens} out ({rec.usage_source}-reported)")
-        console.print(
-            f"latency      {rec.latency_ms:.0f} ms, first token {rec.ttft_ms or 0:.0f} ms, ~{rate:.0f} tokens/s"
-        )
-        console.print(f"cost         {fmt_cost(rec.cost_usd)} ({rec.cost_source})")
-        console.print(
-            f"\nNext: [bold]keel traces show {rec.id[:12]}[/bold] · [bold]keel cost[/bold] · [bold]keel serve[/bold]",
-            highlight=False,
-        )
+        _show(env, result)
 
 
-def _ask(base: str, key: str, alias: str, question: str, max_tokens: int) -> str:
-    """Stream the answer to the terminal; return the trace id."""
-    body = {
-        "model": alias,
-        "stream": True,
-        "max_tokens": max_tokens,
-        "temperature": 0.2,
-        "messages": [{"role": "user", "content": question}],
-    }
-    headers = {"authorization": f"Bearer {key}", "x-keel-user": "demo-user", "x-keel-feature": "demo"}
+def _ask(base: str, key: str, question: str) -> RunResult:
+    """Stream the answer to the terminal through the SDK; return the final result."""
     console.print("[bold green]A:[/bold green] ", end="")
-    finish: str | None = None
-    with httpx.stream("POST", f"{base}/chat/completions", json=body, headers=headers, timeout=300) as response:
-        trace_id = str(response.headers.get("x-keel-trace-id", ""))
-        if response.status_code != 200:
-            error = orjson.loads(response.read()).get("error", {})
-            raise KeelError(f"the gateway answered {response.status_code}: {error.get('message')}")
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = orjson.loads(line[6:])
-            if "error" in event:
-                raise KeelError(f"the stream failed: {event['error'].get('message')}")
-            for choice in event.get("choices") or []:
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    console.print(text, end="", highlight=False, markup=False, soft_wrap=True)
-                finish = choice.get("finish_reason") or finish
+    result: RunResult | None = None
+    with Client(base_url=base, api_key=key, timeout=600) as client:
+        for event in client.stream(FEATURE, question=question, user="demo-user"):
+            if event.type == "delta":
+                console.print(event.text, end="", highlight=False, markup=False, soft_wrap=True)
+            elif event.type == "done":
+                result = event.result
     console.print()
-    if finish == "length":
-        console.print(f"[yellow](stopped at max_tokens={max_tokens}; raise it with --max-tokens)[/yellow]")
-    return trace_id
+    if result is None:
+        raise UserError("the stream ended without a result; see `keel traces list`")
+    if result.found_nothing:
+        console.print(f"[yellow]{result.answer}[/yellow]")
+    return result
+
+
+def _show(env: Env, result: RunResult) -> None:
+    valid = {c["number"]: c["valid"] for c in result.citations}
+    console.rule("sources (numbered as the model saw them)")
+    for number, source in enumerate(result.sources, 1):
+        mark = "cited ✓" if valid.get(number) else ""
+        where = " › ".join(source.get("heading_path") or []) or source.get("title", "")
+        console.print(f"  [{number}] {source['doc_id']} — {where}  [green]{mark}[/green]", highlight=False)
+    invalid = [n for n, ok in valid.items() if not ok]
+    if invalid:
+        console.print(f"  [yellow]cites {invalid}, which were not given[/yellow]")
+    elif not valid and not result.found_nothing:
+        console.print("  [yellow]the answer cites no source (small local models often forget to)[/yellow]")
+    with env.db() as conn:
+        rec = get_trace(conn, result.trace_id)
+        calls = conn.execute(
+            "SELECT count(*), sum(input_tokens), sum(output_tokens), max(ttft_ms) FROM traces WHERE parent = ?",
+            (result.trace_id,),
+        ).fetchone()
+    if rec is None:
+        raise UserError(f"trace {result.trace_id} was not recorded")
+    console.rule("what Keel recorded")
+    console.print(f"trace id      {rec.id}  (feature run; {calls[0]} model call(s) inside)")
+    console.print(f"feature       {rec.feature} · prompt {rec.prompt} v{rec.prompt_version} (label production)")
+    console.print(f"served by     {rec.alias} → {rec.deployment} ({rec.provider}: {rec.model})")
+    console.print(f"tokens        {rec.input_tokens} in / {rec.output_tokens} out")
+    first = f", first token {calls[3]:.0f} ms" if calls[3] else ""
+    console.print(f"latency       {rec.latency_ms:.0f} ms{first}")
+    console.print(f"cost          {fmt_cost(rec.cost_usd)} ({rec.cost_source})")
+    console.print(
+        f'\nNext: [bold]keel traces show {rec.id[:12]}[/bold] · [bold]keel search handbook "refunds"[/bold] · '
+        f"[bold]keel run {FEATURE} --root {PROJECT} --input question=…[/bold]",
+        highlight=False,
+    )

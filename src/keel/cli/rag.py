@@ -17,12 +17,58 @@ from keel.rag.answer import Answer, answer_stream
 from keel.rag.backends import Backend
 from keel.rag.collection import Found, Mode
 from keel.rag.embedder import make_embedder
-from keel.rag.ingest import discover, ingest
+from keel.rag.ingest import IngestReport, discover, ingest
 from keel.rag.rerank import candidate_pool, rerank_top
 from keel.rag.search import Filters
 from keel.types import CallContext
 
 CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
+
+
+def ingest_with_progress(
+    env: Env,
+    collection: str,
+    paths: list[Path],
+    *,
+    sync: bool = False,
+    chunk_tokens: int = 128,
+    overlap: int = 0,
+    rerank: str | None = None,
+) -> IngestReport:
+    """Ingest with a progress bar (one step per file); unchanged files are skipped quickly."""
+    files, _ = discover(paths)
+    with closing(Backend(env.settings, env.home)) as backend:
+        col = backend.open(
+            collection,
+            make_embedder(env.settings),
+            create=True,
+            chunk_tokens=chunk_tokens,
+            overlap=min(overlap, chunk_tokens - 1),
+        )
+        if rerank is not None:
+            col.set_rerank(rerank)
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[current]}", style="dim"),
+        )
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(f"ingesting into {collection}", total=len(files), current="")
+            return ingest(col, paths, sync=sync, progress=lambda doc_id: bar.update(task, advance=1, current=doc_id))
+
+
+def print_report(report: IngestReport) -> None:
+    console.print(
+        f"[green]{len(report.indexed)} indexed[/green] ({report.chunks} chunks) · "
+        f"{len(report.unchanged)} unchanged · {len(report.removed)} removed · "
+        f"[yellow]{len(report.skipped)} skipped[/yellow]"
+    )
+    for path, reason in report.skipped:
+        console.print(f"  [yellow]skipped[/yellow] {path}: {reason}", highlight=False)
+    for path, warning in report.warnings:
+        console.print(f"  [dim]note[/dim] {path}: {warning}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -42,38 +88,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Index documents; re-running touches only what changed."""
         env = load_env(config)
-        files, _ = discover(paths)
-        with closing(Backend(env.settings, env.home)) as backend:
-            col = backend.open(
-                collection,
-                make_embedder(env.settings),
-                create=True,
-                chunk_tokens=chunk_tokens,
-                overlap=min(overlap, chunk_tokens - 1),
-            )
-            if rerank is not None:
-                col.set_rerank(rerank)
-            columns = (
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[current]}", style="dim"),
-            )
-            with Progress(*columns, console=console, transient=True) as bar:
-                task = bar.add_task(f"ingesting into {collection}", total=len(files), current="")
-                report = ingest(
-                    col, paths, sync=sync, progress=lambda doc_id: bar.update(task, advance=1, current=doc_id)
-                )
-        console.print(
-            f"[green]{len(report.indexed)} indexed[/green] ({report.chunks} chunks) · "
-            f"{len(report.unchanged)} unchanged · {len(report.removed)} removed · "
-            f"[yellow]{len(report.skipped)} skipped[/yellow]"
+        report = ingest_with_progress(
+            env, collection, paths, sync=sync, chunk_tokens=chunk_tokens, overlap=overlap, rerank=rerank
         )
-        for path, reason in report.skipped:
-            console.print(f"  [yellow]skipped[/yellow] {path}: {reason}", highlight=False)
-        for path, warning in report.warnings:
-            console.print(f"  [dim]note[/dim] {path}: {warning}", highlight=False)
+        print_report(report)
 
     @app.command("search")
     def search_cmd(

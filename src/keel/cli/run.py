@@ -17,8 +17,7 @@ from keel.features.pipeline import Delta, Done, FeaturePipeline, FeatureResult, 
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
 from keel.features.structured import Partial
 from keel.gateway.runtime import build_service, close_service
-from keel.rag.backends import Backend
-from keel.rag.embedder import make_embedder
+from keel.rag.backends import Collections
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, Any]:
@@ -66,14 +65,8 @@ async def _run(
 ) -> None:
     service = build_service(env.settings, env.home)
     try:
-        with closing(Backend(env.settings, env.home)) as backend, env.db() as conn:
-            pipeline = FeaturePipeline(
-                service,
-                root,
-                PromptRegistry(conn, root / "prompts"),
-                backend=backend,
-                embedder=make_embedder(env.settings),
-            )
+        with closing(Collections(env.settings, env.home)) as collections, env.db() as conn:
+            pipeline = FeaturePipeline(service, root, PromptRegistry(conn, root / "prompts"), collections=collections)
             streamed = False
             async for event in pipeline.events(feature, inputs, user=user, tenant="cli", label=label, stream=stream):
                 if as_json:

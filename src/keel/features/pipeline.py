@@ -15,6 +15,7 @@ then a spec that configures them is refused with a clear error rather than silen
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
@@ -32,8 +33,7 @@ from keel.features.structured import Partial, StructuredResult, structured_event
 from keel.features.templates import Rendered
 from keel.gateway.service import GatewayService
 from keel.rag.answer import NOTHING_FOUND, SYSTEM, Citation, check_citations, render_context, select_sources
-from keel.rag.backends import Backend
-from keel.rag.embedder import TextEmbedder
+from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.found import Found
 from keel.rag.rerank import candidate_pool, rerank_top
 from keel.store.traces import TraceRecord
@@ -165,15 +165,13 @@ class FeaturePipeline:
         root: Path,
         registry: PromptRegistry,
         *,
-        backend: Backend | None = None,
-        embedder: TextEmbedder | None = None,
+        collections: Collections | None = None,
         experiments: Experiments | None = None,
     ) -> None:
         self.service = service
         self.root = root
         self.registry = registry
-        self.backend = backend
-        self.embedder = embedder
+        self.collections = collections
         self.experiments = experiments if experiments is not None else Experiments(registry.conn)
 
     async def run(
@@ -281,19 +279,26 @@ class FeaturePipeline:
         spec, result = plan.spec, plan.result
         if spec.retrieval is None:
             return ""
-        if self.backend is None or self.embedder is None:
+        name = spec.retrieval.collection
+        if self.collections is None:
+            raise ConfigError(f"feature '{spec.name}' retrieves from '{name}' but no retrieval backend is configured")
+        try:
+            collection = self.collections.get(name)  # opened once; its indexes stay in memory
+        except CollectionNotFound:
             raise ConfigError(
-                f"feature '{spec.name}' retrieves from '{spec.retrieval.collection}' but no retrieval "
-                "backend is configured"
-            )
-        collection = self.backend.open(spec.retrieval.collection, self.embedder)
+                f"feature '{spec.name}' retrieves from collection '{name}', which does not exist: "
+                f"create it with `keel ingest {name} PATH`"
+            ) from None
         query = _query(spec, inputs)
         spec_rerank = collection.rerank if spec.retrieval.rerank else "none"  # rerank: true → the collection's
-        found = collection.search(
-            query,
-            top_k=candidate_pool(spec.retrieval.top_k, spec_rerank),
-            min_score=spec.retrieval.min_score,
-            tracer=self.service.tracer,
+        found = await self.collections.run(
+            functools.partial(
+                collection.search,
+                query,
+                top_k=candidate_pool(spec.retrieval.top_k, spec_rerank),
+                min_score=spec.retrieval.min_score,
+                tracer=self.service.tracer,
+            )
         )
         found = await rerank_top(
             spec_rerank, query, found, spec.retrieval.top_k, service=self.service, default_model=plan.model
@@ -424,7 +429,7 @@ class FeaturePipeline:
             reasoning_tokens=sum(r.reasoning_tokens for r in records),
             usage_source="calls" if records else "none",
             cost_usd=_summed_cost(ctx),
-            cost_source=f"sum of {len(records)} call(s)",
+            cost_source=_cost_source(records),
             latency_ms=(time.perf_counter() - started) * 1000,
             request=capture(inputs, self.service.capture_policy),
             response=capture(result.answer, self.service.capture_policy) if result and result.answer else None,
@@ -435,6 +440,13 @@ class FeaturePipeline:
             notes=(result.notes or None) if result else None,
         )
         self.service.record(rec)
+
+
+def _cost_source(records: list[TraceRecord]) -> str | None:
+    sources = {r.cost_source for r in records}
+    if len(sources) == 1:
+        return next(iter(sources))  # e.g. every call ran on the local model
+    return f"sum of {len(records)} calls" if records else None
 
 
 def _summed_cost(ctx: CallContext) -> float | None:

@@ -3,12 +3,15 @@ Postgres + pgvector (shared by replicas). Callers never branch on the backend.""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio.to_thread
+
 from keel.config.settings import KeelSettings
-from keel.errors import ConfigError
-from keel.rag.embedder import TextEmbedder
+from keel.errors import ConfigError, UserError
+from keel.rag.embedder import TextEmbedder, make_embedder
 from keel.rag.found import Found
 
 
@@ -88,3 +91,55 @@ class Backend:
 
     def close(self) -> None:
         self._conn.close()
+
+
+class CollectionNotFound(UserError):
+    status = 404
+    code = "collection_not_found"
+
+
+class Collections:
+    """Collections opened once and kept (their indexes live in memory), on the configured backend,
+    and a lock: a database connection is not shared safely across threads mid-transaction. ``run``
+    calls a blocking function in a worker thread under that lock."""
+
+    def __init__(self, settings: KeelSettings, home: Path, embedder: TextEmbedder | None = None) -> None:
+        self.settings = settings
+        self.home = home
+        self._embedder = embedder
+        self._backend: Backend | None = None
+        self._open: dict[str, CollectionLike] = {}
+        self._lock = threading.Lock()
+
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = Backend(self.settings, self.home)
+        return self._backend
+
+    def embedder(self) -> TextEmbedder:
+        if self._embedder is None:
+            self._embedder = make_embedder(self.settings)
+        return self._embedder
+
+    def get(self, name: str, *, create: bool = False, **options: int) -> CollectionLike:
+        from keel.rag.collection import check_name
+
+        check_name(name)
+        found = self._open.get(name)
+        if found is None:
+            if not create and not self.backend().exists(name):
+                raise CollectionNotFound(f"no collection '{name}'")
+            found = self.backend().open(name, self.embedder(), create=create, **options)
+            self._open[name] = found
+        return found
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        def locked() -> Any:
+            with self._lock:
+                return fn(*args)
+
+        return await anyio.to_thread.run_sync(locked)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()

@@ -21,8 +21,9 @@ from starlette.routing import Route
 from keel.errors import KeelError, MethodNotAllowed, PayloadTooLarge, StreamInterrupted, UnknownRoute
 from keel.gateway.service import GatewayService
 from keel.gateway.streams import prime
+from keel.rag.backends import Collections
 from keel.server.auth import Authenticator
-from keel.server.collections import CollectionRoutes, Collections
+from keel.server.collections import CollectionRoutes
 from keel.server.errors import error_body, error_response
 from keel.server.features import FeatureRoutes
 from keel.server.validate import parse_chat, parse_embeddings, parse_json

@@ -5,76 +5,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import threading
-from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from keel.config.settings import KeelSettings
-from keel.errors import InvalidRequest, UserError
+from keel.errors import InvalidRequest
 from keel.gateway.service import GatewayService
-from keel.rag.backends import Backend, CollectionLike
-from keel.rag.collection import check_name
-from keel.rag.embedder import TextEmbedder, make_embedder
+from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.loaders import DocumentError, load_bytes
 from keel.rag.rerank import candidate_pool, rerank_top
 from keel.rag.search import Filters
 
 MAX_DOCUMENTS_PER_REQUEST = 100
-
-
-class CollectionNotFound(UserError):
-    status = 404
-    code = "collection_not_found"
-
-
-class Collections:
-    """Open collections on the configured backend, and a lock: a database connection is not shared
-    safely across threads mid-transaction."""
-
-    def __init__(self, settings: KeelSettings, home: Path, embedder: TextEmbedder | None = None) -> None:
-        self.settings = settings
-        self.home = home
-        self._embedder = embedder
-        self._backend: Backend | None = None
-        self._open: dict[str, CollectionLike] = {}
-        self._lock = threading.Lock()
-
-    def backend(self) -> Backend:
-        if self._backend is None:
-            self._backend = Backend(self.settings, self.home)
-        return self._backend
-
-    def embedder(self) -> TextEmbedder:
-        if self._embedder is None:
-            self._embedder = make_embedder(self.settings)
-        return self._embedder
-
-    def get(self, name: str, *, create: bool = False, **options: int) -> CollectionLike:
-        check_name(name)
-        found = self._open.get(name)
-        if found is None:
-            if not create and not self.backend().exists(name):
-                raise CollectionNotFound(f"no collection '{name}'")
-            found = self.backend().open(name, self.embedder(), create=create, **options)
-            self._open[name] = found
-        return found
-
-    async def run(self, fn: Any, *args: Any) -> Any:
-        def locked() -> Any:
-            with self._lock:
-                return fn(*args)
-
-        return await anyio.to_thread.run_sync(locked)
-
-    def close(self) -> None:
-        if self._backend is not None:
-            self._backend.close()
 
 
 def _json(data: Any, status: int = 200) -> Response:

@@ -11,9 +11,9 @@ from keel.errors import UserError
 from keel.gateway.retry import Sleep
 from keel.gateway.runtime import build_service, close_service
 from keel.providers.base import ProviderFactory
+from keel.rag.backends import Collections
 from keel.server.app import KeelApp
 from keel.server.auth import LOOPBACK
-from keel.server.collections import Collections
 from keel.store.sqlite import connect, db_path
 from keel.tracing.tracer import Tracer
 

@@ -17,7 +17,7 @@ from keel.errors import InvalidRequest, KeelError
 from keel.features.pipeline import FeatureEvent, FeaturePipeline, Started, event_dict
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
 from keel.gateway.service import GatewayService
-from keel.server.collections import Collections
+from keel.rag.backends import Collections
 from keel.server.errors import error_body
 from keel.store.sqlite import connect, db_path
 
@@ -38,6 +38,15 @@ class FeatureRoutes:
         self.home = home
         self.authenticate = authenticate
         self.parse_body = parse_body
+        self._pipeline: FeaturePipeline | None = None
+
+    def pipeline(self) -> FeaturePipeline:
+        """One pipeline for the app's life: its registry connection, prompt cache and open collections
+        are reused by every request (label moves from other processes are seen on the next run)."""
+        if self._pipeline is None:
+            registry = PromptRegistry(connect(db_path(self.home)), self.root / "prompts")
+            self._pipeline = FeaturePipeline(self.service, self.root, registry, collections=self.collections)
+        return self._pipeline
 
     def routes(self) -> list[Route]:
         return [Route("/v1/features/{name}/run", self.run, methods=["POST"])]
@@ -57,10 +66,7 @@ class FeatureRoutes:
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise InvalidRequest("'stream' must be true or false", param="stream")
-        registry = PromptRegistry(connect(db_path(self.home)), self.root / "prompts")
-        pipeline = FeaturePipeline(
-            self.service, self.root, registry, backend=self.collections.backend(), embedder=self.collections.embedder()
-        )
+        pipeline = self.pipeline()
         name = request.path_params["name"]
         if stream:
             return await self._stream(pipeline.events(name, inputs, user=user, tenant=tenant, label=label, stream=True))
