@@ -82,3 +82,36 @@ def test_referenced_files_are_checked(project: Path) -> None:
         load_feature(project, "support_answer")
     with pytest.raises(FeatureNotFound, match=r"no feature 'ghost' \(features: support_answer\)"):
         load_feature(project, "ghost")
+    (project / "schemas" / "answer.json").write_text('{"type": "object", "properties": {"n": {"type": "numbr"}}}')
+    with pytest.raises(ConfigError, match=r"is not a valid JSON Schema at properties/n/type"):
+        load_feature(project, "support_answer")
+    with pytest.raises(FeatureNotFound, match="is not a feature name"):
+        load_feature(project, "../etc/passwd")
+
+
+def test_specs_are_cached_until_a_file_changes(project: Path) -> None:
+    first = load_feature(project, "support_answer")
+    assert load_feature(project, "support_answer") is first  # parsed once
+    path = project / "features" / "support_answer.yaml"
+    path.write_text(path.read_text().replace("retries: 2", "retries: 3, max_retry_tokens: 900"))
+    changed = load_feature(project, "support_answer")
+    assert changed is not first and changed.output is not None and changed.output.retries == 3
+    path.write_text(path.read_text() + "colour: red\n")
+    with pytest.raises(ConfigError, match="colour: unknown key"):
+        load_feature(project, "support_answer")  # a broken edit is an error, not the stale spec
+
+
+def test_retrieval_and_output_options_are_validated(project: Path) -> None:
+    path = project / "features" / "support_answer.yaml"
+    base = path.read_text()
+    for extra, message in [
+        ("retrieval: {collection: docs, mode: fuzzy}", "retrieval.mode"),
+        ("retrieval: {collection: docs, feedback: maybe}", "retrieval.feedback"),
+        ("output: {schema: schemas/answer.json, pydantic: 'a.b:C'}", "either 'schema'"),
+        ("output: {pydantic: 'not a path'}", "is not 'package.module:Class'"),
+        ("context: {policy: map_reduce, summary_tokens: 1}", "context.summary_tokens"),
+    ]:
+        lines = [line for line in base.splitlines() if not line.startswith(extra.split(":")[0] + ":")]
+        path.write_text("\n".join([*lines, extra]) + "\n")
+        with pytest.raises(ConfigError, match=message):
+            load_feature(project, "support_answer")

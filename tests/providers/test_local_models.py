@@ -61,11 +61,14 @@ async def test_local_context_window_exceeded(smollm: LocalLlamaProvider) -> None
 async def test_local_json_schema_is_grammar_constrained(smollm: LocalLlamaProvider) -> None:
     schema = {
         "type": "object",
-        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "properties": {"name": {"type": "string", "maxLength": 40}, "age": {"type": "integer"}},
         "required": ["name", "age"],
     }
     fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}
-    response = await smollm.complete(ask("Invent a person.", max_tokens=60, params={"response_format": fmt}))
+    # greedy and bounded: a sampled run could spend every token on a long name and be cut off mid-JSON
+    params = {"response_format": fmt, "temperature": 0}
+    response = await smollm.complete(ask("Invent a person.", max_tokens=100, params=params))
+    assert response.body["choices"][0]["finish_reason"] == "stop", response.text
     data = orjson.loads(response.text)
     assert isinstance(data["name"], str) and isinstance(data["age"], int)
 

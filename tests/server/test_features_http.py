@@ -93,7 +93,7 @@ def test_stream_a_feature_over_sse(served: tuple[str, str]) -> None:
     assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "stream"
 
 
-def test_the_python_sdk_sync_async_and_streaming(served: tuple[str, str]) -> None:
+def test_the_python_sdk_sync_async_and_streaming(served: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
     import keel
@@ -124,3 +124,9 @@ def test_the_python_sdk_sync_async_and_streaming(served: tuple[str, str]) -> Non
     with pytest.raises(keel.KeelAPIError) as denied:
         keel.Client(base_url=base, api_key="keel-wrong").run("greet", name="Ada")
     assert denied.value.status == 401
+    monkeypatch.delenv("KEEL_URL", raising=False)
+    with pytest.raises(ValueError, match="set KEEL_URL"):
+        keel.Client()
+    monkeypatch.setenv("KEEL_URL", base)
+    monkeypatch.setenv("KEEL_API_KEY", key)
+    assert keel.Client().run("greet", name="Cy").answer == "You said: Greet Cy"  # from the environment

@@ -297,7 +297,9 @@ class FeaturePipeline:
                 query,
                 top_k=candidate_pool(spec.retrieval.top_k, spec_rerank),
                 min_score=spec.retrieval.min_score,
+                mode=spec.retrieval.mode,
                 tracer=self.service.tracer,
+                **({} if spec.retrieval.feedback else {"feedback": None}),
             )
         )
         found = await rerank_top(

@@ -54,6 +54,7 @@ class PromptRegistry:
         self.conn = conn
         self.directory = directory
         self._cache: dict[tuple[str, str], tuple[int, PromptSource]] = {}
+        self._recorded: dict[Path, tuple[tuple[int, int], int]] = {}
 
     # -- versions --------------------------------------------------------------------------------
     def sync(self) -> dict[str, int]:
@@ -67,9 +68,17 @@ class PromptRegistry:
 
     def record_file(self, path: Path) -> int:
         """Record one prompt file (so a changed file is a new version before it is served)."""
-        if not path.is_file():
-            raise UserError(f"no prompt file {path}")
-        return self.record(load_prompt(path), path)
+        try:
+            stat = path.stat()
+        except OSError:
+            raise UserError(f"no prompt file {path}") from None
+        signature = (stat.st_mtime_ns, stat.st_size)
+        known = self._recorded.get(path)
+        if known is not None and known[0] == signature:
+            return known[1]  # unchanged since we recorded it: no parse, no SQL
+        version = self.record(load_prompt(path), path)
+        self._recorded[path] = (signature, version)
+        return version
 
     def record(self, source: PromptSource, path: Path | None = None) -> int:
         """The version number of this content, creating it (and ``production`` for a first version)."""

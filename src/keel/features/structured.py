@@ -48,11 +48,27 @@ class StructuredResult:
     cost_usd: float | None = None  # summed over attempts; None if any attempt was unpriced
 
 
+_VALIDATORS: dict[bytes, Any] = {}
+
+
+def validator(schema: dict[str, Any]) -> Any:
+    """The schema checked against its meta-schema and compiled, once per distinct schema."""
+    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    found = _VALIDATORS.get(key)
+    if found is None:
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        try:
+            cls.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ConfigError(f"not a valid JSON Schema: {exc.message}") from None
+        if len(_VALIDATORS) > 256:
+            _VALIDATORS.clear()
+        found = _VALIDATORS[key] = cls(schema)
+    return found
+
+
 def check_schema(schema: dict[str, Any]) -> None:
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise ConfigError(f"not a valid JSON Schema: {exc.message}") from None
+    validator(schema)
 
 
 def parse_and_validate(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
@@ -63,7 +79,7 @@ def parse_and_validate(text: str, schema: dict[str, Any]) -> tuple[Any, str | No
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return None, f"the reply is not JSON ({exc})"
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path))
+    errors = sorted(validator(schema).iter_errors(value), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.path) or "(root)"

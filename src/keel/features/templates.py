@@ -19,6 +19,7 @@ user message. A missing variable is an error, never an empty string.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -85,6 +86,12 @@ class Rendered:
     variables: dict[str, Any] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(template: str) -> jinja2.Template:
+    """Compile each distinct template once (compiling costs ~1 ms; rendering a compiled one, µs)."""
+    return _ENV.from_string(template)
+
+
 def parse_prompt(text: str, name: str, source: str = "") -> PromptSource:
     where = source or f"prompts/{name}.md"
     meta_text, template, offset = "", text, 0
@@ -142,7 +149,7 @@ def check_inputs(meta: FrontMatter, variables: dict[str, Any], where: str) -> di
 def render(prompt: PromptSource, variables: dict[str, Any]) -> Rendered:
     values = check_inputs(prompt.meta, variables, prompt.path or prompt.name)
     try:
-        text = _ENV.from_string(prompt.template).render(**values)
+        text = _compiled(prompt.template).render(**values)
     except jinja2.UndefinedError as exc:
         raise UserError(f"{prompt.path or prompt.name}: {exc.message}; pass it as an input") from None
     except Exception as exc:  # a template can raise anything at run time (1/0, bad filters, sandbox refusals)

@@ -35,6 +35,7 @@ class BM25Index:
         self.df = array("i")
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # numpy views, rebuilt lazily
         self._norm: np.ndarray | None = None
+        self._contrib: dict[int, np.ndarray] = {}  # a term's idf · tf/(tf + norm) per posting, until the index changes
         self.total_length = 0.0
         self.count = 0
 
@@ -77,6 +78,7 @@ class BM25Index:
             self.total_length += length
             self.count += 1
         self._norm = None
+        self._contrib.clear()
 
     def delete(self, ids: Sequence[str]) -> None:
         for chunk_id in ids:
@@ -92,6 +94,7 @@ class BM25Index:
             self.total_length -= self.lengths[slot]
             self.count -= 1
             self._norm = None
+            self._contrib.clear()
 
     def term_counts(self, ids: Sequence[str]) -> list[Counter[str]]:
         out = []
@@ -145,12 +148,19 @@ class BM25Index:
             tid = self.vocab.get(term)
             if tid is None or self.df[tid] <= 0:
                 continue
-            df = self.df[tid]
             slots, tf = self._posting(tid)
-            idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
-            scores[slots] += np.float32(weight * idf) * tf / (tf + norm[slots])
+            contrib = self._contrib.get(tid)
+            if contrib is None:  # frequent terms have long postings: score them once, reuse until a change
+                df = self.df[tid]
+                idf = np.float32(np.log(1 + (n - df + 0.5) / (df + 0.5)))
+                contrib = idf * tf / (tf + norm[slots])
+                if len(self._contrib) >= 4096:
+                    self._contrib.clear()
+                self._contrib[tid] = contrib
+            scores[slots] += np.float32(weight) * contrib
         hits = np.flatnonzero(scores)
         if hits.size > k:
             hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
         order = hits[np.argsort(-scores[hits], kind="stable")]
-        return [(self.ids[i], float(scores[i])) for i in order]
+        ids, values = self.ids, scores[order].tolist()
+        return [(ids[i], v) for i, v in zip(order.tolist(), values, strict=True)]

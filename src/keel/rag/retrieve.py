@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,7 +19,6 @@ class Hit:
     vector_rank: int | None = None
     keyword_score: float | None = None
     vector_score: float | None = None  # cosine similarity to the query
-    detail: dict[str, object] = field(default_factory=dict)
 
 
 def rrf(keyword: Hits, vector: Hits, *, k: int = 60) -> list[Hit]:
@@ -64,14 +63,18 @@ def convex(keyword: Hits, vector: Hits, *, alpha: float = 0.5) -> list[Hit]:
 def dedup(hits: list[Hit], vector_of: Callable[[str], Vector | None], *, threshold: float = 0.97) -> list[Hit]:
     """Drop a hit whose embedding is nearly identical to a better-ranked hit's."""
     kept: list[Hit] = []
-    kept_vectors: list[Vector] = []
+    matrix: np.ndarray | None = None  # the kept hits' vectors, one row each
+    used = 0
     for hit in hits:
         vector = vector_of(hit.chunk_id)
-        if vector is not None and kept_vectors and float(np.max(np.stack(kept_vectors) @ vector)) >= threshold:
+        if vector is not None and used and float(np.max(matrix[:used] @ vector)) >= threshold:  # type: ignore[index]
             continue
         kept.append(hit)
         if vector is not None:
-            kept_vectors.append(vector)
+            if matrix is None:
+                matrix = np.empty((len(hits), vector.shape[0]), dtype=np.float32)
+            matrix[used] = vector
+            used += 1
     return kept
 
 

@@ -157,16 +157,19 @@ def run_search(
             moved = rocchio(qvec, [v for v in map(vector_index.vector, top) if v is not None], feedback.beta)
             hits = keep(fuse(keyword_index.search_weighted(weights, pool), vector_index.search(moved, pool)))
             clock.stop("feedback_ms")
-    hits = keep(hits)
-    if qvec is not None:
-        for hit in hits:
-            if hit.vector_score is None:
-                v = vector_index.vector(hit.chunk_id)
-                hit.vector_score = float(v @ qvec) if v is not None else None
-    if min_score is not None:
-        hits = [h for h in hits if h.vector_score is not None and h.vector_score >= min_score]
+    # walk the ranking only as far as needed: cosine scores for the hits we may keep, not all of them
+    selected: list[Hit] = []
+    for hit in keep(hits):
+        if qvec is not None and hit.vector_score is None:
+            v = vector_index.vector(hit.chunk_id)
+            hit.vector_score = float(v @ qvec) if v is not None else None
+        if min_score is not None and (hit.vector_score is None or hit.vector_score < min_score):
+            continue
+        selected.append(hit)
+        if len(selected) >= top_k * 3:
+            break
     with clock("dedup_ms"):
-        hits = dedup(hits[: top_k * 3], vector_index.vector, threshold=dedup_threshold)[:top_k]
+        hits = dedup(selected, vector_index.vector, threshold=dedup_threshold)[:top_k]
     found = fetch(hits)
     if tracer is not None:
         attrs: dict[str, Any] = {

@@ -55,8 +55,10 @@ class ExactVectorIndex:
         if not self.slot or k <= 0:
             return []
         scores = self._matrix[: self._size] @ np.asarray(query, dtype=np.float32)
-        scores[~self.alive[: self._size]] = -np.inf
+        if len(self.slot) < self._size:  # deleted slots never rank
+            scores[~self.alive[: self._size]] = -np.inf
         k = min(k, len(self.slot))
-        top = np.argpartition(-scores, k - 1)[:k]
+        top = np.argpartition(scores, scores.size - k)[-k:] if k < scores.size else np.arange(scores.size)
         order = top[np.argsort(-scores[top], kind="stable")]
-        return [(self.ids[i], float(scores[i])) for i in order]
+        ids, values = self.ids, scores[order].tolist()
+        return [(ids[i], v) for i, v in zip(order.tolist(), values, strict=True)]
