@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -124,19 +125,27 @@ async def test_a_failed_run_is_traced_as_an_error(pipeline, home: Path) -> None:
     assert tuple(row)[:3] == ("error", "StructuredOutputError", "u1") and row[3] > 0
 
 
+def with_window(pipe: Any, tokens: int) -> None:
+    """Give model ``m`` a small context window."""
+    gateway = pipe.service.gateway
+    route = gateway.routes["m"]
+    info = route.info.__class__("d", "scripted", "gpt-4o-mini", tokens)
+    gateway.routes["m"] = route.__class__("m", route.settings, route.chat, route.embed, info)
+
+
+def map_reduce_feature(project: Path) -> None:
+    (project / "features" / "summarise.yaml").write_text(
+        "prompt: summarise\nmodel: m\ncontext: {policy: map_reduce, summary_tokens: 64}\n"
+    )
+
+
 async def test_map_reduce_summarises_a_document_too_long_for_the_window(pipeline, project: Path) -> None:  # type: ignore[no-untyped-def]
     pipe, provider, home = pipeline
     (project / "prompts" / "summarise.md").write_text(
         "---\ninputs:\n  document: {type: str}\n  question: {type: str}\n---\n{{ question }}\n\n{{ document }}"
     )
-    (project / "features" / "summarise.yaml").write_text(
-        "prompt: summarise\nmodel: m\ncontext: {policy: map_reduce, summary_tokens: 64}\n"
-    )
-    gateway = pipe.service.gateway
-    route = gateway.routes["m"]
-    gateway.routes["m"] = route.__class__(
-        "m", route.settings, route.chat, route.embed, route.info.__class__("d", "scripted", "gpt-4o-mini", 2000)
-    )
+    map_reduce_feature(project)
+    with_window(pipe, 2000)
     pages = [f"Page {n}. " + ("The warranty covers parts and labour. " * 60) for n in range(1, 501)]
     document = "\n\n".join(pages)  # 500 pages, ~290k estimated tokens, in a 2,000-token window
     provider.responder = lambda req: (
@@ -158,14 +167,8 @@ async def test_map_reduce_summarises_a_document_too_long_for_the_window(pipeline
 async def test_map_reduce_gives_up_with_a_clear_error_when_nothing_shrinks(pipeline, project: Path) -> None:  # type: ignore[no-untyped-def]
     pipe, provider, _ = pipeline
     (project / "prompts" / "summarise.md").write_text("---\ninputs:\n  document: {type: str}\n---\n{{ document }}")
-    (project / "features" / "summarise.yaml").write_text(
-        "prompt: summarise\nmodel: m\ncontext: {policy: map_reduce, summary_tokens: 64}\n"
-    )
-    gateway = pipe.service.gateway
-    route = gateway.routes["m"]
-    gateway.routes["m"] = route.__class__(
-        "m", route.settings, route.chat, route.embed, route.info.__class__("d", "scripted", "gpt-4o-mini", 2000)
-    )
+    map_reduce_feature(project)
+    with_window(pipe, 2000)
     provider.enqueue(*["blah " * 3000] * 400)  # a model that never summarises
     with pytest.raises(InvalidRequest, match=r"does not fit .* under any policy"):
         await pipe.run("summarise", {"document": "word " * 20_000})

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from keel.errors import ConfigError, InvalidRequest, KeelError, UserError
+from keel.errors import ConfigError, InvalidRequest, UserError
 from keel.features.context import estimate_tokens, fit, map_reduce
 from keel.features.experiments import Arm, Experiments
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
@@ -36,7 +36,7 @@ from keel.rag.answer import NOTHING_FOUND, SYSTEM, Citation, check_citations, re
 from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.found import Found
 from keel.rag.rerank import candidate_pool, rerank_top
-from keel.store.traces import TraceRecord
+from keel.store.traces import TraceRecord, outcome
 from keel.tracing.redact import capture
 from keel.types import CallContext, ChatRequest
 
@@ -421,10 +421,7 @@ class FeaturePipeline:
             provider=records[-1].provider if records else None,
             model=records[-1].model if records else None,
             stream=False,
-            status="cancelled" if cancelled else ("error" if error is not None else "ok"),
-            http_status=(error.status if isinstance(error, KeelError) else 500) if error and not cancelled else 200,
-            error_type=type(error).__name__ if error is not None else None,
-            error=(error.message if isinstance(error, KeelError) else repr(error)) if error is not None else None,
+            **outcome(None if cancelled else error, cancelled=cancelled),
             input_tokens=sum(r.input_tokens for r in records),
             output_tokens=sum(r.output_tokens for r in records),
             cached_tokens=sum(r.cached_tokens for r in records),

@@ -13,9 +13,8 @@ from dataclasses import asdict
 from typing import Any
 
 from keel.cost.prices import PriceTable
-from keel.errors import KeelError
 from keel.gateway.router import Gateway
-from keel.store.traces import INSERT_SQL, TraceRecord, record_params
+from keel.store.traces import INSERT_SQL, TraceRecord, outcome, record_params
 from keel.store.writer import BatchWriter
 from keel.tracing.metrics import Metrics
 from keel.tracing.redact import capture
@@ -173,7 +172,6 @@ class GatewayService:
         local = bool(adapter is not None and adapter.info.local)
         usage = usage or Usage(source="none")
         cost, cost_source = self._cost(last, local, usage)
-        status = "cancelled" if cancelled else ("error" if error is not None else "ok")
         rec = TraceRecord(
             id=ctx.trace_id,
             ts=ctx.started,
@@ -186,10 +184,7 @@ class GatewayService:
             provider=last.provider if last else None,
             model=last.model if last else None,
             stream=stream,
-            status=status,
-            http_status=(error.status if isinstance(error, KeelError) else 500) if error is not None else 200,
-            error_type=type(error).__name__ if error is not None else None,
-            error=(error.message if isinstance(error, KeelError) else repr(error)) if error is not None else None,
+            **outcome(error, cancelled=cancelled),
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cached_tokens=usage.cached_input_tokens,
@@ -211,7 +206,7 @@ class GatewayService:
         ctx.record = rec
         self.record(rec)
         label = alias if alias in self.gateway.routes else "(unknown)"  # clients must not mint labels
-        self.metrics.observe(operation, label, status, latency, usage.input_tokens, usage.output_tokens, cost)
+        self.metrics.observe(operation, label, rec.status, latency, usage.input_tokens, usage.output_tokens, cost)
         for attempt in attempts:
             if attempt.error_type:
                 self.metrics.attempt_errors[(attempt.deployment, attempt.error_type)] += 1

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from keel.errors import UserError
+from keel.errors import KeelError, UserError
 
 
 @dataclass(slots=True)
@@ -52,6 +52,17 @@ class TraceRecord:
 COLUMNS = [f.name for f in fields(TraceRecord)]
 JSON_COLUMNS = {"attempts", "request", "response", "notes"}
 INSERT_SQL = f"INSERT OR REPLACE INTO traces({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+def outcome(error: BaseException | None, *, cancelled: bool = False) -> dict[str, Any]:
+    """The status fields of a trace row for a call that ended with ``error`` (None: it succeeded)."""
+    status = "cancelled" if cancelled else "error" if error is not None else "ok"
+    return {
+        "status": status,
+        "http_status": (error.status if isinstance(error, KeelError) else 500) if error is not None else 200,
+        "error_type": type(error).__name__ if error is not None else None,
+        "error": (error.message if isinstance(error, KeelError) else repr(error)) if error is not None else None,
+    }
 
 
 def record_params(rec: TraceRecord) -> tuple[Any, ...]:
