@@ -181,6 +181,10 @@ def test_experiments_commands(tmp_path: Path) -> None:
         data = json.loads(out.stdout)
         arms.add((data["arm"], data["answer"]))
     assert arms <= {("control", "echo: Hello Ada"), ("hi", "echo: Hi Ada")} and len(arms) == 2
+    fb = keel(tmp_path, "feedback", data["trace_id"][:10], "helpful", "true", "--comment", "nice", "-c", str(config))
+    assert fb.returncode == 0 and "helpful = 1" in fb.stdout, fb.stderr
+    shown = keel(tmp_path, "traces", "show", data["trace_id"], "-c", str(config)).stdout
+    assert "feature run" in shown and "prompt hello v" in shown and "helpful" in shown and "nice" in shown
     report = keel(tmp_path, "experiments", "report", "greeting", "-c", str(config))
     assert report.returncode == 0 and "too few runs yet" in report.stdout and "p95 ms" in report.stdout
     assert "greeting" in keel(tmp_path, "experiments", "list", "-c", str(config)).stdout

@@ -130,3 +130,27 @@ def test_the_python_sdk_sync_async_and_streaming(served: tuple[str, str], monkey
     monkeypatch.setenv("KEEL_URL", base)
     monkeypatch.setenv("KEEL_API_KEY", key)
     assert keel.Client().run("greet", name="Cy").answer == "You said: Greet Cy"  # from the environment
+
+
+def test_feedback_over_http(served: tuple[str, str]) -> None:
+    base, key = served
+    auth = {"authorization": f"Bearer {key}"}
+    run = httpx.post(f"{base}/features/greet/run", json={"inputs": {"name": "Ada"}}, headers=auth, timeout=30)
+    trace_id = run.json()["trace_id"]
+    r = httpx.post(f"{base}/feedback", json={"trace_id": trace_id, "name": "helpful", "value": False}, headers=auth)
+    assert r.status_code == 201 and r.json()["value"] == 0.0 and r.json()["label"] == "false"
+    corrected = httpx.post(
+        f"{base}/feedback",
+        json={"trace_id": trace_id, "name": "answer", "correction": "Hello, Ada!"},
+        headers={**auth, "x-keel-user": "reviewer-1"},
+    )
+    assert corrected.status_code == 201
+    for body, status, param in [
+        ({"trace_id": "missing", "name": "helpful", "value": True}, 404, None),
+        ({"trace_id": trace_id, "name": "helpful", "value": {"a": 1}}, 400, "value"),
+        ({"trace_id": trace_id, "name": "helpful", "value": True, "colour": "red"}, 400, "colour"),
+        ({"name": "helpful", "value": True}, 400, "trace_id"),
+    ]:
+        bad = httpx.post(f"{base}/feedback", json=body, headers=auth)
+        assert bad.status_code == status and bad.json()["error"]["param"] == param, bad.text
+    assert httpx.post(f"{base}/feedback", json={"trace_id": trace_id, "name": "x", "value": 1}).status_code == 401

@@ -28,6 +28,7 @@ rag.register_ask(app)
 run.register(app)
 app.add_typer(keys.app, name="keys")
 app.add_typer(traces.app, name="traces")
+app.command("feedback")(traces.feedback)  # `keel feedback` = `keel traces feedback`
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(experiments.app, name="experiments")
 

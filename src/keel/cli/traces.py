@@ -10,6 +10,7 @@ from rich.table import Table
 
 from keel.cli.common import console, fmt_cost, fmt_ts, load_env, parse_since
 from keel.errors import UserError
+from keel.store.feedback import add_feedback, feedback_for
 from keel.store.traces import TraceRecord, as_dict, get_trace, list_traces
 
 app = typer.Typer(help="Look at recorded calls.", no_args_is_help=True)
@@ -83,6 +84,52 @@ def show(
     if rec.response is not None:
         console.print("[bold]response[/bold]")
         console.print(rec.response, highlight=False, markup=False)
+    with load_env(config).db() as conn:
+        scores = feedback_for(conn, rec.id)
+        children = conn.execute("SELECT count(*) FROM traces WHERE parent = ?", (rec.id,)).fetchone()[0]
+    if rec.operation == "feature":
+        arm = f" · experiment {rec.experiment} arm {rec.arm}" if rec.arm else ""
+        console.print(f"[bold]feature run[/bold] prompt {rec.prompt} v{rec.prompt_version}{arm} · {children} call(s)")
+        for note in rec.notes or []:
+            console.print(f"  [yellow]{note}[/yellow]", highlight=False)
+    elif rec.parent:
+        console.print(f"[dim]part of feature run {rec.parent}[/dim]")
+    if scores:
+        table = Table("name", "value", "comment", "correction", "user", "when", title="feedback")
+        for f in scores:
+            value = f.label if f.label is not None and f.value is None else (f.label or f"{f.value:g}")
+            table.add_row(f.name, value, f.comment or "", f.correction or "", f.user or "", fmt_ts(f.at))
+        console.print(table)
+
+
+@app.command("feedback")
+def feedback(
+    trace_id: str = typer.Argument(..., help="the trace id (x-keel-trace-id, or the first characters)"),
+    name: str = typer.Argument(..., help="what is scored, e.g. helpful, rating, category"),
+    value: str | None = typer.Argument(None, help="true/false, a number, or a category"),
+    comment: str | None = typer.Option(None, help="free text"),
+    correction: str | None = typer.Option(None, help="the right answer"),
+    user: str | None = typer.Option(None, help="who gave the feedback"),
+    config: str | None = CONFIG,
+) -> None:
+    """Attach feedback to a trace (experiment reports read it; evals will learn from corrections)."""
+    parsed: object = value
+    if value is not None:
+        lowered = value.strip().lower()
+        if lowered in ("true", "false", "yes", "no", "👍", "👎"):
+            parsed = lowered in ("true", "yes", "👍")
+        else:
+            try:
+                parsed = float(value)
+            except ValueError:
+                parsed = value
+    with load_env(config).db() as conn:
+        rec = get_trace(conn, trace_id)
+        if rec is None:
+            raise UserError(f"no trace '{trace_id}'; see `keel traces list`")
+        row = add_feedback(conn, rec.id, name, parsed, comment=comment, correction=correction, user=user)
+    shown = row.label if row.value is None else f"{row.value:g}"
+    console.print(f"feedback {row.id}: {row.name} = {shown or '—'} on trace {row.trace_id}", highlight=False)
 
 
 @app.command("tail")

@@ -7,10 +7,11 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 import orjson
 from starlette.applications import Starlette
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from keel.errors import KeelError, MethodNotAllowed, PayloadTooLarge, StreamInterrupted, UnknownRoute
+from keel.errors import InvalidRequest, KeelError, MethodNotAllowed, PayloadTooLarge, StreamInterrupted, UnknownRoute
 from keel.gateway.service import GatewayService
 from keel.gateway.streams import prime
 from keel.rag.backends import Collections
@@ -27,6 +28,8 @@ from keel.server.collections import CollectionRoutes
 from keel.server.errors import error_body, error_response
 from keel.server.features import FeatureRoutes
 from keel.server.validate import parse_chat, parse_embeddings, parse_json
+from keel.store import connect, db_path
+from keel.store.feedback import TraceNotFound, add_feedback
 from keel.types import CallContext, ChatChunk, ChatRequest
 
 log = logging.getLogger("keel.server")
@@ -45,10 +48,12 @@ class KeelApp:
         auth_cache_s: float = 1.0,
         collections: Collections | None = None,
         features: tuple[Path, Path] | None = None,
+        home: Path | None = None,
         on_startup: Any = None,
         on_shutdown: Any = None,
     ) -> None:
         self.service = service
+        self.home = home
         self.authenticate = Authenticator(keys, cache_s=auth_cache_s)
         self.max_body_bytes = max_body_bytes
         self.started = time.time()
@@ -67,6 +72,7 @@ class KeelApp:
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/v1/embeddings", self.embeddings, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/feedback", self.feedback, methods=["POST"]),
                 Route("/healthz", self.health, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
             ],
@@ -95,6 +101,32 @@ class KeelApp:
 
     async def _keel_error(self, request: Request, exc: Exception) -> Response:
         return error_response(exc)
+
+    async def feedback(self, request: Request) -> Response:
+        """``POST /v1/feedback``: attach a score, comment or correction to a trace."""
+        self.authenticate(request.headers.get("authorization"))
+        body = await self.json_body(request)
+        unknown = sorted(set(body) - {"trace_id", "name", "value", "comment", "correction", "user"})
+        if unknown:
+            raise InvalidRequest(f"unknown field(s) {unknown}", param=unknown[0])
+        if self.home is None:
+            raise UnknownRoute("feedback needs the store; this app has none")
+        fields = {
+            "comment": body.get("comment"),
+            "correction": body.get("correction"),
+            "user": body.get("user") or request.headers.get("x-keel-user"),
+        }
+        args = (body.get("trace_id"), body.get("name", "feedback"), body.get("value"))
+        with closing(connect(db_path(self.home))) as conn:
+            try:
+                row = add_feedback(conn, *args, **fields)
+            except TraceNotFound:
+                writer = self.service.writer  # a call answered a moment ago may still be queued for writing
+                if writer is None or not await anyio.to_thread.run_sync(writer.flush, 2.0):
+                    raise
+                row = add_feedback(conn, *args, **fields)
+        data = {"id": row.id, "trace_id": row.trace_id, "name": row.name, "value": row.value, "label": row.label}
+        return Response(orjson.dumps(data), status_code=201, media_type=JSON_TYPE)
 
     async def json_body(self, request: Request) -> dict[str, Any]:
         return parse_json(await self._body(request))

@@ -59,6 +59,7 @@ def build_app(
         auth_cache_s=settings.server.auth_cache_s,
         collections=collections,
         features=(settings.project_root, home),
+        home=home,
         on_startup=startup,
         on_shutdown=shutdown,
     )
