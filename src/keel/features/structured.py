@@ -9,20 +9,17 @@ fails: a typed error, or the feature's declared deterministic fallback.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
 import orjson
 from pydantic import BaseModel
 
+from keel.checks.schema import check_schema, parse_and_validate
 from keel.errors import ConfigError, KeelError
 from keel.gateway.service import GatewayService
 from keel.types import CallContext, ChatRequest, Usage
-
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 
 
 class StructuredOutputError(KeelError):
@@ -46,46 +43,6 @@ class StructuredResult:
     fallback: bool = False
     trace_ids: list[str] = field(default_factory=list)  # one traced call per attempt
     cost_usd: float | None = None  # summed over attempts; None if any attempt was unpriced
-
-
-_VALIDATORS: dict[bytes, Any] = {}
-
-
-def validator(schema: dict[str, Any]) -> Any:
-    """The schema checked against its meta-schema and compiled, once per distinct schema."""
-    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
-    found = _VALIDATORS.get(key)
-    if found is None:
-        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        try:
-            cls.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise ConfigError(f"not a valid JSON Schema: {exc.message}") from None
-        if len(_VALIDATORS) > 256:
-            _VALIDATORS.clear()
-        found = _VALIDATORS[key] = cls(schema)
-    return found
-
-
-def check_schema(schema: dict[str, Any]) -> None:
-    validator(schema)
-
-
-def parse_and_validate(text: str, schema: dict[str, Any]) -> tuple[Any, str | None]:
-    """(value, None) when valid, (None, what is wrong) otherwise. Code fences are tolerated."""
-    fenced = _FENCE.match(text)
-    raw = fenced.group(1) if fenced else text.strip()
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return None, f"the reply is not JSON ({exc})"
-    errors = sorted(validator(schema).iter_errors(value), key=lambda e: list(e.path))
-    if errors:
-        first = errors[0]
-        where = "/".join(str(p) for p in first.path) or "(root)"
-        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        return None, f"at {where}: {first.message}{more}"
-    return value, None
 
 
 def _add(total: Usage, usage: Usage) -> None:

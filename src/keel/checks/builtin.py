@@ -1,0 +1,361 @@
+"""The built-in deterministic checks. Each factory takes the check's parameters and returns a
+function from context to verdict; ``registry`` wraps them (``not-`` prefix, metadata)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from keel.checks.base import CheckContext, CheckError, Verdict
+from keel.checks.schema import parse_and_validate, validator  # the same validation as serving
+from keel.errors import ConfigError
+
+Run = Callable[[CheckContext], Verdict]
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+DONT_KNOW = ("i don't know", "i do not know", "i'm not sure", "no information", "not in the documents", "cannot find")
+REFUSAL = (
+    "i can't help",
+    "i cannot help",
+    "i can't assist",
+    "i cannot assist",
+    "i won't",
+    "i'm unable to",
+    "i am unable to",
+)
+
+
+class Params:
+    """A check's parameters, read with a precise error when one is missing or of the wrong type."""
+
+    def __init__(self, check: str, data: dict[str, Any]) -> None:
+        self.check = check
+        self.data = data
+        self.used: set[str] = {"type", "weight", "name"}
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                raise CheckError(f"check '{self.check}' needs '{key}'")
+            return default
+        value = self.data[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
+            names = "/".join(k.__name__ for k in _kinds(kind))
+            raise CheckError(f"check '{self.check}': '{key}' must be {names}, not {type(value).__name__}")
+        return value
+
+    def number(self, key: str, default: Any = ..., low: float = -math.inf, high: float = math.inf) -> float:
+        value = float(self.get(key, (int, float), default))
+        if not low <= value <= high:
+            raise CheckError(f"check '{self.check}': '{key}' must be between {low:g} and {high:g}, not {value:g}")
+        return value
+
+    def strings(self, key: str) -> list[str]:
+        value = self.get(key, (list, str))
+        items = [value] if isinstance(value, str) else value
+        if not items or not all(isinstance(v, str) for v in items):
+            raise CheckError(f"check '{self.check}': '{key}' must be a string or a non-empty list of strings")
+        return items
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise CheckError(f"check '{self.check}': unknown parameter(s) {unknown}")
+
+
+def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _yes(passed: bool, reason_ok: str, reason_bad: str) -> Verdict:
+    return Verdict(passed, 1.0 if passed else 0.0, reason_ok if passed else reason_bad)
+
+
+def _expected_text(p: Params, ctx: CheckContext) -> str:
+    value = p.data.get("value", ctx.expected)
+    if not isinstance(value, str):
+        raise CheckError(f"check '{p.check}' needs a string 'value' (or the case's expected answer)")
+    return value
+
+
+# -- text ------------------------------------------------------------------------------------------
+
+
+def equals(p: Params) -> Run:
+    p.used.add("value")
+    strip = p.get("strip", bool, True)
+
+    def run(ctx: CheckContext) -> Verdict:
+        want = p.data.get("value", ctx.expected)
+        if isinstance(want, str):
+            got = ctx.output.strip() if strip else ctx.output
+            return _yes(got == (want.strip() if strip else want), "equal", f"expected {want!r}, got {got[:200]!r}")
+        got_value = ctx.value if ctx.value is not None else ctx.output
+        return _yes(got_value == want, "equal", f"expected {want!r}, got {got_value!r}"[:300])
+
+    return run
+
+
+def contains(p: Params, *, fold: bool = False) -> Run:
+    p.used.add("value")
+
+    def run(ctx: CheckContext) -> Verdict:
+        want = _expected_text(p, ctx)
+        text, needle = (ctx.output.casefold(), want.casefold()) if fold else (ctx.output, want)
+        return _yes(needle in text, f"contains {want!r}", f"does not contain {want!r}")
+
+    return run
+
+
+def contains_some(p: Params, *, every: bool) -> Run:
+    wanted = p.strings("value")
+    fold = p.get("ignore_case", bool, False)
+
+    def run(ctx: CheckContext) -> Verdict:
+        text = ctx.output.casefold() if fold else ctx.output
+        found = [w for w in wanted if (w.casefold() if fold else w) in text]
+        missing = [w for w in wanted if w not in found]
+        passed = not missing if every else bool(found)
+        return Verdict(passed, len(found) / len(wanted), f"found {found}, missing {missing}")
+
+    return run
+
+
+def regex(p: Params) -> Run:
+    pattern = p.get("value", str)
+    try:
+        compiled = re.compile(pattern, re.I if p.get("ignore_case", bool, False) else 0)
+    except re.error as exc:
+        raise CheckError(f"check 'regex': {pattern!r} is not a valid regular expression ({exc})") from None
+
+    def run(ctx: CheckContext) -> Verdict:
+        return _yes(compiled.search(ctx.output) is not None, f"matches /{pattern}/", f"does not match /{pattern}/")
+
+    return run
+
+
+def starts_with(p: Params) -> Run:
+    p.used.add("value")
+
+    def run(ctx: CheckContext) -> Verdict:
+        want = _expected_text(p, ctx)
+        return _yes(ctx.output.lstrip().startswith(want), f"starts with {want!r}", f"does not start with {want!r}")
+
+    return run
+
+
+def levenshtein(p: Params) -> Run:
+    threshold = p.number("threshold", 0.8, 0, 1)
+    p.used.add("value")
+
+    def run(ctx: CheckContext) -> Verdict:
+        want = _expected_text(p, ctx)
+        got = ctx.output.strip()
+        similarity = 1 - _distance(got, want.strip()) / max(len(got), len(want.strip()), 1)
+        return Verdict(similarity >= threshold, similarity, f"similarity {similarity:.2f} (threshold {threshold:g})")
+
+    return run
+
+
+def _distance(a: str, b: str) -> int:
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def similar(p: Params) -> Run:
+    threshold = p.number("threshold", 0.8, -1, 1)
+    p.used.add("value")
+
+    def run(ctx: CheckContext) -> Verdict:
+        if ctx.embed is None:
+            raise CheckError("check 'similar' needs an embedder; the eval runner supplies the configured one")
+        want = _expected_text(p, ctx)
+        vectors = ctx.embed([ctx.output, want])
+        cosine = float(vectors[0] @ vectors[1])
+        return Verdict(cosine >= threshold, max(0.0, cosine), f"cosine {cosine:.3f} (threshold {threshold:g})")
+
+    return run
+
+
+# -- structure -------------------------------------------------------------------------------------
+
+
+def is_json(p: Params) -> Run:
+    def run(ctx: CheckContext) -> Verdict:
+        try:
+            orjson.loads(ctx.output)
+        except orjson.JSONDecodeError as exc:
+            return Verdict(False, 0.0, f"not JSON: {exc}")
+        return Verdict(True, 1.0, "valid JSON")
+
+    return run
+
+
+def json_schema(p: Params) -> Run:
+    schema = p.get("value", dict)
+    try:
+        validator(schema)  # a broken schema is a configuration error, found before the run
+    except ConfigError as exc:
+        raise CheckError(f"check '{p.check}': {exc.message}") from None
+
+    def run(ctx: CheckContext) -> Verdict:
+        _, problem = parse_and_validate(ctx.output, schema)
+        return _yes(problem is None, "valid against the schema", f"invalid: {problem}")
+
+    return run
+
+
+# -- behaviour -------------------------------------------------------------------------------------
+
+
+def latency(p: Params) -> Run:
+    limit = p.number("max_ms", ..., 0)
+
+    def run(ctx: CheckContext) -> Verdict:
+        if ctx.latency_ms is None:
+            return Verdict(False, 0.0, "no latency recorded")
+        return _yes(
+            ctx.latency_ms <= limit, f"{ctx.latency_ms:.0f} ms ≤ {limit:g}", f"{ctx.latency_ms:.0f} ms > {limit:g}"
+        )
+
+    return run
+
+
+def cost(p: Params) -> Run:
+    limit = p.number("max_usd", ..., 0)
+
+    def run(ctx: CheckContext) -> Verdict:
+        if ctx.cost_usd is None:
+            return Verdict(False, 0.0, "cost unknown (unpriced model)")
+        return _yes(ctx.cost_usd <= limit, f"${ctx.cost_usd:.6f} ≤ ${limit:g}", f"${ctx.cost_usd:.6f} > ${limit:g}")
+
+    return run
+
+
+def finish_reason(p: Params) -> Run:
+    want = p.get("value", str, "stop")
+
+    def run(ctx: CheckContext) -> Verdict:
+        return _yes(ctx.finish_reason == want, f"finished: {want}", f"finished: {ctx.finish_reason}, not {want}")
+
+    return run
+
+
+def phrases(words: tuple[str, ...], what: str) -> Callable[[Params], Run]:
+    def factory(p: Params) -> Run:
+        extra = p.strings("phrases") if "phrases" in p.data else []
+
+        def run(ctx: CheckContext) -> Verdict:
+            text = ctx.output.casefold().replace("’", "'")
+            hit = next((w for w in (*words, *(e.casefold() for e in extra)) if w in text), None)
+            return _yes(hit is not None, f"{what} ({hit!r})", f"no {what}")
+
+        return run
+
+    return factory
+
+
+def citations_valid(p: Params) -> Run:
+    required = p.get("required", bool, True)
+
+    def run(ctx: CheckContext) -> Verdict:
+        cited = [int(n) for n in _CITATION.findall(ctx.output)]
+        if not cited:
+            return _yes(not required, "no citations (not required)", "the answer cites no source")
+        bad = sorted({n for n in cited if not 1 <= n <= len(ctx.sources)})
+        good = len([n for n in cited if n not in bad])
+        return Verdict(not bad, good / len(cited), f"cites {sorted(set(cited))}; not given: {bad}" if bad else "ok")
+
+    return run
+
+
+# -- retrieval -------------------------------------------------------------------------------------
+
+
+def _ranking(p: Params) -> tuple[int, Callable[[CheckContext], tuple[list[str], set[str]]]]:
+    k = int(p.number("k", 5, 1, 1000))
+    threshold = p.number("threshold", 0.0, 0, 1)
+    p.data.setdefault("threshold", threshold)
+
+    def read(ctx: CheckContext) -> tuple[list[str], set[str]]:
+        if not ctx.expected_ids:
+            raise CheckError(f"check '{p.check}' needs the case's expected documents (expected_sources)")
+        return list(ctx.retrieved_ids)[:k], set(ctx.expected_ids)
+
+    return k, read
+
+
+def recall_at_k(p: Params) -> Run:
+    k, read = _ranking(p)
+    threshold = float(p.data["threshold"])
+
+    def run(ctx: CheckContext) -> Verdict:
+        got, want = read(ctx)
+        score = len(want & set(got)) / len(want)
+        return Verdict(score >= threshold and score > 0, score, f"recall@{k} {score:.2f}")
+
+    return run
+
+
+def mrr(p: Params) -> Run:
+    _k, read = _ranking(p)
+    threshold = float(p.data["threshold"])
+
+    def run(ctx: CheckContext) -> Verdict:
+        got, want = read(ctx)
+        rank = next((i for i, d in enumerate(got, 1) if d in want), None)
+        score = 1 / rank if rank else 0.0
+        return Verdict(
+            score >= threshold and score > 0, score, f"first relevant at rank {rank}" if rank else "none found"
+        )
+
+    return run
+
+
+def ndcg_at_k(p: Params) -> Run:
+    k, read = _ranking(p)
+    threshold = float(p.data["threshold"])
+
+    def run(ctx: CheckContext) -> Verdict:
+        got, want = read(ctx)
+        dcg = sum(1 / math.log2(i + 1) for i, d in enumerate(got, 1) if d in want)
+        ideal = sum(1 / math.log2(i + 1) for i in range(1, min(len(want), k) + 1))
+        score = dcg / ideal if ideal else 0.0
+        return Verdict(score >= threshold and score > 0, score, f"nDCG@{k} {score:.3f}")
+
+    return run
+
+
+BUILTIN: dict[str, Callable[[Params], Run]] = {
+    "equals": equals,
+    "contains": contains,
+    "icontains": lambda p: contains(p, fold=True),
+    "contains-any": lambda p: contains_some(p, every=False),
+    "contains-all": lambda p: contains_some(p, every=True),
+    "regex": regex,
+    "starts-with": starts_with,
+    "levenshtein": levenshtein,
+    "similar": similar,
+    "is-json": is_json,
+    "json-schema": json_schema,
+    "latency": latency,
+    "cost": cost,
+    "finish-reason": finish_reason,
+    "refusal": phrases(REFUSAL, "a refusal"),
+    "says-dont-know": phrases(DONT_KNOW, "an 'I don't know'"),
+    "citations-valid": citations_valid,
+    "recall@k": recall_at_k,
+    "mrr": mrr,
+    "ndcg@k": ndcg_at_k,
+}
