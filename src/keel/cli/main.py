@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from keel.cli import chat, cost, demo, experiments, keys, models, prompts, rag, run, serve, traces
+from keel.cli import chat, cost, demo, evals, experiments, keys, models, prompts, rag, run, serve, traces
 from keel.cli.common import err_console
 from keel.errors import KeelError
 
@@ -26,6 +26,7 @@ demo.register(app)
 rag.register(app)
 rag.register_ask(app)
 run.register(app)
+evals.register(app)
 app.add_typer(keys.app, name="keys")
 app.add_typer(traces.app, name="traces")
 app.command("feedback")(traces.feedback)  # `keel feedback` = `keel traces feedback`

@@ -86,3 +86,17 @@ def read_yaml(path: Path) -> LocatedYAML:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     return parse_yaml(text, str(path))
+
+
+def describe_error(exc: Any, doc: LocatedYAML) -> str:
+    """A pydantic ValidationError as one line: file:line: field.path: what is wrong."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+    return f"{doc.where(loc)}: {path}: {msg}"

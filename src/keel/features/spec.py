@@ -13,7 +13,7 @@ import jsonschema
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from keel.config.yamlfile import LocatedYAML, read_yaml
+from keel.config.yamlfile import LocatedYAML, describe_error, read_yaml
 from keel.errors import ConfigError, UserError
 
 _SCHEMAS: dict[Path, tuple[Any, dict[str, Any]]] = {}
@@ -136,19 +136,6 @@ class FeatureSpec(Section):
     description: str = ""
 
 
-def _format(exc: ValidationError, doc: LocatedYAML) -> str:
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
-    path = ".".join(str(p) for p in loc) or "(top level)"
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    else:
-        msg = err["msg"].removeprefix("Value error, ")
-    return f"{doc.where(loc)}: {path}: {msg}"
-
-
 def parse_feature(doc: LocatedYAML, name: str, root: Path | None = None) -> FeatureSpec:
     data = doc.data
     if not isinstance(data, dict):
@@ -156,7 +143,7 @@ def parse_feature(doc: LocatedYAML, name: str, root: Path | None = None) -> Feat
     try:
         spec = FeatureSpec.model_validate({**data, "name": name})
     except ValidationError as exc:
-        raise ConfigError(_format(exc, doc)) from None
+        raise ConfigError(describe_error(exc, doc)) from None
     if root is not None:
         _check_files(spec, doc, root)
     return spec

@@ -152,6 +152,26 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX feedback_trace ON feedback(trace_id);
     """,
+    # 6: eval runs and their per-case results
+    """
+    CREATE TABLE eval_runs (
+        id TEXT PRIMARY KEY,
+        suite TEXT NOT NULL,
+        feature TEXT NOT NULL,
+        started REAL NOT NULL,
+        finished REAL,
+        status TEXT NOT NULL,
+        label TEXT,
+        summary TEXT NOT NULL
+    );
+    CREATE INDEX eval_runs_suite ON eval_runs(suite, label, started);
+    CREATE TABLE eval_results (
+        run_id TEXT NOT NULL,
+        case_id TEXT NOT NULL,
+        result TEXT NOT NULL,
+        PRIMARY KEY (run_id, case_id)
+    );
+    """,
 ]
 
 

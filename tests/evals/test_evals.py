@@ -1,0 +1,94 @@
+"""Eval suites end to end: the CLI as CI runs it, with the scripted model (it echoes the prompt)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from keel.errors import ConfigError
+from keel.evals.suite import load_suite
+from tests.cli.test_cli import SCRIPTED, keel
+
+SUITE = """\
+feature: hello
+checks: [{type: not-refusal}]
+cases:
+  - id: ada
+    inputs: {name: Ada}
+    checks: [{type: contains, value: Hello Ada}]
+  - id: bo
+    inputs: {name: Bo}
+    checks: [{type: icontains, value: "hello bo"}, {type: latency, max_ms: 60000}]
+gate: {min_pass_rate: 1.0, max_pass_rate_drop: 0.0}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    for folder in ("features", "prompts", "evals"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "prompts" / "hello.md").write_text("---\ninputs:\n  name: {type: str}\n---\nHello {{ name }}")
+    (tmp_path / "features" / "hello.yaml").write_text("prompt: hello\nmodel: fast\n")
+    (tmp_path / "evals" / "hello.yaml").write_text(SUITE)
+    (tmp_path / "keel.yaml").write_text(SCRIPTED)
+    return tmp_path
+
+
+def run_eval(project: Path, *args: str):  # type: ignore[no-untyped-def]
+    return keel(project, "eval", "hello", "--root", str(project), "-c", str(project / "keel.yaml"), *args)
+
+
+def test_exit_codes_ci_can_trust(project: Path) -> None:
+    passed = run_eval(project, "--label", "main", "--junit", str(project / "out.xml"))
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "2/2 passed" in passed.stdout and "gate passed (exit 0)" in passed.stdout
+    xml = ET.parse(project / "out.xml").getroot()
+    assert xml.get("tests") == "2" and xml.get("failures") == "0"
+    # a regression: one case now fails its check → the gate fails with 100, against the labelled baseline
+    (project / "evals" / "hello.yaml").write_text(SUITE.replace("value: Hello Ada", "value: Goodbye Ada"))
+    failed = run_eval(project, "--baseline", "main", "--json")
+    assert failed.returncode == 100, failed.stderr
+    data = json.loads(failed.stdout)
+    assert data["run"]["summary"]["pass_rate"] == 0.5
+    gate = {r["name"]: r["passed"] for r in data["gate"]}
+    assert gate["pass rate"] is False and gate["pass rate vs baseline"] is False
+    case = next(r for r in data["run"]["results"] if r["case_id"] == "ada")
+    assert "does not contain 'Goodbye Ada'" in case["checks"][1]["reason"]
+    # the model is unreachable: errors are values, the run completes, and the exit code is 1
+    (project / "keel.yaml").write_text(
+        "deployments:\n  d: {provider: openai, model: m, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "models:\n  fast: {deployments: [d], retry: {attempts: 1}}\n"
+    )
+    broken = run_eval(project)
+    assert broken.returncode == 1 and "2 error(s)" in broken.stdout, broken.stdout + broken.stderr
+
+
+def test_bad_suites_are_errors_with_exit_1(project: Path) -> None:
+    missing = run_eval(project, "--baseline", "nope")
+    assert missing.returncode == 1 and "no baseline run 'nope'" in missing.stdout
+    (project / "evals" / "hello.yaml").write_text(SUITE.replace("feature: hello", "feature: ghost"))
+    ghost = run_eval(project)
+    assert ghost.returncode == 1 and "no feature 'ghost'" in ghost.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("feature: hello\ncases: []\n", "at least one case"),
+        ("feature: hello\ncases:\n  - {id: a, checks: [contains]}\n  - {id: a, checks: [is-json]}\n", "used twice"),
+        ("feature: hello\ncases:\n  - {id: a}\n", "case 'a' has no checks"),
+        ("feature: hello\ncases:\n  - {id: a, checks: [{type: contians}]}\n", "did you mean 'contains'"),
+        ("feature: hello\ncases:\n  - {id: a, checks: [is-json]}\ngate: {min_pass_rate: 2}\n", "gate.min_pass_rate"),
+        ("feature: hello\ncases:\n  - {id: a, colour: red, checks: [is-json]}\n", "unknown key"),
+        ("feature: hello\ncases:\n  - {id: 'a b', checks: [is-json]}\n", "a case id is"),
+    ],
+)
+def test_suite_errors_name_the_line_and_field(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_suite(path)
+    assert "s.yaml:" in info.value.message
