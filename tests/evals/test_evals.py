@@ -55,6 +55,8 @@ def test_exit_codes_ci_can_trust(project: Path) -> None:
     assert data["run"]["summary"]["pass_rate"] == 0.5
     gate = {r["name"]: r["passed"] for r in data["gate"]}
     assert gate["pass rate"] is False and gate["pass rate vs baseline"] is False
+    change = {d["metric"]: d for d in data["deltas"]}["pass rate"]
+    assert change["change"] == -0.5 and change["cases"] == 2 and change["low"] <= -0.5 <= change["high"]
     case = next(r for r in data["run"]["results"] if r["case_id"] == "ada")
     assert "does not contain 'Goodbye Ada'" in case["checks"][1]["reason"]
     # the model is unreachable: errors are values, the run completes, and the exit code is 1

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from keel.cli.common import Env, console, fmt_cost, load_env
 from keel.errors import KeelError
-from keel.evals.runner import EvalRun, Rule, judge, load_run, require_feature, run_suite, save_run
+from keel.evals.runner import Delta, EvalRun, Rule, deltas, judge, load_run, require_feature, run_suite, save_run
 from keel.evals.suite import Suite, find_suite, load_suite
 from keel.features.pipeline import FeaturePipeline
 from keel.features.prompts import PromptRegistry
@@ -45,16 +45,16 @@ def register(app: typer.Typer) -> None:
         try:
             env = load_env(config)
             loaded = load_suite(find_suite(root, suite))
-            run, rules = asyncio.run(_run(env, root, loaded, baseline, label, concurrency))
+            run, rules, changes = asyncio.run(_run(env, root, loaded, baseline, label, concurrency))
         except KeelError as exc:
             console.print(f"[red]error:[/red] {exc.message}", highlight=False)
             sys.exit(ERRORED)
         if junit is not None:
             _junit(run, rules, junit)
         if json:
-            print(orjson.dumps({"run": run, "gate": rules}, default=_plain).decode())
+            print(orjson.dumps({"run": run, "gate": rules, "deltas": changes}, default=_plain).decode())
         else:
-            _show(loaded, run, rules)
+            _show(loaded, run, rules, changes)
         sys.exit(_exit_code(run, rules))
 
 
@@ -74,7 +74,7 @@ def _exit_code(run: EvalRun, rules: list[Rule]) -> int:
 
 async def _run(
     env: Env, root: Path, suite: Suite, baseline: str | None, label: str | None, concurrency: int | None
-) -> tuple[EvalRun, list[Rule]]:
+) -> tuple[EvalRun, list[Rule], list[Delta]]:
     service = build_service(env.settings, env.home)
     try:
         with closing(Collections(env.settings, env.home)) as collections, env.db() as conn:
@@ -89,12 +89,12 @@ async def _run(
                 run = await run_suite(pipeline, suite, concurrency=concurrency, progress=lambda _: bar.advance(task))
             run.label = label if not run.summary.partial else None
             save_run(conn, run)
-            return run, judge(suite, run, before)
+            return run, judge(suite, run, before), deltas(run, before) if before is not None else []
     finally:
         await close_service(service)
 
 
-def _show(suite: Suite, run: EvalRun, rules: list[Rule]) -> None:
+def _show(suite: Suite, run: EvalRun, rules: list[Rule], changes: list[Delta]) -> None:
     table = Table("case", "result", "score", "checks", "ms", "cost", title=f"{suite.name} → {suite.spec.feature}")
     for r in run.results:
         if r.error:
@@ -113,6 +113,12 @@ def _show(suite: Suite, run: EvalRun, rules: list[Rule]) -> None:
         f"{s.errors} error(s), cost {fmt_cost(s.cost_usd)}, p95 {p95}"
         + (" [yellow]PARTIAL[/yellow]" if s.partial else "")
     )
+    for d in changes:
+        sign = "[yellow]significant[/yellow]" if d.significant else "within noise"
+        console.print(
+            f"  Δ {d.metric}: {d.change:+.3g} [95% CI {d.low:+.3g} … {d.high:+.3g}] over {d.cases} cases — {sign}",
+            highlight=False,
+        )
     for rule in rules:
         mark = "[green]✓[/green]" if rule.passed else "[red]✗[/red]"
         console.print(f"  {mark} {rule.name}: {rule.detail}", highlight=False)

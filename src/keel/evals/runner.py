@@ -22,7 +22,7 @@ from keel.checks import CheckContext, CheckError
 from keel.errors import KeelError, UserError
 from keel.evals.suite import Case, Suite
 from keel.features.pipeline import FeaturePipeline
-from keel.stats import percentile
+from keel.stats import bootstrap, percentile
 
 
 @dataclass(slots=True)
@@ -209,6 +209,44 @@ def load_run(conn: sqlite3.Connection, suite: str, ref: str) -> EvalRun | None:
     )
     run.status, run.label = row["status"], row["label"]
     return run
+
+
+# -- deltas vs a baseline --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    metric: str
+    change: float  # this run − the baseline, over the cases both ran
+    low: float
+    high: float
+    cases: int
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def deltas(run: EvalRun, baseline: EvalRun) -> list[Delta]:
+    """Per-metric change with a 95% bootstrap interval, paired by case id (only cases both runs scored)."""
+    before = {r.case_id: r for r in baseline.results if r.error is None}
+    pairs = [(before[r.case_id], r) for r in run.results if r.error is None and r.case_id in before]
+    if not pairs:
+        return []
+    metrics: dict[str, list[float]] = {
+        "pass rate": [float(new.passed) - float(old.passed) for old, new in pairs],
+        "mean score": [new.score - old.score for old, new in pairs],
+    }
+    if all(old.cost_usd is not None and new.cost_usd is not None for old, new in pairs):
+        metrics["cost per case"] = [(new.cost_usd or 0.0) - (old.cost_usd or 0.0) for old, new in pairs]
+    if all(old.latency_ms is not None and new.latency_ms is not None for old, new in pairs):
+        metrics["latency ms"] = [(new.latency_ms or 0.0) - (old.latency_ms or 0.0) for old, new in pairs]
+    out = []
+    for metric, diffs in metrics.items():
+        interval = bootstrap(diffs, seed=f"{run.suite}:{metric}")
+        if interval is not None:
+            out.append(Delta(metric, interval.value, interval.low, interval.high, len(pairs)))
+    return out
 
 
 # -- the gate ------------------------------------------------------------------------------------
