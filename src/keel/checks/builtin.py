@@ -219,28 +219,27 @@ def json_schema(p: Params) -> Run:
 # -- behaviour -------------------------------------------------------------------------------------
 
 
-def latency(p: Params) -> Run:
-    limit = p.number("max_ms", ..., 0)
+def ceiling(
+    key: str, read: Callable[[CheckContext], float | None], shown: str, missing: str
+) -> Callable[[Params], Run]:
+    """A check that passes when a measured number is at most the configured ``key``."""
 
-    def run(ctx: CheckContext) -> Verdict:
-        if ctx.latency_ms is None:
-            return Verdict(False, 0.0, "no latency recorded")
-        return _yes(
-            ctx.latency_ms <= limit, f"{ctx.latency_ms:.0f} ms ≤ {limit:g}", f"{ctx.latency_ms:.0f} ms > {limit:g}"
-        )
+    def factory(p: Params) -> Run:
+        limit = p.number(key, ..., 0)
 
-    return run
+        def run(ctx: CheckContext) -> Verdict:
+            got = read(ctx)
+            if got is None:
+                return Verdict(False, 0.0, missing)  # unknown never passes a limit
+            return _yes(got <= limit, f"{shown.format(got)} ≤ {limit:g}", f"{shown.format(got)} > {limit:g}")
+
+        return run
+
+    return factory
 
 
-def cost(p: Params) -> Run:
-    limit = p.number("max_usd", ..., 0)
-
-    def run(ctx: CheckContext) -> Verdict:
-        if ctx.cost_usd is None:
-            return Verdict(False, 0.0, "cost unknown (unpriced model)")
-        return _yes(ctx.cost_usd <= limit, f"${ctx.cost_usd:.6f} ≤ ${limit:g}", f"${ctx.cost_usd:.6f} > ${limit:g}")
-
-    return run
+latency = ceiling("max_ms", lambda ctx: ctx.latency_ms, "{:.0f} ms", "no latency recorded")
+cost = ceiling("max_usd", lambda ctx: ctx.cost_usd, "${:.6f}", "cost unknown (unpriced model)")
 
 
 def finish_reason(p: Params) -> Run:
