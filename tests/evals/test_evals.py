@@ -94,3 +94,21 @@ def test_suite_errors_name_the_line_and_field(tmp_path: Path, text: str, message
     with pytest.raises(ConfigError, match=message) as info:
         load_suite(path)
     assert "s.yaml:" in info.value.message
+
+
+def test_suites_run_as_pytest_tests(project: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (project / "evals" / "hello.yaml").write_text(SUITE.replace("value: Hello Ada", "value: Goodbye Ada"))
+    env = {**os.environ, "KEEL_HOME": str(project / "home"), "KEEL_CONFIG": str(project / "keel.yaml")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--keel-evals", "-p", "no:cacheprovider", "-q", "-o", "addopts=",
+         "--rootdir", str(project), str(project / "evals")],
+        capture_output=True, text=True, env=env, cwd=project, timeout=120, check=False,
+    )  # fmt: skip
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    assert "2 failed, 1 passed" in out  # case ada fails, case bo passes, the gate fails
+    assert "does not contain 'Goodbye Ada'" in out and "gate failed" in out
