@@ -49,7 +49,7 @@ def test_exit_codes_ci_can_trust(project: Path) -> None:
     assert xml.get("tests") == "2" and xml.get("failures") == "0"
     # a regression: one case now fails its check → the gate fails with 100, against the labelled baseline
     (project / "evals" / "hello.yaml").write_text(SUITE.replace("value: Hello Ada", "value: Goodbye Ada"))
-    failed = run_eval(project, "--baseline", "main", "--json")
+    failed = run_eval(project, "--baseline", "main", "--json", "--html", str(project / "report.html"))
     assert failed.returncode == 100, failed.stderr
     data = json.loads(failed.stdout)
     assert data["run"]["summary"]["pass_rate"] == 0.5
@@ -58,6 +58,9 @@ def test_exit_codes_ci_can_trust(project: Path) -> None:
     change = {d["metric"]: d for d in data["deltas"]}["pass rate"]
     assert change["change"] == -0.5 and change["cases"] == 2 and change["low"] <= -0.5 <= change["high"]
     case = next(r for r in data["run"]["results"] if r["case_id"] == "ada")
+    html = (project / "report.html").read_text()
+    assert "<svg" in html and "Goodbye Ada" in html and "gate" in html and "<script" not in html
+    assert ("pass rate vs baseline" in html and "within noise" in html) or "beyond noise" in html
     assert "does not contain 'Goodbye Ada'" in case["checks"][1]["reason"]
     # the model is unreachable: errors are values, the run completes, and the exit code is 1
     (project / "keel.yaml").write_text(

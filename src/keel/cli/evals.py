@@ -19,6 +19,7 @@ from rich.table import Table
 
 from keel.cli.common import Env, console, fmt_cost, load_env
 from keel.errors import KeelError
+from keel.evals.report import write_html
 from keel.evals.runner import Delta, EvalRun, Rule, deltas, judge, load_run, require_feature, run_suite, save_run
 from keel.evals.suite import Suite, find_suite, load_suite
 from keel.features.pipeline import FeaturePipeline
@@ -39,6 +40,7 @@ def register(app: typer.Typer) -> None:
         concurrency: int | None = typer.Option(None, min=1, max=64, help="cases at a time (default: the suite's)"),
         json: bool = typer.Option(False, "--json", help="print the run as JSON"),
         junit: Path | None = typer.Option(None, help="write JUnit XML here"),
+        html: Path | None = typer.Option(None, help="write a self-contained HTML report here"),
         config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
     ) -> None:
         """Run a suite; exit 0 when the gate passes, 100 when it fails, 1 on errors."""
@@ -51,6 +53,8 @@ def register(app: typer.Typer) -> None:
             sys.exit(ERRORED)
         if junit is not None:
             _junit(run, rules, junit)
+        if html is not None:
+            write_html(run, rules, changes, html)
         if json:
             print(orjson.dumps({"run": run, "gate": rules, "deltas": changes}, default=_plain).decode())
         else:
