@@ -12,30 +12,31 @@ from keel.rag.bm25 import BM25Index
 from tests.rag.conformance import CORPUS, KeywordIndexSuite, VectorIndexSuite
 
 
-class TestPgKeyword(KeywordIndexSuite):
+class PgTable:
+    """Each index a suite makes gets a fresh table name on the session's PostgreSQL."""
+
     @pytest.fixture(autouse=True)
     def _conn(self, conn: Any) -> None:
         self.conn = conn
         self.n = 0
 
+    def fresh(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+
+class TestPgKeyword(PgTable, KeywordIndexSuite):
     def make(self) -> Any:
         from keel.rag.pg import PgKeywordIndex
 
-        self.n += 1
-        return PgKeywordIndex(self.conn, f"c{self.n}")
+        return PgKeywordIndex(self.conn, self.fresh("c"))
 
 
-class TestPgVector(VectorIndexSuite):
-    @pytest.fixture(autouse=True)
-    def _conn(self, conn: Any) -> None:
-        self.conn = conn
-        self.n = 0
-
+class TestPgVector(PgTable, VectorIndexSuite):
     def make(self) -> Any:
         from keel.rag.pg import PgVectorIndex
 
-        self.n += 1
-        return PgVectorIndex(self.conn, f"v{self.n}", self.dims)
+        return PgVectorIndex(self.conn, self.fresh("v"), self.dims)
 
 
 def test_sql_bm25_equals_the_embedded_bm25(conn: Any) -> None:

@@ -281,59 +281,43 @@ def citations_valid(p: Params) -> Run:
 
 # -- retrieval -------------------------------------------------------------------------------------
 
-
-def _ranking(p: Params) -> tuple[int, Callable[[CheckContext], tuple[list[str], set[str]]]]:
-    k = int(p.number("k", 5, 1, 1000))
-    threshold = p.number("threshold", 0.0, 0, 1)
-    p.data.setdefault("threshold", threshold)
-
-    def read(ctx: CheckContext) -> tuple[list[str], set[str]]:
-        if not ctx.expected_ids:
-            raise CheckError(f"check '{p.check}' needs the case's expected documents (expected_sources)")
-        return list(ctx.retrieved_ids)[:k], set(ctx.expected_ids)
-
-    return k, read
+RankMetric = Callable[[list[str], set[str], int], tuple[float, str]]
 
 
-def recall_at_k(p: Params) -> Run:
-    k, read = _ranking(p)
-    threshold = float(p.data["threshold"])
+def ranking(metric: RankMetric) -> Callable[[Params], Run]:
+    """A check on the retrieved documents: ``metric(top k ids, expected ids, k)`` → (score, reason).
+    It passes when the score is above 0 and at least ``threshold``."""
 
-    def run(ctx: CheckContext) -> Verdict:
-        got, want = read(ctx)
-        score = len(want & set(got)) / len(want)
-        return Verdict(score >= threshold and score > 0, score, f"recall@{k} {score:.2f}")
+    def factory(p: Params) -> Run:
+        k = int(p.number("k", 5, 1, 1000))
+        threshold = p.number("threshold", 0.0, 0, 1)
 
-    return run
+        def run(ctx: CheckContext) -> Verdict:
+            if not ctx.expected_ids:
+                raise CheckError(f"check '{p.check}' needs the case's expected documents (expected_sources)")
+            score, reason = metric(list(ctx.retrieved_ids)[:k], set(ctx.expected_ids), k)
+            return Verdict(score >= threshold and score > 0, score, reason)
 
+        return run
 
-def mrr(p: Params) -> Run:
-    _k, read = _ranking(p)
-    threshold = float(p.data["threshold"])
-
-    def run(ctx: CheckContext) -> Verdict:
-        got, want = read(ctx)
-        rank = next((i for i, d in enumerate(got, 1) if d in want), None)
-        score = 1 / rank if rank else 0.0
-        return Verdict(
-            score >= threshold and score > 0, score, f"first relevant at rank {rank}" if rank else "none found"
-        )
-
-    return run
+    return factory
 
 
-def ndcg_at_k(p: Params) -> Run:
-    k, read = _ranking(p)
-    threshold = float(p.data["threshold"])
+def _recall(got: list[str], want: set[str], k: int) -> tuple[float, str]:
+    score = len(want & set(got)) / len(want)
+    return score, f"recall@{k} {score:.2f}"
 
-    def run(ctx: CheckContext) -> Verdict:
-        got, want = read(ctx)
-        dcg = sum(1 / math.log2(i + 1) for i, d in enumerate(got, 1) if d in want)
-        ideal = sum(1 / math.log2(i + 1) for i in range(1, min(len(want), k) + 1))
-        score = dcg / ideal if ideal else 0.0
-        return Verdict(score >= threshold and score > 0, score, f"nDCG@{k} {score:.3f}")
 
-    return run
+def _mrr(got: list[str], want: set[str], k: int) -> tuple[float, str]:
+    rank = next((i for i, d in enumerate(got, 1) if d in want), None)
+    return (1 / rank, f"first relevant at rank {rank}") if rank else (0.0, "none found")
+
+
+def _ndcg(got: list[str], want: set[str], k: int) -> tuple[float, str]:
+    dcg = sum(1 / math.log2(i + 1) for i, d in enumerate(got, 1) if d in want)
+    ideal = sum(1 / math.log2(i + 1) for i in range(1, min(len(want), k) + 1))
+    score = dcg / ideal if ideal else 0.0
+    return score, f"nDCG@{k} {score:.3f}"
 
 
 BUILTIN: dict[str, Callable[[Params], Run]] = {
@@ -354,7 +338,7 @@ BUILTIN: dict[str, Callable[[Params], Run]] = {
     "refusal": phrases(REFUSAL, "a refusal"),
     "says-dont-know": phrases(DONT_KNOW, "an 'I don't know'"),
     "citations-valid": citations_valid,
-    "recall@k": recall_at_k,
-    "mrr": mrr,
-    "ndcg@k": ndcg_at_k,
+    "recall@k": ranking(_recall),
+    "mrr": ranking(_mrr),
+    "ndcg@k": ranking(_ndcg),
 }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from contextlib import closing
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -22,10 +21,7 @@ from keel.errors import KeelError
 from keel.evals.report import write_html
 from keel.evals.runner import Delta, EvalRun, Rule, deltas, judge, load_run, require_feature, run_suite, save_run
 from keel.evals.suite import Suite, find_suite, load_suite
-from keel.features.pipeline import FeaturePipeline
-from keel.features.prompts import PromptRegistry
-from keel.gateway.runtime import build_service, close_service
-from keel.rag.backends import Collections
+from keel.features.pipeline import open_pipeline
 
 PASSED, GATE_FAILED, ERRORED = 0, 100, 1
 
@@ -79,23 +75,19 @@ def _exit_code(run: EvalRun, rules: list[Rule]) -> int:
 async def _run(
     env: Env, root: Path, suite: Suite, baseline: str | None, label: str | None, concurrency: int | None
 ) -> tuple[EvalRun, list[Rule], list[Delta]]:
-    service = build_service(env.settings, env.home)
-    try:
-        with closing(Collections(env.settings, env.home)) as collections, env.db() as conn:
-            pipeline = FeaturePipeline(service, root, PromptRegistry(conn, root / "prompts"), collections=collections)
-            require_feature(pipeline, suite)
-            before = load_run(conn, suite.name, baseline) if baseline else None
-            if baseline and before is None:
-                raise KeelError(f"no baseline run '{baseline}' for suite '{suite.name}' (label a run with --label)")
-            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-            with Progress(*columns, console=console, transient=True, disable=not sys.stderr.isatty()) as bar:
-                task = bar.add_task(f"eval {suite.name}", total=len(suite.spec.cases))
-                run = await run_suite(pipeline, suite, concurrency=concurrency, progress=lambda _: bar.advance(task))
-            run.label = label if not run.summary.partial else None
-            save_run(conn, run)
-            return run, judge(suite, run, before), deltas(run, before) if before is not None else []
-    finally:
-        await close_service(service)
+    async with open_pipeline(env.settings, env.home, root) as pipeline:
+        conn = pipeline.registry.conn
+        require_feature(pipeline, suite)
+        before = load_run(conn, suite.name, baseline) if baseline else None
+        if baseline and before is None:
+            raise KeelError(f"no baseline run '{baseline}' for suite '{suite.name}' (label a run with --label)")
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True, disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task(f"eval {suite.name}", total=len(suite.spec.cases))
+            run = await run_suite(pipeline, suite, concurrency=concurrency, progress=lambda _: bar.advance(task))
+        run.label = label if not run.summary.partial else None
+        save_run(conn, run)
+        return run, judge(suite, run, before), deltas(run, before) if before is not None else []
 
 
 def _show(suite: Suite, run: EvalRun, rules: list[Rule], changes: list[Delta]) -> None:

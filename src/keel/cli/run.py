@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,9 @@ import typer
 
 from keel.cli.common import Env, console, fmt_cost, load_env
 from keel.errors import UserError
-from keel.features.pipeline import Delta, Done, FeaturePipeline, FeatureResult, event_dict
-from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
+from keel.features.pipeline import Delta, Done, FeatureResult, event_dict, open_pipeline
+from keel.features.prompts import DEFAULT_LABEL
 from keel.features.structured import Partial
-from keel.gateway.runtime import build_service, close_service
-from keel.rag.backends import Collections
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, Any]:
@@ -63,26 +60,21 @@ async def _run(
     as_json: bool,
     stream: bool = False,
 ) -> None:
-    service = build_service(env.settings, env.home)
-    try:
-        with closing(Collections(env.settings, env.home)) as collections, env.db() as conn:
-            pipeline = FeaturePipeline(service, root, PromptRegistry(conn, root / "prompts"), collections=collections)
-            streamed = False
-            async for event in pipeline.events(feature, inputs, user=user, tenant="cli", label=label, stream=stream):
-                if as_json:
-                    if stream or isinstance(event, Done):
-                        print(orjson.dumps(event_dict(event)).decode(), flush=True)
-                elif isinstance(event, Delta):
-                    streamed = True
-                    console.print(event.text, end="", highlight=False, markup=False, soft_wrap=True)
-                elif isinstance(event, Partial) and sys.stdout.isatty():
-                    console.print(f"[dim]… {orjson.dumps(event.value).decode()[-100:]}[/dim]", highlight=False)
-                elif isinstance(event, Done):
-                    if streamed:
-                        console.print()
-                    show(event.result, answer=not streamed)
-    finally:
-        await close_service(service)
+    async with open_pipeline(env.settings, env.home, root) as pipeline:
+        streamed = False
+        async for event in pipeline.events(feature, inputs, user=user, tenant="cli", label=label, stream=stream):
+            if as_json:
+                if stream or isinstance(event, Done):
+                    print(orjson.dumps(event_dict(event)).decode(), flush=True)
+            elif isinstance(event, Delta):
+                streamed = True
+                console.print(event.text, end="", highlight=False, markup=False, soft_wrap=True)
+            elif isinstance(event, Partial) and sys.stdout.isatty():
+                console.print(f"[dim]… {orjson.dumps(event.value).decode()[-100:]}[/dim]", highlight=False)
+            elif isinstance(event, Done):
+                if streamed:
+                    console.print()
+                show(event.result, answer=not streamed)
 
 
 def show(result: FeatureResult, *, answer: bool = True) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -49,24 +48,13 @@ class SuiteFile(pytest.File):
 
 async def _run(suite: Suite) -> tuple[EvalRun, list[Rule]]:
     from keel.config import keel_home, load_settings
-    from keel.features.pipeline import FeaturePipeline
-    from keel.features.prompts import PromptRegistry
-    from keel.gateway.runtime import build_service, close_service
-    from keel.rag.backends import Collections
-    from keel.store import connect, db_path
+    from keel.features.pipeline import open_pipeline
 
     settings = load_settings(None)
-    home = keel_home(settings)
-    root = suite.path.parent.parent
-    service = build_service(settings, home)
-    try:
-        with closing(Collections(settings, home)) as collections, closing(connect(db_path(home))) as conn:
-            pipeline = FeaturePipeline(service, root, PromptRegistry(conn, root / "prompts"), collections=collections)
-            require_feature(pipeline, suite)
-            run = await run_suite(pipeline, suite)
-            return run, judge(suite, run, None)
-    finally:
-        await close_service(service)
+    async with open_pipeline(settings, keel_home(settings), suite.path.parent.parent) as pipeline:
+        require_feature(pipeline, suite)
+        run = await run_suite(pipeline, suite)
+        return run, judge(suite, run, None)
 
 
 class CaseItem(pytest.Item):

@@ -22,6 +22,7 @@ from keel.checks import CheckContext, CheckError
 from keel.errors import KeelError, UserError
 from keel.evals.suite import Case, Suite
 from keel.features.pipeline import FeaturePipeline
+from keel.features.spec import load_feature
 from keel.stats import bootstrap, percentile
 
 
@@ -75,13 +76,13 @@ class EvalRun:
     label: str | None = None
 
 
-def _context(case: Case, result: Any, defaults: dict[str, Any]) -> CheckContext:
+def _context(case: Case, result: Any, inputs: dict[str, Any]) -> CheckContext:
     retrieved = list(dict.fromkeys(s.doc_id for s in result.sources))  # documents, best first, once each
     return CheckContext(
         output=result.answer,
         value=result.value,
         expected=case.expected,
-        inputs={**defaults, **case.inputs},
+        inputs=inputs,
         sources=[s.text for s in result.sources],
         retrieved_ids=retrieved,
         expected_ids=case.expected_sources,
@@ -104,7 +105,7 @@ async def run_case(pipeline: FeaturePipeline, suite: Suite, case: Case) -> CaseR
         result.cost_usd,
         result.trace_id,
     )
-    ctx = _context(case, result, suite.spec.defaults)
+    ctx = _context(case, result, inputs)
     for check in suite.checks[case.id]:
         try:
             verdict = check(ctx)
@@ -295,8 +296,6 @@ def judge(suite: Suite, run: EvalRun, baseline: EvalRun | None) -> list[Rule]:
 
 
 def require_feature(pipeline: FeaturePipeline, suite: Suite) -> None:
-    from keel.features.spec import load_feature
-
     try:
         load_feature(pipeline.root, suite.spec.feature)
     except UserError as exc:

@@ -21,6 +21,7 @@ import orjson
 
 from keel.errors import UserError
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
+from keel.features.spec import load_feature
 from keel.stats import Interval, bootstrap, bootstrap_difference, percentile, rate_difference, wilson
 
 MIN_RUNS = 10  # per arm, before the report claims any difference
@@ -207,8 +208,6 @@ class Experiments:
 
 def feature_prompt(registry: PromptRegistry, feature: str) -> str:
     """The prompt a feature serves (its spec lives next to the prompts folder)."""
-    from keel.features.spec import load_feature  # the spec module is heavier; load it only here
-
     return load_feature(registry.directory.parent, feature).prompt
 
 
@@ -331,15 +330,10 @@ def _verdict(arms: list[ArmStats], comparisons: list[Comparison], feedback_name:
     ]
     on_primary = [c for c in significant if c.metric == primary]
     worse_errors = {c.arm for c in significant if c.metric == "error rate" and c.better is False}
-    winners = [c.arm for c in on_primary if c.better and c.arm not in worse_errors]
+    winners = [c for c in on_primary if c.better and c.arm not in worse_errors]
     if winners:
-        best = max(
-            winners,
-            key=lambda n: next(
-                c.difference.value * (-1 if LOWER_IS_BETTER[primary] else 1) for c in on_primary if c.arm == n
-            ),
-        )
-        return "; ".join(said), best
+        direction = -1 if LOWER_IS_BETTER[primary] else 1
+        return "; ".join(said), max(winners, key=lambda c: c.difference.value * direction).arm
     if on_primary and all(c.better is False for c in on_primary) and len(on_primary) == len(arms) - 1:
         return "; ".join(said), arms[0].arm.name
     return "; ".join(said) + f" — no significant winner on {primary} yet", None

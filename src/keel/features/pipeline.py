@@ -18,12 +18,14 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from keel.config.settings import KeelSettings
 from keel.errors import ConfigError, InvalidRequest, UserError
 from keel.features.context import estimate_tokens, fit, map_reduce
 from keel.features.experiments import Arm, Experiments
@@ -31,11 +33,13 @@ from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
 from keel.features.spec import FeatureSpec, load_feature
 from keel.features.structured import Partial, StructuredResult, structured_events
 from keel.features.templates import Rendered
+from keel.gateway.runtime import build_service, close_service
 from keel.gateway.service import GatewayService
 from keel.rag.answer import NOTHING_FOUND, SYSTEM, Citation, check_citations, render_context, select_sources
 from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.found import Found
 from keel.rag.rerank import candidate_pool, rerank_top
+from keel.store import connect, db_path
 from keel.store.traces import TraceRecord, outcome
 from keel.tracing.redact import capture
 from keel.types import CallContext, ChatRequest
@@ -258,7 +262,7 @@ class FeaturePipeline:
         except InvalidRequest as exc:
             if policy != "map_reduce" or exc.code != "context_length_exceeded":
                 raise
-            rendered = await self._reduce(plan, inputs, rendered, window, messages, context)
+            rendered = await self._reduce(plan, inputs, rendered, window, messages)
             messages = _with_context(rendered.messages, context) if context else rendered.messages
             fitted = fit(messages, window=window, max_output=plan.max_output, policy="fail")
         if fitted.dropped:
@@ -319,7 +323,6 @@ class FeaturePipeline:
         rendered: Rendered,
         window: int,
         messages: list[dict[str, Any]],
-        context: str,
     ) -> Rendered:
         spec = plan.spec
         key = spec.context.input or max(
@@ -369,7 +372,6 @@ class FeaturePipeline:
                     result.value, result.attempts = event.value, event.attempts
                     dumped = event.value.model_dump(mode="json") if hasattr(event.value, "model_dump") else event.value
                     result.answer = orjson.dumps(dumped).decode()
-                    result.cost_usd = event.cost_usd  # what every attempt cost, not just the last
                     if event.fallback:
                         result.notes.append(
                             f"output: every attempt was invalid; served the declared fallback ({event.errors[-1]})"
@@ -446,6 +448,18 @@ def _cost_source(records: list[TraceRecord]) -> str | None:
     if len(sources) == 1:
         return next(iter(sources))  # e.g. every call ran on the local model
     return f"sum of {len(records)} calls" if records else None
+
+
+@asynccontextmanager
+async def open_pipeline(settings: KeelSettings, home: Path, root: Path) -> AsyncIterator[FeaturePipeline]:
+    """A pipeline with its own gateway, collections and store connection, all closed on exit (what the
+    CLI commands and the pytest plugin run features with; the server keeps one for its life)."""
+    service = build_service(settings, home)
+    try:
+        with closing(Collections(settings, home)) as collections, closing(connect(db_path(home))) as conn:
+            yield FeaturePipeline(service, root, PromptRegistry(conn, root / "prompts"), collections=collections)
+    finally:
+        await close_service(service)
 
 
 def _summed_cost(ctx: CallContext) -> float | None:

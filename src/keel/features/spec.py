@@ -195,19 +195,19 @@ def load_feature(root: Path, name: str) -> FeatureSpec:
         raise FeatureNotFound(f"'{name}' is not a feature name")
     path = root / "features" / f"{name}.yaml"
     cached = _LOADED.get(path)
-    if cached is not None:
-        spec = cached[1]
-        files = [path, root / "prompts" / f"{spec.prompt}.md"]
-        if spec.output is not None and spec.output.schema_path:
-            files.append(root / spec.output.schema_path)
-        if _signature(*files) == cached[0]:
-            return spec
+    if cached is not None and _signature(*_files(root, path, cached[1])) == cached[0]:
+        return cached[1]
     if not path.is_file():
         known = sorted(p.stem for p in (root / "features").glob("*.yaml")) if (root / "features").is_dir() else []
         raise FeatureNotFound(f"no feature '{name}' (features: {', '.join(known) or 'none'})")
     spec = parse_feature(read_yaml(path), name, root)
+    _LOADED[path] = (_signature(*_files(root, path, spec)), spec)
+    return spec
+
+
+def _files(root: Path, path: Path, spec: FeatureSpec) -> list[Path]:
+    """The files a parsed spec depends on: itself, its prompt and its schema."""
     files = [path, root / "prompts" / f"{spec.prompt}.md"]
     if spec.output is not None and spec.output.schema_path:
         files.append(root / spec.output.schema_path)
-    _LOADED[path] = (_signature(*files), spec)
-    return spec
+    return files

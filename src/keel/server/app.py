@@ -47,7 +47,7 @@ class KeelApp:
         max_body_bytes: int,
         auth_cache_s: float = 1.0,
         collections: Collections | None = None,
-        features: tuple[Path, Path] | None = None,
+        project_root: Path | None = None,
         home: Path | None = None,
         on_startup: Any = None,
         on_shutdown: Any = None,
@@ -63,9 +63,8 @@ class KeelApp:
         extra = (
             CollectionRoutes(collections, self.authenticate, self.json_body, service).routes() if collections else []
         )
-        if collections is not None and features is not None:
-            root, home = features
-            extra += FeatureRoutes(service, collections, root, home, self.authenticate, self.json_body).routes()
+        if collections is not None and project_root is not None and home is not None:
+            extra += FeatureRoutes(service, collections, project_root, home, self.authenticate, self.json_body).routes()
         self.asgi = Starlette(
             routes=[
                 *extra,

@@ -58,7 +58,7 @@ def build_app(
         max_body_bytes=settings.server.max_body_bytes,
         auth_cache_s=settings.server.auth_cache_s,
         collections=collections,
-        features=(settings.project_root, home),
+        project_root=settings.project_root,
         home=home,
         on_startup=startup,
         on_shutdown=shutdown,
