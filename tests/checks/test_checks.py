@@ -110,6 +110,12 @@ def test_similar_uses_the_supplied_embedder() -> None:
         ({"type": "json-schema", "value": {"type": "strnig"}}, "not a valid JSON Schema"),
         ({"type": "contains-any", "value": []}, "non-empty list"),
         ({"type": "recall@k", "k": 0}, "between 1 and 1000"),
+        ({"type": "llm-rubric"}, "needs 'rubric'"),
+        ({"type": "llm-rubric", "rubric": " "}, "'rubric' is empty"),
+        ({"type": "llm-rubric", "rubric": "x", "runs": 20}, "between 1 and 9"),
+        ({"type": "llm-rubric", "rubric": "x", "aggregate": "median"}, "mean or majority"),
+        ({"type": "grounded", "method": "vibes"}, "overlap or llm"),
+        ({"type": "grounded", "threshold": -1}, "between 0 and 1"),
     ],
 )
 def test_misconfigured_checks_say_what_is_wrong(spec: dict[str, Any], message: str) -> None:
@@ -127,3 +133,87 @@ def test_plugins_register_through_the_same_door() -> None:
     assert check(CheckContext(output="calm")).passed
     with pytest.raises(CheckError, match="may not start with 'not-'"):
         register("not-x", shouty)
+
+
+SOURCES = [
+    "Card refunds take 5 to 10 business days to appear on your statement.",
+    "Annual plans can be refunded in full within 30 days of purchase. After that, no refunds are given.",
+]
+
+
+@pytest.mark.parametrize(
+    ("answer", "score", "why"),
+    [
+        ("Card refunds take 5 to 10 business days [1]. Annual plans are refundable within 30 days [2].", 1.0, ""),
+        ("Card refunds take 5 to 10 business days. Annual plans are refundable within 60 days.", 0.5, "60"),
+        ("Card refunds take 5 to 10 business days. Refunds are also sent as gift vouchers by post.", 0.5, "voucher"),
+        ("Card refunds take 5 to 10 business days. Card refunds are instant.", 0.5, "instant"),
+        ("Card refunds take 5 to 10 business days. Annual plans cannot be refunded.", 0.5, "negation differs"),
+        ("Yes. Hope this helps!", 1.0, "no factual claims"),
+        ("- Card refunds take 5 to 10 business days\n- Annual plans refundable within 30 days", 1.0, ""),
+    ],
+)
+def test_grounded_finds_the_claims_no_source_supports(answer: str, score: float, why: str) -> None:
+    got = verdict({"type": "grounded", "threshold": 0.8}, answer, sources=SOURCES)
+    assert got.score == score and got.passed == (score >= 0.8)
+    assert why in got.reason
+
+
+def test_grounded_without_sources_supports_nothing() -> None:
+    got = verdict("grounded", "Refunds take five business days to arrive.", sources=[])
+    assert not got.passed and "no sources were given" in got.reason
+
+
+def test_grounded_uses_embeddings_for_paraphrase() -> None:
+    from keel.rag.embedder import LocalMiniLM
+
+    embedder = LocalMiniLM()
+    answer = "Refunds to a card show up after five to ten business days."
+    lexical = verdict("grounded", answer, sources=SOURCES[:1])
+    semantic = verdict("grounded", answer, sources=SOURCES[:1], embed=embedder.embed)
+    assert not lexical.passed and semantic.passed, (lexical, semantic)
+
+
+def test_model_checks_must_be_awaited_and_need_a_judge() -> None:
+    import asyncio
+
+    check = make_check({"type": "llm-rubric", "rubric": "polite"})
+    assert check.requires_llm and make_check({"type": "grounded", "method": "llm"}).requires_llm
+    assert not make_check("grounded").requires_llm
+    with pytest.raises(CheckError, match=r"await check\.evaluate"):
+        check(CheckContext(output="hi"))
+    with pytest.raises(CheckError, match="supplies the judge"):
+        asyncio.run(check.evaluate(CheckContext(output="hi")))
+
+
+@pytest.mark.parametrize(
+    ("scores", "aggregate", "passed", "score"),
+    [
+        ([5, 4, 1], "majority", True, 2 / 3),
+        ([5, 1, 1], "majority", False, 1 / 3),
+        ([5, 3, 1], "mean", True, 0.5),  # normalised 1, .5, 0 → mean .5, threshold .5
+        ([2, 2, 3], "mean", False, (0.25 + 0.25 + 0.5) / 3),
+    ],
+)
+def test_judge_runs_aggregate(scores: list[int], aggregate: str, passed: bool, score: float) -> None:
+    import asyncio
+
+    from keel.checks.base import JudgeError
+
+    replies = iter(f'{{"reason": "r{s}", "score": {s}}}' for s in scores)
+
+    async def judge(messages: list[dict[str, str]], **options: Any) -> str:
+        assert "Rubric:\npolite" in messages[1]["content"] and options["schema"]["required"] == ["reason", "score"]
+        return next(replies)
+
+    spec = {"type": "llm-rubric", "rubric": "polite", "runs": 3, "aggregate": aggregate}
+    got = asyncio.run(make_check(spec).evaluate(CheckContext(output="hi", judge=judge)))
+    assert (got.passed, got.score) == (passed, pytest.approx(score))
+    inverted = asyncio.run(
+        make_check({**spec, "type": "not-llm-rubric"}).evaluate(
+            CheckContext(output="hi", judge=lambda m, **o: asyncio.sleep(0, result='{"reason": "x", "score": 5}'))
+        )
+    )
+    assert not inverted.passed
+    with pytest.raises(JudgeError, match="not a verdict"):
+        asyncio.run(make_check(spec).evaluate(CheckContext(output="hi", judge=lambda m, **o: asyncio.sleep(0, "9/10"))))

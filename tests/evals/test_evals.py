@@ -46,7 +46,8 @@ def test_exit_codes_ci_can_trust(project: Path) -> None:
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "2/2 passed" in passed.stdout and "gate passed (exit 0)" in passed.stdout
     xml = ET.parse(project / "out.xml").getroot()
-    assert xml.get("tests") == "2" and xml.get("failures") == "0"
+    assert xml.tag == "testsuites" and xml.get("tests") == "3" and xml.get("failures") == "0"  # 2 cases + the gate
+    assert [c.get("name") for c in xml.iter("testcase")] == ["ada", "bo", "gate"]
     # a regression: one case now fails its check → the gate fails with 100, against the labelled baseline
     (project / "evals" / "hello.yaml").write_text(SUITE.replace("value: Hello Ada", "value: Goodbye Ada"))
     failed = run_eval(project, "--baseline", "main", "--json", "--html", str(project / "report.html"))

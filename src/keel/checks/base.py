@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from keel.errors import ConfigError
+from keel.errors import ConfigError, KeelError
 
 
 class CheckError(ConfigError):
-    """A check is misconfigured (unknown type, missing or wrong parameter)."""
+    """A check is misconfigured (unknown type, missing or wrong parameter) or lacks what it needs."""
+
+
+class JudgeError(KeelError):
+    """An LLM judge's reply could not be read as a verdict. An error of the case, never a score."""
+
+    code = "judge_unparseable"
+
+
+class Judge(Protocol):
+    """A model call for checks that need one (``llm-rubric``, ``grounded`` with ``method: llm``): the
+    runner supplies it, routed through the gateway so its cost and trace are counted."""
+
+    def __call__(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        schema: dict[str, Any],
+        model: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+    ) -> Awaitable[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +54,11 @@ class CheckContext:
     cost_usd: float | None = None
     finish_reason: str | None = None
     embed: Callable[[list[str]], Any] | None = None  # texts → unit vectors, for similarity checks
+    judge: Judge | None = None  # a model call, for checks that declare ``requires_llm``
 
 
 class Check(Protocol):
     name: str
     requires_llm: bool
 
-    def __call__(self, ctx: CheckContext) -> Verdict: ...
+    def __call__(self, ctx: CheckContext) -> Verdict | Awaitable[Verdict]: ...

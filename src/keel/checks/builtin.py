@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -14,7 +14,7 @@ from keel.checks.base import CheckContext, CheckError, Verdict
 from keel.checks.schema import parse_and_validate, validator  # the same validation as serving
 from keel.errors import ConfigError
 
-Run = Callable[[CheckContext], Verdict]
+Run = Callable[[CheckContext], Verdict | Awaitable[Verdict]]
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 DONT_KNOW = ("i don't know", "i do not know", "i'm not sure", "no information", "not in the documents", "cannot find")
 REFUSAL = (
@@ -35,6 +35,7 @@ class Params:
         self.check = check
         self.data = data
         self.used: set[str] = {"type", "weight", "name"}
+        self.needs_llm = False  # a factory sets this when its check calls a model
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
         self.used.add(key)

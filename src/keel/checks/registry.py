@@ -4,16 +4,23 @@ door, the ``not-`` prefix, and the metadata runners need (``requires_llm``)."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
 from keel.checks.base import CheckContext, CheckError, Verdict
 from keel.checks.builtin import BUILTIN, Params, Run
+from keel.checks.grounded import grounded
+from keel.checks.judged import llm_rubric
 
 Factory = Callable[[Params], Run]
-_REGISTRY: dict[str, tuple[Factory, bool]] = {name: (factory, False) for name, factory in BUILTIN.items()}
+_REGISTRY: dict[str, tuple[Factory, bool]] = {
+    **{name: (factory, False) for name, factory in BUILTIN.items()},
+    "grounded": (grounded, False),  # True with method: llm (the factory says so)
+    "llm-rubric": (llm_rubric, True),
+}
 _PLUGINS_LOADED = False
 
 
@@ -50,10 +57,29 @@ class BoundCheck:
     weight: float = 1.0
 
     def __call__(self, ctx: CheckContext) -> Verdict:
+        """Run a check that needs no model call (``evaluate`` runs any check)."""
         verdict = self.run(ctx)
+        if inspect.isawaitable(verdict):
+            _close(verdict)
+            raise CheckError(f"check '{self.name}' calls a model: await check.evaluate(ctx)")
+        return self._invert(verdict)
+
+    async def evaluate(self, ctx: CheckContext) -> Verdict:
+        verdict = self.run(ctx)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        return self._invert(verdict)
+
+    def _invert(self, verdict: Verdict) -> Verdict:
         if not self.inverted:
             return verdict
         return Verdict(not verdict.passed, 1.0 - verdict.score, f"not ({verdict.reason})")
+
+
+def _close(awaitable: Awaitable[Verdict]) -> None:
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()  # a coroutine never awaited would warn
 
 
 def make_check(spec: str | dict[str, Any]) -> BoundCheck:
@@ -73,4 +99,4 @@ def make_check(spec: str | dict[str, Any]) -> BoundCheck:
     weight = params.number("weight", 1.0, 0, 1000)
     run = factory(params)
     params.finish()
-    return BoundCheck(kind, requires_llm, run, kind != base, weight)
+    return BoundCheck(kind, requires_llm or params.needs_llm, run, kind != base, weight)

@@ -17,9 +17,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from keel.cli.common import Env, console, fmt_cost, load_env
-from keel.errors import KeelError
+from keel.errors import KeelError, UserError
 from keel.evals.report import write_html
-from keel.evals.runner import Delta, EvalRun, Rule, deltas, judge, load_run, require_feature, run_suite, save_run
+from keel.evals.runner import (
+    Delta,
+    Outcome,
+    ResultCache,
+    Variant,
+    compare,
+    deltas,
+    judge,
+    load_run,
+    require_feature,
+    run_suite,
+    save_run,
+)
 from keel.evals.suite import Suite, find_suite, load_suite
 from keel.features.pipeline import open_pipeline
 
@@ -34,6 +46,9 @@ def register(app: typer.Typer) -> None:
         baseline: str | None = typer.Option(None, help="compare with a run id or the newest run labelled so"),
         label: str | None = typer.Option(None, help="label this run (e.g. main) so later runs can compare"),
         concurrency: int | None = typer.Option(None, min=1, max=64, help="cases at a time (default: the suite's)"),
+        prompt_versions: str | None = typer.Option(None, help="matrix: prompt versions to compare, e.g. 6,7"),
+        models: str | None = typer.Option(None, help="matrix: models or tiers to compare, e.g. fast,accurate"),
+        cache: bool = typer.Option(True, help="replay results whose case, prompt, model and index are unchanged"),
         json: bool = typer.Option(False, "--json", help="print the run as JSON"),
         junit: Path | None = typer.Option(None, help="write JUnit XML here"),
         html: Path | None = typer.Option(None, help="write a self-contained HTML report here"),
@@ -43,19 +58,55 @@ def register(app: typer.Typer) -> None:
         try:
             env = load_env(config)
             loaded = load_suite(find_suite(root, suite))
-            run, rules, changes = asyncio.run(_run(env, root, loaded, baseline, label, concurrency))
+            variants = matrix(prompt_versions, models)
+            if label and len(variants) > 1:
+                raise UserError("--label names one run; a matrix makes several (label the winner's run later)")
+            outcomes = asyncio.run(_run(env, root, loaded, variants, baseline, label, concurrency, cache))
         except KeelError as exc:
             console.print(f"[red]error:[/red] {exc.message}", highlight=False)
             sys.exit(ERRORED)
+        comparison = compare(outcomes)
         if junit is not None:
-            _junit(run, rules, junit)
+            _junit(outcomes, junit)
         if html is not None:
-            write_html(run, rules, changes, html)
+            write_html(outcomes, html, comparison=comparison)
         if json:
-            print(orjson.dumps({"run": run, "gate": rules, "deltas": changes}, default=_plain).decode())
+            body: dict[str, object] = (
+                {"run": outcomes[0].run, "gate": outcomes[0].rules, "deltas": outcomes[0].deltas}
+                if len(outcomes) == 1
+                else {"matrix": outcomes, "comparison": comparison}
+            )
+            print(orjson.dumps(body, default=_plain).decode())
         else:
-            _show(loaded, run, rules, changes)
-        sys.exit(_exit_code(run, rules))
+            for outcome in outcomes:
+                _show(loaded, outcome)
+            if len(outcomes) > 1:
+                _show_matrix(outcomes, comparison)
+        sys.exit(max(_exit_code(o) for o in outcomes))
+
+
+def matrix(prompt_versions: str | None, models: str | None) -> list[Variant]:
+    """``--prompt-versions 6,7 --models fast,accurate`` → every pairing, in that order."""
+    versions: list[int | None] = [None]
+    if prompt_versions is not None:
+        try:
+            versions = [int(v) for v in _items(prompt_versions, "--prompt-versions")]
+        except ValueError:
+            raise UserError(f"--prompt-versions takes version numbers such as 6,7, not {prompt_versions!r}") from None
+        if any(v is not None and v < 1 for v in versions):
+            raise UserError("prompt versions start at 1")
+    names: list[str | None] = list(_items(models, "--models")) if models is not None else [None]
+    variants = [Variant(v, m) for v in versions for m in names]
+    if len(set(variants)) != len(variants):
+        raise UserError("the matrix names a variant twice")
+    return variants
+
+
+def _items(text: str, flag: str) -> list[str]:
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise UserError(f"{flag} is a comma-separated list without empty items, not {text!r}")
+    return items
 
 
 def _plain(value: object) -> object:
@@ -66,32 +117,60 @@ def _plain(value: object) -> object:
     raise TypeError
 
 
-def _exit_code(run: EvalRun, rules: list[Rule]) -> int:
+def _exit_code(outcome: Outcome) -> int:
+    run = outcome.run
     if run.summary.errors or run.summary.partial or not run.results:
         return ERRORED
-    return PASSED if all(r.passed for r in rules) else GATE_FAILED
+    return PASSED if all(r.passed for r in outcome.rules) else GATE_FAILED
 
 
 async def _run(
-    env: Env, root: Path, suite: Suite, baseline: str | None, label: str | None, concurrency: int | None
-) -> tuple[EvalRun, list[Rule], list[Delta]]:
+    env: Env,
+    root: Path,
+    suite: Suite,
+    variants: list[Variant],
+    baseline: str | None,
+    label: str | None,
+    concurrency: int | None,
+    use_cache: bool,
+) -> list[Outcome]:
     async with open_pipeline(env.settings, env.home, root) as pipeline:
         conn = pipeline.registry.conn
         require_feature(pipeline, suite)
+        for variant in variants:
+            if variant.model is not None:
+                pipeline.service.gateway.route(variant.model)  # an unknown model fails before any call
         before = load_run(conn, suite.name, baseline) if baseline else None
         if baseline and before is None:
             raise KeelError(f"no baseline run '{baseline}' for suite '{suite.name}' (label a run with --label)")
+        cache = ResultCache(conn) if use_cache else None
+        outcomes: list[Outcome] = []
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True, disable=not sys.stderr.isatty()) as bar:
-            task = bar.add_task(f"eval {suite.name}", total=len(suite.spec.cases))
-            run = await run_suite(pipeline, suite, concurrency=concurrency, progress=lambda _: bar.advance(task))
-        run.label = label if not run.summary.partial else None
-        save_run(conn, run)
-        return run, judge(suite, run, before), deltas(run, before) if before is not None else []
+            for variant in variants:
+                title = f"eval {suite.name}" + (f" [{variant.name}]" if variant.name else "")
+                task = bar.add_task(title, total=len(suite.spec.cases))
+                run = await run_suite(
+                    pipeline,
+                    suite,
+                    concurrency=concurrency,
+                    progress=lambda _, task=task: bar.advance(task),  # type: ignore[misc]
+                    variant=variant,
+                    cache=cache,
+                )
+                run.label = label if not run.summary.partial else None
+                save_run(conn, run)
+                changes = deltas(run, before) if before is not None else []
+                outcomes.append(Outcome(run, judge(suite, run, before), changes))
+                if run.summary.partial:
+                    break  # Ctrl-C: the remaining variants do not start
+        return outcomes
 
 
-def _show(suite: Suite, run: EvalRun, rules: list[Rule], changes: list[Delta]) -> None:
-    table = Table("case", "result", "score", "checks", "ms", "cost", title=f"{suite.name} → {suite.spec.feature}")
+def _show(suite: Suite, outcome: Outcome) -> None:
+    run, rules, changes = outcome.run, outcome.rules, outcome.deltas
+    title = f"{suite.name} → {suite.spec.feature}" + (f" [{run.summary.variant}]" if run.summary.variant else "")
+    table = Table("case", "result", "score", "checks", "ms", "cost", title=title)
     for r in run.results:
         if r.error:
             result, detail = "[red]error[/red]", r.error
@@ -100,14 +179,18 @@ def _show(suite: Suite, run: EvalRun, rules: list[Rule], changes: list[Delta]) -
             failed = [f"{c.check}: {c.reason}" for c in r.checks if not c.passed]
             detail = "; ".join(failed) or f"{len(r.checks)} passed"
         ms = f"{r.latency_ms:.0f}" if r.latency_ms is not None else "—"
-        table.add_row(r.case_id, result, f"{r.score:.2f}", detail[:120], ms, fmt_cost(r.cost_usd))
+        cost = fmt_cost(r.cost_usd) + (" (cached)" if r.cached else "")
+        table.add_row(r.case_id, result, f"{r.score:.2f}", detail[:120], ms, cost)
     console.print(table)
     s = run.summary
     p95 = f"{s.p95_ms:.0f} ms" if s.p95_ms is not None else "—"
+    judged = f" + judge {fmt_cost(s.judge_cost_usd)} ({s.judge_calls} calls)" if s.judge_calls else ""
+    cached = f"; {s.cached} replayed from the cache, paid {fmt_cost(s.spent_usd)}" if s.cached else ""
     console.print(
         f"run {run.id}: {s.passed}/{s.cases} passed ({s.pass_rate:.1%}), mean score {s.mean_score:.3f}, "
-        f"{s.errors} error(s), cost {fmt_cost(s.cost_usd)}, p95 {p95}"
-        + (" [yellow]PARTIAL[/yellow]" if s.partial else "")
+        f"{s.errors} error(s), cost {fmt_cost(s.cost_usd)}{judged}{cached}, p95 {p95}"
+        + (" [yellow]PARTIAL[/yellow]" if s.partial else ""),
+        highlight=False,
     )
     for d in changes:
         sign = "[yellow]significant[/yellow]" if d.significant else "within noise"
@@ -118,30 +201,59 @@ def _show(suite: Suite, run: EvalRun, rules: list[Rule], changes: list[Delta]) -
     for rule in rules:
         mark = "[green]✓[/green]" if rule.passed else "[red]✗[/red]"
         console.print(f"  {mark} {rule.name}: {rule.detail}", highlight=False)
-    code = _exit_code(run, rules)
+    code = _exit_code(outcome)
     verdict = {PASSED: "[green]gate passed[/green]", GATE_FAILED: "[red]gate failed[/red]"}.get(
         code, "[red]errors[/red]"
     )
     console.print(f"{verdict} (exit {code})")
 
 
-def _junit(run: EvalRun, rules: list[Rule], path: Path) -> None:
-    failures = sum(not r.passed and r.error is None for r in run.results)
-    errors = sum(r.error is not None for r in run.results)
-    suite = ET.Element(
-        "testsuite", name=f"keel.{run.suite}", tests=str(len(run.results)), failures=str(failures), errors=str(errors)
-    )
-    for r in run.results:
-        case = ET.SubElement(suite, "testcase", classname=f"keel.{run.suite}", name=r.case_id,
-                             time=f"{(r.latency_ms or 0) / 1000:.3f}")  # fmt: skip
-        if r.error:
-            ET.SubElement(case, "error", message=r.error[:500])
-        elif not r.passed:
-            reasons = "; ".join(f"{c.check}: {c.reason}" for c in r.checks if not c.passed)
-            ET.SubElement(case, "failure", message=reasons[:500]).text = r.output[:2000]
-    gate = ET.SubElement(suite, "testcase", classname=f"keel.{run.suite}", name="gate")
-    failed = [f"{r.name}: {r.detail}" for r in rules if not r.passed]
-    if failed:
-        ET.SubElement(gate, "failure", message="; ".join(failed)[:1000])
+def _show_matrix(outcomes: list[Outcome], comparison: list[list[Delta]]) -> None:
+    checks = sorted({c for o in outcomes for c in o.run.summary.check_scores})
+    table = Table("variant", "pass rate", "mean score", *checks, "cost/case", "p95 ms", "gate", title="matrix")
+    for i, o in enumerate(outcomes):
+        s = o.run.summary
+        change = next((d for d in comparison[i] if d.metric == "pass rate"), None) if i else None
+        rate = f"{s.pass_rate:.0%}" + (f" ({change.change:+.0%}{'*' if change.significant else ''})" if change else "")
+        per_case = s.cost_usd / s.cases if s.cases else 0.0
+        code = _exit_code(o)
+        table.add_row(
+            s.variant or "default",
+            rate,
+            f"{s.mean_score:.3f}",
+            *(f"{s.check_scores[c]:.2f}" if c in s.check_scores else "—" for c in checks),
+            fmt_cost(per_case),
+            f"{s.p95_ms:.0f}" if s.p95_ms is not None else "—",
+            {PASSED: "[green]pass[/green]", GATE_FAILED: "[red]fail[/red]"}.get(code, "[red]error[/red]"),
+        )
+    console.print(table)
+    console.print("  changes are vs the first variant, paired by case; * = beyond the 95% bootstrap interval")
+
+
+def _junit(outcomes: list[Outcome], path: Path) -> None:
+    root = ET.Element("testsuites")
+    for outcome in outcomes:
+        run = outcome.run
+        name = f"keel.{run.suite}" + (f"[{run.summary.variant}]" if run.summary.variant else "")
+        failures = sum(not r.passed and r.error is None for r in run.results)
+        errors = sum(r.error is not None for r in run.results)
+        suite = ET.SubElement(
+            root, "testsuite", name=name, tests=str(len(run.results) + 1), failures=str(failures), errors=str(errors)
+        )
+        for r in run.results:
+            case = ET.SubElement(suite, "testcase", classname=name, name=r.case_id,
+                                 time=f"{(r.latency_ms or 0) / 1000:.3f}")  # fmt: skip
+            if r.error:
+                ET.SubElement(case, "error", message=r.error[:500])
+            elif not r.passed:
+                reasons = "; ".join(f"{c.check}: {c.reason}" for c in r.checks if not c.passed)
+                ET.SubElement(case, "failure", message=reasons[:500]).text = r.output[:2000]
+        gate = ET.SubElement(suite, "testcase", classname=name, name="gate")
+        failed = [f"{r.name}: {r.detail}" for r in outcome.rules if not r.passed]
+        if failed:
+            ET.SubElement(gate, "failure", message="; ".join(failed)[:1000])
+            suite.set("failures", str(failures + 1))
+    for key in ("tests", "failures", "errors"):
+        root.set(key, str(sum(int(suite.get(key, "0")) for suite in root)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from keel.evals.runner import Delta, EvalRun, Rule
+from keel.evals.runner import Delta, Outcome, compare
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330}
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}table{border-collapse:collapse;width:100%}
@@ -52,9 +52,55 @@ def _histogram(scores: list[float], *, bins: int = 10, width: int = 640, height:
     return "".join(parts)
 
 
-def write_html(run: EvalRun, rules: list[Rule], changes: list[Delta], path: Path, *, worst: int = 10) -> None:
+def write_html(
+    outcomes: list[Outcome], path: Path, *, comparison: list[list[Delta]] | None = None, worst: int = 10
+) -> None:
+    """One run's report, or a matrix's: the variants side by side, then each one's section."""
+    first = outcomes[0].run
+    html = [
+        f"<!doctype html><meta charset=utf-8><title>keel eval {escape(first.suite)}</title><style>{CSS}</style>",
+        f"<h1>Eval <code>{escape(first.suite)}</code> → feature <code>{escape(first.feature)}</code></h1>",
+    ]
+    if len(outcomes) > 1:
+        html.extend(_matrix(outcomes, comparison or compare(outcomes)))
+    for outcome in outcomes:
+        html.extend(_section(outcome, worst, heading=len(outcomes) > 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(html), encoding="utf-8")
+
+
+def _gate_ok(outcome: Outcome) -> bool:
+    s = outcome.run.summary
+    return all(r.passed for r in outcome.rules) and not s.errors and not s.partial and s.cases > 0
+
+
+def _matrix(outcomes: list[Outcome], comparison: list[list[Delta]]) -> list[str]:
+    checks = sorted({c for o in outcomes for c in o.run.summary.check_scores})
+    head = "".join(f"<th>{escape(c)}" for c in checks)
+    rows = [
+        "<h2>Matrix</h2><table><tr><th>variant<th>pass rate<th>Δ vs first (95%)<th>mean score"
+        f"{head}<th>cost<th>p95<th>gate"
+    ]
+    for o, changes in zip(outcomes, comparison, strict=True):
+        s = o.run.summary
+        change = next((d for d in changes if d.metric == "pass rate"), None)
+        shown = f"{change.change:+.1%} ({change.low:+.1%} … {change.high:+.1%})" if change else "—"
+        cells = "".join(f"<td>{s.check_scores[c]:.2f}" if c in s.check_scores else "<td>—" for c in checks)
+        ok = _gate_ok(o)
+        rows.append(
+            f"<tr><td>{escape(s.variant or 'default')}<td>{s.pass_rate:.1%}<td>{shown}<td>{s.mean_score:.3f}{cells}"
+            f"<td>${s.cost_usd:.4f}<td>{f'{s.p95_ms:.0f} ms' if s.p95_ms is not None else '—'}"
+            f'<td class="{"ok" if ok else "bad"}">{"passed" if ok else "failed"}'
+        )
+    rows.append("</table>")
+    rows.append(_bars([(o.run.summary.variant or "default", o.run.summary.pass_rate) for o in outcomes]))
+    return rows
+
+
+def _section(outcome: Outcome, worst: int, *, heading: bool) -> list[str]:
+    run, rules, changes = outcome.run, outcome.rules, outcome.deltas
     s = run.summary
-    gate_ok = all(r.passed for r in rules) and not s.errors and not s.partial
+    gate_ok = _gate_ok(outcome)
     cards = [
         ("gate", "passed" if gate_ok else "failed"),
         ("pass rate", f"{s.pass_rate:.1%}"),
@@ -62,6 +108,8 @@ def write_html(run: EvalRun, rules: list[Rule], changes: list[Delta], path: Path
         ("mean score", f"{s.mean_score:.3f}"),
         ("errors", str(s.errors)),
         ("cost", f"${s.cost_usd:.4f}"),
+        ("judge cost", f"${s.judge_cost_usd:.4f} · {s.judge_calls} calls"),
+        ("cached", f"{s.cached} of {s.cases}"),
         ("p95 latency", f"{s.p95_ms:.0f} ms" if s.p95_ms is not None else "—"),
     ]
     checks: dict[str, list[bool]] = {}
@@ -69,8 +117,7 @@ def write_html(run: EvalRun, rules: list[Rule], changes: list[Delta], path: Path
         for c in r.checks:
             checks.setdefault(c.check, []).append(c.passed)
     html = [
-        f"<!doctype html><meta charset=utf-8><title>keel eval {escape(run.suite)}</title><style>{CSS}</style>",
-        f"<h1>Eval <code>{escape(run.suite)}</code> → feature <code>{escape(run.feature)}</code></h1>",
+        f"<h2>Variant {escape(s.variant or 'default')}</h2>" if heading else "",
         f'<p class="muted">run {escape(run.id)} · {"PARTIAL · " if s.partial else ""}{s.cases} cases</p>',
         '<div class="cards">'
         + "".join(
@@ -78,7 +125,7 @@ def write_html(run: EvalRun, rules: list[Rule], changes: list[Delta], path: Path
             for k, v in cards
         )
         + "</div>",
-        "<h2>Gate</h2><table>",
+        "<h3>Gate</h3><table>",
         *(
             f'<tr><td class="{"ok" if r.passed else "bad"}">{"✓" if r.passed else "✗"}</td><td>{escape(r.name)}</td>'
             f"<td>{escape(r.detail)}</td></tr>"
@@ -88,17 +135,17 @@ def write_html(run: EvalRun, rules: list[Rule], changes: list[Delta], path: Path
     ]
     if changes:
         html.append(
-            "<h2>Change vs the baseline (paired bootstrap, 95%)</h2><table><tr><th>metric<th>change<th>interval<th>"
+            "<h3>Change vs the baseline (paired bootstrap, 95%)</h3><table><tr><th>metric<th>change<th>interval<th>"
         )
         for d in changes:
             verdict = "beyond noise" if d.significant else "within noise"
             html.append(f"<tr><td>{escape(d.metric)}<td>{d.change:+.3g}<td>{d.low:+.3g} … {d.high:+.3g}<td>{verdict}")
         html.append("</table>")
-    html.append("<h2>Pass rate per check</h2>")
+    html.append("<h3>Pass rate per check</h3>")
     html.append(_bars(sorted(((k, sum(v) / len(v)) for k, v in checks.items()), key=lambda kv: kv[1])))
-    html.append("<h2>Case scores</h2>" + _histogram([r.score for r in run.results if r.error is None]))
+    html.append("<h3>Case scores</h3>" + _histogram([r.score for r in run.results if r.error is None]))
     ranked = sorted(run.results, key=lambda r: (r.error is None, r.passed, r.score))[:worst]
-    html.append(f"<h2>Worst {len(ranked)} cases</h2><table><tr><th>case<th>result<th>reasons<th>output")
+    html.append(f"<h3>Worst {len(ranked)} cases</h3><table><tr><th>case<th>result<th>reasons<th>output")
     for r in ranked:
         if r.error:
             result, reasons = '<span class="bad">error</span>', escape(r.error)
@@ -108,5 +155,4 @@ def write_html(run: EvalRun, rules: list[Rule], changes: list[Delta], path: Path
         html.append(f"<tr><td>{escape(r.case_id)}<br><span class=muted>{r.score:.2f}</span><td>{result}<td>{reasons}"
                     f"<td><pre>{escape(r.output[:2000])}</pre>")  # fmt: skip
     html.append("</table>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(html), encoding="utf-8")
+    return html

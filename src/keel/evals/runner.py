@@ -4,11 +4,17 @@ the gate judged against the rules and a baseline run.
 
 A case passes when the weighted share of its checks that pass reaches the suite's ``threshold`` (1.0
 by default: every check). A gate never passes an empty, errored or interrupted run.
+
+Results are cached by what produced them — the case and its checks, the feature spec, the prompt
+version, the model (and the deployments behind it) and the retrieval index version — so a re-run
+pays only for what changed. Judge calls (``llm-rubric``, ``grounded`` by judge) go through the
+gateway, are traced as children of the case's feature run, and count in the run's cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import time
 import uuid
@@ -18,12 +24,13 @@ from typing import Any
 
 import orjson
 
-from keel.checks import CheckContext, CheckError
+from keel.checks import CheckContext
 from keel.errors import KeelError, UserError
 from keel.evals.suite import Case, Suite
-from keel.features.pipeline import FeaturePipeline
+from keel.features.pipeline import FeaturePipeline, Resolved
 from keel.features.spec import load_feature
 from keel.stats import bootstrap, percentile
+from keel.types import CallContext, ChatRequest
 
 
 @dataclass(slots=True)
@@ -47,6 +54,11 @@ class CaseResult:
     trace_id: str | None = None
     error: str | None = None
     tags: list[str] = field(default_factory=list)
+    prompt_version: int | None = None
+    model: str | None = None
+    judge_cost_usd: float | None = 0.0  # what the checks' model calls cost (None: some were unpriced)
+    judge_calls: int = 0
+    cached: bool = False  # replayed from an earlier run: nothing was paid for it this time
 
 
 @dataclass(slots=True)
@@ -62,6 +74,11 @@ class RunSummary:
     p95_ms: float | None = None
     check_scores: dict[str, float] = field(default_factory=dict)
     partial: bool = False
+    judge_cost_usd: float = 0.0
+    judge_calls: int = 0
+    cached: int = 0
+    spent_usd: float = 0.0  # what this run paid: features and judges of the cases not replayed from the cache
+    variant: str | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +91,19 @@ class EvalRun:
     summary: RunSummary
     status: str = "done"  # done | partial
     label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """What a matrix run pins: a prompt version and/or a model (None: the label and spec decide)."""
+
+    prompt_version: int | None = None
+    model: str | None = None
+
+    @property
+    def name(self) -> str | None:
+        parts = [f"v{self.prompt_version}" if self.prompt_version is not None else "", self.model or ""]
+        return " · ".join(p for p in parts if p) or None
 
 
 def _context(case: Case, result: Any, inputs: dict[str, Any]) -> CheckContext:
@@ -91,11 +121,134 @@ def _context(case: Case, result: Any, inputs: dict[str, Any]) -> CheckContext:
     )
 
 
-async def run_case(pipeline: FeaturePipeline, suite: Suite, case: Case) -> CaseResult:
+class _JudgeCalls:
+    """The judge the runner gives checks: a gateway call, traced under the case's feature run, its
+    cost counted."""
+
+    def __init__(self, pipeline: FeaturePipeline, suite: Suite, parent: str | None) -> None:
+        self.pipeline, self.suite, self.parent = pipeline, suite, parent
+        self.costs: list[float | None] = []
+
+    async def __call__(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        schema: dict[str, Any],
+        model: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+    ) -> str:
+        call = CallContext(tenant="eval", user="eval-judge", feature=f"eval:{self.suite.name}", parent=self.parent)
+        settings = self.pipeline.service.gateway.settings
+        request = ChatRequest(
+            model=model or self.suite.spec.judge_model or settings.default_model or "local",
+            messages=list(messages),
+            max_tokens=max_tokens,
+            params={
+                "temperature": temperature,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}},
+            },
+            ctx=call,
+        )
+        try:
+            response = await self.pipeline.service.chat(request)
+        finally:
+            self.costs.append(call.record.cost_usd if call.record is not None else None)
+        return response.text
+
+    @property
+    def cost(self) -> float | None:
+        if any(c is None for c in self.costs):
+            return None
+        return float(sum(c for c in self.costs if c is not None))
+
+
+def _embed(pipeline: FeaturePipeline) -> Callable[[list[str]], Any] | None:
+    collections = pipeline.collections
+    if collections is None:
+        return None
+    return lambda texts: collections.embedder().embed(texts)
+
+
+class ResultCache:
+    """Case results keyed by everything that produced them; errors are never cached."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def get(self, key: str) -> CaseResult | None:
+        row = self.conn.execute("SELECT result FROM eval_cache WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return _case_from_json(row[0])
+        except (TypeError, ValueError, KeyError):
+            return None  # written by an older Keel: run the case again
+
+    def put(self, key: str, suite: str, result: CaseResult) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO eval_cache(key, suite, case_id, result, at) VALUES (?,?,?,?,?)",
+            (key, suite, result.case_id, orjson.dumps(asdict(result)).decode(), time.time()),
+        )
+
+    def clear(self, suite: str) -> int:
+        return self.conn.execute("DELETE FROM eval_cache WHERE suite = ?", (suite,)).rowcount
+
+
+def cache_key(pipeline: FeaturePipeline, suite: Suite, case: Case, inputs: dict[str, Any], found: Resolved) -> str:
+    checks = [*suite.spec.checks, *case.checks]
+    part = {
+        "case": {**case.model_dump(mode="json", exclude={"checks", "tags"}), "inputs": inputs},
+        "checks": checks,
+        "threshold": suite.spec.threshold,
+        "judge": suite.spec.judge_model,
+        "feature": found.spec.model_dump(mode="json"),
+        "prompt": [found.spec.prompt, found.prompt_version],
+        "model": _model_identity(pipeline, found.model),
+        "judge_model": _model_identity(pipeline, suite.spec.judge_model) if suite.spec.judge_model else None,
+        "index": found.index_version,
+    }
+    return hashlib.sha256(orjson.dumps(part, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
+
+
+def _model_identity(pipeline: FeaturePipeline, model: str) -> Any:
+    """The deployments behind a model name: a changed upstream model is a changed result."""
+    settings = pipeline.service.gateway.settings
+    try:
+        names = pipeline.service.gateway.route(model).settings.deployments
+    except KeelError:
+        return model
+    found = [settings.deployments.get(n) for n in names]
+    return [
+        model,
+        *[(d.provider, d.model, d.base_url) if d is not None else n for n, d in zip(names, found, strict=True)],
+    ]
+
+
+async def run_case(
+    pipeline: FeaturePipeline,
+    suite: Suite,
+    case: Case,
+    variant: Variant | None = None,
+    *,
+    cache: ResultCache | None = None,
+) -> CaseResult:
+    variant = variant or Variant()
     out = CaseResult(case.id, tags=list(case.tags))
     inputs = {**suite.spec.defaults, **case.inputs}
+    user = case.user or "eval"
+    pins: dict[str, Any] = {"version": variant.prompt_version, "model": variant.model}
+    key = None
     try:
-        result = await pipeline.run(suite.spec.feature, inputs, user=case.user or "eval", tenant="eval")
+        if cache is not None:
+            key = cache_key(
+                pipeline, suite, case, inputs, pipeline.resolve(suite.spec.feature, inputs, user=user, **pins)
+            )
+            hit = cache.get(key)
+            if hit is not None:
+                hit.cached, hit.tags = True, list(case.tags)
+                return hit
+        result = await pipeline.run(suite.spec.feature, inputs, user=user, tenant="eval", **pins)
     except KeelError as exc:  # a provider that is down, a bad input: a value, and the run goes on
         out.error = f"{type(exc).__name__}: {exc.message}"
         return out
@@ -105,17 +258,26 @@ async def run_case(pipeline: FeaturePipeline, suite: Suite, case: Case) -> CaseR
         result.cost_usd,
         result.trace_id,
     )
+    out.prompt_version, out.model = result.prompt_version, result.model
     ctx = _context(case, result, inputs)
-    for check in suite.checks[case.id]:
-        try:
-            verdict = check(ctx)
-        except CheckError as exc:
-            out.error = f"check {check.name}: {exc.message}"
-            return out
-        out.checks.append(CheckResult(check.name, verdict.passed, verdict.score, verdict.reason, check.weight))
+    judge = _JudgeCalls(pipeline, suite, result.trace_id)
+    ctx.judge = judge
+    ctx.embed = _embed(pipeline)
+    try:
+        for check in suite.checks[case.id]:
+            try:
+                verdict = await check.evaluate(ctx)
+            except KeelError as exc:  # misconfigured for this case, a judge that is down or talks nonsense
+                out.error = f"check {check.name}: {exc.message}"
+                return out
+            out.checks.append(CheckResult(check.name, verdict.passed, verdict.score, verdict.reason, check.weight))
+    finally:
+        out.judge_cost_usd, out.judge_calls = judge.cost, len(judge.costs)
     total = sum(c.weight for c in out.checks) or 1.0
     out.score = sum(c.weight * c.score for c in out.checks) / total
     out.passed = sum(c.weight for c in out.checks if c.passed) / total >= suite.spec.threshold - 1e-9
+    if cache is not None and key is not None:
+        cache.put(key, suite.name, out)
     return out
 
 
@@ -125,6 +287,8 @@ async def run_suite(
     *,
     concurrency: int | None = None,
     progress: Callable[[CaseResult], None] | None = None,
+    variant: Variant | None = None,
+    cache: ResultCache | None = None,
 ) -> EvalRun:
     gate = asyncio.Semaphore(concurrency or suite.spec.concurrency)
     started = time.time()
@@ -132,7 +296,7 @@ async def run_suite(
 
     async def one(case: Case) -> None:
         async with gate:
-            results[case.id] = await run_case(pipeline, suite, case)
+            results[case.id] = await run_case(pipeline, suite, case, variant, cache=cache)
         if progress is not None:
             progress(results[case.id])
 
@@ -144,6 +308,7 @@ async def run_suite(
     ordered = [results[c.id] for c in suite.spec.cases if c.id in results]
     run = EvalRun(uuid.uuid4().hex[:12], suite.name, suite.spec.feature, started, ordered, summarise(ordered))
     run.summary.partial = partial or len(ordered) < len(suite.spec.cases)
+    run.summary.variant = variant.name if variant is not None else None
     run.status = "partial" if run.summary.partial else "done"
     return run
 
@@ -157,7 +322,11 @@ def summarise(results: list[CaseResult]) -> RunSummary:
     s.pass_rate = s.passed / len(results)
     s.mean_score = sum(r.score for r in results) / len(results)
     s.cost_usd = sum(r.cost_usd or 0.0 for r in results)
-    s.unpriced = sum(r.cost_usd is None and r.error is None for r in results)
+    s.unpriced = sum((r.cost_usd is None or r.judge_cost_usd is None) and r.error is None for r in results)
+    s.judge_cost_usd = sum(r.judge_cost_usd or 0.0 for r in results)
+    s.judge_calls = sum(r.judge_calls for r in results)
+    s.cached = sum(r.cached for r in results)
+    s.spent_usd = sum((r.cost_usd or 0.0) + (r.judge_cost_usd or 0.0) for r in results if not r.cached)
     latencies = [r.latency_ms for r in results if r.latency_ms is not None]
     s.p50_ms, s.p95_ms = percentile(latencies, 50), percentile(latencies, 95)
     by_check: dict[str, list[float]] = {}
@@ -201,15 +370,17 @@ def load_run(conn: sqlite3.Connection, suite: str, ref: str) -> EvalRun | None:
     if row is None:
         return None
     stored = conn.execute("SELECT result FROM eval_results WHERE run_id = ?", (row["id"],)).fetchall()
-    results = []
-    for (raw,) in stored:
-        data = orjson.loads(raw)
-        results.append(CaseResult(**{**data, "checks": [CheckResult(**c) for c in data["checks"]]}))
+    results = [_case_from_json(raw) for (raw,) in stored]
     run = EvalRun(
         row["id"], row["suite"], row["feature"], row["started"], results, RunSummary(**orjson.loads(row["summary"]))
     )
     run.status, run.label = row["status"], row["label"]
     return run
+
+
+def _case_from_json(raw: str | bytes) -> CaseResult:
+    data = orjson.loads(raw)
+    return CaseResult(**{**data, "checks": [CheckResult(**c) for c in data["checks"]]})
 
 
 # -- deltas vs a baseline --------------------------------------------------------------------------
@@ -293,6 +464,23 @@ def judge(suite: Suite, run: EvalRun, baseline: EvalRun | None) -> list[Rule]:
     elif g.max_pass_rate_drop is not None or g.max_cost_increase is not None:
         rules.append(Rule("baseline", True, "no baseline run yet: comparisons skipped (save one with --label main)"))
     return rules
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A run judged: the gate's rules and its changes against the baseline."""
+
+    run: EvalRun
+    rules: list[Rule]
+    deltas: list[Delta]
+
+
+def compare(outcomes: list[Outcome]) -> list[list[Delta]]:
+    """Each run of a matrix against the first, paired by case (the first compares with nothing)."""
+    if not outcomes:
+        return []
+    first = outcomes[0].run
+    return [[], *(deltas(o.run, first) for o in outcomes[1:])]
 
 
 def require_feature(pipeline: FeaturePipeline, suite: Suite) -> None:

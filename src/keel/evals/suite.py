@@ -76,6 +76,9 @@ class SuiteSpec(_Strict):
     cases: list[Case]
     gate: Gate = Gate()
     concurrency: int = Field(4, ge=1, le=64)
+    judge_model: str | None = Field(
+        None, description="the model llm-rubric and grounded (llm) call; default: the default model"
+    )
 
     @model_validator(mode="after")
     def _cases(self) -> SuiteSpec:

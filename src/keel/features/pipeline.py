@@ -151,6 +151,20 @@ def _with_context(messages: list[dict[str, str]], context: str) -> list[dict[str
     return [{"role": "system", "content": context}, *messages]
 
 
+@dataclass(frozen=True, slots=True)
+class _Pins:
+    version: int | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    spec: FeatureSpec
+    prompt_version: int
+    model: str
+    index_version: str | None
+
+
 @dataclass(slots=True)
 class _Plan:
     spec: FeatureSpec
@@ -186,9 +200,14 @@ class FeaturePipeline:
         user: str | None = None,
         tenant: str | None = None,
         label: str = DEFAULT_LABEL,
+        version: int | None = None,
+        model: str | None = None,
     ) -> FeatureResult:
+        """``version`` and ``model`` pin what serves (eval matrices); otherwise the label, the running
+        experiment and the spec decide."""
         result: FeatureResult | None = None
-        async for event in self.events(name, inputs, user=user, tenant=tenant, label=label):
+        events = self.events(name, inputs, user=user, tenant=tenant, label=label, version=version, model=model)
+        async for event in events:
             if isinstance(event, Done):
                 result = event.result  # keep draining: the run's trace row is written as the generator ends
         assert result is not None, "the pipeline ends with Done or raises"
@@ -203,13 +222,15 @@ class FeaturePipeline:
         tenant: str | None = None,
         label: str = DEFAULT_LABEL,
         stream: bool = False,
+        version: int | None = None,
+        model: str | None = None,
     ) -> AsyncGenerator[FeatureEvent, None]:
         started = time.perf_counter()
         ctx = CallContext(tenant=tenant, user=user, feature=name)
         plan: _Plan | None = None
         error: BaseException | None = None
         try:
-            plan = await self._prepare(name, inputs, ctx, label)
+            plan = await self._prepare(name, inputs, ctx, label, _Pins(version, model))
             result = plan.result
             yield Started(result)
             if not result.found_nothing:
@@ -224,14 +245,42 @@ class FeaturePipeline:
             self._record(ctx, plan, inputs, started, error)
 
     # -- steps ---------------------------------------------------------------------------------
-    async def _prepare(self, name: str, inputs: dict[str, Any], ctx: CallContext, label: str) -> _Plan:
+    def resolve(
+        self,
+        name: str,
+        inputs: dict[str, Any],
+        *,
+        user: str | None = None,
+        label: str = DEFAULT_LABEL,
+        version: int | None = None,
+        model: str | None = None,
+    ) -> Resolved:
+        """What would serve this call, without calling anything: the prompt version, the model and the
+        retrieval index version (eval result caches key on them)."""
+        spec, rendered, _, _, chosen = self._choose(name, inputs, user, label, _Pins(version, model))
+        index = None
+        if spec.retrieval is not None and self.collections is not None:
+            try:
+                index = self.collections.get(spec.retrieval.collection).index_version()
+            except CollectionNotFound:
+                index = None  # the run itself says so, precisely
+        return Resolved(spec, rendered.version, chosen, index)
+
+    def _choose(
+        self, name: str, inputs: dict[str, Any], user: str | None, label: str, pins: _Pins
+    ) -> tuple[FeatureSpec, Rendered, str | None, Arm | None, str]:
         spec = load_feature(self.root, name)
         _refuse_unbuilt(spec)
-        ctx.experiment, arm = self._arm(name, ctx.user, label)
+        experiment, arm = self._arm(name, user, label) if pins.version is None and pins.model is None else (None, None)
         self.registry.record_file(self.root / "prompts" / f"{spec.prompt}.md")
-        rendered = self.registry.render(spec.prompt, inputs, label=label, version=arm.version if arm else None)
-        model = (arm.model if arm else None) or spec.model or rendered.model
+        version = pins.version if pins.version is not None else (arm.version if arm else None)
+        rendered = self.registry.render(spec.prompt, inputs, label=label, version=version)
+        model = pins.model or (arm.model if arm else None) or spec.model or rendered.model
         model = model or self.service.gateway.settings.default_model or "local"
+        return spec, rendered, experiment, arm, model
+
+    async def _prepare(self, name: str, inputs: dict[str, Any], ctx: CallContext, label: str, pins: _Pins) -> _Plan:
+        spec, rendered, ctx.experiment, arm, model = self._choose(name, inputs, ctx.user, label, pins)
         ctx.prompt, ctx.prompt_version = spec.prompt, rendered.version
         ctx.arm = arm.name if arm else None
         result = FeatureResult(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from typing import Any
 
@@ -70,6 +71,17 @@ class SQLCollection:
     def document_ids(self) -> set[str]:
         rows = self.conn.execute(self._sql("SELECT doc_id FROM {docs} WHERE collection = {p}"), (self.name,))
         return {r[0] for r in rows}
+
+    def index_version(self) -> str:
+        """A digest of what the collection holds and how it searches: equal digests, equal results
+        (what eval result caches key on)."""
+        rows = self.conn.execute(
+            self._sql("SELECT doc_id, hash FROM {docs} WHERE collection = {p} ORDER BY doc_id"), (self.name,)
+        )
+        digest = hashlib.sha256(f"{self.name}|{self.embedder.name}|{self.rerank}".encode())
+        for doc_id, doc_hash in rows:
+            digest.update(f"|{doc_id}:{doc_hash}".encode())
+        return digest.hexdigest()[:16]
 
     def list_documents(self) -> list[dict[str, Any]]:
         rows = self.conn.execute(

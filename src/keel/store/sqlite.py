@@ -172,6 +172,23 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, case_id)
     );
     """,
+    # 7: eval results cached by what produced them, and which traces became eval cases
+    """
+    CREATE TABLE eval_cache (
+        key TEXT PRIMARY KEY,
+        suite TEXT NOT NULL,
+        case_id TEXT NOT NULL,
+        result TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE TABLE eval_promoted (
+        suite TEXT NOT NULL,
+        trace_id TEXT NOT NULL,
+        case_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (suite, trace_id)
+    );
+    """,
 ]
 
 
