@@ -116,3 +116,33 @@ def test_suites_run_as_pytest_tests(project: Path) -> None:
     assert result.returncode == 1, out + result.stderr
     assert "2 failed, 1 passed" in out  # case ada fails, case bo passes, the gate fails
     assert "does not contain 'Goodbye Ada'" in out and "gate failed" in out
+
+
+def test_matrix_compares_prompt_versions_side_by_side(project: Path) -> None:
+    first = run_eval(project, "--json")
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = run_eval(project)
+    assert "2 replayed from the cache, paid $0" in again.stdout, again.stdout
+    prompt = project / "prompts" / "hello.md"
+    prompt.write_text(prompt.read_text().replace("Hello {{ name }}", "Goodbye {{ name }}"))
+    keel(project, "prompts", "sync", "--dir", str(project / "prompts"), "-c", str(project / "keel.yaml"))
+    out = run_eval(project, "--prompt-versions", "1,2", "--models", "fast", "--json", "--junit", str(project / "m.xml"),
+                   "--html", str(project / "m.html"))  # fmt: skip
+    assert out.returncode == 100, out.stdout + out.stderr  # v2 says Goodbye: its gate fails
+    data = json.loads(out.stdout)
+    rates = {m["run"]["summary"]["variant"]: m["run"]["summary"]["pass_rate"] for m in data["matrix"]}
+    assert rates == {"v1 · fast": 1.0, "v2 · fast": 0.0}
+    change = next(d for d in data["comparison"][1] if d["metric"] == "pass rate")
+    assert change["change"] == -1.0
+    suites = ET.parse(project / "m.xml").getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == ["keel.hello[v1 · fast]", "keel.hello[v2 · fast]"]
+    html = (project / "m.html").read_text()
+    assert "<h2>Matrix</h2>" in html and "v2 · fast" in html
+    table = run_eval(project, "--prompt-versions", "1,2", "--no-cache")
+    assert "matrix" in table.stdout and "-100%" in table.stdout, table.stdout
+    bad = run_eval(project, "--prompt-versions", "one")
+    assert bad.returncode == 1 and "--prompt-versions takes version numbers" in bad.stdout
+    ghost = run_eval(project, "--models", "fast,ghost")
+    assert ghost.returncode == 1 and "ghost" in ghost.stdout
+    labelled = run_eval(project, "--prompt-versions", "1,2", "--label", "main")
+    assert labelled.returncode == 1 and "--label names one run" in labelled.stdout
