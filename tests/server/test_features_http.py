@@ -25,6 +25,8 @@ def served(tmp_path: Path, home: Path, upstream: FaultServer) -> Iterator[tuple[
     settings = make_settings(
         f"project_root: '{root}'\ndeployments:\n  up: {{provider: openai, model: gpt-4o-mini, "
         f"base_url: '{upstream.base_url}'}}\nmodels:\n  up: {{deployments: [up]}}\n"
+        "feedback:\n  scores:\n    helpful: {type: boolean}\n    answer: {type: text}\n"
+        "    rating: {type: numeric, min: 1, max: 5}\n"
     )
     app = build_app(settings, home)
     key, _ = create_key(connect(db_path(home)), "acme")
@@ -150,6 +152,9 @@ def test_feedback_over_http(served: tuple[str, str]) -> None:
         ({"trace_id": trace_id, "name": "helpful", "value": {"a": 1}}, 400, "value"),
         ({"trace_id": trace_id, "name": "helpful", "value": True, "colour": "red"}, 400, "colour"),
         ({"name": "helpful", "value": True}, 400, "trace_id"),
+        ({"trace_id": trace_id, "name": "rating", "value": 9}, 400, "value"),  # the score config: 1–5
+        ({"trace_id": trace_id, "name": "helpful", "value": "very"}, 400, "value"),
+        ({"trace_id": trace_id, "name": "mood", "value": "happy"}, 400, "name"),  # not a configured score
     ]:
         bad = httpx.post(f"{base}/feedback", json=body, headers=auth)
         assert bad.status_code == status and bad.json()["error"]["param"] == param, bad.text

@@ -16,8 +16,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from keel.cli.common import Env, console, fmt_cost, load_env
+from keel.cli.common import Env, console, fmt_cost, load_env, parse_since
 from keel.errors import KeelError, UserError
+from keel.evals import promote
 from keel.evals.report import write_html
 from keel.evals.runner import (
     Delta,
@@ -83,6 +84,55 @@ def register(app: typer.Typer) -> None:
             if len(outcomes) > 1:
                 _show_matrix(outcomes, comparison)
         sys.exit(max(_exit_code(o) for o in outcomes))
+
+    group = typer.Typer(help="Eval suites: grow them from production feedback.", no_args_is_help=True)
+    app.add_typer(group, name="evals")
+
+    @group.command("promote")
+    def promote_cmd(
+        suite: str = typer.Argument(..., help="a suite: evals/<name>.yaml under --root, or a path"),
+        from_feedback: bool = typer.Option(
+            False, "--from-feedback", help="promote runs with corrections or low scores"
+        ),
+        since: str = typer.Option("7d", help="feedback newer than this: 7d, 24h or a date"),
+        below: float | None = typer.Option(None, help="numeric scores under this count as low (else the config's)"),
+        limit: int = typer.Option(50, min=1, max=1000, help="at most this many new cases"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print the cases; change nothing"),
+        root: Path = typer.Option(Path("."), help="the project folder holding evals/"),
+        config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
+    ) -> None:
+        """Turn production runs with corrections or low scores into eval cases (redacted, de-duplicated)."""
+        if not from_feedback:
+            raise UserError("say where cases come from: --from-feedback")
+        env = load_env(config)
+        path = find_suite(root, suite)
+        loaded = load_suite(path)
+        with env.db() as conn:
+            found, uncaptured = promote.find_candidates(
+                conn, loaded.spec.feature, since=parse_since(since), scores=env.settings.feedback, below=below
+            )
+            outcome = promote.plan(conn, loaded, found, uncaptured)
+            chosen = outcome.added[:limit]
+            if chosen and not dry_run:
+                promote.append_cases(path, chosen)
+                promote.record(conn, loaded, chosen)
+        table = Table("case", "inputs", "expected", "why", title=f"{len(chosen)} new case(s) for {loaded.name}")
+        for c in chosen:
+            inputs = orjson.dumps(c.inputs).decode()
+            table.add_row(c.case_id, inputs[:70], (c.correction or "[dim](needs one)[/dim]")[:60], ", ".join(c.why))
+        if chosen:
+            console.print(table)
+        skipped = [
+            f"{outcome.duplicates} duplicate(s) of existing cases" if outcome.duplicates else "",
+            f"{outcome.already} promoted before" if outcome.already else "",
+            f"{outcome.uncaptured} without captured inputs (tracing.capture: off)" if outcome.uncaptured else "",
+            f"{len(outcome.added) - len(chosen)} over --limit" if len(outcome.added) > len(chosen) else "",
+        ]
+        shown = "; ".join(x for x in skipped if x)
+        verb = "would append" if dry_run else "appended"
+        console.print(
+            f"{verb} {len(chosen)} case(s) to {path}" + (f" (skipped: {shown})" if shown else ""), highlight=False
+        )
 
 
 def matrix(prompt_versions: str | None, models: str | None) -> list[Variant]:

@@ -112,7 +112,8 @@ def feedback(
     user: str | None = typer.Option(None, help="who gave the feedback"),
     config: str | None = CONFIG,
 ) -> None:
-    """Attach feedback to a trace (experiment reports read it; evals will learn from corrections)."""
+    """Attach feedback to a trace, validated against keel.yaml feedback.scores (experiment reports read it;
+    `keel evals promote --from-feedback` turns corrections and low scores into eval cases)."""
     parsed: object = value
     if value is not None:
         lowered = value.strip().lower()
@@ -123,11 +124,13 @@ def feedback(
                 parsed = float(value)
             except ValueError:
                 parsed = value
-    with load_env(config).db() as conn:
+    env = load_env(config)
+    with env.db() as conn:
         rec = get_trace(conn, trace_id)
         if rec is None:
             raise UserError(f"no trace '{trace_id}'; see `keel traces list`")
-        row = add_feedback(conn, rec.id, name, parsed, comment=comment, correction=correction, user=user)
+        scores = env.settings.feedback
+        row = add_feedback(conn, rec.id, name, parsed, comment=comment, correction=correction, user=user, scores=scores)
     shown = row.label if row.value is None else f"{row.value:g}"
     console.print(f"feedback {row.id}: {row.name} = {shown or '—'} on trace {row.trace_id}", highlight=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -124,11 +125,51 @@ class RetrievalSettings(Strict):
     embedder: str | None = Field(None, description="an embeddings deployment; the local MiniLM by default")
 
 
+class ScoreConfig(Strict):
+    """What one feedback name accepts, and which of its values count as a bad answer (the ones
+    ``keel evals promote --from-feedback`` turns into eval cases)."""
+
+    type: Literal["boolean", "numeric", "categorical", "text"]
+    min: float | None = None
+    max: float | None = None
+    low_below: float | None = Field(None, description="numeric: values below this are a bad answer")
+    values: list[str] = Field(default_factory=list, description="categorical: the allowed categories")
+    low: list[str] = Field(default_factory=list, description="categorical: the categories that mean a bad answer")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScoreConfig:
+        numeric = ("min", "max", "low_below")
+        if self.type != "numeric" and any(getattr(self, k) is not None for k in numeric):
+            raise ValueError(f"min, max and low_below are for numeric scores, not {self.type}")
+        if self.type != "categorical" and (self.values or self.low):
+            raise ValueError(f"values and low are for categorical scores, not {self.type}")
+        if self.type == "numeric":
+            if self.min is not None and self.max is not None and self.min >= self.max:
+                raise ValueError(f"min ({self.min:g}) must be below max ({self.max:g})")
+            low, high = -math.inf if self.min is None else self.min, math.inf if self.max is None else self.max
+            if self.low_below is not None and not low <= self.low_below <= high:
+                raise ValueError("low_below must lie between min and max")
+        if self.type == "categorical":
+            if not self.values:
+                raise ValueError("a categorical score lists its values")
+            unknown = sorted(set(self.low) - set(self.values))
+            if unknown:
+                raise ValueError(f"low names categories that are not in values: {unknown}")
+        return self
+
+
+class FeedbackSettings(Strict):
+    scores: dict[str, ScoreConfig] = Field(default_factory=dict)
+    strict: bool = Field(True, description="refuse feedback names not in scores (when any are configured)")
+
+
 class KeelSettings(Strict):
     home: Path | None = Field(None, description="data directory; KEEL_HOME or ~/.keel by default")
     server: ServerSettings = ServerSettings()
     tracing: TracingSettings = TracingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     prices: Path | None = Field(None, description="a price table overriding the built-in one")
     project_root: Path = Field(Path("."), description="the folder holding features/, prompts/ and schemas/")
     local_models: dict[str, LocalModelSettings] = Field(default_factory=dict)

@@ -110,10 +110,11 @@ class KeelApp:
             raise InvalidRequest(f"unknown field(s) {unknown}", param=unknown[0])
         if self.home is None:
             raise UnknownRoute("feedback needs the store; this app has none")
-        fields = {
+        fields: dict[str, Any] = {
             "comment": body.get("comment"),
             "correction": body.get("correction"),
             "user": body.get("user") or request.headers.get("x-keel-user"),
+            "scores": self.service.gateway.settings.feedback,
         }
         args = (body.get("trace_id"), body.get("name", "feedback"), body.get("value"))
         with closing(connect(db_path(self.home))) as conn:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from keel.config.settings import FeedbackSettings, ScoreConfig
 from keel.errors import InvalidRequest, UserError
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
@@ -58,6 +59,7 @@ def add_feedback(
     comment: Any = None,
     correction: Any = None,
     user: Any = None,
+    scores: FeedbackSettings | None = None,
 ) -> Feedback:
     """Validate and store one piece of feedback; the trace must exist (full id). Arguments arrive
     straight from HTTP or the CLI, so their types are checked here."""
@@ -85,6 +87,16 @@ def add_feedback(
     comment_, correction_, user_ = _text(comment, "comment"), _text(correction, "correction"), _text(user, "user")
     if value is None and comment_ is None and correction_ is None:
         raise InvalidRequest("give a 'value', a 'comment' or a 'correction'", param="value")
+    if scores is not None and scores.scores:
+        config = scores.scores.get(name)
+        if config is None:
+            if scores.strict:
+                known = ", ".join(sorted(scores.scores))
+                raise InvalidRequest(
+                    f"unknown score '{name}'; keel.yaml feedback.scores configures: {known}", param="name"
+                )
+        elif value is not None:
+            check_score(name, config, value)
     if conn.execute("SELECT 1 FROM traces WHERE id = ?", (trace_id,)).fetchone() is None:
         raise TraceNotFound(f"no trace '{trace_id}' (it may still be queued for writing; retry in a second)")
     at = time.time()
@@ -102,3 +114,31 @@ def feedback_for(conn: sqlite3.Connection, trace_id: str) -> list[Feedback]:
         (trace_id,),
     ).fetchall()
     return [Feedback(*tuple(r)) for r in rows]
+
+
+def check_score(name: str, config: ScoreConfig, value: Any) -> None:
+    """A value against its score config (``feedback.scores`` in keel.yaml)."""
+    kind = config.type
+    if kind == "boolean" and not isinstance(value, bool):
+        raise InvalidRequest(f"score '{name}' is true or false, not {value!r}", param="value")
+    if kind == "numeric":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidRequest(f"score '{name}' is a number, not {value!r}", param="value")
+        if (config.min is not None and value < config.min) or (config.max is not None and value > config.max):
+            span = f"{config.min if config.min is not None else '-∞'}–{config.max if config.max is not None else '∞'}"
+            raise InvalidRequest(f"score '{name}' is between {span}, not {value:g}", param="value")
+    if kind == "categorical" and value not in config.values:
+        raise InvalidRequest(f"score '{name}' is one of {', '.join(config.values)}; not {value!r}", param="value")
+    if kind == "text" and not isinstance(value, str):
+        raise InvalidRequest(f"score '{name}' is text, not {value!r}", param="value")
+
+
+def is_low(row: Feedback, config: ScoreConfig | None, below: float | None = None) -> bool:
+    """Whether this feedback says the answer was bad: a false boolean, a number under the config's
+    ``low_below`` (or ``below``), a category listed in ``low``."""
+    if config is not None and config.type == "categorical":
+        return row.label in config.low
+    if row.label in ("true", "false") and row.value is not None:
+        return row.value == 0.0
+    threshold = below if below is not None else (config.low_below if config is not None else None)
+    return row.value is not None and threshold is not None and row.value < threshold

@@ -1,0 +1,174 @@
+"""Production failures become tests: feature runs whose feedback carries a correction or a low score
+are turned into eval cases and appended to the suite — redacted (whatever the trace capture policy
+was), de-duplicated against the suite and each other, each trace promoted once.
+
+A case from a correction expects the corrected answer (``similar`` to it); a case from a low score
+alone must at least not repeat the answer people disliked (``not-similar`` to it, at 0.95), and is
+tagged ``needs-expected`` so someone writes the right answer in.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from keel.config.settings import FeedbackSettings
+from keel.config.yamlfile import read_yaml
+from keel.errors import ConfigError, UserError
+from keel.evals.suite import Suite, load_suite
+from keel.store.feedback import Feedback, is_low
+from keel.tracing.redact import redact
+
+_FOLD = re.compile(r"[\W_]+")
+
+
+@dataclass(slots=True)
+class Candidate:
+    trace_id: str
+    inputs: dict[str, Any]
+    answer: str
+    correction: str | None = None
+    why: list[str] = field(default_factory=list)
+
+    @property
+    def case_id(self) -> str:
+        return f"fb-{self.trace_id[:10]}"
+
+    def case(self) -> dict[str, Any]:
+        case: dict[str, Any] = {"id": self.case_id, "inputs": self.inputs}
+        if self.correction is not None:
+            case["expected"] = self.correction
+            case["tags"] = ["from-feedback"]
+            case["checks"] = [{"type": "similar", "threshold": 0.8}]
+        else:
+            case["tags"] = ["from-feedback", "needs-expected"]
+            case["checks"] = [{"type": "not-similar", "value": self.answer, "threshold": 0.95}]
+        return case
+
+
+@dataclass(slots=True)
+class Promotion:
+    added: list[Candidate]
+    duplicates: int = 0
+    already: int = 0
+    uncaptured: int = 0
+
+
+def fingerprint(inputs: dict[str, Any]) -> str:
+    """Inputs compared as people read them: case, spacing and punctuation folded."""
+    text = " ".join(f"{k}={v}" for k, v in sorted(inputs.items()) if v not in (None, ""))
+    return _FOLD.sub(" ", text.casefold()).strip()
+
+
+def find_candidates(
+    conn: sqlite3.Connection,
+    feature: str,
+    *,
+    since: float | None,
+    scores: FeedbackSettings,
+    below: float | None = None,
+) -> tuple[list[Candidate], int]:
+    """Feature runs with a correction or a low score, newest feedback first; and how many had no
+    captured inputs (tracing.capture: off)."""
+    rows = conn.execute(
+        "SELECT f.id, f.trace_id, f.name, f.value, f.label, f.comment, f.correction, f.user, f.at, "
+        "coalesce(p.id, t.id) AS run_id, coalesce(p.request, t.request) AS request, "
+        "coalesce(p.response, t.response) AS response "
+        "FROM feedback f JOIN traces t ON t.id = f.trace_id "
+        "LEFT JOIN traces p ON p.id = t.parent AND p.operation = 'feature' "
+        "WHERE coalesce(p.feature, t.feature) = ? AND coalesce(p.operation, t.operation) = 'feature' AND f.at >= ? "
+        "ORDER BY f.at DESC",
+        (feature, since or 0.0),
+    ).fetchall()
+    found: dict[str, Candidate] = {}
+    uncaptured: set[str] = set()
+    for row in rows:
+        fb = Feedback(*tuple(row)[:9])
+        if fb.correction is None and not is_low(fb, scores.scores.get(fb.name), below):
+            continue
+        run_id = row["run_id"]
+        inputs = _json(row["request"])
+        if not isinstance(inputs, dict) or not inputs:
+            uncaptured.add(run_id)
+            continue
+        candidate = found.get(run_id)
+        if candidate is None:
+            answer = _json(row["response"])
+            candidate = found[run_id] = Candidate(run_id, redact(inputs), redact(str(answer or "")))
+        if fb.correction is not None and candidate.correction is None:
+            candidate.correction = redact(fb.correction.strip())
+        shown = fb.label if fb.value is None or fb.label in ("true", "false") else f"{fb.value:g}"
+        candidate.why.append(f"{fb.name}={shown}" if shown is not None else f"{fb.name}: correction")
+    return list(found.values()), len(uncaptured)
+
+
+def _json(raw: Any) -> Any:
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+def plan(conn: sqlite3.Connection, suite: Suite, candidates: list[Candidate], uncaptured: int) -> Promotion:
+    """Which candidates are new: not promoted before, not the same inputs as a case or each other."""
+    done = {r[0] for r in conn.execute("SELECT trace_id FROM eval_promoted WHERE suite = ?", (suite.name,)).fetchall()}
+    seen = {fingerprint({**suite.spec.defaults, **c.inputs}) for c in suite.spec.cases}
+    ids = {c.id for c in suite.spec.cases}
+    out = Promotion([], uncaptured=uncaptured)
+    for candidate in candidates:
+        if candidate.trace_id in done or candidate.case_id in ids:
+            out.already += 1
+            continue
+        key = fingerprint({**suite.spec.defaults, **candidate.inputs})
+        if key in seen:
+            out.duplicates += 1
+            continue
+        seen.add(key)
+        out.added.append(candidate)
+    return out
+
+
+def append_cases(path: Path, candidates: list[Candidate]) -> None:
+    """Insert the cases at the end of the suite's ``cases:`` list, keeping the file's comments and
+    layout; the result must load as a suite, or the file is left as it was."""
+    original = path.read_text(encoding="utf-8")
+    node = yaml.compose(original)
+    cases = next((v for k, v in node.value if k.value == "cases"), None) if isinstance(node, yaml.MappingNode) else None
+    if not isinstance(cases, yaml.SequenceNode) or cases.flow_style or not cases.value:
+        raise UserError(f"{path}: 'cases' must be a block list (- id: …) to append to; use --dry-run and paste")
+    indent = cases.start_mark.column
+    at = cases.end_mark.index
+    block = "".join(_render(c, indent) for c in candidates)
+    head = original[:at]
+    if not head.endswith("\n"):
+        head += "\n"
+    path.write_text(head + block + original[at:], encoding="utf-8")
+    try:
+        load_suite(path)
+        read_yaml(path)
+    except (ConfigError, UserError) as exc:
+        path.write_text(original, encoding="utf-8")
+        raise UserError(f"{path}: the promoted cases did not load ({exc.message}); the file is unchanged") from None
+
+
+def _render(candidate: Candidate, indent: int) -> str:
+    text = yaml.safe_dump([candidate.case()], sort_keys=False, allow_unicode=True, width=110)
+    pad = " " * indent
+    note = f"{pad}# from trace {candidate.trace_id} ({', '.join(candidate.why)})\n"
+    return note + "".join(f"{pad}{line}\n" for line in text.splitlines())
+
+
+def record(conn: sqlite3.Connection, suite: Suite, candidates: list[Candidate]) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO eval_promoted(suite, trace_id, case_id, at) VALUES (?,?,?,?)",
+        [(suite.name, c.trace_id, c.case_id, time.time()) for c in candidates],
+    )
