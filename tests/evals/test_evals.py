@@ -146,3 +146,46 @@ def test_matrix_compares_prompt_versions_side_by_side(project: Path) -> None:
     assert ghost.returncode == 1 and "ghost" in ghost.stdout
     labelled = run_eval(project, "--prompt-versions", "1,2", "--label", "main")
     assert labelled.returncode == 1 and "--label names one run" in labelled.stdout
+
+
+def test_ctrl_c_keeps_the_finished_cases_and_marks_the_run_partial(project: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from keel.store import connect, db_path
+    from keel.testing import Fault, FaultServer
+
+    cases = "".join(f"  - id: c{i}\n    inputs: {{name: N{i}}}\n    checks: [{{type: icontains, value: n{i}}}]\n"
+                    for i in range(6))  # fmt: skip
+    (project / "evals" / "hello.yaml").write_text(f"feature: hello\ncases:\n{cases}")
+    with FaultServer() as upstream:
+        upstream.inject(Fault.stall(0), Fault.stall(0), *[Fault.stall(60)] * 4)  # two answer, then it hangs
+        (project / "keel.yaml").write_text(
+            f"deployments:\n  d: {{provider: openai, model: gpt-4o-mini, base_url: '{upstream.base_url}'}}\n"
+            "models:\n  fast: {deployments: [d]}\n"
+        )
+        env = {**os.environ, "KEEL_HOME": str(project), "COLUMNS": "200"}
+        env.pop("KEEL_CONFIG", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "keel", "eval", "hello", "--root", str(project), "-c", str(project / "keel.yaml"),
+             "--concurrency", "1", "--label", "main"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while upstream.chat_calls < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert upstream.chat_calls >= 3, "the third case never started"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 10, "Ctrl-C must not wait for the hanging call"
+    assert proc.returncode == 1, out + err
+    assert "2/2 passed" in out and "PARTIAL" in out and "interrupted: 2 of 6 cases ran" in out, out
+    conn = connect(db_path(project))
+    row = conn.execute("SELECT id, status, label FROM eval_runs").fetchone()
+    assert row["status"] == "partial" and row["label"] is None  # a partial run is never a baseline
+    stored = conn.execute("SELECT count(*) FROM eval_results WHERE run_id = ?", (row["id"],)).fetchone()[0]
+    assert stored == 2
