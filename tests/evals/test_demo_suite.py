@@ -15,7 +15,7 @@ from keel.store import connect, db_path
 def test_the_demo_suite_parses_and_points_at_real_pages(home: Path) -> None:
     suite = load_suite(PROJECT / "evals" / "support_answer.yaml")
     assert load_feature(PROJECT, suite.spec.feature).retrieval is not None
-    assert len(suite.spec.cases) >= 20
+    assert len(suite.spec.cases) >= 30
     for case in suite.spec.cases:
         for doc in case.expected_sources:
             assert (PROJECT / "handbook" / doc).is_file(), f"{case.id}: {doc} is not a handbook page"

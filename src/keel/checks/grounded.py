@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 
 from keel.checks.base import CheckContext, CheckError, JudgeError, Verdict
-from keel.checks.builtin import Params, Run
+from keel.checks.builtin import DONT_KNOW, Params, Run
 from keel.checks.judged import read_reply, require_judge
 
 _CITE = re.compile(r"\s*\[\d{1,3}\]")
-_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
+# sentence ends, blank lines, and line starts that open a list item or heading — not the single
+# newlines of hard-wrapped text, which sit mid-sentence in most Markdown sources
+_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[`*]?[A-Z0-9])|\n\s*\n|\n(?=\s*(?:[-*•#|]|\d{1,2}[.)])\s)")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+")
 _WORD = re.compile(r"[a-z0-9]+(?:[.,:'/-][a-z0-9]+)*")
 _DIGIT = re.compile(r"\d")
@@ -73,7 +75,13 @@ class Claim:
 
 
 def claims_of(answer: str) -> list[str]:
-    return [s for s in sentences(answer) if len(content_words(s)) >= MIN_WORDS]
+    """The sentences that state something: not greetings, not "I don't know"."""
+    return [s for s in sentences(answer) if len(content_words(s)) >= MIN_WORDS and not _abstains(s)]
+
+
+def _abstains(sentence: str) -> bool:
+    low = sentence.casefold().replace("’", "'")
+    return any(phrase in low for phrase in DONT_KNOW)
 
 
 def negated(text: str) -> bool:
