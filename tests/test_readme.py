@@ -64,3 +64,27 @@ def test_the_two_commands_are_the_makefile_targets() -> None:
     assert "make demo" in README and "make test" in README
     assert re.search(r"^demo: install", makefile, re.M) and re.search(r"^test: ", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def yaml_block(marker: str) -> str:
+    match = re.search(rf"<!-- readme-test: {marker} -->\n```yaml\n(.*?)```", README, re.S)
+    assert match, f"README block {marker} is missing"
+    return match.group(1)
+
+
+def test_the_readme_suite_loads_with_its_checks(tmp_path: Path) -> None:
+    from keel.evals.suite import load_suite
+
+    path = tmp_path / "evals" / "support_answer.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml_block("suite"))
+    suite = load_suite(path)
+    checks = [c.name for c in suite.checks["refund-timing"]]
+    assert checks == ["not-refusal", "grounded", "icontains", "recall@k", "llm-rubric"]
+    assert suite.checks["refund-timing"][-1].requires_llm and suite.spec.gate.min_check_score == {"grounded": 0.8}
+
+
+def test_the_readme_score_configs_parse() -> None:
+    settings = make_settings(yaml_block("scores"))
+    assert settings.feedback.scores["rating"].low_below == 3
+    assert settings.feedback.scores["reason"].low == ["wrong", "incomplete"]

@@ -138,3 +138,15 @@ async def test_matrix_pins_the_prompt_version_and_model(pipeline: Any, project: 
     assert v1.summary.variant == "v1 · m" and v2.summary.variant == "v2"
     ghost = await run_suite(pipe, suite, variant=Variant(prompt_version=9))
     assert all(r.error is not None and "9" in r.error for r in ghost.results)
+
+
+def test_expected_sources_must_be_documents_of_the_collection(pipeline: Any, project: Path) -> None:
+    from keel.errors import UserError
+    from keel.evals.runner import require_feature
+
+    pipe, _, _ = pipeline
+    text = SUITE.replace("    expected: five business days\n", "    expected_sources: [refund.md]\n")
+    with pytest.raises(UserError, match=r"case 'timing': expected source 'refund.md' is not a document of collection "
+                                        r"'handbook' \(did you mean 'refunds.md'\?\)"):  # fmt: skip
+        require_feature(pipe, suite_of(project, text))
+    require_feature(pipe, suite_of(project, text.replace("[refund.md]", "[refunds.md]")))

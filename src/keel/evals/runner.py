@@ -14,6 +14,7 @@ gateway, are traced as children of the case's feature run, and count in the run'
 from __future__ import annotations
 
 import asyncio
+import difflib
 import hashlib
 import sqlite3
 import time
@@ -484,7 +485,26 @@ def compare(outcomes: list[Outcome]) -> list[list[Delta]]:
 
 
 def require_feature(pipeline: FeaturePipeline, suite: Suite) -> None:
+    """Before any call: the feature exists, and every expected source is a document its collection
+    holds (a typo there would score every retrieval check 0 and look like a regression)."""
     try:
-        load_feature(pipeline.root, suite.spec.feature)
+        spec = load_feature(pipeline.root, suite.spec.feature)
     except UserError as exc:
         raise UserError(f"{suite.path}: feature: {exc.message}") from None
+    wanted = {(c.id, d) for c in suite.spec.cases for d in c.expected_sources}
+    if not wanted or spec.retrieval is None or pipeline.collections is None:
+        return
+    try:
+        held = pipeline.collections.get(spec.retrieval.collection).document_ids()
+    except UserError:
+        return  # the run reports the missing collection, precisely, per case
+    unknown = sorted((case, doc) for case, doc in wanted if doc not in held)
+    if unknown:
+        case, doc = unknown[0]
+        close = difflib.get_close_matches(doc, held, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        more = f"; and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise UserError(
+            f"{suite.path}: case '{case}': expected source '{doc}' is not a document of collection "
+            f"'{spec.retrieval.collection}'{hint}{more}"
+        )

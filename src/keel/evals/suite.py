@@ -5,7 +5,7 @@ per case and suite-wide, and the gate. Every error names the file, line and fiel
     checks: [{type: not-refusal}]                 # run on every case
     cases:
       - id: refund-timing
-        inputs: {question: How long do card refunds take?}
+        inputs: {question: "How long do card refunds take?"}
         expected: 5 to 10 business days
         expected_sources: [billing/refunds.md]
         checks: [{type: icontains, value: 10 business days}, {type: recall@k, k: 4}]
