@@ -19,6 +19,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS) requirements/no-
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -c $(CONSTRAINTS) -e '.[dev]'
+	command -v redis-server >/dev/null 2>&1 || apt-get install -y -qq redis-server >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	touch $@
 
 install: $(VENV)/.installed

@@ -97,3 +97,22 @@ class RunningServer:
 @pytest.fixture
 def serve() -> Callable[[KeelApp], RunningServer]:
     return RunningServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """A real redis-server on loopback for the whole session (flushed per test by ``redis_url``)."""
+    from keel.testing.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return str(redis_server.url)

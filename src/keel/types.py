@@ -65,6 +65,7 @@ class CallContext:
     tenant: str | None = None
     user: str | None = None
     feature: str | None = None
+    key: str | None = None  # the API key's id, for per-key budgets and limits
     attempts: list[Attempt] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     record: Any = None  # the finished trace record, set when the call ends
@@ -80,6 +81,7 @@ class CallContext:
         ``children`` so the parent can sum what its calls used and cost."""
         tags = {
             "tenant": self.tenant,
+            "key": self.key,
             "user": self.user,
             "feature": self.feature,
             "parent": self.trace_id,

@@ -159,6 +159,65 @@ class ScoreConfig(Strict):
         return self
 
 
+Dimension = Literal["tenant", "key", "user", "feature", "model"]
+
+
+class BudgetSettings(Strict):
+    """Spend allowed over a day or a month (UTC), in USD and/or tokens, for the calls it ``match``es —
+    once in all, or once ``per`` tenant, key, user, feature or model."""
+
+    match: dict[Dimension, str] = Field(default_factory=dict, description="e.g. {tenant: acme, feature: chat}")
+    per: Dimension | None = Field(None, description="each user (say) gets their own budget of this size")
+    period: Literal["day", "month"] = "day"
+    usd: float | None = Field(None, gt=0, le=10_000_000)
+    tokens: int | None = Field(None, gt=0, le=10**13)
+    mode: Literal["hard", "soft"] = Field("hard", description="hard: refuse over budget; soft: alert only")
+    alerts: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0], description="shares of the budget")
+    webhook: str | None = Field(None, description="POSTed a JSON alert when a share is crossed")
+
+    @model_validator(mode="after")
+    def _amount(self) -> BudgetSettings:
+        if self.usd is None and self.tokens is None:
+            raise ValueError("a budget needs usd or tokens (or both)")
+        if any(not 0 < a <= 1 for a in self.alerts):
+            raise ValueError(f"alerts are shares of the budget in (0, 1], not {self.alerts}")
+        if self.per is not None and self.per in self.match:
+            raise ValueError(f"per: {self.per} and match on {self.per} contradict each other")
+        if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
+            raise ValueError("webhook must be an http(s) URL")
+        return self
+
+
+class RateLimitSettings(Strict):
+    """Requests and tokens per minute for the calls it ``match``es, once in all or ``per`` key, user,
+    model…; over it a call gets 429 with ``Retry-After``."""
+
+    match: dict[Dimension, str] = Field(default_factory=dict)
+    per: Dimension | None = None
+    rpm: int | None = Field(None, gt=0, le=10_000_000)
+    tpm: int | None = Field(None, gt=0, le=10**11)
+
+    @model_validator(mode="after")
+    def _amount(self) -> RateLimitSettings:
+        if self.rpm is None and self.tpm is None:
+            raise ValueError("a rate limit needs rpm or tpm (or both)")
+        if self.per is not None and self.per in self.match:
+            raise ValueError(f"per: {self.per} and match on {self.per} contradict each other")
+        return self
+
+
+class LedgerSettings(Strict):
+    """Where budgets and rate limits keep count: in this process and SQLite (one replica), or Redis
+    (every replica sees the same counts)."""
+
+    backend: Literal["embedded", "redis"] = "embedded"
+    redis_url: Secret = Field(None, description='{"$env": "VAR"} holding a redis:// URL')
+    on_error: Literal["closed", "open"] = Field(
+        "closed", description="when Redis is unreachable: refuse calls (closed) or let them through (open)"
+    )
+    reservation_ttl_s: float = Field(600, gt=0, le=86_400, description="a crashed call's reservation expires")
+
+
 class FeedbackSettings(Strict):
     scores: dict[str, ScoreConfig] = Field(default_factory=dict)
     strict: bool = Field(True, description="refuse feedback names not in scores (when any are configured)")
@@ -170,6 +229,9 @@ class KeelSettings(Strict):
     tracing: TracingSettings = TracingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    budgets: dict[str, BudgetSettings] = Field(default_factory=dict)
+    limits: dict[str, RateLimitSettings] = Field(default_factory=dict)
+    ledger: LedgerSettings = LedgerSettings()
     prices: Path | None = Field(None, description="a price table overriding the built-in one")
     project_root: Path = Field(Path("."), description="the folder holding features/, prompts/ and schemas/")
     local_models: dict[str, LocalModelSettings] = Field(default_factory=dict)
@@ -198,4 +260,13 @@ class KeelSettings(Strict):
             errors.append((("retrieval", "postgres_url"), 'the postgres backend needs postgres_url: {"$env": "VAR"}'))
         if self.default_model and self.default_model not in self.models:
             errors.append((("default_model",), f"unknown model '{self.default_model}'"))
+        if self.ledger.backend == "redis" and self.ledger.redis_url is None:
+            errors.append((("ledger", "redis_url"), 'the redis ledger needs redis_url: {"$env": "VAR"}'))
+        seen: dict[tuple[str, ...], str] = {}
+        for name, budget in self.budgets.items():
+            scope = (*sorted(f"{k}={v}" for k, v in budget.match.items()), f"per={budget.per}", budget.period)
+            if scope in seen:
+                message = f"covers the same calls over the same period as budget '{seen[scope]}'; merge them"
+                errors.append((("budgets", name), message))
+            seen.setdefault(scope, name)
         return errors

@@ -199,6 +199,7 @@ class FeaturePipeline:
         *,
         user: str | None = None,
         tenant: str | None = None,
+        key: str | None = None,
         label: str = DEFAULT_LABEL,
         version: int | None = None,
         model: str | None = None,
@@ -206,7 +207,7 @@ class FeaturePipeline:
         """``version`` and ``model`` pin what serves (eval matrices); otherwise the label, the running
         experiment and the spec decide."""
         result: FeatureResult | None = None
-        events = self.events(name, inputs, user=user, tenant=tenant, label=label, version=version, model=model)
+        events = self.events(name, inputs, user=user, tenant=tenant, key=key, label=label, version=version, model=model)
         async for event in events:
             if isinstance(event, Done):
                 result = event.result  # keep draining: the run's trace row is written as the generator ends
@@ -220,13 +221,14 @@ class FeaturePipeline:
         *,
         user: str | None = None,
         tenant: str | None = None,
+        key: str | None = None,
         label: str = DEFAULT_LABEL,
         stream: bool = False,
         version: int | None = None,
         model: str | None = None,
     ) -> AsyncGenerator[FeatureEvent, None]:
         started = time.perf_counter()
-        ctx = CallContext(tenant=tenant, user=user, feature=name)
+        ctx = CallContext(tenant=tenant, user=user, feature=name, key=key)
         plan: _Plan | None = None
         error: BaseException | None = None
         try:

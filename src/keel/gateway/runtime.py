@@ -7,6 +7,7 @@ from pathlib import Path
 
 from keel.config.settings import KeelSettings
 from keel.cost.prices import PriceTable
+from keel.gateway.admission import build_admission
 from keel.gateway.retry import Sleep
 from keel.gateway.router import Gateway
 from keel.gateway.service import GatewayService
@@ -32,12 +33,20 @@ def build_service(
         db_path(home), queue_size=tcfg.queue_size, batch_size=tcfg.batch_size, flush_interval=tcfg.flush_interval_s
     ).start()
     chosen: Tracer = tracer or (OTelTracer() if tcfg.otel else NullTracer())
+    prices = PriceTable.load(settings.prices)
     return GatewayService(
-        gateway, PriceTable.load(settings.prices), writer=writer, tracer=chosen, capture_policy=tcfg.capture
+        gateway,
+        prices,
+        writer=writer,
+        tracer=chosen,
+        capture_policy=tcfg.capture,
+        admission=build_admission(settings, home, gateway, prices),
     )
 
 
 async def close_service(service: GatewayService) -> None:
     await service.gateway.aclose()
+    if service.admission is not None:
+        await service.admission.aclose()
     if service.writer is not None:
         service.writer.close()

@@ -6,13 +6,16 @@ on overflow; every attempt (retries and fallbacks included) is kept on the recor
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import asdict
 from typing import Any
 
 from keel.cost.prices import PriceTable
+from keel.gateway.admission import Admission, Ticket
 from keel.gateway.router import Gateway
 from keel.store.traces import INSERT_SQL, TraceRecord, outcome, record_params
 from keel.store.writer import BatchWriter
@@ -30,6 +33,8 @@ from keel.types import (
     Usage,
 )
 
+log = logging.getLogger("keel.gateway")
+
 
 class GatewayService:
     def __init__(
@@ -41,8 +46,10 @@ class GatewayService:
         tracer: Tracer | None = None,
         capture_policy: str = "redacted",
         metrics: Metrics | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.gateway = gateway
+        self.admission = admission
         self.prices = prices
         self.writer = writer
         self.tracer: Tracer = tracer or NullTracer()
@@ -54,6 +61,7 @@ class GatewayService:
         t0 = time.perf_counter()
         response: ChatResponse | None = None
         error: BaseException | None = None
+        ticket = await self.admission.admit(req) if self.admission is not None else None
         try:
             response = await self.gateway.complete(req)
             return response
@@ -61,7 +69,7 @@ class GatewayService:
             error = exc
             raise
         finally:
-            self._finish(
+            rec = self._finish(
                 req.ctx,
                 "chat",
                 req.model,
@@ -72,6 +80,8 @@ class GatewayService:
                 usage=response.usage if response else None,
                 output=response.text if response else None,
             )
+            if ticket is not None:
+                await self._settle(ticket, rec)
 
     async def chat_stream(self, req: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         t0 = time.perf_counter()
@@ -81,6 +91,7 @@ class GatewayService:
         keep = self.capture_policy != "off"
         error: BaseException | None = None
         cancelled = False
+        ticket = await self.admission.admit(req) if self.admission is not None else None
         try:
             async for chunk in self.gateway.stream(req):
                 if ttft is None and chunk.has_content:
@@ -97,7 +108,7 @@ class GatewayService:
             error = exc
             raise
         finally:
-            self._finish(
+            rec = self._finish(
                 req.ctx,
                 "chat",
                 req.model,
@@ -110,6 +121,8 @@ class GatewayService:
                 error=error,
                 cancelled=cancelled,
             )
+            if ticket is not None:
+                await self._settle(ticket, rec)
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         t0 = time.perf_counter()
@@ -124,6 +137,15 @@ class GatewayService:
             raise
         self._finish(req.ctx, "embeddings", req.model, t0, stream=False, usage=response.usage, served=route.info)
         return response
+
+    async def _settle(self, ticket: Ticket, rec: TraceRecord) -> None:
+        assert self.admission is not None
+        try:
+            await self.admission.settle(ticket, rec)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # settling must never turn a served call into an error
+            log.exception("budget settlement failed for trace %s", rec.id)
 
     # -- recording -------------------------------------------------------------------------------
     def _cost(self, served: Attempt | None, local: bool, usage: Usage) -> tuple[float | None, str]:

@@ -147,7 +147,8 @@ class KeelApp:
         return b"".join(chunks)
 
     def _context(self, request: Request) -> CallContext:
-        ctx = CallContext(tenant=self.authenticate(request.headers.get("authorization")))
+        tenant, key = self.authenticate.identify(request.headers.get("authorization"))
+        ctx = CallContext(tenant=tenant, key=key)
         ctx.user = request.headers.get("x-keel-user")
         ctx.feature = request.headers.get("x-keel-feature")
         return ctx

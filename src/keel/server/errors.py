@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from keel.errors import CircuitOpen, KeelError, RateLimited
+from keel.errors import KeelError
 
 log = logging.getLogger("keel.server")
 
@@ -40,7 +40,7 @@ def error_response(exc: BaseException, headers: dict[str, str] | None = None) ->
         log.error("unexpected error: %r", exc, exc_info=exc)
     out = dict(headers or {})
     retry_after = getattr(exc, "retry_after", None)
-    if isinstance(exc, RateLimited | CircuitOpen) and retry_after is not None:
+    if status in (429, 503) and isinstance(retry_after, int | float) and math.isfinite(retry_after):
         out["retry-after"] = str(max(1, math.ceil(retry_after)))
     elif status in (429, 503):
         out["retry-after"] = "1"

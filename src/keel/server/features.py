@@ -52,7 +52,7 @@ class FeatureRoutes:
         return [Route("/v1/features/{name}/run", self.run, methods=["POST"])]
 
     async def run(self, request: Request) -> Response:
-        tenant = self.authenticate(request.headers.get("authorization"))
+        tenant, key = self.authenticate.identify(request.headers.get("authorization"))
         body = await self.parse_body(request)
         inputs = body.get("inputs", {})
         if not isinstance(inputs, dict):
@@ -69,8 +69,10 @@ class FeatureRoutes:
         pipeline = self.pipeline()
         name = request.path_params["name"]
         if stream:
-            return await self._stream(pipeline.events(name, inputs, user=user, tenant=tenant, label=label, stream=True))
-        result = await pipeline.run(name, inputs, user=user, tenant=tenant, label=label)
+            return await self._stream(
+                pipeline.events(name, inputs, user=user, tenant=tenant, key=key, label=label, stream=True)
+            )
+        result = await pipeline.run(name, inputs, user=user, tenant=tenant, key=key, label=label)
         return Response(
             orjson.dumps(result.as_dict()), media_type="application/json", headers={"x-keel-trace-id": result.trace_id}
         )

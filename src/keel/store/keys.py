@@ -56,5 +56,13 @@ def revoke_key(conn: sqlite3.Connection, key_id: str) -> bool:
 
 def tenant_for(conn: sqlite3.Connection, key: str) -> str | None:
     """The tenant of a live key, or None for an unknown or revoked one."""
-    row = conn.execute("SELECT tenant FROM api_keys WHERE hash = ? AND revoked IS NULL", (hash_key(key),)).fetchone()
-    return None if row is None else str(row[0])
+    found = owner_of(conn, key)
+    return None if found is None else found[0]
+
+
+def owner_of(conn: sqlite3.Connection, key: str) -> tuple[str, str] | None:
+    """(tenant, key id) of a live key, or None for an unknown or revoked one."""
+    row = conn.execute(
+        "SELECT tenant, id FROM api_keys WHERE hash = ? AND revoked IS NULL", (hash_key(key),)
+    ).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))

@@ -189,6 +189,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (suite, trace_id)
     );
     """,
+    # 8: budgets on the embedded ledger: spend per bucket, and the holds of calls in flight
+    """
+    CREATE TABLE budget_spend (
+        bucket TEXT PRIMARY KEY,
+        spent_nusd INTEGER NOT NULL DEFAULT 0,
+        spent_tokens INTEGER NOT NULL DEFAULT 0,
+        alerted REAL NOT NULL DEFAULT 0,
+        expires REAL NOT NULL
+    );
+    CREATE TABLE budget_holds (
+        reservation TEXT NOT NULL,
+        bucket TEXT NOT NULL,
+        nusd INTEGER NOT NULL,
+        tokens INTEGER NOT NULL,
+        expires REAL NOT NULL,
+        PRIMARY KEY (reservation, bucket)
+    );
+    CREATE INDEX budget_holds_bucket ON budget_holds(bucket, expires);
+    """,
 ]
 
 

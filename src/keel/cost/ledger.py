@@ -1,0 +1,301 @@
+"""Where budgets keep count: reservations and spend per bucket, checked and taken atomically.
+
+``reserve`` holds a call's worst case against every bucket it falls under — all of them or none,
+refusing if any hard bucket would go over what is spent plus what is already held. ``settle``
+releases the hold and adds what the call really cost, and reports alert shares it crossed. A
+crashed call's hold expires after ``ttl`` seconds.
+
+Two backends behind one protocol (and one conformance suite): SQLite (one write transaction per
+step; atomic across processes on one machine) and Redis (one Lua script per step, Redis's clock,
+so replicas agree whatever their own clocks say).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from keel.cost.budgets import Claim, Crossing, LedgerUnavailable, Refusal
+
+
+class Ledger(Protocol):
+    async def reserve(self, reservation: str, claims: Sequence[Claim], ttl: float) -> Refusal | None: ...
+
+    async def settle(self, reservation: str, claims: Sequence[Claim], nusd: int, tokens: int) -> list[Crossing]: ...
+
+    async def usage(self, bucket: str) -> tuple[int, int, int, int]:
+        """(spent nano-USD, spent tokens, held nano-USD, held tokens)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def _over(claim: Claim, spent_n: int, held_n: int, spent_t: int, held_t: int) -> bool:
+    money = claim.limit_nusd is not None and spent_n + held_n + claim.nusd > claim.limit_nusd
+    tokens = claim.limit_tokens is not None and spent_t + held_t + claim.tokens > claim.limit_tokens
+    return money or tokens
+
+
+def _share(claim: Claim, spent_n: int, spent_t: int) -> float:
+    shares = [0.0]
+    if claim.limit_nusd:
+        shares.append(spent_n / claim.limit_nusd)
+    if claim.limit_tokens:
+        shares.append(spent_t / claim.limit_tokens)
+    return max(shares)
+
+
+def crossed(claim: Claim, alerted: float, spent_n: int, spent_t: int) -> float | None:
+    """The highest alert share newly passed, if any."""
+    share = _share(claim, spent_n, spent_t)
+    passed = [a for a in claim.alerts if alerted < a <= share + 1e-12]
+    return max(passed) if passed else None
+
+
+class SQLiteLedger:
+    PURGE_EVERY = 1000
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._settles = 0
+
+    async def reserve(self, reservation: str, claims: Sequence[Claim], ttl: float) -> Refusal | None:
+        conn, now = self.conn, time.time()
+        conn.execute("BEGIN IMMEDIATE")  # the write lock: no other process reserves between check and hold
+        try:
+            for claim in claims:
+                spent_n, spent_t, held_n, held_t = self._usage(claim.bucket, now)
+                if claim.hard and _over(claim, spent_n, held_n, spent_t, held_t):
+                    conn.execute("ROLLBACK")
+                    return Refusal(claim, spent_n, held_n, spent_t, held_t)
+            conn.executemany(
+                "INSERT OR REPLACE INTO budget_holds(reservation, bucket, nusd, tokens, expires) VALUES (?,?,?,?,?)",
+                [(reservation, c.bucket, c.nusd, c.tokens, now + ttl) for c in claims],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return None
+
+    def _usage(self, bucket: str, now: float) -> tuple[int, int, int, int]:
+        row = self.conn.execute(
+            "SELECT spent_nusd, spent_tokens FROM budget_spend WHERE bucket = ?", (bucket,)
+        ).fetchone()
+        held = self.conn.execute(
+            "SELECT coalesce(sum(nusd), 0), coalesce(sum(tokens), 0) FROM budget_holds "
+            "WHERE bucket = ? AND expires > ?",
+            (bucket, now),
+        ).fetchone()
+        spent_n, spent_t = (int(row[0]), int(row[1])) if row else (0, 0)
+        return spent_n, spent_t, int(held[0]), int(held[1])
+
+    async def settle(self, reservation: str, claims: Sequence[Claim], nusd: int, tokens: int) -> list[Crossing]:
+        conn, now = self.conn, time.time()
+        out = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM budget_holds WHERE reservation = ?", (reservation,))
+            for claim in claims:
+                row = conn.execute(
+                    "INSERT INTO budget_spend(bucket, spent_nusd, spent_tokens, alerted, expires) VALUES (?,?,?,0,?) "
+                    "ON CONFLICT(bucket) DO UPDATE SET spent_nusd = spent_nusd + excluded.spent_nusd, "
+                    "spent_tokens = spent_tokens + excluded.spent_tokens "
+                    "RETURNING spent_nusd, spent_tokens, alerted",
+                    (claim.bucket, nusd, tokens, claim.expires),
+                ).fetchone()
+                share = crossed(claim, float(row[2]), int(row[0]), int(row[1]))
+                if share is not None:
+                    conn.execute("UPDATE budget_spend SET alerted = ? WHERE bucket = ?", (share, claim.bucket))
+                    out.append(Crossing(claim, share, int(row[0]), int(row[1])))
+            self._settles += 1
+            if self._settles % self.PURGE_EVERY == 0:
+                conn.execute("DELETE FROM budget_holds WHERE expires < ?", (now,))
+                conn.execute("DELETE FROM budget_spend WHERE expires < ?", (now,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return out
+
+    async def usage(self, bucket: str) -> tuple[int, int, int, int]:
+        spent_n, spent_t, held_n, held_t = self._usage(bucket, time.time())
+        return spent_n, spent_t, held_n, held_t
+
+    async def aclose(self) -> None:
+        self.conn.close()
+
+
+# -- Redis -----------------------------------------------------------------------------------------
+
+_NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+_PURGE = """
+local function neg(v) return string.format('%d', 0 - tonumber(v)) end
+local function purge(s, z, now)
+  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', now)
+  for _, m in ipairs(gone) do
+    local amt = redis.call('HGET', s, 'h:' .. m)
+    if amt then
+      local n, k = string.match(amt, '(-?%d+):(-?%d+)')
+      redis.call('HINCRBY', s, 'held_nusd', neg(n))
+      redis.call('HINCRBY', s, 'held_tokens', neg(k))
+      redis.call('HDEL', s, 'h:' .. m)
+    end
+    redis.call('ZREM', z, m)
+  end
+end
+local function num(v) return tonumber(v or '0') or 0 end
+"""
+RESERVE = (
+    _NOW
+    + _PURGE
+    + """
+local res, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, n do purge(KEYS[2 * i - 1], KEYS[2 * i], now) end
+for i = 1, n do
+  local b = 3 + (i - 1) * 6
+  local nusd, tok, ln, lt = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local v = redis.call('HMGET', KEYS[2 * i - 1], 'spent_nusd', 'held_nusd', 'spent_tokens', 'held_tokens')
+  local sn, hn, st, ht = num(v[1]), num(v[2]), num(v[3]), num(v[4])
+  if ARGV[b + 5] == '1' and ((ln >= 0 and sn + hn + nusd > ln) or (lt >= 0 and st + ht + tok > lt)) then
+    return {i, sn, hn, st, ht}
+  end
+end
+for i = 1, n do
+  local b = 3 + (i - 1) * 6
+  local s, z = KEYS[2 * i - 1], KEYS[2 * i]
+  redis.call('HINCRBY', s, 'held_nusd', ARGV[b + 1])
+  redis.call('HINCRBY', s, 'held_tokens', ARGV[b + 2])
+  redis.call('HSET', s, 'h:' .. res, ARGV[b + 1] .. ':' .. ARGV[b + 2])
+  redis.call('ZADD', z, now + ttl, res)
+  redis.call('PEXPIREAT', s, ARGV[b + 6])
+  redis.call('PEXPIREAT', z, ARGV[b + 6])
+end
+return {0}
+"""
+)
+SETTLE = (
+    _NOW
+    + _PURGE
+    + """
+local res, n, nusd, tok = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local out = {}
+for i = 1, n do
+  local b = 4 + (i - 1) * 4
+  local s, z = KEYS[2 * i - 1], KEYS[2 * i]
+  local amt = redis.call('HGET', s, 'h:' .. res)
+  if amt then
+    local hn, hk = string.match(amt, '(-?%d+):(-?%d+)')
+    redis.call('HINCRBY', s, 'held_nusd', neg(hn))
+    redis.call('HINCRBY', s, 'held_tokens', neg(hk))
+    redis.call('HDEL', s, 'h:' .. res)
+  end
+  redis.call('ZREM', z, res)
+  local sn = redis.call('HINCRBY', s, 'spent_nusd', nusd)
+  local st = redis.call('HINCRBY', s, 'spent_tokens', tok)
+  redis.call('PEXPIREAT', s, ARGV[b + 4])
+  purge(s, z, now)
+  local alerted = num(redis.call('HGET', s, 'alerted'))
+  table.insert(out, {sn, st, tostring(alerted)})
+end
+return out
+"""
+)
+MARK = "local cur = tonumber(redis.call('HGET', KEYS[1], 'alerted') or '0')\n" + (
+    "if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], 'alerted', ARGV[1]) return 1 end return 0"
+)
+
+
+def redis_client(url: str) -> Any:
+    """An asyncio Redis client whose pool waits for a free connection (up to 5 s) rather than failing
+    under a burst of concurrent calls."""
+    import redis.asyncio
+
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=64, timeout=5.0, socket_timeout=2.0, socket_connect_timeout=2.0
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
+def redis_errors() -> tuple[type[BaseException], ...]:
+    import redis.exceptions
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class RedisLedger:
+    def __init__(self, url: str, *, prefix: str = "keel:budget:") -> None:
+        self.url = url
+        self.client: Any = redis_client(url)
+        self.prefix = prefix
+        self._reserve = self.client.register_script(RESERVE)
+        self._settle = self.client.register_script(SETTLE)
+        self._mark = self.client.register_script(MARK)
+
+    def _keys(self, claims: Sequence[Claim]) -> list[str]:
+        keys = []
+        for c in claims:
+            keys += [f"{self.prefix}{c.bucket}", f"{self.prefix}{c.bucket}:holds"]
+        return keys
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except redis_errors() as exc:
+            raise LedgerUnavailable(f"the budget ledger at {_safe(self.url)} is unreachable ({exc})") from None
+
+    async def reserve(self, reservation: str, claims: Sequence[Claim], ttl: float) -> Refusal | None:
+        args: list[Any] = [reservation, int(ttl * 1000), len(claims)]
+        for c in claims:
+            args += [
+                c.nusd,
+                c.tokens,
+                -1 if c.limit_nusd is None else c.limit_nusd,
+                -1 if c.limit_tokens is None else c.limit_tokens,
+                "1" if c.hard else "0",
+                int(c.expires * 1000),
+            ]
+        got = await self._call(self._reserve, self._keys(claims), args)
+        if int(got[0]) == 0:
+            return None
+        i = int(got[0]) - 1
+        return Refusal(claims[i], int(got[1]), int(got[2]), int(got[3]), int(got[4]))
+
+    async def settle(self, reservation: str, claims: Sequence[Claim], nusd: int, tokens: int) -> list[Crossing]:
+        args: list[Any] = [reservation, len(claims), nusd, tokens]
+        for c in claims:
+            args += [-1, -1, "", int(c.expires * 1000)]
+        rows = await self._call(self._settle, self._keys(claims), args)
+        out = []
+        for claim, (spent_n, spent_t, alerted) in zip(claims, rows, strict=True):
+            share = crossed(claim, float(alerted), int(spent_n), int(spent_t))
+            # only the settle that moves the mark reports the crossing (replicas race to it)
+            if share is not None and await self._call(self._mark, [f"{self.prefix}{claim.bucket}"], [share]):
+                out.append(Crossing(claim, share, int(spent_n), int(spent_t)))
+        return out
+
+    async def usage(self, bucket: str) -> tuple[int, int, int, int]:
+        try:
+            v = await self.client.hmget(
+                f"{self.prefix}{bucket}", "spent_nusd", "spent_tokens", "held_nusd", "held_tokens"
+            )
+        except redis_errors() as exc:
+            raise LedgerUnavailable(f"the budget ledger at {_safe(self.url)} is unreachable ({exc})") from None
+        spent_n, spent_t, held_n, held_t = (int(x or 0) for x in v)
+        return spent_n, spent_t, held_n, held_t
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.client.connection_pool.disconnect()
+
+
+def _safe(url: str) -> str:
+    """A Redis URL without its password."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -1,0 +1,248 @@
+"""Admission: before a call, its rate limits and its budgets; after it, the settlement.
+
+    limits (RPM/TPM, per key/user/model…) → budgets (reserve the worst case) → the call → settle
+
+The worst case is the estimated input tokens plus the most output the request allows
+(``max_tokens``, else the deployment's ``max_output_tokens``, else 4,096), priced at the dearest
+deployment the alias could fall back to. After the call the hold is released and what the provider
+reported is spent; an unpriced call that reached a provider keeps its worst case (never
+under-counted). Crossing an alert share logs a warning and POSTs to the budget's webhook.
+
+When the Redis ledger is unreachable, ``ledger.on_error`` decides: ``closed`` refuses the call
+(503), ``open`` lets it through uncounted — and the log says which, once a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from keel.config.settings import KeelSettings
+from keel.cost.budgets import (
+    NANO,
+    Claim,
+    Crossing,
+    LedgerUnavailable,
+    RateClaim,
+    RateLimitExceeded,
+    Subject,
+    claims_for,
+    rate_claims_for,
+    to_nano,
+)
+from keel.cost.ledger import Ledger, RedisLedger, SQLiteLedger
+from keel.cost.limits import MemoryLimiter, RateLimiter, RedisLimiter
+from keel.cost.prices import PriceTable
+from keel.errors import ConfigError, KeelError
+from keel.gateway.router import Gateway
+from keel.types import ChatRequest, Usage
+
+log = logging.getLogger("keel.budgets")
+DEFAULT_MAX_OUTPUT = 4096
+
+
+def estimate_input_tokens(messages: list[Any]) -> int:
+    """A deliberately high estimate (3 characters a token, 4 per message): reservations over-count."""
+    chars = 0
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        chars += len(content) if isinstance(content, str) else len(orjson.dumps(content))
+        chars += 12
+    return math.ceil(chars / 3)
+
+
+@dataclass(slots=True)
+class Ticket:
+    reservation: str
+    claims: list[Claim]
+    rates: list[RateClaim]
+    input_tokens: int
+    worst_nusd: int
+    counted: bool = True  # False when the ledger was down and on_error is open
+
+
+@dataclass(slots=True)
+class Admission:
+    gateway: Gateway
+    prices: PriceTable
+    settings: KeelSettings
+    ledger: Ledger | None
+    limiter: RateLimiter | None
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _last_open_log: float = 0.0
+
+    # -- before ----------------------------------------------------------------------------------
+    async def admit(self, req: ChatRequest) -> Ticket:
+        ctx = req.ctx
+        subject = Subject(ctx.tenant, ctx.key, ctx.user, ctx.feature, req.model)
+        input_tokens = estimate_input_tokens(req.messages)
+        rates = rate_claims_for(self.settings.limits, subject)
+        output = self._max_output(req)
+        worst = self.worst_case(req.model, input_tokens, output)
+        now = dt.datetime.now(dt.UTC)
+        claims = claims_for(self.settings.budgets, subject, worst, input_tokens + output, now)
+        ticket = Ticket(uuid.uuid4().hex, claims, rates, input_tokens, worst)
+        try:
+            if rates and self.limiter is not None:
+                refused = await self.limiter.admit(rates, input_tokens)
+                if refused is not None:
+                    raise _rate_error(refused[0], refused[1])
+            if claims and self.ledger is not None:
+                refusal = await self.ledger.reserve(ticket.reservation, claims, self.settings.ledger.reservation_ttl_s)
+                if refusal is not None:
+                    raise refusal.error(now)
+        except LedgerUnavailable as exc:
+            if self.settings.ledger.on_error == "closed":
+                log.error("%s; failing closed (ledger.on_error: closed): the call is refused", exc.message)
+                raise LedgerUnavailable(f"{exc.message}; calls are refused until it is back") from None
+            self._log_open(exc)
+            ticket.counted = False
+        return ticket
+
+    def _max_output(self, req: ChatRequest) -> int:
+        asked = req.max_tokens or req.params.get("max_completion_tokens")
+        if isinstance(asked, int) and asked > 0:
+            return asked
+        caps = [d.max_output_tokens for d in self._deployments(req.model) if d.max_output_tokens]
+        return min(caps) if caps else DEFAULT_MAX_OUTPUT
+
+    def _deployments(self, model: str) -> list[Any]:
+        route = self.gateway.routes.get(model)
+        names = route.settings.deployments if route is not None else [model]
+        return [self.settings.deployments[n] for n in names if n in self.settings.deployments]
+
+    def worst_case(self, model: str, input_tokens: int, output_tokens: int) -> int:
+        """Nano-USD at the dearest deployment behind ``model`` (0 for local ones; unpriced count 0)."""
+        route = self.gateway.routes.get(model)
+        names = route.settings.deployments if route is not None else [model]
+        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+        worst = 0.0
+        for name in names:
+            adapter = self.gateway.adapters.get(name)
+            if adapter is not None and adapter.info.local:
+                continue
+            cost = self.prices.cost(self.gateway.price_key(name), usage)
+            worst = max(worst, cost or 0.0)
+        return to_nano(worst)
+
+    def _log_open(self, exc: LedgerUnavailable) -> None:
+        now = time.monotonic()
+        if now - self._last_open_log > 60:
+            self._last_open_log = now
+            log.warning("%s; failing open (ledger.on_error: open): calls pass uncounted", exc.message)
+
+    # -- after -----------------------------------------------------------------------------------
+    async def settle(self, ticket: Ticket, record: Any) -> None:
+        """Release the hold and spend what the call cost (``record`` is its trace row)."""
+        if not ticket.counted:
+            return
+        tokens = (record.input_tokens + record.output_tokens) if record is not None else 0
+        reached = record is not None and record.provider is not None
+        if record is not None and record.cost_usd is not None:
+            nusd = to_nano(record.cost_usd)
+        else:
+            nusd = ticket.worst_nusd if reached else 0  # unpriced but paid for: keep the worst case
+        try:
+            if ticket.claims and self.ledger is not None:
+                for crossing in await self.ledger.settle(ticket.reservation, ticket.claims, nusd, tokens):
+                    self._alert(crossing)
+            if ticket.rates and self.limiter is not None:
+                await self.limiter.adjust(ticket.rates, tokens - ticket.input_tokens)
+        except LedgerUnavailable as exc:
+            log.error("%s; this call's spend was not recorded (its hold expires on its own)", exc.message)
+
+    def _alert(self, crossing: Crossing) -> None:
+        c = crossing.claim
+        whose = f" for {c.who}" if c.who else ""
+        spent = f"${crossing.spent_nusd / NANO:.4f}" + (f" of ${c.limit_nusd / NANO:.2f}" if c.limit_nusd else "")
+        if c.limit_tokens:
+            spent += f", {crossing.spent_tokens:,} of {c.limit_tokens:,} tokens"
+        message = (
+            f"budget '{c.name}'{whose} passed {crossing.share:.0%}: {spent} "
+            f"({'hard' if c.hard else 'soft'}; resets {c.resets:%Y-%m-%d %H:%M} UTC)"
+        )
+        log.warning(message)
+        if c.webhook:
+            body = {
+                "type": "budget_alert",
+                "budget": c.name,
+                "who": c.who or None,
+                "share": crossing.share,
+                "spent_usd": crossing.spent_nusd / NANO,
+                "limit_usd": c.limit_nusd / NANO if c.limit_nusd else None,
+                "spent_tokens": crossing.spent_tokens,
+                "limit_tokens": c.limit_tokens,
+                "hard": c.hard,
+                "resets": c.resets.isoformat(),
+                "message": message,
+            }
+            task = asyncio.get_running_loop().create_task(_post(c.webhook, body))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        if self.ledger is not None:
+            await self.ledger.aclose()
+        if self.limiter is not None:
+            await self.limiter.aclose()
+
+
+async def _post(url: str, body: dict[str, Any]) -> None:
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            response = await client.post(url, json=body)
+            if response.status_code >= 400:
+                log.warning("budget webhook %s answered %s", url, response.status_code)
+    except httpx.HTTPError as exc:
+        log.warning("budget webhook %s failed: %s", url, exc)
+
+
+def _rate_error(claim: RateClaim, wait: float) -> KeelError:
+    whose = f" for {claim.who}" if claim.who else ""
+    limits = ", ".join(
+        x for x in (f"{claim.rpm} requests" if claim.rpm else "", f"{claim.tpm} tokens" if claim.tpm else "") if x
+    )
+    if math.isinf(wait):
+        return RateLimitExceeded(
+            f"rate limit '{claim.name}'{whose}: this request alone needs more than {claim.tpm} tokens per minute",
+            retry_after=60,
+        )
+    return RateLimitExceeded(
+        f"rate limit '{claim.name}'{whose}: {limits} per minute; retry in {wait:.0f} s", retry_after=wait
+    )
+
+
+def build_admission(settings: KeelSettings, home: Path, gateway: Gateway, prices: PriceTable) -> Admission | None:
+    """None when no budget and no limit is configured: calls then pay nothing for this step."""
+    if not settings.budgets and not settings.limits:
+        return None
+    ledger: Ledger | None = None
+    limiter: RateLimiter | None = None
+    if settings.ledger.backend == "redis":
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise ConfigError("ledger.backend: redis needs the Redis client: pip install 'keel[redis]'") from None
+        url = settings.ledger.redis_url
+        assert url is not None  # checked when the settings were loaded
+        ledger = RedisLedger(url.resolve()) if settings.budgets else None
+        limiter = RedisLimiter(url.resolve()) if settings.limits else None
+    else:
+        from keel.store.sqlite import connect, db_path
+
+        ledger = SQLiteLedger(connect(db_path(home))) if settings.budgets else None
+        limiter = MemoryLimiter() if settings.limits else None
+    return Admission(gateway, prices, settings, ledger, limiter)
