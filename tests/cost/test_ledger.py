@@ -8,7 +8,6 @@ import datetime as dt
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
