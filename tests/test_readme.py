@@ -88,3 +88,9 @@ def test_the_readme_score_configs_parse() -> None:
     settings = make_settings(yaml_block("scores"))
     assert settings.feedback.scores["rating"].low_below == 3
     assert settings.feedback.scores["reason"].low == ["wrong", "incomplete"]
+
+
+def test_the_readme_budgets_parse() -> None:
+    settings = make_settings(yaml_block("budgets").replace("{$env: REDIS_URL}", "x"))
+    assert settings.budgets["user-daily"].per == "user" and settings.limits["per-key"].tpm == 200000
+    assert settings.budgets["support-soft"].mode == "soft"

@@ -47,7 +47,7 @@ from keel.types import CallContext, ChatRequest
 NOT_YET = {
     "guards": "issue 7 (guards)",
     "cache": "issue 6 (caching)",
-    "budget": "issue 6 (budgets)",
+    "budget": "issue 6 (per-feature budget sections); meanwhile keel.yaml budgets with match: {feature: NAME}",
     "review": "the review issue",
 }
 

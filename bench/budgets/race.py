@@ -1,0 +1,163 @@
+"""Budgets and rate limits under load, on real servers: ``keel serve`` processes in front of a
+fault-injecting OpenAI-compatible upstream, sharing a Redis for the multi-replica runs.
+
+    python bench/budgets/race.py            # ~1 min
+
+**Budget race**: 200 concurrent calls against a budget that fits 50 of them (each call's worst case
+is 1,000 output tokens at gpt-4o-mini prices, and each really uses 900 — so 56 calls' real cost
+would pass the budget; the upstream holds every call 0.5 s so all 200 are in flight together).
+Reported: calls served, overspend = what the served calls cost (from the upstream's reported
+usage, not Keel's ledger) minus the budget. Target: overspend exactly 0, ≥ 48
+served. One replica on the embedded ledger; three replicas sharing Redis (calls spread round robin).
+
+**Rate limit accuracy**: three replicas sharing Redis, a 100 RPM limit, 1,000 requests as fast as
+they go: admitted must be ≤ 100 in the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from keel.cost.prices import PriceTable
+from keel.testing import Fault, FaultServer
+from keel.testing.redis_server import RedisServer, free_port
+from keel.types import Usage
+
+console = Console(width=140)
+BODY = {"model": "up", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000}
+PRICES = PriceTable.load()
+
+
+def worst_case() -> float:
+    cost = PRICES.cost("gpt-4o-mini", Usage(input_tokens=5, output_tokens=1000))
+    assert cost is not None
+    return cost
+
+
+def start_replicas(n: int, config: str, tmp: Path, env: dict[str, str]) -> list[tuple[subprocess.Popen[bytes], str]]:
+    path = tmp / "keel.yaml"
+    path.write_text(config)
+    out = []
+    for i in range(n):
+        port = free_port()
+        home = tmp / f"home{i}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "keel", "serve", "--port", str(port), "--no-auth", "--no-warm", "-c", str(path)],
+            env={**env, "KEEL_HOME": str(home)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        out.append((proc, f"http://127.0.0.1:{port}/v1"))
+    for proc, base in out:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base.removesuffix("/v1") + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"keel serve did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+            time.sleep(0.1)
+    return out
+
+
+def stop(replicas: list[tuple[subprocess.Popen[bytes], str]]) -> None:
+    for proc, _ in replicas:
+        proc.terminate()
+    for proc, _ in replicas:
+        proc.wait(timeout=20)
+
+
+async def fire(bases: list[str], count: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        return await asyncio.gather(
+            *(client.post(f"{bases[i % len(bases)]}/chat/completions", json=BODY) for i in range(count))
+        )
+
+
+def served_cost(replies: list[httpx.Response]) -> float:
+    total = 0.0
+    for r in replies:
+        if r.status_code == 200:
+            u = r.json()["usage"]
+            total += PRICES.cost("gpt-4o-mini", Usage(u["prompt_tokens"], u["completion_tokens"])) or 0.0
+    return total
+
+
+def budget_race(replicas: int, ledger: str, redis_url: str | None) -> dict[str, float]:
+    budget = worst_case() * 50
+    config = (
+        "deployments:\n  up: {provider: openai, model: gpt-4o-mini, base_url: '%s'}\n"
+        "models:\n  up: {deployments: [up], retry: {attempts: 1}}\n"
+        f"budgets:\n  global: {{usd: {budget:.9f}}}\n"
+    )
+    env = dict(os.environ)
+    if ledger == "redis":
+        config += "ledger: {backend: redis, redis_url: {$env: BENCH_REDIS}}\n"
+        env["BENCH_REDIS"] = redis_url or ""
+    with FaultServer(reply=" ".join(["word"] * 900)) as upstream, tempfile.TemporaryDirectory() as tmp:
+        upstream.inject(*[Fault.stall(0.5)] * 200)
+        servers = start_replicas(replicas, config % upstream.base_url, Path(tmp), env)
+        try:
+            t0 = time.perf_counter()
+            replies = asyncio.run(fire([b for _, b in servers], 200))
+            seconds = time.perf_counter() - t0
+        finally:
+            stop(servers)
+    ok = sum(r.status_code == 200 for r in replies)
+    refused = sum(r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded" for r in replies)
+    spent = served_cost(replies)
+    return {"ok": ok, "refused": refused, "other": 200 - ok - refused, "budget": budget, "spent": spent,
+            "overspend": max(0.0, spent - budget), "seconds": seconds}  # fmt: skip
+
+
+def rate_accuracy(redis_url: str) -> dict[str, float]:
+    config = (
+        "deployments:\n  up: {provider: openai, model: gpt-4o-mini, base_url: '%s'}\n"
+        "models:\n  up: {deployments: [up], retry: {attempts: 1}}\n"
+        "limits:\n  global: {rpm: 100}\n"
+        "ledger: {backend: redis, redis_url: {$env: BENCH_REDIS}}\n"
+    )
+    with FaultServer() as upstream, tempfile.TemporaryDirectory() as tmp:
+        servers = start_replicas(3, config % upstream.base_url, Path(tmp), {**os.environ, "BENCH_REDIS": redis_url})
+        try:
+            t0 = time.perf_counter()
+            replies = asyncio.run(fire([b for _, b in servers], 1000))
+            seconds = time.perf_counter() - t0
+        finally:
+            stop(servers)
+    ok = sum(r.status_code == 200 for r in replies)
+    limited = sum(r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded" for r in replies)
+    return {"admitted": ok, "limited": limited, "other": 1000 - ok - limited, "seconds": seconds}
+
+
+def main() -> None:
+    table = Table("run", "served", "refused (429)", "other", "spent", "budget", "overspend", "s",
+                  title="budget race: 200 concurrent calls, a budget that fits 50")  # fmt: skip
+    with RedisServer() as redis:
+        for label, replicas, ledger in (("1 replica, embedded", 1, "embedded"), ("3 replicas, Redis", 3, "redis")):
+            r = budget_race(replicas, ledger, redis.url)
+            table.add_row(label, f"{r['ok']:.0f}", f"{r['refused']:.0f}", f"{r['other']:.0f}", f"${r['spent']:.6f}",
+                          f"${r['budget']:.6f}", f"${r['overspend']:.6f}", f"{r['seconds']:.1f}")  # fmt: skip
+        console.print(table)
+        rate = rate_accuracy(redis.url)
+    table = Table("run", "admitted", "limited (429)", "other", "limit", "s", title="rate limit accuracy")
+    table.add_row("3 replicas, Redis, 1,000 requests", f"{rate['admitted']:.0f}", f"{rate['limited']:.0f}",
+                  f"{rate['other']:.0f}", "100 / min", f"{rate['seconds']:.1f}")  # fmt: skip
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
