@@ -159,3 +159,15 @@ def test_feedback_over_http(served: tuple[str, str]) -> None:
         bad = httpx.post(f"{base}/feedback", json=body, headers=auth)
         assert bad.status_code == status and bad.json()["error"]["param"] == param, bad.text
     assert httpx.post(f"{base}/feedback", json={"trace_id": trace_id, "name": "x", "value": 1}).status_code == 401
+
+
+def test_cache_hits_show_in_the_header_and_the_body(served: tuple[str, str], tmp_path: Path) -> None:
+    base, key = served
+    features = next(p for p in tmp_path.rglob("features") if p.is_dir())
+    (features / "greet_cached.yaml").write_text("prompt: greet\nmodel: up\ncache: {exact: true}\n")
+    auth = {"authorization": f"Bearer {key}"}
+    first = httpx.post(f"{base}/features/greet_cached/run", json={"inputs": {"name": "Ada"}}, headers=auth, timeout=30)
+    again = httpx.post(f"{base}/features/greet_cached/run", json={"inputs": {"name": "Ada"}}, headers=auth, timeout=30)
+    assert first.headers["x-keel-cache"] == "miss" and again.headers["x-keel-cache"] == "hit-exact"
+    assert again.json()["cache"] == "exact" and again.json()["answer"] == first.json()["answer"]
+    assert again.json()["cost_usd"] == 0

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from keel.cache.store import AnswerCache, Entry, digest
 from keel.config.settings import KeelSettings
 from keel.errors import ConfigError, InvalidRequest, UserError
 from keel.features.context import estimate_tokens, fit, map_reduce
@@ -41,12 +42,11 @@ from keel.rag.found import Found
 from keel.rag.rerank import candidate_pool, rerank_top
 from keel.store import connect, db_path
 from keel.store.traces import TraceRecord, outcome
-from keel.tracing.redact import capture
+from keel.tracing.redact import capture, redact_text
 from keel.types import CallContext, ChatRequest
 
 NOT_YET = {
     "guards": "issue 7 (guards)",
-    "cache": "issue 6 (caching)",
     "budget": "issue 6 (per-feature budget sections); meanwhile keel.yaml budgets with match: {feature: NAME}",
     "review": "the review issue",
 }
@@ -70,6 +70,7 @@ class FeatureResult:
     found_nothing: bool = False
     attempts: int = 1
     notes: list[str] = field(default_factory=list)
+    cache: str | None = None  # for features that cache: "exact" or "semantic" (replayed), or "miss"
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape shared by the CLI, HTTP and the SDK."""
@@ -89,6 +90,7 @@ class FeatureResult:
             "found_nothing": self.found_nothing,
             "attempts": self.attempts,
             "notes": self.notes,
+            "cache": self.cache,
             "sources": [s.as_dict() for s in self.sources],
             "citations": [{"number": c.number, "valid": c.valid} for c in self.citations],
         }
@@ -135,6 +137,18 @@ def _refuse_unbuilt(spec: FeatureSpec) -> None:
             )
 
 
+def _text_input(inputs: dict[str, Any]) -> str | None:
+    """The input a question lives in: ``question`` or ``query``, else the first text input."""
+    for key in ("question", "query"):
+        if isinstance(inputs.get(key), str):
+            return key
+    return next((k for k, v in inputs.items() if isinstance(v, str)), None)
+
+
+def _pieces(text: str, size: int = 24) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
 def _query(spec: FeatureSpec, inputs: dict[str, Any]) -> str:
     for key in ("question", "query"):
         if isinstance(inputs.get(key), str):
@@ -149,6 +163,14 @@ def _with_context(messages: list[dict[str, str]], context: str) -> list[dict[str
     if messages and messages[0]["role"] == "system":
         return [{"role": "system", "content": f"{messages[0]['content']}\n\n{context}"}, *messages[1:]]
     return [{"role": "system", "content": context}, *messages]
+
+
+@dataclass(slots=True)
+class Lookup:
+    scope: str
+    key: str
+    text: str
+    vector: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +196,7 @@ class _Plan:
     messages: list[dict[str, Any]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     max_output: int = 512
+    lookup: Lookup | None = None  # the cache keys, when the feature caches
 
 
 class FeaturePipeline:
@@ -191,6 +214,7 @@ class FeaturePipeline:
         self.registry = registry
         self.collections = collections
         self.experiments = experiments if experiments is not None else Experiments(registry.conn)
+        self.cache = AnswerCache(registry.conn)
 
     async def run(
         self,
@@ -235,9 +259,14 @@ class FeaturePipeline:
             plan = await self._prepare(name, inputs, ctx, label, _Pins(version, model))
             result = plan.result
             yield Started(result)
-            if not result.found_nothing:
+            if result.cache in ("exact", "semantic"):
+                if stream:
+                    for piece in _pieces(result.answer):  # a replayed stream is still a stream
+                        yield Delta(piece)
+            elif not result.found_nothing:
                 async for event in self._complete(plan, stream):
                     yield event
+                self._remember(plan)
             result.latency_ms = (time.perf_counter() - started) * 1000
             yield Done(result)
         except BaseException as exc:
@@ -299,6 +328,8 @@ class FeaturePipeline:
             result.notes.append(rendered.fallback_reason)
         plan = _Plan(spec, result, ctx, model, max_output=int(rendered.params.get("max_tokens", 512)))
         plan.params = {k: v for k, v in rendered.params.items() if k != "max_tokens"}
+        if spec.cache is not None and await self._recall(plan, inputs):
+            return plan
         window = self.service.gateway.route(model).info.context_window or 8192
         context = await self._retrieve(plan, inputs, window)
         if result.found_nothing:
@@ -320,6 +351,85 @@ class FeaturePipeline:
             result.notes.append(f"context: dropped the {fitted.dropped} oldest turn(s) to fit the window")
         plan.messages = fitted.messages
         return plan
+
+    # -- cache ---------------------------------------------------------------------------------
+    async def _recall(self, plan: _Plan, inputs: dict[str, Any]) -> bool:
+        """Serve from the cache if the same request (or, with ``semantic``, the same question) was
+        answered in this scope; otherwise remember the keys for after the call."""
+        spec, result = plan.spec, plan.result
+        assert spec.cache is not None
+        index = None
+        if spec.retrieval is not None and self.collections is not None:
+            try:
+                index = self.collections.get(spec.retrieval.collection).index_version()
+            except CollectionNotFound:
+                index = None  # retrieval says so next, precisely
+        text_key = _text_input(inputs)
+        others = {k: v for k, v in inputs.items() if k != text_key}
+        scope = digest(
+            plan.ctx.tenant, spec.model_dump(mode="json"), result.prompt_version, plan.model, plan.params,
+            plan.max_output, index, others,
+        )  # fmt: skip
+        lookup = Lookup(scope, digest(scope, inputs), str(inputs.get(text_key, "")) if text_key else "")
+        plan.lookup = lookup
+        result.cache = "miss"
+        hit = self.cache.exact(lookup.key) if spec.cache.exact else None
+        if hit is not None:
+            self._replay(result, hit, "exact", f"cache: exact hit of trace {hit.trace_id}")
+            return True
+        semantic = spec.cache.semantic
+        if semantic is None or not lookup.text:
+            return False
+        if redact_text(lookup.text) != lookup.text:
+            result.notes.append("cache: semantic lookup skipped — the input holds personal data")
+            return False
+        if self.collections is None:
+            return False
+        embedder = self.collections.embedder()
+        lookup.vector = (await self.collections.run(embedder.embed, [lookup.text]))[0]
+        near, refused = self.cache.nearest(scope, lookup.text, lookup.vector, semantic.threshold)
+        if near is not None:
+            shown = f"{near.entry.text[:80]!r}, trace {near.entry.trace_id}"
+            why = f"cache: semantic hit (cosine {near.cosine:.3f}) of {shown}"
+            self._replay(result, near.entry, "semantic", why)
+            return True
+        if refused is not None:
+            result.notes.append(
+                f"cache: the gate refused a near-hit (cosine {refused.cosine:.3f}, {refused.entry.text[:60]!r}): "
+                f"{refused.gate.reason}"
+            )
+        return False
+
+    @staticmethod
+    def _replay(result: FeatureResult, entry: Entry, kind: str, note: str) -> None:
+        value = entry.value
+        result.answer = value["answer"]
+        result.value = value.get("value")
+        result.sources = [Found(**s) for s in value.get("sources", [])]
+        result.citations = check_citations(result.answer, result.sources)
+        result.cache = kind
+        result.cost_usd = 0.0
+        result.notes.append(note)
+
+    def _remember(self, plan: _Plan) -> None:
+        """Keep a clean answer: served by the model, valid, with no fallback on the way."""
+        spec, result, lookup = plan.spec, plan.result, plan.lookup
+        if spec.cache is None or lookup is None or not result.answer or result.prompt_fallback:
+            return
+        if any(n.startswith(("output: every attempt", "citations:")) for n in result.notes):
+            return
+        private = bool(lookup.text) and redact_text(lookup.text) != lookup.text
+        semantic = spec.cache.semantic is not None and lookup.vector is not None and not private
+        self.cache.put(
+            lookup.key,
+            scope=lookup.scope,
+            feature=spec.name,
+            text=lookup.text,
+            vector=lookup.vector if semantic else None,
+            value=result.as_dict(),
+            trace_id=result.trace_id,
+            ttl_s=spec.cache.ttl_s,
+        )
 
     def _arm(self, name: str, user: str | None, label: str) -> tuple[str | None, Arm | None]:
         """Users are enrolled in the feature's running experiment unless they asked for a label."""

@@ -96,12 +96,13 @@ class GuardsSpec(Section):
 
 
 class SemanticCacheSpec(Section):
-    threshold: float = Field(0.95, gt=0, le=1)
+    threshold: float = Field(0.85, ge=0.5, le=1, description="cosine floor; the gate checks what it lets through")
 
 
 class CacheSpec(Section):
-    exact: bool = False
+    exact: bool = True
     semantic: SemanticCacheSpec | None = None
+    ttl_s: float = Field(86_400, gt=0, le=365 * 86_400)
 
 
 class BudgetSpec(Section):

@@ -73,15 +73,14 @@ class SQLCollection:
         return {r[0] for r in rows}
 
     def index_version(self) -> str:
-        """A digest of what the collection holds and how it searches: equal digests, equal results
-        (what eval result caches key on)."""
-        rows = self.conn.execute(
-            self._sql("SELECT doc_id, hash FROM {docs} WHERE collection = {p} ORDER BY doc_id"), (self.name,)
-        )
-        digest = hashlib.sha256(f"{self.name}|{self.embedder.name}|{self.rerank}".encode())
-        for doc_id, doc_hash in rows:
-            digest.update(f"|{doc_id}:{doc_hash}".encode())
-        return digest.hexdigest()[:16]
+        """A stamp of what the collection holds and how it searches — documents, when they were last
+        indexed, the embedder and the reranker — that any ingest, change or removal moves (what the
+        answer and eval caches key on). One aggregate query."""
+        row = self.conn.execute(
+            self._sql("SELECT count(*), coalesce(max(indexed), 0) FROM {docs} WHERE collection = {p}"), (self.name,)
+        ).fetchone()
+        stamp = f"{self.name}|{self.embedder.name}|{self.rerank}|{int(row[0])}|{float(row[1]):.6f}"
+        return hashlib.sha256(stamp.encode()).hexdigest()[:16]
 
     def list_documents(self) -> list[dict[str, Any]]:
         rows = self.conn.execute(

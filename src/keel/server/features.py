@@ -73,9 +73,8 @@ class FeatureRoutes:
                 pipeline.events(name, inputs, user=user, tenant=tenant, key=key, label=label, stream=True)
             )
         result = await pipeline.run(name, inputs, user=user, tenant=tenant, key=key, label=label)
-        return Response(
-            orjson.dumps(result.as_dict()), media_type="application/json", headers={"x-keel-trace-id": result.trace_id}
-        )
+        headers = {"x-keel-trace-id": result.trace_id, **_cache_header(result.cache)}
+        return Response(orjson.dumps(result.as_dict()), media_type="application/json", headers=headers)
 
     async def _stream(self, events: AsyncGenerator[FeatureEvent, None]) -> Response:
         try:
@@ -95,8 +94,20 @@ class FeatureRoutes:
             finally:
                 await events.aclose()
 
-        headers = {"x-keel-trace-id": first.result.trace_id, "cache-control": "no-cache", "x-accel-buffering": "no"}
+        headers = {
+            "x-keel-trace-id": first.result.trace_id,
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+            **_cache_header(first.result.cache),
+        }
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+def _cache_header(cache: str | None) -> dict[str, str]:
+    """``x-keel-cache: hit-exact | hit-semantic | miss`` for features that cache."""
+    if cache is None:
+        return {}
+    return {"x-keel-cache": cache if cache == "miss" else f"hit-{cache}"}
 
 
 def _sse(event: FeatureEvent) -> bytes:

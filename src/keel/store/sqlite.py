@@ -208,6 +208,23 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX budget_holds_bucket ON budget_holds(bucket, expires);
     """,
+    # 9: cached feature answers (exact key; semantic neighbours within a scope)
+    """
+    CREATE TABLE cache_entries (
+        key TEXT PRIMARY KEY,
+        scope TEXT NOT NULL,
+        feature TEXT NOT NULL,
+        text TEXT NOT NULL,
+        vector BLOB,
+        value TEXT NOT NULL,
+        trace_id TEXT,
+        created REAL NOT NULL,
+        expires REAL NOT NULL,
+        hits INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX cache_entries_scope ON cache_entries(scope, created);
+    CREATE INDEX cache_entries_feature ON cache_entries(feature);
+    """,
 ]
 
 
