@@ -87,5 +87,5 @@ def test_cache_specs_are_validated(project: Path) -> None:
     from keel.features.spec import load_feature
 
     cached(project, "cache: {semantic: {threshold: 0.2}}\n")
-    with pytest.raises(ConfigError, match="greater than or equal to 0.5"):
+    with pytest.raises(ConfigError, match=r"greater than or equal to 0\.5"):
         load_feature(project, "support")

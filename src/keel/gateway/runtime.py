@@ -33,7 +33,8 @@ def build_service(
         db_path(home), queue_size=tcfg.queue_size, batch_size=tcfg.batch_size, flush_interval=tcfg.flush_interval_s
     ).start()
     chosen: Tracer = tracer or (OTelTracer() if tcfg.otel else NullTracer())
-    prices = PriceTable.load(settings.prices)
+    installed = home / "prices.yaml"  # `keel prices update` puts one here; keel.yaml's prices: wins
+    prices = PriceTable.load(settings.prices or (installed if installed.is_file() else None))
     return GatewayService(
         gateway,
         prices,

@@ -141,6 +141,8 @@ def cost_summary(conn: sqlite3.Connection, by: Sequence[str], *, since: float | 
         f"SELECT {', '.join(keys)}, count(*) AS calls, sum(status != 'ok') AS errors, "
         "sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
         "sum(cached_tokens) AS cached_tokens, sum(coalesce(cost_usd, 0)) AS cost_usd, "
+        "sum(CASE WHEN usage_source = 'provider' THEN coalesce(cost_usd, 0) ELSE 0 END) AS reported_usd, "
+        "sum(CASE WHEN usage_source = 'estimated' THEN coalesce(cost_usd, 0) ELSE 0 END) AS estimated_usd, "
         "sum(cost_usd IS NULL AND status = 'ok') AS unpriced, avg(latency_ms) AS avg_latency_ms "
         f"FROM traces WHERE operation != 'feature' {where} GROUP BY {', '.join(by)} ORDER BY cost_usd DESC, calls DESC"
     )
@@ -149,3 +151,39 @@ def cost_summary(conn: sqlite3.Connection, by: Sequence[str], *, since: float | 
 
 def as_dict(rec: TraceRecord) -> dict[str, Any]:
     return asdict(rec)
+
+
+def interactions(
+    conn: sqlite3.Connection, by: Sequence[str], *, since: float | None = None
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Feature runs (one user interaction each, its model calls summed) grouped like ``cost_summary``:
+    how many, and what one cost on average."""
+    usable = [b for b in by if b in ("feature", "tenant", "user", "day")]
+    if len(usable) != len(by):
+        return {}
+    keys = [f"{COST_DIMENSIONS[b]} AS {b}" for b in by]
+    where = "AND ts >= ?" if since is not None else ""
+    sql = (
+        f"SELECT {', '.join(keys)}, count(*) AS runs, avg(coalesce(cost_usd, 0)) AS per_run "
+        f"FROM traces WHERE operation = 'feature' {where} GROUP BY {', '.join(by)}"
+    )
+    rows = conn.execute(sql, (since,) if since is not None else ())
+    return {tuple(r[b] for b in by): dict(r) for r in rows}
+
+
+def traffic(conn: sqlite3.Connection, *, since: float | None, feature: str | None = None) -> list[dict[str, Any]]:
+    """Every successful model call in the window — user, model, tokens, cost, time — what ``keel cost
+    model`` projects from. Feature rows are skipped; their model calls are counted."""
+    where: list[str] = ["operation = 'chat'", "status = 'ok'"]
+    args: list[Any] = []
+    if since is not None:
+        where.append("ts >= ?")
+        args.append(since)
+    if feature is not None:
+        where.append("feature = ?")
+        args.append(feature)
+    sql = (
+        "SELECT coalesce(user, '-') AS user, coalesce(model, alias) AS model, deployment, input_tokens, "
+        f"output_tokens, cost_usd, ts FROM traces WHERE {' AND '.join(where)}"
+    )
+    return [dict(r) for r in conn.execute(sql, args)]

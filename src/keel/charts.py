@@ -1,0 +1,56 @@
+"""Charts people can open anywhere: inline SVG (no scripts, no network), shared by the eval report
+and the cost report."""
+
+from __future__ import annotations
+
+from html import escape
+
+CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330}
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}table{border-collapse:collapse;width:100%}
+td,th{border-bottom:1px solid #e4e7ec;padding:.35rem .5rem;text-align:left;vertical-align:top}
+.ok{color:#137333}.bad{color:#b3261e}.muted{color:#667085}pre{white-space:pre-wrap;margin:0;max-height:12rem;overflow:auto}
+.cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #e4e7ec;border-radius:8px;padding:.6rem 1rem}
+.card b{display:block;font-size:1.3rem}"""
+
+
+def bars(
+    rows: list[tuple[str, float]],
+    *,
+    width: int = 640,
+    unit: str = "%",
+    labels: list[str] | None = None,
+    fill: str | None = None,
+) -> str:
+    """Horizontal bars, values in 0..1 (``labels`` overrides the text after each bar; ``fill`` the
+    pass-rate colours)."""
+    height = 24 * len(rows) + 8
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="bar chart">']
+    for i, (label, value) in enumerate(rows):
+        y = 4 + i * 24
+        w = max(0.0, min(1.0, value)) * (width - 260)
+        colour = fill or ("#137333" if value >= 0.8 else ("#b58100" if value >= 0.5 else "#b3261e"))
+        parts.append(f'<text x="0" y="{y + 15}" font-size="12">{escape(label[:30])}</text>')
+        parts.append(f'<rect x="200" y="{y}" width="{w:.1f}" height="18" fill="{colour}" rx="3"/>')
+        shown = labels[i] if labels is not None else (f"{value:.0%}" if unit == "%" else f"{value:.2f}")
+        parts.append(f'<text x="{205 + w:.1f}" y="{y + 14}" font-size="12">{shown}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def histogram(scores: list[float], *, bins: int = 10, width: int = 640, height: int = 140) -> str:
+    counts = [0] * bins
+    for s in scores:
+        counts[min(bins - 1, int(max(0.0, min(1.0, s)) * bins))] += 1
+    top = max(counts) or 1
+    bar = width / bins
+    parts = [f'<svg width="{width}" height="{height + 20}" role="img" aria-label="score histogram">']
+    for i, c in enumerate(counts):
+        h = c / top * height
+        parts.append(
+            f'<rect x="{i * bar + 2:.1f}" y="{height - h:.1f}" width="{bar - 4:.1f}" height="{h:.1f}" fill="#3d5afe"/>'
+        )
+        parts.append(f'<text x="{i * bar + bar / 2 - 10:.1f}" y="{height + 14}" font-size="11">{i / bins:.1f}</text>')
+        if c:
+            parts.append(f'<text x="{i * bar + bar / 2 - 4:.1f}" y="{height - h - 3:.1f}" font-size="11">{c}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
