@@ -94,3 +94,17 @@ def test_the_readme_budgets_parse() -> None:
     settings = make_settings(yaml_block("budgets").replace("{$env: REDIS_URL}", "x"))
     assert settings.budgets["user-daily"].per == "user" and settings.limits["per-key"].tpm == 200000
     assert settings.budgets["support-soft"].mode == "soft"
+
+
+def test_the_readme_cache_and_route_spec_parses(tmp_path: Path) -> None:
+    from keel.features.spec import load_feature
+
+    (tmp_path / "features").mkdir()
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "support_answer.md").write_text(
+        "---\ninputs:\n  question: {type: str}\n---\n{{ question }}"
+    )
+    (tmp_path / "features" / "support_answer.yaml").write_text(yaml_block("cache"))
+    spec = load_feature(tmp_path, "support_answer")
+    assert spec.cache is not None and spec.cache.semantic is not None and spec.cache.semantic.threshold == 0.85
+    assert spec.route is not None and [c.name for c in spec.route.checks()] == ["says-dont-know", "not-citations-valid"]

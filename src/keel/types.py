@@ -66,6 +66,7 @@ class CallContext:
     user: str | None = None
     feature: str | None = None
     key: str | None = None  # the API key's id, for per-key budgets and limits
+    mode: str | None = None  # fast / accurate…, when the request chose its model by mode
     attempts: list[Attempt] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     record: Any = None  # the finished trace record, set when the call ends

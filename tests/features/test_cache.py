@@ -89,3 +89,54 @@ def test_cache_specs_are_validated(project: Path) -> None:
     cached(project, "cache: {semantic: {threshold: 0.2}}\n")
     with pytest.raises(ConfigError, match=r"greater than or equal to 0\.5"):
         load_feature(project, "support")
+
+
+async def test_tier_routing_escalates_only_when_the_rule_holds(pipeline: Any, project: Path) -> None:
+    from keel.features.pipeline import FeaturePipeline
+    from keel.gateway.runtime import build_service, close_service
+    from keel.testing import ScriptedProvider
+    from tests.conftest import make_settings
+
+    pipe, _, home = pipeline
+    settings = make_settings(
+        "deployments:\n  s: {provider: scripted, model: gpt-4o-mini}\n  b: {provider: scripted, model: gpt-4o}\n"
+        "models:\n  small: {deployments: [s]}\n  large: {deployments: [b]}\n"
+    )
+    service = build_service(settings, home)
+    small, large = service.gateway.adapters["s"], service.gateway.adapters["b"]
+    assert isinstance(small, ScriptedProvider) and isinstance(large, ScriptedProvider)
+    small.responder = lambda req: Reply(
+        "I don't know." if "refund" in str(req.messages[-1]["content"]) else "Five days [1]."
+    )
+    large.responder = lambda req: Reply("Refunds take five business days [1].")
+    (project / "features" / "support.yaml").write_text(
+        "prompt: support\nretrieval: {collection: handbook, top_k: 3, min_score: 0.2}\n"
+        "route: {first: small, escalate_to: large, when: [says-dont-know]}\n"
+    )
+    routed = FeaturePipeline(service, project, pipe.registry, collections=pipe.collections)
+    try:
+        escalated = await routed.run("support", {"question": "How long do refunds take?"})
+        assert escalated.model == "large" and escalated.answer.startswith("Refunds take")
+        assert "route: small → large (says-dont-know)" in escalated.notes
+        stayed = await routed.run("support", {"question": "How long does timing take?"})
+        assert stayed.model == "small" and stayed.answer == "Five days [1]." and len(large.calls) == 1
+        events = [e async for e in routed.events("support", {"question": "How long do refunds take?"}, stream=True)]
+        assert "".join(e.text for e in events if isinstance(e, Delta)).startswith("Refunds take")
+    finally:
+        await close_service(service)
+
+
+def test_routing_rules_are_checked_when_the_spec_loads(project: Path) -> None:
+    from keel.errors import ConfigError
+    from keel.features.spec import load_feature
+
+    (project / "features" / "support.yaml").write_text(
+        "prompt: support\nroute: {first: a, escalate_to: b, when: [{type: llm-rubric, rubric: x}]}\n"
+    )
+    with pytest.raises(ConfigError, match="routing rules must be cheap"):
+        load_feature(project, "support")
+    (project / "features" / "support.yaml").write_text(
+        "prompt: support\nroute: {first: a, escalate_to: b, when: [sayz]}\n"
+    )
+    with pytest.raises(ConfigError, match="unknown check 'sayz'"):
+        load_feature(project, "support")

@@ -139,3 +139,24 @@ def test_absurd_budgets_are_config_errors(yaml: str, message: str) -> None:
 
     with pytest.raises(ConfigError, match=message):
         make_settings(yaml)
+
+
+def test_a_request_can_ask_for_a_mode(home: Path, upstream: FaultServer) -> None:
+    extra = "  big: {deployments: [up]}\nmodes: {fast: up, accurate: big}\n"
+    server, key = serve(home, upstream, extra)
+    auth = {"authorization": f"Bearer {key}"}
+    with server:
+        client = openai.OpenAI(api_key=key, base_url=server.base_url + "/", max_retries=0)
+        fast = client.chat.completions.with_raw_response.create(
+            model="ignored", messages=[{"role": "user", "content": "hi"}], extra_body={"mode": "fast"}
+        )
+        accurate = httpx.post(f"{server.base_url}/chat/completions", headers={**auth, "x-keel-mode": "accurate"},
+                              json={"messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+        unknown = httpx.post(f"{server.base_url}/chat/completions", headers=auth,
+                             json={"mode": "turbo", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    assert fast.http_response.status_code == 200 and accurate.status_code == 200, accurate.text
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "mode"
+    assert "unknown mode 'turbo'; modes: accurate, fast" in unknown.json()["error"]["message"]
+    rows = connect(db_path(home)).execute("SELECT alias, notes FROM traces WHERE operation = 'chat' ORDER BY ts")
+    seen = {(alias, notes) for alias, notes in rows}
+    assert ("up", '["mode fast → up"]') in seen and ("big", '["mode accurate → big"]') in seen

@@ -238,6 +238,18 @@ class KeelSettings(Strict):
     deployments: dict[str, DeploymentSettings] = Field(default_factory=dict)
     models: dict[str, AliasSettings] = Field(default_factory=dict)
     default_model: str | None = None
+    modes: dict[str, str] = Field(
+        default_factory=dict, description="what a request's mode means: e.g. {fast: small, accurate: large}"
+    )
+
+    def model_for_mode(self, mode: object) -> str:
+        """The alias a request's ``mode`` (fast, accurate, …) maps to; a clear error otherwise."""
+        from keel.errors import InvalidRequest
+
+        if not isinstance(mode, str) or mode not in self.modes:
+            known = ", ".join(sorted(self.modes)) or "none are configured (keel.yaml modes:)"
+            raise InvalidRequest(f"unknown mode {mode!r}; modes: {known}", param="mode")
+        return self.modes[mode]
 
     def reference_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Names that point nowhere, each with the location of the reference."""
@@ -260,6 +272,9 @@ class KeelSettings(Strict):
             errors.append((("retrieval", "postgres_url"), 'the postgres backend needs postgres_url: {"$env": "VAR"}'))
         if self.default_model and self.default_model not in self.models:
             errors.append((("default_model",), f"unknown model '{self.default_model}'"))
+        for mode, target in self.modes.items():
+            if target not in self.models:
+                errors.append((("modes", mode), f"unknown model '{target}' (known: {', '.join(sorted(self.models))})"))
         if self.ledger.backend == "redis" and self.ledger.redis_url is None:
             errors.append((("ledger", "redis_url"), 'the redis ledger needs redis_url: {"$env": "VAR"}'))
         seen: dict[tuple[str, ...], str] = {}

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from keel.cache.store import AnswerCache, Entry, digest
+from keel.checks import CheckContext
 from keel.config.settings import KeelSettings
 from keel.errors import ConfigError, InvalidRequest, UserError
 from keel.features.context import estimate_tokens, fit, map_reduce
@@ -306,7 +307,8 @@ class FeaturePipeline:
         self.registry.record_file(self.root / "prompts" / f"{spec.prompt}.md")
         version = pins.version if pins.version is not None else (arm.version if arm else None)
         rendered = self.registry.render(spec.prompt, inputs, label=label, version=version)
-        model = pins.model or (arm.model if arm else None) or spec.model or rendered.model
+        first = spec.route.first if spec.route is not None else None
+        model = pins.model or (arm.model if arm else None) or first or spec.model or rendered.model
         model = model or self.service.gateway.settings.default_model or "local"
         return spec, rendered, experiment, arm, model
 
@@ -540,30 +542,54 @@ class FeaturePipeline:
                 else:
                     yield event
         else:
-            call = plan.ctx.child()
-            request = ChatRequest(
-                model=plan.model,
-                messages=plan.messages,
-                max_tokens=plan.max_output,
-                params=plan.params,
-                ctx=call,
-                stream=stream,
-            )
-            if stream:
-                parts: list[str] = []
-                async for chunk in self.service.chat_stream(request):
-                    if chunk.text:
-                        parts.append(chunk.text)
-                        yield Delta(chunk.text)
-                result.answer = "".join(parts)
+            if spec.route is not None and await self._first_tier_answers(plan):
+                if stream:
+                    for piece in _pieces(result.answer):
+                        yield Delta(piece)
             else:
-                result.answer = (await self.service.chat(request)).text
+                async for step in self._ask(plan, stream):
+                    yield step
         if result.sources:
             result.citations = check_citations(result.answer, result.sources)
             invalid = [c.number for c in result.citations if not c.valid]
             if invalid:
                 result.notes.append(f"citations: {invalid} name sources that were not given")
         result.cost_usd = _summed_cost(plan.ctx)
+
+    async def _ask(self, plan: _Plan, stream: bool) -> AsyncIterator[FeatureEvent]:
+        request = ChatRequest(
+            model=plan.model,
+            messages=plan.messages,
+            max_tokens=plan.max_output,
+            params=plan.params,
+            ctx=plan.ctx.child(),
+            stream=stream,
+        )
+        if stream:
+            parts: list[str] = []
+            async for chunk in self.service.chat_stream(request):
+                if chunk.text:
+                    parts.append(chunk.text)
+                    yield Delta(chunk.text)
+            plan.result.answer = "".join(parts)
+        else:
+            plan.result.answer = (await self.service.chat(request)).text
+
+    async def _first_tier_answers(self, plan: _Plan) -> bool:
+        """Tier routing: the small model answers first; if any ``when`` check holds on its answer, the
+        large model answers instead (both calls are on the trace). True when the first answer stands."""
+        route, result = plan.spec.route, plan.result
+        assert route is not None
+        async for _ in self._ask(plan, stream=False):
+            pass
+        ctx = CheckContext(output=result.answer, sources=[s.text for s in result.sources], inputs={})
+        reasons = [check.name for check in route.checks() if check(ctx).passed]
+        if not reasons:
+            result.notes.append(f"route: {plan.model} answered ({', '.join(c.name for c in route.checks())} held not)")
+            return True
+        result.notes.append(f"route: {plan.model} → {route.escalate_to} ({', '.join(reasons)})")
+        plan.model = result.model = route.escalate_to
+        return False
 
     def _record(
         self, ctx: CallContext, plan: _Plan | None, inputs: dict[str, Any], started: float, error: BaseException | None

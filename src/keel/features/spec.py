@@ -13,6 +13,8 @@ import jsonschema
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from keel.checks import CheckError, make_check
+from keel.checks.registry import BoundCheck
 from keel.config.yamlfile import LocatedYAML, describe_error, read_yaml
 from keel.errors import ConfigError, UserError
 
@@ -105,6 +107,30 @@ class CacheSpec(Section):
     ttl_s: float = Field(86_400, gt=0, le=365 * 86_400)
 
 
+class RouteSpec(Section):
+    """Tier routing: ``first`` answers; when any ``when`` check holds on its answer (the check
+    registry's: says-dont-know, not-citations-valid, regex…), ``escalate_to`` answers instead."""
+
+    first: str
+    escalate_to: str
+    when: list[str | dict[str, Any]] = Field(min_length=1)
+
+    @field_validator("when")
+    @classmethod
+    def _checks(cls, value: list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
+        for spec in value:
+            try:
+                check = make_check(spec)
+            except CheckError as exc:
+                raise ValueError(exc.message) from None
+            if check.requires_llm:
+                raise ValueError(f"check '{check.name}' calls a model; routing rules must be cheap and deterministic")
+        return value
+
+    def checks(self) -> list[BoundCheck]:
+        return [make_check(spec) for spec in self.when]
+
+
 class BudgetSpec(Section):
     per_call_usd: float | None = Field(None, gt=0)
     per_user_day_usd: float | None = Field(None, gt=0)
@@ -132,6 +158,7 @@ class FeatureSpec(Section):
     cache: CacheSpec | None = None
     budget: BudgetSpec | None = None
     review: ReviewSpec | None = None
+    route: RouteSpec | None = None
     context: ContextSpec = ContextSpec()
     evals: str | None = None
     description: str = ""

@@ -220,6 +220,7 @@ class GatewayService:
             request=capture(request, self.capture_policy) if request is not None else None,
             response=capture(output, self.capture_policy) if output else None,
             parent=ctx.parent,
+            notes=[f"mode {ctx.mode} → {alias}"] if ctx.mode else None,
             prompt=ctx.prompt,
             prompt_version=ctx.prompt_version,
             experiment=ctx.experiment,

@@ -151,6 +151,7 @@ class KeelApp:
         ctx = CallContext(tenant=tenant, key=key)
         ctx.user = request.headers.get("x-keel-user")
         ctx.feature = request.headers.get("x-keel-feature")
+        ctx.mode = request.headers.get("x-keel-mode")
         return ctx
 
     async def chat(self, request: Request) -> Response:
@@ -158,6 +159,8 @@ class KeelApp:
         try:
             ctx = self._context(request)
             req, wants_usage = parse_chat(parse_json(await self._body(request)), ctx)
+            if ctx.mode is not None:  # fast / accurate → the alias keel.yaml's modes: names
+                req.model = self.service.gateway.settings.model_for_mode(ctx.mode)
             if req.stream:
                 return await self._stream(req, wants_usage)
             response = await self.service.chat(req)

@@ -66,13 +66,15 @@ class FeatureRoutes:
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise InvalidRequest("'stream' must be true or false", param="stream")
+        mode = body.get("mode", request.headers.get("x-keel-mode"))
+        model = None if mode is None else self.service.gateway.settings.model_for_mode(mode)
         pipeline = self.pipeline()
         name = request.path_params["name"]
         if stream:
             return await self._stream(
-                pipeline.events(name, inputs, user=user, tenant=tenant, key=key, label=label, stream=True)
+                pipeline.events(name, inputs, user=user, tenant=tenant, key=key, label=label, stream=True, model=model)
             )
-        result = await pipeline.run(name, inputs, user=user, tenant=tenant, key=key, label=label)
+        result = await pipeline.run(name, inputs, user=user, tenant=tenant, key=key, label=label, model=model)
         headers = {"x-keel-trace-id": result.trace_id, **_cache_header(result.cache)}
         return Response(orjson.dumps(result.as_dict()), media_type="application/json", headers=headers)
 

@@ -103,7 +103,14 @@ def _string_or_none(data: JSON, key: str) -> str | None:
 
 
 def parse_chat(data: JSON, ctx: CallContext) -> tuple[ChatRequest, bool]:
-    """Return the request and whether the client asked for usage in its stream."""
+    """Return the request and whether the client asked for usage in its stream. A ``mode`` (fast,
+    accurate…) is kept on the context for the app to map to a model; ``model`` may then be omitted."""
+    mode = data.get("mode", ctx.mode)
+    if mode is not None:
+        if not isinstance(mode, str) or not mode:
+            raise InvalidRequest("'mode' must be a string such as fast or accurate", param="mode")
+        ctx.mode = mode
+        data = {"model": f"mode:{mode}", **data}
     model = _model(data)
     messages = _messages(data)
     stream = data.get("stream", False)
@@ -124,7 +131,7 @@ def parse_chat(data: JSON, ctx: CallContext) -> tuple[ChatRequest, bool]:
     params = {
         k: v
         for k, v in data.items()
-        if k not in ("model", "messages", "stream", "max_tokens", "max_completion_tokens", "stream_options")
+        if k not in ("model", "messages", "stream", "max_tokens", "max_completion_tokens", "stream_options", "mode")
     }
     metadata = data.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("feature"), str):
