@@ -87,6 +87,22 @@ async def fire(bases: list[str], count: int) -> list[httpx.Response]:
         )
 
 
+def run_against(
+    upstream: FaultServer, faults: list[Fault], replicas: int, config: str, env: dict[str, str], count: int
+) -> tuple[list[httpx.Response], float]:
+    """Start the replicas in front of ``upstream`` (its base URL fills ``config``'s %s), fire ``count``
+    requests at once, stop everything; the replies and the seconds they took."""
+    with upstream, tempfile.TemporaryDirectory() as tmp:
+        upstream.inject(*faults)
+        servers = start_replicas(replicas, config % upstream.base_url, Path(tmp), env)
+        try:
+            t0 = time.perf_counter()
+            replies = asyncio.run(fire([b for _, b in servers], count))
+            return replies, time.perf_counter() - t0
+        finally:
+            stop(servers)
+
+
 def served_cost(replies: list[httpx.Response]) -> float:
     total = 0.0
     for r in replies:
@@ -107,15 +123,8 @@ def budget_race(replicas: int, ledger: str, redis_url: str | None) -> dict[str, 
     if ledger == "redis":
         config += "ledger: {backend: redis, redis_url: {$env: BENCH_REDIS}}\n"
         env["BENCH_REDIS"] = redis_url or ""
-    with FaultServer(reply=" ".join(["word"] * 900)) as upstream, tempfile.TemporaryDirectory() as tmp:
-        upstream.inject(*[Fault.stall(0.5)] * 200)
-        servers = start_replicas(replicas, config % upstream.base_url, Path(tmp), env)
-        try:
-            t0 = time.perf_counter()
-            replies = asyncio.run(fire([b for _, b in servers], 200))
-            seconds = time.perf_counter() - t0
-        finally:
-            stop(servers)
+    upstream = FaultServer(reply=" ".join(["word"] * 900))
+    replies, seconds = run_against(upstream, [Fault.stall(0.5)] * 200, replicas, config, env, 200)
     ok = sum(r.status_code == 200 for r in replies)
     refused = sum(r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded" for r in replies)
     spent = served_cost(replies)
@@ -130,14 +139,7 @@ def rate_accuracy(redis_url: str) -> dict[str, float]:
         "limits:\n  global: {rpm: 100}\n"
         "ledger: {backend: redis, redis_url: {$env: BENCH_REDIS}}\n"
     )
-    with FaultServer() as upstream, tempfile.TemporaryDirectory() as tmp:
-        servers = start_replicas(3, config % upstream.base_url, Path(tmp), {**os.environ, "BENCH_REDIS": redis_url})
-        try:
-            t0 = time.perf_counter()
-            replies = asyncio.run(fire([b for _, b in servers], 1000))
-            seconds = time.perf_counter() - t0
-        finally:
-            stop(servers)
+    replies, seconds = run_against(FaultServer(), [], 3, config, {**os.environ, "BENCH_REDIS": redis_url}, 1000)
     ok = sum(r.status_code == 200 for r in replies)
     limited = sum(r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded" for r in replies)
     return {"admitted": ok, "limited": limited, "other": 1000 - ok - limited, "seconds": seconds}

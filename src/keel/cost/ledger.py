@@ -135,18 +135,18 @@ class SQLiteLedger:
 _NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 _PURGE = """
 local function neg(v) return string.format('%d', 0 - tonumber(v)) end
-local function purge(s, z, now)
-  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', now)
-  for _, m in ipairs(gone) do
-    local amt = redis.call('HGET', s, 'h:' .. m)
-    if amt then
-      local n, k = string.match(amt, '(-?%d+):(-?%d+)')
-      redis.call('HINCRBY', s, 'held_nusd', neg(n))
-      redis.call('HINCRBY', s, 'held_tokens', neg(k))
-      redis.call('HDEL', s, 'h:' .. m)
-    end
-    redis.call('ZREM', z, m)
+local function release(s, z, member)
+  local amt = redis.call('HGET', s, 'h:' .. member)
+  if amt then
+    local n, k = string.match(amt, '(-?%d+):(-?%d+)')
+    redis.call('HINCRBY', s, 'held_nusd', neg(n))
+    redis.call('HINCRBY', s, 'held_tokens', neg(k))
+    redis.call('HDEL', s, 'h:' .. member)
   end
+  redis.call('ZREM', z, member)
+end
+local function purge(s, z, now)
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now)) do release(s, z, m) end
 end
 local function num(v) return tonumber(v or '0') or 0 end
 """
@@ -187,14 +187,7 @@ local out = {}
 for i = 1, n do
   local b = 4 + (i - 1) * 4
   local s, z = KEYS[2 * i - 1], KEYS[2 * i]
-  local amt = redis.call('HGET', s, 'h:' .. res)
-  if amt then
-    local hn, hk = string.match(amt, '(-?%d+):(-?%d+)')
-    redis.call('HINCRBY', s, 'held_nusd', neg(hn))
-    redis.call('HINCRBY', s, 'held_tokens', neg(hk))
-    redis.call('HDEL', s, 'h:' .. res)
-  end
-  redis.call('ZREM', z, res)
+  release(s, z, res)
   local sn = redis.call('HINCRBY', s, 'spent_nusd', nusd)
   local st = redis.call('HINCRBY', s, 'spent_tokens', tok)
   redis.call('PEXPIREAT', s, ARGV[b + 4])
