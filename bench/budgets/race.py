@@ -10,6 +10,11 @@ Reported: calls served, overspend = what the served calls cost (from the upstrea
 usage, not Keel's ledger) minus the budget. Target: overspend exactly 0, ≥ 48
 served. One replica on the embedded ledger; three replicas sharing Redis (calls spread round robin).
 
+**Side by side**: the LiteLLM proxy (1.106.2, in ``bench/.venv-litellm``, installed on first use)
+with the same budget, configured the two ways its docs offer without a database —
+``litellm_settings.max_budget`` (a global proxy budget) and ``router_settings.provider_budget_config``
+(a per-provider budget) — against the same upstream, same 200 calls. ``--skip-litellm`` skips it.
+
 **Rate limit accuracy**: three replicas sharing Redis, a 100 RPM limit, 1,000 requests as fast as
 they go: admitted must be ≤ 100 in the window.
 """
@@ -132,6 +137,64 @@ def budget_race(replicas: int, ledger: str, redis_url: str | None) -> dict[str, 
             "overspend": max(0.0, spent - budget), "seconds": seconds}  # fmt: skip
 
 
+def litellm_race(how: str) -> dict[str, float] | None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gateway"))
+    from run import ensure_litellm, wait_http  # the gateway bench's installer
+
+    exe = ensure_litellm()
+    if exe is None:
+        return None
+    budget = worst_case() * 50
+    master = "sk-" + os.urandom(16).hex()
+    limit = (
+        f"litellm_settings:\n  max_budget: {budget:.9f}\n  budget_duration: 1d\n"
+        if how == "max_budget"
+        else f"router_settings:\n  provider_budget_config:\n    openai:\n      budget_limit: {budget:.9f}\n"
+        "      time_period: 1d\n"
+    )
+    with FaultServer(reply=" ".join(["word"] * 900)) as upstream, tempfile.TemporaryDirectory() as tmp:
+        upstream.inject(*[Fault.stall(0.5)] * 200)
+        cfg = Path(tmp) / "litellm.yaml"
+        cfg.write_text(
+            "model_list:\n  - model_name: up\n    litellm_params:\n      model: openai/gpt-4o-mini\n"
+            f"      api_base: {upstream.base_url}\n      api_key: sk-bench\n{limit}"
+            f"general_settings:\n  master_key: {master}\n"
+        )
+        port = free_port()
+        env = {
+            **os.environ,
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_TELEMETRY": "False",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        }
+        proc = subprocess.Popen([str(exe), "--config", str(cfg), "--port", str(port), "--num_workers", "1"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=180)
+            base = f"http://127.0.0.1:{port}/v1"
+
+            async def burst() -> list[httpx.Response]:
+                limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+                async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+                    auth = {"Authorization": f"Bearer {master}"}
+                    calls = (client.post(f"{base}/chat/completions", json=BODY, headers=auth) for _ in range(200))
+                    return await asyncio.gather(*calls)
+
+            t0 = time.perf_counter()
+            replies = asyncio.run(burst())
+            seconds = time.perf_counter() - t0
+            time.sleep(2)  # let it book the spend, then ask once more: does the budget hold at all?
+            after = httpx.post(f"{base}/chat/completions", json=BODY, headers={"Authorization": f"Bearer {master}"},
+                               timeout=60).status_code  # fmt: skip
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    ok = sum(r.status_code == 200 for r in replies)
+    spent = served_cost(replies)
+    return {"ok": ok, "refused": 200 - ok, "other": 0, "budget": budget, "spent": spent,
+            "overspend": max(0.0, spent - budget), "seconds": seconds, "after": after}  # fmt: skip
+
+
 def rate_accuracy(redis_url: str) -> dict[str, float]:
     config = (
         "deployments:\n  up: {provider: openai, model: gpt-4o-mini, base_url: '%s'}\n"
@@ -146,6 +209,7 @@ def rate_accuracy(redis_url: str) -> dict[str, float]:
 
 
 def main() -> None:
+    skip_litellm = "--skip-litellm" in sys.argv
     table = Table("run", "served", "refused (429)", "other", "spent", "budget", "overspend", "s",
                   title="budget race: 200 concurrent calls, a budget that fits 50")  # fmt: skip
     with RedisServer() as redis:
@@ -153,6 +217,14 @@ def main() -> None:
             r = budget_race(replicas, ledger, redis.url)
             table.add_row(label, f"{r['ok']:.0f}", f"{r['refused']:.0f}", f"{r['other']:.0f}", f"${r['spent']:.6f}",
                           f"${r['budget']:.6f}", f"${r['overspend']:.6f}", f"{r['seconds']:.1f}")  # fmt: skip
+        for how in () if skip_litellm else ("max_budget", "provider_budget_config"):
+            r = litellm_race(how)  # type: ignore[assignment]
+            if r is None:
+                console.print("[yellow]LiteLLM could not be installed; its rows are skipped[/yellow]")
+                break
+            money = (f"${r['spent']:.6f}", f"${r['budget']:.6f}", f"${r['overspend']:.6f}", f"{r['seconds']:.1f}")
+            label = f"LiteLLM proxy, {how} (no DB; next call: {r['after']:.0f})"
+            table.add_row(label, f"{r['ok']:.0f}", f"{r['refused']:.0f}", "—", *money)
         console.print(table)
         rate = rate_accuracy(redis.url)
     table = Table("run", "admitted", "limited (429)", "other", "limit", "s", title="rate limit accuracy")
