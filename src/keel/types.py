@@ -67,6 +67,8 @@ class CallContext:
     feature: str | None = None
     key: str | None = None  # the API key's id, for per-key budgets and limits
     mode: str | None = None  # fast / accurate…, when the request chose its model by mode
+    budgets: dict[str, Any] = field(default_factory=dict)  # a feature's own budgets (BudgetSettings by name)
+    per_call_usd: float | None = None  # a feature's ceiling on one call's worst case
     attempts: list[Attempt] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     record: Any = None  # the finished trace record, set when the call ends
@@ -83,6 +85,8 @@ class CallContext:
         tags = {
             "tenant": self.tenant,
             "key": self.key,
+            "budgets": self.budgets,
+            "per_call_usd": self.per_call_usd,
             "user": self.user,
             "feature": self.feature,
             "parent": self.trace_id,

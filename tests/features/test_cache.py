@@ -140,3 +140,21 @@ def test_routing_rules_are_checked_when_the_spec_loads(project: Path) -> None:
     )
     with pytest.raises(ConfigError, match="unknown check 'sayz'"):
         load_feature(project, "support")
+
+
+async def test_a_features_own_budget_applies_to_its_calls(pipeline: Any, project: Path) -> None:
+    from keel.cost.budgets import BudgetExceeded
+    from keel.errors import InvalidRequest
+
+    pipe, provider, _ = pipeline
+    provider.responder = lambda req: Reply("Five days [1].")
+    cached(project, "budget: {per_call_usd: 0.01, per_user_day_usd: 0.0002}\n")
+    ok = await pipe.run("support", Q, user="u1")  # worst case ~$0.0001 at gpt-4o-mini prices (200 max tokens)
+    assert ok.answer == "Five days [1]."
+    with pytest.raises(BudgetExceeded, match=r"budget 'support.per_user_day' for user u1 is exhausted"):
+        for _ in range(5):
+            await pipe.run("support", Q, user="u1")
+    assert (await pipe.run("support", Q, user="u2")).answer  # each user their own
+    cached(project, "budget: {per_call_usd: 0.000001}\n")
+    with pytest.raises(InvalidRequest, match=r"allows \$1e-06 per call; this one may cost up to"):
+        await pipe.run("support", Q, user="u3")

@@ -27,7 +27,7 @@ import orjson
 
 from keel.cache.store import AnswerCache, Entry, digest
 from keel.checks import CheckContext
-from keel.config.settings import KeelSettings
+from keel.config.settings import BudgetSettings, KeelSettings
 from keel.errors import ConfigError, InvalidRequest, UserError
 from keel.features.context import estimate_tokens, fit, map_reduce
 from keel.features.experiments import Arm, Experiments
@@ -48,7 +48,6 @@ from keel.types import CallContext, ChatRequest
 
 NOT_YET = {
     "guards": "issue 7 (guards)",
-    "budget": "issue 6 (per-feature budget sections); meanwhile keel.yaml budgets with match: {feature: NAME}",
     "review": "the review issue",
 }
 
@@ -315,6 +314,14 @@ class FeaturePipeline:
     async def _prepare(self, name: str, inputs: dict[str, Any], ctx: CallContext, label: str, pins: _Pins) -> _Plan:
         spec, rendered, ctx.experiment, arm, model = self._choose(name, inputs, ctx.user, label, pins)
         ctx.prompt, ctx.prompt_version = spec.prompt, rendered.version
+        if spec.budget is not None:  # the feature's own budgets join keel.yaml's for its model calls
+            ctx.per_call_usd = spec.budget.per_call_usd
+            if spec.budget.per_user_day_usd is not None:
+                ctx.budgets = {
+                    f"{spec.name}.per_user_day": BudgetSettings(
+                        match={"feature": spec.name}, per="user", period="day", usd=spec.budget.per_user_day_usd
+                    )
+                }
         ctx.arm = arm.name if arm else None
         result = FeatureResult(
             name,

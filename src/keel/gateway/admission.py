@@ -42,7 +42,7 @@ from keel.cost.budgets import (
 from keel.cost.ledger import Ledger, RedisLedger, SQLiteLedger
 from keel.cost.limits import MemoryLimiter, RateLimiter, RedisLimiter
 from keel.cost.prices import PriceTable
-from keel.errors import ConfigError, KeelError
+from keel.errors import ConfigError, InvalidRequest, KeelError
 from keel.gateway.router import Gateway
 from keel.types import ChatRequest, Usage
 
@@ -81,15 +81,27 @@ class Admission:
     _last_open_log: float = 0.0
 
     # -- before ----------------------------------------------------------------------------------
-    async def admit(self, req: ChatRequest) -> Ticket:
+    async def admit(self, req: ChatRequest) -> Ticket | None:
+        """None when nothing applies (no budget, limit or feature budget): the call pays nothing."""
         ctx = req.ctx
+        if not (self.settings.budgets or self.settings.limits or ctx.budgets or ctx.per_call_usd is not None):
+            return None
         subject = Subject(ctx.tenant, ctx.key, ctx.user, ctx.feature, req.model)
         input_tokens = estimate_input_tokens(req.messages)
         rates = rate_claims_for(self.settings.limits, subject)
         output = self._max_output(req)
         worst = self.worst_case(req.model, input_tokens, output)
         now = dt.datetime.now(dt.UTC)
-        claims = claims_for(self.settings.budgets, subject, worst, input_tokens + output, now)
+        if ctx.per_call_usd is not None and worst > to_nano(ctx.per_call_usd):
+            raise InvalidRequest(
+                f"feature '{ctx.feature}' allows ${ctx.per_call_usd:g} per call; this one may cost up to "
+                f"${worst / NANO:.4f} ({input_tokens:,} input + {output:,} output tokens on {req.model}): "
+                "lower max_tokens or shorten the input",
+                param="max_tokens",
+                code="budget_exceeded",
+            )
+        budgets = {**self.settings.budgets, **ctx.budgets} if ctx.budgets else self.settings.budgets
+        claims = claims_for(budgets, subject, worst, input_tokens + output, now)
         ticket = Ticket(uuid.uuid4().hex, claims, rates, input_tokens, worst)
         try:
             if rates and self.limiter is not None:
@@ -228,10 +240,9 @@ def _rate_error(claim: RateClaim, wait: float) -> KeelError:
     )
 
 
-def build_admission(settings: KeelSettings, home: Path, gateway: Gateway, prices: PriceTable) -> Admission | None:
-    """None when no budget and no limit is configured: calls then pay nothing for this step."""
-    if not settings.budgets and not settings.limits:
-        return None
+def build_admission(settings: KeelSettings, home: Path, gateway: Gateway, prices: PriceTable) -> Admission:
+    """Budgets and limits for every call (features may bring budgets of their own, so the step is
+    always there; a call nothing applies to skips it at once)."""
     ledger: Ledger | None = None
     limiter: RateLimiter | None = None
     if settings.ledger.backend == "redis":
@@ -241,11 +252,11 @@ def build_admission(settings: KeelSettings, home: Path, gateway: Gateway, prices
             raise ConfigError("ledger.backend: redis needs the Redis client: pip install 'keel[redis]'") from None
         url = settings.ledger.redis_url
         assert url is not None  # checked when the settings were loaded
-        ledger = RedisLedger(url.resolve()) if settings.budgets else None
+        ledger = RedisLedger(url.resolve())
         limiter = RedisLimiter(url.resolve()) if settings.limits else None
     else:
         from keel.store.sqlite import connect, db_path
 
-        ledger = SQLiteLedger(connect(db_path(home))) if settings.budgets else None
+        ledger = SQLiteLedger(connect(db_path(home)))
         limiter = MemoryLimiter() if settings.limits else None
     return Admission(gateway, prices, settings, ledger, limiter)

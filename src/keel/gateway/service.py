@@ -138,7 +138,7 @@ class GatewayService:
         self._finish(req.ctx, "embeddings", req.model, t0, stream=False, usage=response.usage, served=route.info)
         return response
 
-    async def _settle(self, ticket: Ticket, rec: TraceRecord) -> None:
+    async def _settle(self, ticket: Ticket, rec: TraceRecord) -> None:  # only called with a ticket
         assert self.admission is not None
         try:
             await self.admission.settle(ticket, rec)
