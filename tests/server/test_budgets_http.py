@@ -4,6 +4,7 @@ are 429s in the OpenAI error shape with Retry-After, and a Redis that is down fa
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import httpx
@@ -160,3 +161,22 @@ def test_a_request_can_ask_for_a_mode(home: Path, upstream: FaultServer) -> None
     rows = connect(db_path(home)).execute("SELECT alias, notes FROM traces WHERE operation = 'chat' ORDER BY ts")
     seen = {(alias, notes) for alias, notes in rows}
     assert ("up", '["mode fast → up"]') in seen and ("big", '["mode accurate → big"]') in seen
+
+
+def test_keel_budgets_shows_each_bucket(home: Path, upstream: FaultServer, ledger_yaml: str) -> None:
+    from tests.cli.test_cli import keel
+
+    budget = "budgets:\n  daily: {per: user, usd: 1, tokens: 100000}\n"
+    server, key = serve(home, upstream, budget + ledger_yaml)
+    with server:
+        for user in ("u1", "u2", "u1"):
+            headers = {"authorization": f"Bearer {key}", "x-keel-user": user}
+            assert httpx.post(f"{server.base_url}/chat/completions", json=BODY, headers=headers).status_code == 200
+    config = home / "keel.yaml"
+    config.write_text(
+        f"deployments:\n  up: {{provider: openai, model: gpt-4o-mini, base_url: '{upstream.base_url}'}}\n"
+        f"models:\n  up: {{deployments: [up]}}\n{budget}{ledger_yaml}"
+    )
+    out = keel(home, "budgets", "-c", str(config), env={"KEEL_TEST_REDIS": os.environ.get("KEEL_TEST_REDIS", "")})
+    assert out.returncode == 0, out.stderr
+    assert "user u1" in out.stdout and "user u2" in out.stdout and "$1 + 100,000 tok" in out.stdout

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from keel.cli import chat, cost, demo, evals, experiments, keys, models, prompts, rag, run, serve, traces
+from keel.cli import budgets, chat, cost, demo, evals, experiments, keys, models, prompts, rag, run, serve, traces
 from keel.cli.common import err_console
 from keel.errors import KeelError
 
@@ -22,6 +22,7 @@ serve.register(app)
 chat.register(app)
 models.register(app)
 cost.register(app)
+budgets.register(app)
 demo.register(app)
 rag.register(app)
 rag.register_ask(app)

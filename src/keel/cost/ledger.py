@@ -29,6 +29,10 @@ class Ledger(Protocol):
         """(spent nano-USD, spent tokens, held nano-USD, held tokens)."""
         ...
 
+    async def buckets(self, budget: str) -> list[str]:
+        """The buckets a budget has counted in (each user's, each window's)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -125,6 +129,14 @@ class SQLiteLedger:
     async def usage(self, bucket: str) -> tuple[int, int, int, int]:
         spent_n, spent_t, held_n, held_t = self._usage(bucket, time.time())
         return spent_n, spent_t, held_n, held_t
+
+    async def buckets(self, budget: str) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT bucket FROM budget_spend WHERE substr(bucket, 1, ?) = ? "
+            "UNION SELECT bucket FROM budget_holds WHERE substr(bucket, 1, ?) = ? ORDER BY 1",
+            (len(budget) + 1, f"{budget}|", len(budget) + 1, f"{budget}|"),
+        )
+        return [r[0] for r in rows]
 
     async def aclose(self) -> None:
         self.conn.close()
@@ -280,6 +292,13 @@ class RedisLedger:
             raise LedgerUnavailable(f"the budget ledger at {_safe(self.url)} is unreachable ({exc})") from None
         spent_n, spent_t, held_n, held_t = (int(x or 0) for x in v)
         return spent_n, spent_t, held_n, held_t
+
+    async def buckets(self, budget: str) -> list[str]:
+        try:
+            keys = [k.decode() async for k in self.client.scan_iter(match=f"{self.prefix}{budget}|*", count=500)]
+        except redis_errors() as exc:
+            raise LedgerUnavailable(f"the budget ledger at {_safe(self.url)} is unreachable ({exc})") from None
+        return sorted(k.removeprefix(self.prefix) for k in keys if not k.endswith(":holds"))
 
     async def aclose(self) -> None:
         await self.client.aclose()
