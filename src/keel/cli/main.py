@@ -7,7 +7,22 @@ import sys
 
 import typer
 
-from keel.cli import budgets, chat, cost, demo, evals, experiments, keys, models, prompts, rag, run, serve, traces
+from keel.cli import (
+    budgets,
+    chat,
+    cost,
+    demo,
+    evals,
+    experiments,
+    guard,
+    keys,
+    models,
+    prompts,
+    rag,
+    run,
+    serve,
+    traces,
+)
 from keel.cli.common import err_console
 from keel.errors import KeelError
 
@@ -33,6 +48,7 @@ app.add_typer(traces.app, name="traces")
 app.command("feedback")(traces.feedback)  # `keel feedback` = `keel traces feedback`
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(experiments.app, name="experiments")
+app.add_typer(guard.app, name="guard")
 
 
 def main() -> None:

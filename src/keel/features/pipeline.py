@@ -37,6 +37,7 @@ from keel.features.structured import Partial, StructuredResult, structured_event
 from keel.features.templates import Rendered
 from keel.gateway.runtime import build_service, close_service
 from keel.gateway.service import GatewayService
+from keel.guards.screen import screen
 from keel.rag.answer import NOTHING_FOUND, SYSTEM, Citation, check_citations, render_context, select_sources
 from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.found import Found
@@ -47,7 +48,6 @@ from keel.tracing.redact import capture, redact_text
 from keel.types import CallContext, ChatRequest
 
 NOT_YET = {
-    "guards": "issue 7 (guards)",
     "review": "the review issue",
 }
 
@@ -129,12 +129,39 @@ def event_dict(event: FeatureEvent) -> dict[str, Any]:
 
 
 def _refuse_unbuilt(spec: FeatureSpec) -> None:
+    unbuilt = spec.guards.unbuilt() if spec.guards is not None else []
+    if unbuilt:
+        raise ConfigError(
+            f"features/{spec.name}.yaml: guard(s) {unbuilt} are declared, but arrive with the rest of issue 7 "
+            "(built now: injection); remove them to run this feature now"
+        )
     for section, issue in NOT_YET.items():
         if getattr(spec, section) is not None:
             raise ConfigError(
                 f"features/{spec.name}.yaml: '{section}' is declared, but its step arrives with "
                 f"{issue}; remove it to run this feature now"
             )
+
+
+class InjectionBlocked(UserError):
+    code = "prompt_injection"
+
+
+def _screen_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> str | None:
+    """Screen every text input with the injection guard: block (400) or return a note to flag."""
+    rule = spec.guards.rule("injection") if spec.guards is not None else None
+    if rule is None:
+        return None
+    for key, value in inputs.items():
+        if not isinstance(value, str):
+            continue
+        verdict = screen(value, threshold=rule.threshold)
+        if verdict.flagged:
+            why = "; ".join(verdict.reasons)
+            if rule.action == "block":
+                raise InjectionBlocked(f"guard 'injection' blocked input '{key}': {why}")
+            return f"guard injection: input '{key}' flagged ({why}); not cached"
+    return None
 
 
 def _text_input(inputs: dict[str, Any]) -> str | None:
@@ -314,6 +341,7 @@ class FeaturePipeline:
     async def _prepare(self, name: str, inputs: dict[str, Any], ctx: CallContext, label: str, pins: _Pins) -> _Plan:
         spec, rendered, ctx.experiment, arm, model = self._choose(name, inputs, ctx.user, label, pins)
         ctx.prompt, ctx.prompt_version = spec.prompt, rendered.version
+        flagged = _screen_inputs(spec, inputs)
         if spec.budget is not None:  # the feature's own budgets join keel.yaml's for its model calls
             ctx.per_call_usd = spec.budget.per_call_usd
             if spec.budget.per_user_day_usd is not None:
@@ -335,9 +363,11 @@ class FeaturePipeline:
         )
         if rendered.fallback_reason:
             result.notes.append(rendered.fallback_reason)
+        if flagged:
+            result.notes.append(flagged)
         plan = _Plan(spec, result, ctx, model, max_output=int(rendered.params.get("max_tokens", 512)))
         plan.params = {k: v for k, v in rendered.params.items() if k != "max_tokens"}
-        if spec.cache is not None and await self._recall(plan, inputs):
+        if spec.cache is not None and not flagged and await self._recall(plan, inputs):
             return plan
         window = self.service.gateway.route(model).info.context_window or 8192
         context = await self._retrieve(plan, inputs, window)
@@ -479,6 +509,16 @@ class FeaturePipeline:
         found = await rerank_top(
             spec_rerank, query, found, spec.retrieval.top_k, service=self.service, default_model=plan.model
         )
+        rule = spec.guards.rule("injection") if spec.guards is not None else None
+        if rule is not None and found:
+            kept = []
+            for hit in found:
+                verdict = screen(hit.text, retrieved=True, threshold=rule.threshold)
+                if verdict.flagged:
+                    result.notes.append(f"guard injection: dropped {hit.doc_id} ({'; '.join(verdict.reasons)[:160]})")
+                else:
+                    kept.append(hit)
+            found = kept
         if not found:
             result.found_nothing = True
             result.notes.append("retrieval: nothing cleared min_score; answered without a model call")

@@ -83,18 +83,39 @@ class OutputSpec(Section):
         return data
 
 
-class GuardsSpec(Section):
-    input: list[str] = Field(default_factory=list)
-    output: list[str] = Field(default_factory=list)
+BUILT_GUARDS = {"injection"}  # the rest of INPUT_GUARDS / OUTPUT_GUARDS arrive with issue 7's next steps
 
-    @field_validator("input", "output")
+
+class GuardRule(Section):
+    name: str
+    action: Literal["block", "flag"] = "block"
+    threshold: float | None = Field(None, gt=0, lt=1, description="default: the trained model's")
+
+
+class GuardsSpec(Section):
+    """``input: [injection]`` or ``input: [{name: injection, action: flag, threshold: 0.8}]``."""
+
+    input: list[GuardRule] = Field(default_factory=list)
+    output: list[GuardRule] = Field(default_factory=list)
+
+    @field_validator("input", "output", mode="before")
     @classmethod
-    def _known(cls, names: list[str], info: ValidationInfo) -> list[str]:
+    def _rules(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, list):
+            return value
+        rules = [{"name": v} if isinstance(v, str) else v for v in value]
         allowed = INPUT_GUARDS if info.field_name == "input" else OUTPUT_GUARDS
-        unknown = sorted(set(names) - allowed)
+        names = [r.get("name") for r in rules if isinstance(r, dict)]
+        unknown = sorted(str(n) for n in names if n not in allowed)
         if unknown:
             raise ValueError(f"unknown {info.field_name} guard(s) {unknown}; use {sorted(allowed)}")
-        return names
+        return rules
+
+    def unbuilt(self) -> list[str]:
+        return sorted(r.name for r in [*self.input, *self.output] if r.name not in BUILT_GUARDS)
+
+    def rule(self, name: str) -> GuardRule | None:
+        return next((r for r in self.input if r.name == name), None)
 
 
 class SemanticCacheSpec(Section):

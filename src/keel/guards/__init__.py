@@ -1,0 +1,2 @@
+"""Guards: screening of inputs and retrieved documents (prompt injection, hidden text, encoded
+payloads) before the model sees them."""
