@@ -16,6 +16,7 @@ then a spec that configures them is refused with a clear error rather than silen
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager, closing
@@ -37,6 +38,7 @@ from keel.features.structured import Partial, StructuredResult, structured_event
 from keel.features.templates import Rendered
 from keel.gateway.runtime import build_service, close_service
 from keel.gateway.service import GatewayService
+from keel.guards.pii import redact, restore
 from keel.guards.screen import screen
 from keel.rag.answer import NOTHING_FOUND, SYSTEM, Citation, check_citations, render_context, select_sources
 from keel.rag.backends import CollectionNotFound, Collections
@@ -164,6 +166,39 @@ def _screen_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> str | None:
     return None
 
 
+def _redact_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], str | None]:
+    """pii_redact: text inputs with placeholders (<EMAIL_1>), the mapping back, and a note."""
+    rule = spec.guards.rule("pii_redact") if spec.guards is not None else None
+    if rule is None:
+        return inputs, {}, None
+    out = dict(inputs)
+    mapping: dict[str, str] = {}
+    kinds: set[str] = set()
+    for key, value in inputs.items():
+        if isinstance(value, str):
+            red = redact(value, keep=frozenset(rule.keep))
+            if red.mapping:
+                clashes = {p for p in red.mapping if p in mapping and mapping[p] != red.mapping[p]}
+                for placeholder in clashes:  # two inputs both had an <EMAIL_1>: number the second apart
+                    fresh = placeholder.replace(">", f"_{key}>")
+                    red.text = red.text.replace(placeholder, fresh)
+                    red.mapping[fresh] = red.mapping.pop(placeholder)
+                out[key] = red.text
+                mapping.update(red.mapping)
+                kinds.update(red.kinds)
+    note = f"guard pii_redact: {', '.join(sorted(kinds))} replaced by placeholders before the model" if kinds else None
+    return out, mapping, note
+
+
+def _unrestored(answer: str, plan: _Plan | None) -> str:
+    """What the trace keeps of an answer: with the redacted values back in placeholder form."""
+    if plan is None or not plan.pii:
+        return answer
+    for placeholder, original in plan.pii.items():
+        answer = answer.replace(original, re.sub(r"<([A-Z]+)_\d+(_\w+)?>", r"[\1]", placeholder))
+    return answer
+
+
 def _text_input(inputs: dict[str, Any]) -> str | None:
     """The input a question lives in: ``question`` or ``query``, else the first text input."""
     for key in ("question", "query"):
@@ -224,6 +259,8 @@ class _Plan:
     params: dict[str, Any] = field(default_factory=dict)
     max_output: int = 512
     lookup: Lookup | None = None  # the cache keys, when the feature caches
+    pii: dict[str, str] = field(default_factory=dict)  # placeholder → value, when pii_redact is on
+    inputs: dict[str, Any] | None = None  # what the model was given (redacted), for the trace
 
 
 class FeaturePipeline:
@@ -339,9 +376,10 @@ class FeaturePipeline:
         return spec, rendered, experiment, arm, model
 
     async def _prepare(self, name: str, inputs: dict[str, Any], ctx: CallContext, label: str, pins: _Pins) -> _Plan:
+        flagged = _screen_inputs(load_feature(self.root, name), inputs)
+        inputs, mapping, redacted = _redact_inputs(load_feature(self.root, name), inputs)
         spec, rendered, ctx.experiment, arm, model = self._choose(name, inputs, ctx.user, label, pins)
         ctx.prompt, ctx.prompt_version = spec.prompt, rendered.version
-        flagged = _screen_inputs(spec, inputs)
         if spec.budget is not None:  # the feature's own budgets join keel.yaml's for its model calls
             ctx.per_call_usd = spec.budget.per_call_usd
             if spec.budget.per_user_day_usd is not None:
@@ -365,8 +403,11 @@ class FeaturePipeline:
             result.notes.append(rendered.fallback_reason)
         if flagged:
             result.notes.append(flagged)
+        if redacted:
+            result.notes.append(redacted)
         plan = _Plan(spec, result, ctx, model, max_output=int(rendered.params.get("max_tokens", 512)))
         plan.params = {k: v for k, v in rendered.params.items() if k != "max_tokens"}
+        plan.pii, plan.inputs = mapping, inputs
         if spec.cache is not None and not flagged and await self._recall(plan, inputs):
             return plan
         window = self.service.gateway.route(model).info.context_window or 8192
@@ -596,6 +637,9 @@ class FeaturePipeline:
             else:
                 async for step in self._ask(plan, stream):
                     yield step
+        rule = spec.guards.rule("pii_redact") if spec.guards is not None else None
+        if plan.pii and rule is not None and rule.restore:
+            result.answer = restore(result.answer, plan.pii)  # back for the user; the trace keeps placeholders
         if result.sources:
             result.citations = check_citations(result.answer, result.sources)
             invalid = [c.number for c in result.citations if not c.valid]
@@ -666,8 +710,12 @@ class FeaturePipeline:
             cost_usd=_summed_cost(ctx),
             cost_source=_cost_source(records),
             latency_ms=(time.perf_counter() - started) * 1000,
-            request=capture(inputs, self.service.capture_policy),
-            response=capture(result.answer, self.service.capture_policy) if result and result.answer else None,
+            request=capture(
+                plan.inputs if plan is not None and plan.inputs is not None else inputs, self.service.capture_policy
+            ),
+            response=capture(_unrestored(result.answer, plan), self.service.capture_policy)
+            if result and result.answer
+            else None,
             prompt=ctx.prompt,
             prompt_version=ctx.prompt_version,
             experiment=ctx.experiment,

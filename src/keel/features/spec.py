@@ -83,13 +83,15 @@ class OutputSpec(Section):
         return data
 
 
-BUILT_GUARDS = {"injection"}  # the rest of INPUT_GUARDS / OUTPUT_GUARDS arrive with issue 7's next steps
+BUILT_GUARDS = {"injection", "pii_redact"}  # the rest arrive with issue 7's next steps
 
 
 class GuardRule(Section):
     name: str
-    action: Literal["block", "flag"] = "block"
+    action: Literal["block", "flag", "redact"] = "block"
     threshold: float | None = Field(None, gt=0, lt=1, description="default: the trained model's")
+    restore: bool = Field(True, description="pii_redact: put the redacted values back into the answer")
+    keep: list[str] = Field(default_factory=list, description="pii_redact: kinds to leave as they are, e.g. [EMAIL]")
 
 
 class GuardsSpec(Section):
