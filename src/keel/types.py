@@ -69,6 +69,7 @@ class CallContext:
     mode: str | None = None  # fast / accurate…, when the request chose its model by mode
     budgets: dict[str, Any] = field(default_factory=dict)  # a feature's own budgets (BudgetSettings by name)
     per_call_usd: float | None = None  # a feature's ceiling on one call's worst case
+    notes: list[str] = field(default_factory=list)  # what the gateway did to this call (policy, mode)
     attempts: list[Attempt] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     record: Any = None  # the finished trace record, set when the call ends

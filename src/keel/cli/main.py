@@ -17,6 +17,7 @@ from keel.cli import (
     guard,
     keys,
     models,
+    policy,
     prompts,
     rag,
     run,
@@ -49,6 +50,7 @@ app.command("feedback")(traces.feedback)  # `keel feedback` = `keel traces feedb
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(guard.app, name="guard")
+app.add_typer(policy.app, name="policy")
 
 
 def main() -> None:

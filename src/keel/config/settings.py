@@ -218,6 +218,33 @@ class LedgerSettings(Strict):
     reservation_ttl_s: float = Field(600, gt=0, le=86_400, description="a crashed call's reservation expires")
 
 
+PII_KINDS = ("EMAIL", "PHONE", "CARD", "IBAN", "SSN", "IP", "SECRET", "PERSON", "LOCATION", "ADDRESS")
+
+
+class DataPolicySettings(Strict):
+    """Which kinds of personal data may leave the machine, to which provider. Local models may see
+    everything; a deployment or provider kind not listed may see ``default`` (nothing, unless said)."""
+
+    enabled: bool = True
+    default: list[str] = Field(default_factory=list, description="kinds any unlisted remote deployment may see")
+    allow: dict[str, list[str]] = Field(
+        default_factory=dict, description="deployment name or provider kind → kinds it may see (or [all])"
+    )
+    on_violation: Literal["redact", "reroute", "block"] = "redact"
+    reroute_to: str | None = Field(None, description="with on_violation: reroute, a model alias on local deployments")
+    names: bool = Field(True, description="look for names and places too (spaCy, ~5 ms when a name could be there)")
+
+    @model_validator(mode="after")
+    def _kinds(self) -> DataPolicySettings:
+        for where, kinds in [("default", self.default), *((f"allow.{k}", v) for k, v in self.allow.items())]:
+            unknown = sorted(set(kinds) - {*PII_KINDS, "all"})
+            if unknown:
+                raise ValueError(f"{where}: unknown kind(s) {unknown}; kinds: {', '.join(PII_KINDS)} or all")
+        if self.on_violation == "reroute" and not self.reroute_to:
+            raise ValueError("on_violation: reroute needs reroute_to (a model alias on local deployments)")
+        return self
+
+
 class FeedbackSettings(Strict):
     scores: dict[str, ScoreConfig] = Field(default_factory=dict)
     strict: bool = Field(True, description="refuse feedback names not in scores (when any are configured)")
@@ -229,6 +256,7 @@ class KeelSettings(Strict):
     tracing: TracingSettings = TracingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    data_policy: DataPolicySettings = DataPolicySettings()
     budgets: dict[str, BudgetSettings] = Field(default_factory=dict)
     limits: dict[str, RateLimitSettings] = Field(default_factory=dict)
     ledger: LedgerSettings = LedgerSettings()
@@ -272,6 +300,8 @@ class KeelSettings(Strict):
             errors.append((("retrieval", "postgres_url"), 'the postgres backend needs postgres_url: {"$env": "VAR"}'))
         if self.default_model and self.default_model not in self.models:
             errors.append((("default_model",), f"unknown model '{self.default_model}'"))
+        if self.data_policy.reroute_to and self.data_policy.reroute_to not in self.models:
+            errors.append((("data_policy", "reroute_to"), f"unknown model '{self.data_policy.reroute_to}'"))
         for mode, target in self.modes.items():
             if target not in self.models:
                 errors.append((("modes", mode), f"unknown model '{target}' (known: {', '.join(sorted(self.models))})"))

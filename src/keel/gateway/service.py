@@ -17,6 +17,7 @@ from typing import Any
 from keel.cost.prices import PriceTable
 from keel.gateway.admission import Admission, Ticket
 from keel.gateway.router import Gateway
+from keel.guards.policy import Decision, StreamRestorer, enforce, restore_answer
 from keel.store.traces import INSERT_SQL, TraceRecord, outcome, record_params
 from keel.store.writer import BatchWriter
 from keel.tracing.metrics import Metrics
@@ -34,6 +35,26 @@ from keel.types import (
 )
 
 log = logging.getLogger("keel.gateway")
+
+
+def _restore_chunk(chunk: ChatChunk, restorer: StreamRestorer) -> None:
+    choices = chunk.body.get("choices") or []
+    if not choices:
+        return
+    delta = choices[0].setdefault("delta", {})
+    text = delta.get("content") if isinstance(delta.get("content"), str) else ""
+    out = restorer.feed(text) if text else ""
+    if choices[0].get("finish_reason") is not None:
+        out += restorer.flush()  # the last chunk carries whatever was held back
+    if text or out:
+        delta["content"] = out
+
+
+def _restore_body(response: ChatResponse, decision: Decision) -> None:
+    for choice in response.body.get("choices") or []:
+        message = choice.get("message") or {}
+        if isinstance(message.get("content"), str):
+            message["content"] = restore_answer(message["content"], decision)
 
 
 class GatewayService:
@@ -61,9 +82,12 @@ class GatewayService:
         t0 = time.perf_counter()
         response: ChatResponse | None = None
         error: BaseException | None = None
+        decision = self._apply_policy(req)
         ticket = await self.admission.admit(req) if self.admission is not None else None
         try:
             response = await self.gateway.complete(req)
+            if decision is not None and decision.mapping:
+                _restore_body(response, decision)
             return response
         except BaseException as exc:
             error = exc
@@ -91,9 +115,13 @@ class GatewayService:
         keep = self.capture_policy != "off"
         error: BaseException | None = None
         cancelled = False
+        decision = self._apply_policy(req)
+        restorer = StreamRestorer(decision.mapping) if decision is not None and decision.mapping else None
         ticket = await self.admission.admit(req) if self.admission is not None else None
         try:
             async for chunk in self.gateway.stream(req):
+                if restorer is not None:
+                    _restore_chunk(chunk, restorer)
                 if ttft is None and chunk.has_content:
                     ttft = (time.perf_counter() - t0) * 1000
                 if chunk.usage is not None:
@@ -137,6 +165,25 @@ class GatewayService:
             raise
         self._finish(req.ctx, "embeddings", req.model, t0, stream=False, usage=response.usage, served=route.info)
         return response
+
+    def _apply_policy(self, req: ChatRequest) -> Decision | None:
+        """The data policy, before anything is sent: redact, reroute or refuse (see keel.guards.policy)."""
+        policy = self.gateway.settings.data_policy
+        route = self.gateway.routes.get(req.model)
+        if not policy.enabled or route is None:
+            return None
+        targets = []
+        for name in route.settings.deployments:
+            adapter = self.gateway.adapters.get(name)
+            if adapter is not None:
+                targets.append((name, adapter.info.provider, bool(adapter.info.local)))
+        req.messages = list(req.messages)  # rewritten per message, never the caller's list
+        decision = enforce(policy, req.messages, targets)
+        if decision.note:
+            req.ctx.notes.append(decision.note)
+        if decision.reroute:
+            req.model = decision.reroute
+        return decision
 
     async def _settle(self, ticket: Ticket, rec: TraceRecord) -> None:  # only called with a ticket
         assert self.admission is not None
@@ -220,7 +267,7 @@ class GatewayService:
             request=capture(request, self.capture_policy) if request is not None else None,
             response=capture(output, self.capture_policy) if output else None,
             parent=ctx.parent,
-            notes=[f"mode {ctx.mode} → {alias}"] if ctx.mode else None,
+            notes=([f"mode {ctx.mode} → {alias}"] if ctx.mode else []) + ctx.notes or None,
             prompt=ctx.prompt,
             prompt_version=ctx.prompt_version,
             experiment=ctx.experiment,
