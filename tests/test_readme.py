@@ -108,3 +108,11 @@ def test_the_readme_cache_and_route_spec_parses(tmp_path: Path) -> None:
     spec = load_feature(tmp_path, "support_answer")
     assert spec.cache is not None and spec.cache.semantic is not None and spec.cache.semantic.threshold == 0.85
     assert spec.route is not None and [c.name for c in spec.route.checks()] == ["says-dont-know", "not-citations-valid"]
+
+
+def test_the_readme_data_policy_parses() -> None:
+    settings = make_settings(yaml_block("policy"))
+    assert (
+        settings.data_policy.allow["openai-mini"] == ["EMAIL", "PERSON"]
+        and settings.data_policy.on_violation == "redact"
+    )

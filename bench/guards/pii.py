@@ -187,5 +187,27 @@ def main() -> None:
                       f"p99 {times[int(len(times) * 0.99)]:.2f} ms per snippet")  # fmt: skip
 
 
+def input_guards_overhead() -> None:
+    """All default input guards on a typical request: the injection screen and PII redaction."""
+    from keel.guards.pii import redact
+    from keel.guards.screen import screen
+
+    requests = {
+        "no personal data": "How long do card refunds take on the annual plan, and can I get one after 30 days?",
+        "with a name, card, email": "Hi, I'm Maria Gonzalez: card 4111 1111 1111 1111 was charged twice, please "
+        "refund and confirm to maria.g@example.com.",
+    }
+    for label, text in requests.items():
+        screen(text), redact(text)
+        times = []
+        for _ in range(300):
+            t0 = time.perf_counter()
+            screen(text)
+            redact(text)
+            times.append((time.perf_counter() - t0) * 1000)
+        console.print(f"default input guards on a typical request ({label}): p50 {statistics.median(times):.2f} ms")
+
+
 if __name__ == "__main__":
     main()
+    input_guards_overhead()
