@@ -137,11 +137,11 @@ async def test_the_pipeline_blocks_flags_and_drops_poisoned_sources(pipeline: An
 def test_unbuilt_guards_are_refused_at_run_time(project: Path) -> None:
     from keel.features.spec import load_feature
 
-    (project / "features" / "support.yaml").write_text("prompt: support\nguards: {output: [grounded]}\n")
+    (project / "features" / "support.yaml").write_text("prompt: support\nguards: {input: [max_tokens]}\n")
     spec = load_feature(project, "support")
     from keel.features.pipeline import _refuse_unbuilt
 
-    with pytest.raises(ConfigError, match=r"guard\(s\) \['grounded'\] are declared, but arrive with the rest"):
+    with pytest.raises(ConfigError, match=r"guard\(s\) \['max_tokens'\] are declared, but arrive with the rest"):
         _refuse_unbuilt(spec)
 
 

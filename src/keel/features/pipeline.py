@@ -140,7 +140,7 @@ def _refuse_unbuilt(spec: FeatureSpec) -> None:
     if unbuilt:
         raise ConfigError(
             f"features/{spec.name}.yaml: guard(s) {unbuilt} are declared, but arrive with the rest of issue 7 "
-            "(built now: injection); remove them to run this feature now"
+            "(built now: injection, pii_redact, grounded, citations, unsafe, schema); remove them to run now"
         )
     for section, issue in NOT_YET.items():
         if getattr(spec, section) is not None:
