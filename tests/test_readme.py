@@ -116,3 +116,12 @@ def test_the_readme_data_policy_parses() -> None:
         settings.data_policy.allow["openai-mini"] == ["EMAIL", "PERSON"]
         and settings.data_policy.on_violation == "redact"
     )
+
+
+def test_the_readme_actions_parse() -> None:
+    import yaml
+
+    from keel.features.spec import ActionSpec
+
+    actions = {k: ActionSpec.model_validate(v) for k, v in yaml.safe_load(yaml_block("actions"))["actions"].items()}
+    assert actions["refund"].rules[0].max == 100 and actions["refund"].fallback["action"] == "escalate"

@@ -39,6 +39,7 @@ from keel.features.templates import Rendered
 from keel.gateway.runtime import build_service, close_service
 from keel.gateway.service import GatewayService
 from keel.guards import output as output_guards
+from keel.guards.actions import decide
 from keel.guards.pii import redact, restore
 from keel.guards.screen import screen
 from keel.rag.answer import NOTHING_FOUND, SYSTEM, Citation, check_citations, render_context, select_sources
@@ -508,6 +509,19 @@ class FeaturePipeline:
         result.cost_usd = 0.0
         result.notes.append(note)
 
+    def _decide(self, plan: _Plan, proposal: Any) -> Any:
+        """Critical actions: the model proposed, the spec's rules decide (keel.guards.actions)."""
+        decision = decide(plan.spec.actions, proposal, plan.inputs or {})
+        if decision is None:
+            return proposal
+        if decision.allowed:
+            plan.result.notes.append(f"action {decision.action}: every rule holds")
+            return proposal
+        fallback = plan.spec.actions[decision.action].fallback
+        plan.result.notes.append(f"action {decision.action} refused by rules: {'; '.join(decision.reasons)}")
+        plan.result.value = fallback
+        return fallback
+
     def _guard_output(self, plan: _Plan) -> None:
         """Output guards in the spec's order; the lowest score is the answer's confidence."""
         spec, result = plan.spec, plan.result
@@ -670,6 +684,8 @@ class FeaturePipeline:
                 if isinstance(event, StructuredResult):
                     result.value, result.attempts = event.value, event.attempts
                     dumped = event.value.model_dump(mode="json") if hasattr(event.value, "model_dump") else event.value
+                    if spec.actions:
+                        dumped = self._decide(plan, dumped)
                     result.answer = orjson.dumps(dumped).decode()
                     if event.fallback:
                         result.notes.append(

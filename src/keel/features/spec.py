@@ -17,6 +17,7 @@ from keel.checks import CheckError, make_check
 from keel.checks.registry import BoundCheck
 from keel.config.yamlfile import LocatedYAML, describe_error, read_yaml
 from keel.errors import ConfigError, UserError
+from keel.guards.actions import ActionSpec
 
 _SCHEMAS: dict[Path, tuple[Any, dict[str, Any]]] = {}
 
@@ -184,6 +185,7 @@ class FeatureSpec(Section):
     budget: BudgetSpec | None = None
     review: ReviewSpec | None = None
     route: RouteSpec | None = None
+    actions: dict[str, ActionSpec] = Field(default_factory=dict, description="critical actions rules decide")
     context: ContextSpec = ContextSpec()
     evals: str | None = None
     description: str = ""
