@@ -134,15 +134,16 @@ async def test_the_pipeline_blocks_flags_and_drops_poisoned_sources(pipeline: An
     assert again.cache != "exact"  # flagged inputs are never served from the cache
 
 
-def test_unbuilt_guards_are_refused_at_run_time(project: Path) -> None:
-    from keel.features.spec import load_feature
+async def test_the_size_guard_refuses_huge_inputs(pipeline: Any, project: Path) -> None:
+    from keel.features.pipeline import InputTooLong
 
-    (project / "features" / "support.yaml").write_text("prompt: support\nguards: {input: [max_tokens]}\n")
-    spec = load_feature(project, "support")
-    from keel.features.pipeline import _refuse_unbuilt
-
-    with pytest.raises(ConfigError, match=r"guard\(s\) \['max_tokens'\] are declared, but arrive with the rest"):
-        _refuse_unbuilt(spec)
+    pipe, _, _ = pipeline
+    (project / "features" / "support.yaml").write_text(
+        "prompt: support\nmodel: m\nguards: {input: [{name: max_tokens, limit: 50}]}\n"
+    )
+    with pytest.raises(InputTooLong, match=r"the inputs are ~\d+ tokens; this feature takes 50"):
+        await pipe.run("support", {"question": "refund " * 200})
+    assert (await pipe.run("support", {"question": "How long do refunds take?"})).answer
 
 
 def test_keel_guard_check(home: Path) -> None:

@@ -137,12 +137,6 @@ def event_dict(event: FeatureEvent) -> dict[str, Any]:
 
 
 def _refuse_unbuilt(spec: FeatureSpec) -> None:
-    unbuilt = spec.guards.unbuilt() if spec.guards is not None else []
-    if unbuilt:
-        raise ConfigError(
-            f"features/{spec.name}.yaml: guard(s) {unbuilt} are declared, but arrive with the rest of issue 7 "
-            "(built now: injection, pii_redact, grounded, citations, unsafe, schema); remove them to run now"
-        )
     for section, issue in NOT_YET.items():
         if getattr(spec, section) is not None:
             raise ConfigError(
@@ -166,8 +160,20 @@ def _embed_with(collections: Collections | None) -> Any:
     return lambda texts: collections.embedder().embed(texts)
 
 
+class InputTooLong(UserError):
+    status = 413
+    code = "input_too_long"
+
+
 def _screen_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> str | None:
-    """Screen every text input with the injection guard: block (400) or return a note to flag."""
+    """The size guard, then every text input through the injection guard: block (400) or a note."""
+    size = spec.guards.rule("max_tokens") if spec.guards is not None else None
+    if size is not None:
+        tokens = sum(estimate_tokens(v) for v in inputs.values() if isinstance(v, str))
+        if tokens > size.limit:
+            raise InputTooLong(
+                f"guard 'max_tokens': the inputs are ~{tokens:,} tokens; this feature takes {size.limit:,}"
+            )
     rule = spec.guards.rule("injection") if spec.guards is not None else None
     if rule is None:
         return None

@@ -84,9 +84,6 @@ class OutputSpec(Section):
         return data
 
 
-BUILT_GUARDS = {"injection", "pii_redact", "grounded", "citations", "unsafe", "schema"}
-
-
 class GuardRule(Section):
     name: str
     action: Literal["block", "flag", "redact", "fallback"] | None = Field(
@@ -95,6 +92,7 @@ class GuardRule(Section):
     threshold: float | None = Field(None, gt=0, lt=1, description="default: the model's (injection), 0.8 (grounded)")
     restore: bool = Field(True, description="pii_redact: put the redacted values back into the answer")
     keep: list[str] = Field(default_factory=list, description="pii_redact: kinds to leave as they are, e.g. [EMAIL]")
+    limit: int = Field(4000, ge=1, le=10_000_000, description="max_tokens: the most input tokens a request may carry")
 
 
 class GuardsSpec(Section):
@@ -115,9 +113,6 @@ class GuardsSpec(Section):
         if unknown:
             raise ValueError(f"unknown {info.field_name} guard(s) {unknown}; use {sorted(allowed)}")
         return rules
-
-    def unbuilt(self) -> list[str]:
-        return sorted(r.name for r in [*self.input, *self.output] if r.name not in BUILT_GUARDS)
 
     def rule(self, name: str) -> GuardRule | None:
         return next((r for r in [*self.input, *self.output] if r.name == name), None)
