@@ -40,7 +40,7 @@ from keel.gateway.runtime import build_service, close_service
 from keel.gateway.service import GatewayService
 from keel.guards import output as output_guards
 from keel.guards.actions import decide
-from keel.guards.pii import redact, restore
+from keel.guards.pii import redact_many, restore
 from keel.guards.screen import screen
 from keel.rag.answer import NOTHING_FOUND, SYSTEM, Citation, check_citations, render_context, select_sources
 from keel.rag.backends import CollectionNotFound, Collections
@@ -194,21 +194,10 @@ def _redact_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> tuple[dict[str,
     rule = spec.guards.rule("pii_redact") if spec.guards is not None else None
     if rule is None:
         return inputs, {}, None
-    out = dict(inputs)
-    mapping: dict[str, str] = {}
-    kinds: set[str] = set()
-    for key, value in inputs.items():
-        if isinstance(value, str):
-            red = redact(value, keep=frozenset(rule.keep))
-            if red.mapping:
-                clashes = {p for p in red.mapping if p in mapping and mapping[p] != red.mapping[p]}
-                for placeholder in clashes:  # two inputs both had an <EMAIL_1>: number the second apart
-                    fresh = placeholder.replace(">", f"_{key}>")
-                    red.text = red.text.replace(placeholder, fresh)
-                    red.mapping[fresh] = red.mapping.pop(placeholder)
-                out[key] = red.text
-                mapping.update(red.mapping)
-                kinds.update(red.kinds)
+    keys = [k for k, v in inputs.items() if isinstance(v, str)]
+    texts, mapping, found = redact_many([inputs[k] for k in keys], keep=frozenset(rule.keep))
+    out = {**inputs, **dict(zip(keys, texts, strict=True))}
+    kinds = {f.kind for f in found}
     note = f"guard pii_redact: {', '.join(sorted(kinds))} replaced by placeholders before the model" if kinds else None
     return out, mapping, note
 

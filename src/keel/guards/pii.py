@@ -262,25 +262,34 @@ class Redacted:
 def redact(text: str, *, ner: bool = True, keep: frozenset[str] = frozenset()) -> Redacted:
     """Placeholders (``<EMAIL_1>``) for every finding whose kind is not in ``keep``; the same value
     gets the same placeholder each time it appears."""
-    findings = [f for f in detect(text, ner=ner) if f.kind not in keep]
-    out = Redacted(text, findings=findings)  # mapping: placeholder → original
-    if not findings:
-        return out
+    texts, mapping, findings = redact_many([text], ner=ner, keep=keep)
+    return Redacted(texts[0], mapping, findings)
+
+
+def redact_many(
+    texts: list[str], *, ner: bool = True, keep: frozenset[str] = frozenset()
+) -> tuple[list[str], dict[str, str], list[Finding]]:
+    """Several texts of one request (messages, inputs) with one set of placeholders: a value gets the
+    same placeholder wherever it appears, and numbering runs on across the texts."""
+    mapping: dict[str, str] = {}
     by_value: dict[tuple[str, str], str] = {}
     counts: dict[str, int] = {}
-    pieces, last = [], 0
-    for f in findings:
-        key = (f.kind, f.text)
-        placeholder = by_value.get(key)
-        if placeholder is None:
-            counts[f.kind] = counts.get(f.kind, 0) + 1
-            placeholder = by_value[key] = f"<{f.kind}_{counts[f.kind]}>"
-            out.mapping[placeholder] = f.text
-        pieces += [text[last : f.start], placeholder]
-        last = f.end
-    pieces.append(text[last:])
-    out.text = "".join(pieces)
-    return out
+    out, everything = [], []
+    for text in texts:
+        findings = [f for f in detect(text, ner=ner) if f.kind not in keep]
+        everything += findings
+        pieces, last = [], 0
+        for f in findings:
+            placeholder = by_value.get((f.kind, f.text))
+            if placeholder is None:
+                counts[f.kind] = counts.get(f.kind, 0) + 1
+                placeholder = by_value[(f.kind, f.text)] = f"<{f.kind}_{counts[f.kind]}>"
+                mapping[placeholder] = f.text
+            pieces += [text[last : f.start], placeholder]
+            last = f.end
+        pieces.append(text[last:])
+        out.append("".join(pieces))
+    return out, mapping, everything
 
 
 def restore(text: str, mapping: dict[str, str]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from keel.config.settings import PII_KINDS, DataPolicySettings
 from keel.errors import UserError
-from keel.guards.pii import Finding, detect, restore
+from keel.guards.pii import Finding, redact_many, restore
 
 ALL = frozenset(PII_KINDS)
 
@@ -60,26 +60,13 @@ def enforce(policy: DataPolicySettings, messages: list[Any], targets: list[tuple
     decision = Decision(allowed)
     if not policy.enabled or allowed == ALL:
         return decision
-    for i, text in _texts(messages):
-        found = [f for f in detect(text, ner=policy.names) if f.kind not in allowed]
-        if not found:
-            continue
-        decision.found += found
-        if policy.on_violation != "redact":
-            continue
-        by_value = {v: k for k, v in decision.mapping.items()}
-        pieces, last = [], 0
-        for f in found:
-            placeholder = by_value.get(f.text)
-            if placeholder is None:
-                n = 1 + sum(1 for k in decision.mapping if k.startswith(f"<{f.kind}_"))
-                placeholder = f"<{f.kind}_{n}>"
-                decision.mapping[placeholder] = f.text
-                by_value[f.text] = placeholder
-            pieces += [text[last : f.start], placeholder]
-            last = f.end
-        pieces.append(text[last:])
-        messages[i] = {**messages[i], "content": "".join(pieces)}
+    positions = _texts(messages)
+    texts, mapping, found = redact_many([t for _, t in positions], ner=policy.names, keep=allowed)
+    decision.found = found
+    if policy.on_violation == "redact" and found:
+        decision.mapping = mapping
+        for (i, _), text in zip(positions, texts, strict=True):
+            messages[i] = {**messages[i], "content": text}
     if not decision.found:
         return decision
     kinds = ", ".join(decision.withheld)
