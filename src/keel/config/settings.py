@@ -245,6 +245,19 @@ class DataPolicySettings(Strict):
         return self
 
 
+class InjectionGuardSettings(Strict):
+    action: Literal["block", "flag"] = "block"
+    threshold: float | None = Field(None, gt=0, lt=1, description="default: the trained model's")
+
+
+class GatewayGuardSettings(Strict):
+    """Guards for raw chat calls (features declare their own): the last user message screened for
+    prompt injection; requests over a size refused before anything is sent."""
+
+    injection: InjectionGuardSettings | None = None
+    max_input_tokens: int | None = Field(None, ge=1, le=10_000_000)
+
+
 class FeedbackSettings(Strict):
     scores: dict[str, ScoreConfig] = Field(default_factory=dict)
     strict: bool = Field(True, description="refuse feedback names not in scores (when any are configured)")
@@ -257,6 +270,7 @@ class KeelSettings(Strict):
     retrieval: RetrievalSettings = RetrievalSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     data_policy: DataPolicySettings = DataPolicySettings()
+    guards: GatewayGuardSettings = GatewayGuardSettings()
     budgets: dict[str, BudgetSettings] = Field(default_factory=dict)
     limits: dict[str, RateLimitSettings] = Field(default_factory=dict)
     ledger: LedgerSettings = LedgerSettings()

@@ -27,6 +27,7 @@ from keel.server.auth import Authenticator
 from keel.server.collections import CollectionRoutes
 from keel.server.errors import error_body, error_response
 from keel.server.features import FeatureRoutes
+from keel.server.guards import guard_chat
 from keel.server.validate import parse_chat, parse_embeddings, parse_json
 from keel.store import connect, db_path
 from keel.store.feedback import TraceNotFound, add_feedback
@@ -161,6 +162,7 @@ class KeelApp:
             req, wants_usage = parse_chat(parse_json(await self._body(request)), ctx)
             if ctx.mode is not None:  # fast / accurate → the alias keel.yaml's modes: names
                 req.model = self.service.gateway.settings.model_for_mode(ctx.mode)
+            guard_chat(self.service.gateway.settings.guards, req)
             if req.stream:
                 return await self._stream(req, wants_usage)
             response = await self.service.chat(req)
