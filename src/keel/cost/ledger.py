@@ -232,11 +232,35 @@ def redis_errors() -> tuple[type[BaseException], ...]:
     return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
-class RedisLedger:
-    def __init__(self, url: str, *, prefix: str = "keel:budget:") -> None:
+class RedisStore:
+    """A Redis-backed counter store: its client, its key prefix, and one error when Redis is away."""
+
+    what = "the Redis store"
+
+    def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.client: Any = redis_client(url)
         self.prefix = prefix
+
+    def unreachable(self, exc: BaseException) -> LedgerUnavailable:
+        return LedgerUnavailable(f"{self.what} at {_safe(self.url)} is unreachable ({exc})")
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except redis_errors() as exc:
+            raise self.unreachable(exc) from None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.client.connection_pool.disconnect()
+
+
+class RedisLedger(RedisStore):
+    what = "the budget ledger"
+
+    def __init__(self, url: str, *, prefix: str = "keel:budget:") -> None:
+        super().__init__(url, prefix)
         self._reserve = self.client.register_script(RESERVE)
         self._settle = self.client.register_script(SETTLE)
         self._mark = self.client.register_script(MARK)
@@ -246,12 +270,6 @@ class RedisLedger:
         for c in claims:
             keys += [f"{self.prefix}{c.bucket}", f"{self.prefix}{c.bucket}:holds"]
         return keys
-
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await script(keys=keys, args=args)
-        except redis_errors() as exc:
-            raise LedgerUnavailable(f"the budget ledger at {_safe(self.url)} is unreachable ({exc})") from None
 
     async def reserve(self, reservation: str, claims: Sequence[Claim], ttl: float) -> Refusal | None:
         args: list[Any] = [reservation, int(ttl * 1000), len(claims)]
@@ -289,7 +307,7 @@ class RedisLedger:
                 f"{self.prefix}{bucket}", "spent_nusd", "spent_tokens", "held_nusd", "held_tokens"
             )
         except redis_errors() as exc:
-            raise LedgerUnavailable(f"the budget ledger at {_safe(self.url)} is unreachable ({exc})") from None
+            raise self.unreachable(exc) from None
         spent_n, spent_t, held_n, held_t = (int(x or 0) for x in v)
         return spent_n, spent_t, held_n, held_t
 
@@ -297,12 +315,8 @@ class RedisLedger:
         try:
             keys = [k.decode() async for k in self.client.scan_iter(match=f"{self.prefix}{budget}|*", count=500)]
         except redis_errors() as exc:
-            raise LedgerUnavailable(f"the budget ledger at {_safe(self.url)} is unreachable ({exc})") from None
+            raise self.unreachable(exc) from None
         return sorted(k.removeprefix(self.prefix) for k in keys if not k.endswith(":holds"))
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-        await self.client.connection_pool.disconnect()
 
 
 def _safe(url: str) -> str:

@@ -14,8 +14,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from keel.cost.budgets import LedgerUnavailable, RateClaim
-from keel.cost.ledger import _safe, redis_client, redis_errors
+from keel.cost.budgets import RateClaim
+from keel.cost.ledger import RedisStore
 
 WINDOW = 60
 
@@ -134,19 +134,13 @@ return 0
 """
 
 
-class RedisLimiter:
+class RedisLimiter(RedisStore):
+    what = "the rate-limit store"
+
     def __init__(self, url: str, *, prefix: str = "keel:rate:") -> None:
-        self.url = url
-        self.client: Any = redis_client(url)
-        self.prefix = prefix
+        super().__init__(url, prefix)
         self._admit = self.client.register_script(ADMIT)
         self._adjust = self.client.register_script(ADJUST)
-
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await script(keys=keys, args=args)
-        except redis_errors() as exc:
-            raise LedgerUnavailable(f"the rate-limit store at {_safe(self.url)} is unreachable ({exc})") from None
 
     async def admit(self, claims: Sequence[RateClaim], tokens: int) -> tuple[RateClaim, float] | None:
         args: list[Any] = [len(claims), tokens]
@@ -161,7 +155,3 @@ class RedisLimiter:
     async def adjust(self, claims: Sequence[RateClaim], tokens: int) -> None:
         if tokens:
             await self._call(self._adjust, [f"{self.prefix}{c.key}" for c in claims], [tokens])
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-        await self.client.connection_pool.disconnect()

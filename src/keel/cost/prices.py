@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from importlib.resources import files
 from pathlib import Path
 
@@ -68,3 +69,11 @@ class PriceTable:
         return (
             (usage.input_tokens - cached) * price.input + cached * cached_rate + usage.output_tokens * price.output
         ) / PER
+
+
+def total_cost(costs: Iterable[float | None]) -> float | None:
+    """The sum of several calls' costs; None when any of them is unpriced (never a silent zero)."""
+    listed = list(costs)
+    if any(c is None for c in listed):
+        return None
+    return float(sum(c for c in listed if c is not None))

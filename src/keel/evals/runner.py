@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from keel.checks import CheckContext
+from keel.cost.prices import total_cost
 from keel.errors import KeelError, UserError
 from keel.evals.suite import Case, Suite
 from keel.features.pipeline import FeaturePipeline, Resolved
@@ -159,16 +160,7 @@ class _JudgeCalls:
 
     @property
     def cost(self) -> float | None:
-        if any(c is None for c in self.costs):
-            return None
-        return float(sum(c for c in self.costs if c is not None))
-
-
-def _embed(pipeline: FeaturePipeline) -> Callable[[list[str]], Any] | None:
-    collections = pipeline.collections
-    if collections is None:
-        return None
-    return lambda texts: collections.embedder().embed(texts)
+        return total_cost(self.costs)
 
 
 class ResultCache:
@@ -263,7 +255,7 @@ async def run_case(
     ctx = _context(case, result, inputs)
     judge = _JudgeCalls(pipeline, suite, result.trace_id)
     ctx.judge = judge
-    ctx.embed = _embed(pipeline)
+    ctx.embed = pipeline.collections.embed if pipeline.collections is not None else None
     try:
         for check in suite.checks[case.id]:
             try:

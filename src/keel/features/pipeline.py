@@ -1,7 +1,9 @@
 """The feature pipeline: the step modules composed in ARCHITECTURE.md's order.
 
-    experiment arm → prompt (label or arm version) → retrieval (numbered sources) → context policy
-    → gateway (streamed or not; structured when declared) → citation check → feature trace
+    input guards (size, injection, PII) → experiment arm → prompt (label or arm version) → cache
+    → retrieval (numbered sources, screened) → context policy → gateway (streamed or not; structured
+    when declared; a first tier, then escalation) → critical-action rules → citation check
+    → output guards (confidence) → cache write → feature trace
 
 One generator (``events``) serves blocking runs and streams alike: it yields ``Started`` (what will
 serve: prompt version, model, arm, sources), then ``Delta`` text or ``Partial`` objects while the
@@ -9,131 +11,77 @@ model streams, then ``Done`` with the result. Each run writes one trace row (ope
 ``feature``) with its prompt version, experiment arm, summed usage and cost, and notes; the model
 calls inside it are traced as its children.
 
-Guards, caches, budgets and review are declared in specs but arrive with their own issues; until
-then a spec that configures them is refused with a clear error rather than silently served without.
+The steps live in their own modules (``caching``, ``guarding``, ``context``, ``structured``); this
+one composes them. ``review`` arrives with its own issue; until then a spec that declares it is
+refused with a clear error rather than silently served without.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager, closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from keel.cache.store import AnswerCache, Entry, digest
+from keel.cache.store import AnswerCache
 from keel.checks import CheckContext
 from keel.config.settings import BudgetSettings, KeelSettings
+from keel.cost.prices import total_cost
 from keel.errors import ConfigError, InvalidRequest, UserError
+from keel.features.caching import index_version, recall, remember
 from keel.features.context import estimate_tokens, fit, map_reduce
 from keel.features.experiments import Arm, Experiments
+from keel.features.guarding import (
+    InjectionBlocked,
+    InputTooLong,
+    OutputBlocked,
+    decide_action,
+    guard_output,
+    redact_inputs,
+    screen_inputs,
+    screen_sources,
+    unrestored,
+)
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
+from keel.features.result import Delta, Done, FeatureEvent, FeatureResult, Plan, Started, event_dict, pieces, text_input
 from keel.features.spec import FeatureSpec, load_feature
 from keel.features.structured import Partial, StructuredResult, structured_events
 from keel.features.templates import Rendered
 from keel.gateway.runtime import build_service, close_service
 from keel.gateway.service import GatewayService
-from keel.guards import output as output_guards
-from keel.guards.actions import decide
-from keel.guards.pii import redact_many, restore
-from keel.guards.screen import screen
-from keel.rag.answer import NOTHING_FOUND, SYSTEM, Citation, check_citations, render_context, select_sources
+from keel.guards.pii import restore
+from keel.rag.answer import NOTHING_FOUND, SYSTEM, check_citations, render_context, select_sources
 from keel.rag.backends import CollectionNotFound, Collections
-from keel.rag.found import Found
 from keel.rag.rerank import candidate_pool, rerank_top
 from keel.store import connect, db_path
 from keel.store.traces import TraceRecord, outcome
-from keel.tracing.redact import capture, redact_text
+from keel.tracing.redact import capture
 from keel.types import CallContext, ChatRequest
+
+__all__ = [  # what callers import from here: the pipeline, its results and events, its refusals
+    "Delta",
+    "Done",
+    "FeatureEvent",
+    "FeaturePipeline",
+    "FeatureResult",
+    "InjectionBlocked",
+    "InputTooLong",
+    "OutputBlocked",
+    "Partial",
+    "Resolved",
+    "Started",
+    "event_dict",
+    "open_pipeline",
+]
 
 NOT_YET = {
     "review": "the review issue",
 }
-
-
-@dataclass(slots=True)
-class FeatureResult:
-    feature: str
-    answer: str
-    value: Any = None  # the validated object for features with an output schema
-    sources: list[Found] = field(default_factory=list)
-    citations: list[Citation] = field(default_factory=list)
-    prompt_version: int = 0
-    prompt_fallback: str | None = None
-    model: str = ""
-    experiment: str | None = None
-    arm: str | None = None
-    trace_id: str = ""
-    cost_usd: float | None = None
-    latency_ms: float = 0.0
-    found_nothing: bool = False
-    attempts: int = 1
-    notes: list[str] = field(default_factory=list)
-    cache: str | None = None  # for features that cache: "exact" or "semantic" (replayed), or "miss"
-    confidence: float | None = None  # the lowest output-guard score, when output guards run
-    guards: dict[str, float] = field(default_factory=dict)  # output guard → score
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON shape shared by the CLI, HTTP and the SDK."""
-        value = self.value.model_dump(mode="json") if hasattr(self.value, "model_dump") else self.value
-        return {
-            "feature": self.feature,
-            "answer": self.answer,
-            "value": value,
-            "prompt_version": self.prompt_version,
-            "prompt_fallback": self.prompt_fallback,
-            "model": self.model,
-            "experiment": self.experiment,
-            "arm": self.arm,
-            "trace_id": self.trace_id,
-            "cost_usd": self.cost_usd,
-            "latency_ms": round(self.latency_ms, 2),
-            "found_nothing": self.found_nothing,
-            "attempts": self.attempts,
-            "notes": self.notes,
-            "cache": self.cache,
-            "confidence": self.confidence,
-            "guards": self.guards,
-            "sources": [s.as_dict() for s in self.sources],
-            "citations": [{"number": c.number, "valid": c.valid} for c in self.citations],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    result: FeatureResult  # what will serve: prompt version, model, arm, sources, trace id
-
-
-@dataclass(frozen=True, slots=True)
-class Delta:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    result: FeatureResult
-
-
-FeatureEvent = Started | Delta | Partial | Done
-
-
-def event_dict(event: FeatureEvent) -> dict[str, Any]:
-    """An event as JSON (the SSE ``data`` of ``POST /v1/features/{name}/run`` with ``stream``)."""
-    if isinstance(event, Delta):
-        return {"type": "delta", "text": event.text}
-    if isinstance(event, Partial):
-        return {"type": "partial", "value": event.value, "attempt": event.attempt}
-    kind = "started" if isinstance(event, Started) else "done"
-    data = event.result.as_dict()
-    if kind == "started":
-        for key in ("answer", "value", "citations", "cost_usd", "latency_ms", "attempts"):
-            data.pop(key)
-    return {"type": kind, **data}
 
 
 def _refuse_unbuilt(spec: FeatureSpec) -> None:
@@ -145,106 +93,17 @@ def _refuse_unbuilt(spec: FeatureSpec) -> None:
             )
 
 
-class InjectionBlocked(UserError):
-    code = "prompt_injection"
-
-
-class OutputBlocked(UserError):
-    status = 422
-    code = "output_blocked"
-
-
-def _embed_with(collections: Collections | None) -> Any:
-    if collections is None:
-        return None
-    return lambda texts: collections.embedder().embed(texts)
-
-
-class InputTooLong(UserError):
-    status = 413
-    code = "input_too_long"
-
-
-def _screen_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> str | None:
-    """The size guard, then every text input through the injection guard: block (400) or a note."""
-    size = spec.guards.rule("max_tokens") if spec.guards is not None else None
-    if size is not None:
-        tokens = sum(estimate_tokens(v) for v in inputs.values() if isinstance(v, str))
-        if tokens > size.limit:
-            raise InputTooLong(
-                f"guard 'max_tokens': the inputs are ~{tokens:,} tokens; this feature takes {size.limit:,}"
-            )
-    rule = spec.guards.rule("injection") if spec.guards is not None else None
-    if rule is None:
-        return None
-    for key, value in inputs.items():
-        if not isinstance(value, str):
-            continue
-        verdict = screen(value, threshold=rule.threshold)
-        if verdict.flagged:
-            why = "; ".join(verdict.reasons)
-            if rule.action in (None, "block"):
-                raise InjectionBlocked(f"guard 'injection' blocked input '{key}': {why}")
-            return f"guard injection: input '{key}' flagged ({why}); not cached"
-    return None
-
-
-def _redact_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], str | None]:
-    """pii_redact: text inputs with placeholders (<EMAIL_1>), the mapping back, and a note."""
-    rule = spec.guards.rule("pii_redact") if spec.guards is not None else None
-    if rule is None:
-        return inputs, {}, None
-    keys = [k for k, v in inputs.items() if isinstance(v, str)]
-    texts, mapping, found = redact_many([inputs[k] for k in keys], keep=frozenset(rule.keep))
-    out = {**inputs, **dict(zip(keys, texts, strict=True))}
-    kinds = {f.kind for f in found}
-    note = f"guard pii_redact: {', '.join(sorted(kinds))} replaced by placeholders before the model" if kinds else None
-    return out, mapping, note
-
-
-def _unrestored(answer: str, plan: _Plan | None) -> str:
-    """What the trace keeps of an answer: with the redacted values back in placeholder form."""
-    if plan is None or not plan.pii:
-        return answer
-    for placeholder, original in plan.pii.items():
-        answer = answer.replace(original, re.sub(r"<([A-Z]+)_\d+(_\w+)?>", r"[\1]", placeholder))
-    return answer
-
-
-def _text_input(inputs: dict[str, Any]) -> str | None:
-    """The input a question lives in: ``question`` or ``query``, else the first text input."""
-    for key in ("question", "query"):
-        if isinstance(inputs.get(key), str):
-            return key
-    return next((k for k, v in inputs.items() if isinstance(v, str)), None)
-
-
-def _pieces(text: str, size: int = 24) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
-
-
 def _query(spec: FeatureSpec, inputs: dict[str, Any]) -> str:
-    for key in ("question", "query"):
-        if isinstance(inputs.get(key), str):
-            return str(inputs[key])
-    text = next((v for v in inputs.values() if isinstance(v, str)), None)
-    if text is None:
+    key = text_input(inputs)
+    if key is None:
         raise UserError(f"feature '{spec.name}' retrieves, so it needs a text input (question or query)")
-    return text
+    return str(inputs[key])
 
 
 def _with_context(messages: list[dict[str, str]], context: str) -> list[dict[str, str]]:
     if messages and messages[0]["role"] == "system":
         return [{"role": "system", "content": f"{messages[0]['content']}\n\n{context}"}, *messages[1:]]
     return [{"role": "system", "content": context}, *messages]
-
-
-@dataclass(slots=True)
-class Lookup:
-    scope: str
-    key: str
-    text: str
-    vector: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,20 +118,6 @@ class Resolved:
     prompt_version: int
     model: str
     index_version: str | None
-
-
-@dataclass(slots=True)
-class _Plan:
-    spec: FeatureSpec
-    result: FeatureResult
-    ctx: CallContext
-    model: str
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)
-    max_output: int = 512
-    lookup: Lookup | None = None  # the cache keys, when the feature caches
-    pii: dict[str, str] = field(default_factory=dict)  # placeholder → value, when pii_redact is on
-    inputs: dict[str, Any] | None = None  # what the model was given (redacted), for the trace
 
 
 class FeaturePipeline:
@@ -329,7 +174,7 @@ class FeaturePipeline:
     ) -> AsyncGenerator[FeatureEvent, None]:
         started = time.perf_counter()
         ctx = CallContext(tenant=tenant, user=user, feature=name, key=key)
-        plan: _Plan | None = None
+        plan: Plan | None = None
         error: BaseException | None = None
         try:
             plan = await self._prepare(name, inputs, ctx, label, _Pins(version, model))
@@ -337,13 +182,13 @@ class FeaturePipeline:
             yield Started(result)
             if result.cache in ("exact", "semantic"):
                 if stream:
-                    for piece in _pieces(result.answer):  # a replayed stream is still a stream
+                    for piece in pieces(result.answer):  # a replayed stream is still a stream
                         yield Delta(piece)
             elif not result.found_nothing:
                 async for event in self._complete(plan, stream):
                     yield event
-                self._guard_output(plan)
-                self._remember(plan)
+                guard_output(plan, self.collections)
+                remember(self.cache, plan)
             result.latency_ms = (time.perf_counter() - started) * 1000
             yield Done(result)
         except BaseException as exc:
@@ -365,19 +210,15 @@ class FeaturePipeline:
     ) -> Resolved:
         """What would serve this call, without calling anything: the prompt version, the model and the
         retrieval index version (eval result caches key on them)."""
-        spec, rendered, _, _, chosen = self._choose(name, inputs, user, label, _Pins(version, model))
-        index = None
-        if spec.retrieval is not None and self.collections is not None:
-            try:
-                index = self.collections.get(spec.retrieval.collection).index_version()
-            except CollectionNotFound:
-                index = None  # the run itself says so, precisely
-        return Resolved(spec, rendered.version, chosen, index)
+        spec = load_feature(self.root, name)
+        rendered, _, _, chosen = self._choose(spec, inputs, user, label, _Pins(version, model))
+        return Resolved(spec, rendered.version, chosen, index_version(self.collections, spec))
 
     def _choose(
-        self, name: str, inputs: dict[str, Any], user: str | None, label: str, pins: _Pins
-    ) -> tuple[FeatureSpec, Rendered, str | None, Arm | None, str]:
-        spec = load_feature(self.root, name)
+        self, spec: FeatureSpec, inputs: dict[str, Any], user: str | None, label: str, pins: _Pins
+    ) -> tuple[Rendered, str | None, Arm | None, str]:
+        """The prompt version (rendered), the experiment and arm, and the model that serve this call."""
+        name = spec.name
         _refuse_unbuilt(spec)
         experiment, arm = self._arm(name, user, label) if pins.version is None and pins.model is None else (None, None)
         self.registry.record_file(self.root / "prompts" / f"{spec.prompt}.md")
@@ -386,12 +227,13 @@ class FeaturePipeline:
         first = spec.route.first if spec.route is not None else None
         model = pins.model or (arm.model if arm else None) or first or spec.model or rendered.model
         model = model or self.service.gateway.settings.default_model or "local"
-        return spec, rendered, experiment, arm, model
+        return rendered, experiment, arm, model
 
-    async def _prepare(self, name: str, inputs: dict[str, Any], ctx: CallContext, label: str, pins: _Pins) -> _Plan:
-        flagged = _screen_inputs(load_feature(self.root, name), inputs)
-        inputs, mapping, redacted = _redact_inputs(load_feature(self.root, name), inputs)
-        spec, rendered, ctx.experiment, arm, model = self._choose(name, inputs, ctx.user, label, pins)
+    async def _prepare(self, name: str, inputs: dict[str, Any], ctx: CallContext, label: str, pins: _Pins) -> Plan:
+        spec = load_feature(self.root, name)
+        flagged = screen_inputs(spec, inputs)
+        inputs, mapping, redacted = redact_inputs(spec, inputs)
+        rendered, ctx.experiment, arm, model = self._choose(spec, inputs, ctx.user, label, pins)
         ctx.prompt, ctx.prompt_version = spec.prompt, rendered.version
         if spec.budget is not None:  # the feature's own budgets join keel.yaml's for its model calls
             ctx.per_call_usd = spec.budget.per_call_usd
@@ -418,10 +260,10 @@ class FeaturePipeline:
             result.notes.append(flagged)
         if redacted:
             result.notes.append(redacted)
-        plan = _Plan(spec, result, ctx, model, max_output=int(rendered.params.get("max_tokens", 512)))
+        plan = Plan(spec, result, ctx, model, max_output=int(rendered.params.get("max_tokens", 512)))
         plan.params = {k: v for k, v in rendered.params.items() if k != "max_tokens"}
         plan.pii, plan.inputs = mapping, inputs
-        if spec.cache is not None and not flagged and await self._recall(plan, inputs):
+        if spec.cache is not None and not flagged and await recall(self.cache, self.collections, plan, inputs):
             return plan
         window = self.service.gateway.route(model).info.context_window or 8192
         context = await self._retrieve(plan, inputs, window)
@@ -445,129 +287,6 @@ class FeaturePipeline:
         plan.messages = fitted.messages
         return plan
 
-    # -- cache ---------------------------------------------------------------------------------
-    async def _recall(self, plan: _Plan, inputs: dict[str, Any]) -> bool:
-        """Serve from the cache if the same request (or, with ``semantic``, the same question) was
-        answered in this scope; otherwise remember the keys for after the call."""
-        spec, result = plan.spec, plan.result
-        assert spec.cache is not None
-        index = None
-        if spec.retrieval is not None and self.collections is not None:
-            try:
-                index = self.collections.get(spec.retrieval.collection).index_version()
-            except CollectionNotFound:
-                index = None  # retrieval says so next, precisely
-        text_key = _text_input(inputs)
-        others = {k: v for k, v in inputs.items() if k != text_key}
-        scope = digest(
-            plan.ctx.tenant, spec.model_dump(mode="json"), result.prompt_version, plan.model, plan.params,
-            plan.max_output, index, others,
-        )  # fmt: skip
-        lookup = Lookup(scope, digest(scope, inputs), str(inputs.get(text_key, "")) if text_key else "")
-        plan.lookup = lookup
-        result.cache = "miss"
-        hit = self.cache.exact(lookup.key) if spec.cache.exact else None
-        if hit is not None:
-            self._replay(result, hit, "exact", f"cache: exact hit of trace {hit.trace_id}")
-            return True
-        semantic = spec.cache.semantic
-        if semantic is None or not lookup.text:
-            return False
-        if redact_text(lookup.text) != lookup.text:
-            result.notes.append("cache: semantic lookup skipped — the input holds personal data")
-            return False
-        if self.collections is None:
-            return False
-        embedder = self.collections.embedder()
-        lookup.vector = (await self.collections.run(embedder.embed, [lookup.text]))[0]
-        near, refused = self.cache.nearest(scope, lookup.text, lookup.vector, semantic.threshold)
-        if near is not None:
-            shown = f"{near.entry.text[:80]!r}, trace {near.entry.trace_id}"
-            why = f"cache: semantic hit (cosine {near.cosine:.3f}) of {shown}"
-            self._replay(result, near.entry, "semantic", why)
-            return True
-        if refused is not None:
-            result.notes.append(
-                f"cache: the gate refused a near-hit (cosine {refused.cosine:.3f}, {refused.entry.text[:60]!r}): "
-                f"{refused.gate.reason}"
-            )
-        return False
-
-    @staticmethod
-    def _replay(result: FeatureResult, entry: Entry, kind: str, note: str) -> None:
-        value = entry.value
-        result.answer = value["answer"]
-        result.value = value.get("value")
-        result.sources = [Found(**s) for s in value.get("sources", [])]
-        result.citations = check_citations(result.answer, result.sources)
-        result.cache = kind
-        result.cost_usd = 0.0
-        result.notes.append(note)
-
-    def _decide(self, plan: _Plan, proposal: Any) -> Any:
-        """Critical actions: the model proposed, the spec's rules decide (keel.guards.actions)."""
-        decision = decide(plan.spec.actions, proposal, plan.inputs or {})
-        if decision is None:
-            return proposal
-        if decision.allowed:
-            plan.result.notes.append(f"action {decision.action}: every rule holds")
-            return proposal
-        fallback = plan.spec.actions[decision.action].fallback
-        plan.result.notes.append(f"action {decision.action} refused by rules: {'; '.join(decision.reasons)}")
-        plan.result.value = fallback
-        return fallback
-
-    def _guard_output(self, plan: _Plan) -> None:
-        """Output guards in the spec's order; the lowest score is the answer's confidence."""
-        spec, result = plan.spec, plan.result
-        rules = spec.guards.output if spec.guards is not None else []
-        if not rules:
-            return
-        sources = [s.text for s in result.sources]
-        embed = _embed_with(self.collections)
-        for rule in rules:
-            if rule.name == "grounded":
-                checked = output_guards.grounded(result.answer, sources, embed, rule.threshold or 0.8)
-            elif rule.name == "citations":
-                checked = output_guards.citations(result.answer, sources)
-            elif rule.name == "unsafe":
-                checked = output_guards.unsafe(result.answer)
-            else:
-                checked = output_guards.schema(not any(n.startswith("output: every attempt") for n in result.notes))
-            result.guards[checked.name] = round(checked.score, 3)
-            if checked.passed:
-                continue
-            action = rule.action or "flag"
-            result.notes.append(f"guard {checked.name} ({action}): {checked.reason}")
-            if action == "block":
-                raise OutputBlocked(f"guard '{checked.name}' blocked the answer: {checked.reason}")
-            if action == "fallback":
-                fallback = spec.output.fallback if spec.output is not None else None
-                result.answer = fallback if isinstance(fallback, str) else NOTHING_FOUND
-                result.citations = []
-                break
-        result.confidence = min(result.guards.values()) if result.guards else None
-
-    def _remember(self, plan: _Plan) -> None:
-        """Keep a clean answer: served by the model, valid, with no fallback on the way."""
-        spec, result, lookup = plan.spec, plan.result, plan.lookup
-        if spec.cache is None or lookup is None or not result.answer or result.prompt_fallback:
-            return
-        if any(n.startswith(("output: every attempt", "citations:", "guard ")) for n in result.notes):
-            return  # never cache an answer a guard had to flag
-        private = bool(lookup.text) and redact_text(lookup.text) != lookup.text
-        semantic = spec.cache.semantic is not None and lookup.vector is not None and not private
-        self.cache.put(
-            lookup.key,
-            scope=lookup.scope,
-            feature=spec.name,
-            text=lookup.text,
-            vector=lookup.vector if semantic else None,
-            value=result.as_dict(),
-            trace_id=result.trace_id,
-            ttl_s=spec.cache.ttl_s,
-        )
-
     def _arm(self, name: str, user: str | None, label: str) -> tuple[str | None, Arm | None]:
         """Users are enrolled in the feature's running experiment unless they asked for a label."""
         if user is None or label != DEFAULT_LABEL:
@@ -577,7 +296,7 @@ class FeaturePipeline:
             return None, None
         return experiment.name, experiment.arm_for(user)
 
-    async def _retrieve(self, plan: _Plan, inputs: dict[str, Any], window: int) -> str:
+    async def _retrieve(self, plan: Plan, inputs: dict[str, Any], window: int) -> str:
         spec, result = plan.spec, plan.result
         if spec.retrieval is None:
             return ""
@@ -607,16 +326,7 @@ class FeaturePipeline:
         found = await rerank_top(
             spec_rerank, query, found, spec.retrieval.top_k, service=self.service, default_model=plan.model
         )
-        rule = spec.guards.rule("injection") if spec.guards is not None else None
-        if rule is not None and found:
-            kept = []
-            for hit in found:
-                verdict = screen(hit.text, retrieved=True, threshold=rule.threshold)
-                if verdict.flagged:
-                    result.notes.append(f"guard injection: dropped {hit.doc_id} ({'; '.join(verdict.reasons)[:160]})")
-                else:
-                    kept.append(hit)
-            found = kept
+        found = screen_sources(plan, found)
         if not found:
             result.found_nothing = True
             result.notes.append("retrieval: nothing cleared min_score; answered without a model call")
@@ -626,7 +336,7 @@ class FeaturePipeline:
 
     async def _reduce(
         self,
-        plan: _Plan,
+        plan: Plan,
         inputs: dict[str, Any],
         rendered: Rendered,
         window: int,
@@ -661,7 +371,7 @@ class FeaturePipeline:
         again.fallback_reason = rendered.fallback_reason
         return again
 
-    async def _complete(self, plan: _Plan, stream: bool) -> AsyncIterator[FeatureEvent]:
+    async def _complete(self, plan: Plan, stream: bool) -> AsyncIterator[FeatureEvent]:
         spec, result = plan.spec, plan.result
         if spec.output is not None and (spec.output.schema_path or spec.output.pydantic):
             async for event in structured_events(
@@ -680,7 +390,7 @@ class FeaturePipeline:
                     result.value, result.attempts = event.value, event.attempts
                     dumped = event.value.model_dump(mode="json") if hasattr(event.value, "model_dump") else event.value
                     if spec.actions:
-                        dumped = self._decide(plan, dumped)
+                        dumped = decide_action(plan, dumped)
                     result.answer = orjson.dumps(dumped).decode()
                     if event.fallback:
                         result.notes.append(
@@ -691,7 +401,7 @@ class FeaturePipeline:
         else:
             if spec.route is not None and await self._first_tier_answers(plan):
                 if stream:
-                    for piece in _pieces(result.answer):
+                    for piece in pieces(result.answer):
                         yield Delta(piece)
             else:
                 async for step in self._ask(plan, stream):
@@ -706,7 +416,7 @@ class FeaturePipeline:
                 result.notes.append(f"citations: {invalid} name sources that were not given")
         result.cost_usd = _summed_cost(plan.ctx)
 
-    async def _ask(self, plan: _Plan, stream: bool) -> AsyncIterator[FeatureEvent]:
+    async def _ask(self, plan: Plan, stream: bool) -> AsyncIterator[FeatureEvent]:
         request = ChatRequest(
             model=plan.model,
             messages=plan.messages,
@@ -725,7 +435,7 @@ class FeaturePipeline:
         else:
             plan.result.answer = (await self.service.chat(request)).text
 
-    async def _first_tier_answers(self, plan: _Plan) -> bool:
+    async def _first_tier_answers(self, plan: Plan) -> bool:
         """Tier routing: the small model answers first; if any ``when`` check holds on its answer, the
         large model answers instead (both calls are on the trace). True when the first answer stands."""
         route, result = plan.spec.route, plan.result
@@ -742,7 +452,7 @@ class FeaturePipeline:
         return False
 
     def _record(
-        self, ctx: CallContext, plan: _Plan | None, inputs: dict[str, Any], started: float, error: BaseException | None
+        self, ctx: CallContext, plan: Plan | None, inputs: dict[str, Any], started: float, error: BaseException | None
     ) -> None:
         """The feature run's own trace row: the parent of every model call it made."""
         records = [c.record for c in ctx.children if c.record is not None]
@@ -772,7 +482,7 @@ class FeaturePipeline:
             request=capture(
                 plan.inputs if plan is not None and plan.inputs is not None else inputs, self.service.capture_policy
             ),
-            response=capture(_unrestored(result.answer, plan), self.service.capture_policy)
+            response=capture(unrestored(result.answer, plan), self.service.capture_policy)
             if result and result.answer
             else None,
             prompt=ctx.prompt,
@@ -805,7 +515,4 @@ async def open_pipeline(settings: KeelSettings, home: Path, root: Path) -> Async
 
 def _summed_cost(ctx: CallContext) -> float | None:
     """What the run's calls cost together; None when any of them is unpriced."""
-    costs = [c.record.cost_usd for c in ctx.children if c.record is not None]
-    if any(c is None for c in costs):
-        return None
-    return float(sum(c for c in costs if c is not None))
+    return total_cost(c.record.cost_usd for c in ctx.children if c.record is not None)

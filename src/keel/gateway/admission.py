@@ -127,18 +127,19 @@ class Admission:
         caps = [d.max_output_tokens for d in self._deployments(req.model) if d.max_output_tokens]
         return min(caps) if caps else DEFAULT_MAX_OUTPUT
 
-    def _deployments(self, model: str) -> list[Any]:
+    def _names(self, model: str) -> list[str]:
+        """The deployments a call to ``model`` could reach (an alias's chain, or the name itself)."""
         route = self.gateway.routes.get(model)
-        names = route.settings.deployments if route is not None else [model]
-        return [self.settings.deployments[n] for n in names if n in self.settings.deployments]
+        return route.settings.deployments if route is not None else [model]
+
+    def _deployments(self, model: str) -> list[Any]:
+        return [self.settings.deployments[n] for n in self._names(model) if n in self.settings.deployments]
 
     def worst_case(self, model: str, input_tokens: int, output_tokens: int) -> int:
         """Nano-USD at the dearest deployment behind ``model`` (0 for local ones; unpriced count 0)."""
-        route = self.gateway.routes.get(model)
-        names = route.settings.deployments if route is not None else [model]
         usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
         worst = 0.0
-        for name in names:
+        for name in self._names(model):
             adapter = self.gateway.adapters.get(name)
             if adapter is not None and adapter.info.local:
                 continue

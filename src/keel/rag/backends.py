@@ -123,6 +123,10 @@ class Collections:
             self._embedder = make_embedder(self.settings)
         return self._embedder
 
+    def embed(self, texts: list[str]) -> Any:
+        """Unit vectors for ``texts`` from the configured embedder (built on first use)."""
+        return self.embedder().embed(texts)
+
     def get(self, name: str, *, create: bool = False, **options: int) -> CollectionLike:
         from keel.rag.collection import check_name
 

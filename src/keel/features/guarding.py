@@ -1,0 +1,142 @@
+"""The guard steps of a feature run (``keel.guards`` does the screening): inputs sized, screened and
+redacted before anything runs; retrieved chunks screened before the model sees them; the answer
+checked after; critical actions decided by rules."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from keel.errors import UserError
+from keel.features.context import estimate_tokens
+from keel.features.result import Plan
+from keel.features.spec import FeatureSpec
+from keel.guards import output as output_guards
+from keel.guards.actions import decide
+from keel.guards.pii import redact_many
+from keel.guards.screen import screen
+from keel.rag.answer import NOTHING_FOUND
+from keel.rag.backends import Collections
+from keel.rag.found import Found
+
+
+class InjectionBlocked(UserError):
+    code = "prompt_injection"
+
+
+class OutputBlocked(UserError):
+    status = 422
+    code = "output_blocked"
+
+
+class InputTooLong(UserError):
+    status = 413
+    code = "input_too_long"
+
+
+def screen_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> str | None:
+    """The size guard, then every text input through the injection guard: block (400) or a note."""
+    size = spec.guards.rule("max_tokens") if spec.guards is not None else None
+    if size is not None:
+        tokens = sum(estimate_tokens(v) for v in inputs.values() if isinstance(v, str))
+        if tokens > size.limit:
+            raise InputTooLong(
+                f"guard 'max_tokens': the inputs are ~{tokens:,} tokens; this feature takes {size.limit:,}"
+            )
+    rule = spec.guards.rule("injection") if spec.guards is not None else None
+    if rule is None:
+        return None
+    for key, value in inputs.items():
+        if not isinstance(value, str):
+            continue
+        verdict = screen(value, threshold=rule.threshold)
+        if verdict.flagged:
+            why = "; ".join(verdict.reasons)
+            if rule.action in (None, "block"):
+                raise InjectionBlocked(f"guard 'injection' blocked input '{key}': {why}")
+            return f"guard injection: input '{key}' flagged ({why}); not cached"
+    return None
+
+
+def redact_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], str | None]:
+    """pii_redact: text inputs with placeholders (<EMAIL_1>), the mapping back, and a note."""
+    rule = spec.guards.rule("pii_redact") if spec.guards is not None else None
+    if rule is None:
+        return inputs, {}, None
+    keys = [k for k, v in inputs.items() if isinstance(v, str)]
+    texts, mapping, found = redact_many([inputs[k] for k in keys], keep=frozenset(rule.keep))
+    out = {**inputs, **dict(zip(keys, texts, strict=True))}
+    kinds = {f.kind for f in found}
+    note = f"guard pii_redact: {', '.join(sorted(kinds))} replaced by placeholders before the model" if kinds else None
+    return out, mapping, note
+
+
+def unrestored(answer: str, plan: Plan | None) -> str:
+    """What the trace keeps of an answer: with the redacted values back in placeholder form."""
+    if plan is None or not plan.pii:
+        return answer
+    for placeholder, original in plan.pii.items():
+        answer = answer.replace(original, re.sub(r"<([A-Z]+)_\d+(_\w+)?>", r"[\1]", placeholder))
+    return answer
+
+
+def screen_sources(plan: Plan, found: list[Found]) -> list[Found]:
+    """Retrieved chunks through the injection guard (as documents): poisoned ones dropped, noted."""
+    spec = plan.spec
+    rule = spec.guards.rule("injection") if spec.guards is not None else None
+    if rule is None or not found:
+        return found
+    kept = []
+    for hit in found:
+        verdict = screen(hit.text, retrieved=True, threshold=rule.threshold)
+        if verdict.flagged:
+            plan.result.notes.append(f"guard injection: dropped {hit.doc_id} ({'; '.join(verdict.reasons)[:160]})")
+        else:
+            kept.append(hit)
+    return kept
+
+
+def guard_output(plan: Plan, collections: Collections | None) -> None:
+    """Output guards in the spec's order; the lowest score is the answer's confidence."""
+    spec, result = plan.spec, plan.result
+    rules = spec.guards.output if spec.guards is not None else []
+    if not rules:
+        return
+    sources = [s.text for s in result.sources]
+    embed = collections.embed if collections is not None else None
+    for rule in rules:
+        if rule.name == "grounded":
+            checked = output_guards.grounded(result.answer, sources, embed, rule.threshold or 0.8)
+        elif rule.name == "citations":
+            checked = output_guards.citations(result.answer, sources)
+        elif rule.name == "unsafe":
+            checked = output_guards.unsafe(result.answer)
+        else:
+            checked = output_guards.schema(not any(n.startswith("output: every attempt") for n in result.notes))
+        result.guards[checked.name] = round(checked.score, 3)
+        if checked.passed:
+            continue
+        action = rule.action or "flag"
+        result.notes.append(f"guard {checked.name} ({action}): {checked.reason}")
+        if action == "block":
+            raise OutputBlocked(f"guard '{checked.name}' blocked the answer: {checked.reason}")
+        if action == "fallback":
+            fallback = spec.output.fallback if spec.output is not None else None
+            result.answer = fallback if isinstance(fallback, str) else NOTHING_FOUND
+            result.citations = []
+            break
+    result.confidence = min(result.guards.values()) if result.guards else None
+
+
+def decide_action(plan: Plan, proposal: Any) -> Any:
+    """Critical actions: the model proposed, the spec's rules decide (keel.guards.actions)."""
+    decision = decide(plan.spec.actions, proposal, plan.inputs or {})
+    if decision is None:
+        return proposal
+    if decision.allowed:
+        plan.result.notes.append(f"action {decision.action}: every rule holds")
+        return proposal
+    fallback = plan.spec.actions[decision.action].fallback
+    plan.result.notes.append(f"action {decision.action} refused by rules: {'; '.join(decision.reasons)}")
+    plan.result.value = fallback
+    return fallback
