@@ -232,7 +232,9 @@ class DataPolicySettings(Strict):
     )
     on_violation: Literal["redact", "reroute", "block"] = "redact"
     reroute_to: str | None = Field(None, description="with on_violation: reroute, a model alias on local deployments")
-    names: bool = Field(True, description="look for names and places too (spaCy, ~5 ms when a name could be there)")
+    names: bool = Field(
+        True, description="look for names and places in user turns too (spaCy, ~5 ms when a name could be there)"
+    )
 
     @model_validator(mode="after")
     def _kinds(self) -> DataPolicySettings:

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,16 +268,18 @@ def redact(text: str, *, ner: bool = True, keep: frozenset[str] = frozenset()) -
 
 
 def redact_many(
-    texts: list[str], *, ner: bool = True, keep: frozenset[str] = frozenset()
+    texts: list[str], *, ner: bool | Sequence[bool] = True, keep: frozenset[str] = frozenset()
 ) -> tuple[list[str], dict[str, str], list[Finding]]:
     """Several texts of one request (messages, inputs) with one set of placeholders: a value gets the
-    same placeholder wherever it appears, and numbering runs on across the texts."""
+    same placeholder wherever it appears, and numbering runs on across the texts. ``ner`` may say per
+    text whether to look for names."""
     mapping: dict[str, str] = {}
     by_value: dict[tuple[str, str], str] = {}
     counts: dict[str, int] = {}
     out, everything = [], []
-    for text in texts:
-        findings = [f for f in detect(text, ner=ner) if f.kind not in keep]
+    names = [ner] * len(texts) if isinstance(ner, bool) else list(ner)
+    for text, look in zip(texts, names, strict=True):
+        findings = [f for f in detect(text, ner=look) if f.kind not in keep]
         everything += findings
         pieces, last = [], 0
         for f in findings:

@@ -5,7 +5,8 @@ that would send more is redacted (placeholders, restored in the answer), reroute
 or refused, as ``on_violation`` says; the trace notes which kinds were kept back from whom.
 
 Because an alias may fall back from one deployment to another, a call is held to the strictest
-deployment it could reach.
+deployment it could reach. Names and places (spaCy) are looked for in user turns only; every message
+gets the checksummed patterns.
 """
 
 from __future__ import annotations
@@ -61,7 +62,11 @@ def enforce(policy: DataPolicySettings, messages: list[Any], targets: list[tuple
     if not policy.enabled or allowed == ALL:
         return decision
     positions = _texts(messages)
-    texts, mapping, found = redact_many([t for _, t in positions], ner=policy.names, keep=allowed)
+    # names are looked for in what people wrote (user turns); system prompts and the retrieved
+    # documents inside them get the checksummed patterns only — spaCy over kilobytes of context on
+    # every call would cost tens of milliseconds
+    people = [policy.names and messages[i].get("role") == "user" for i, _ in positions]
+    texts, mapping, found = redact_many([t for _, t in positions], ner=people, keep=allowed)
     decision.found = found
     if policy.on_violation == "redact" and found:
         decision.mapping = mapping
