@@ -116,3 +116,42 @@ def redis_url(redis_server: Any) -> str:
     client.flushall()
     client.close()
     return str(redis_server.url)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A real PostgreSQL 16 with pgvector on a Unix socket (PyPI's pgserver), for the whole session."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed")
+    pytest.importorskip("pgserver", reason="pgserver (PostgreSQL + pgvector from PyPI) is not installed")
+    from keel.testing.postgres_server import PostgresServer
+
+    try:
+        server = PostgresServer().start()
+    except Exception as exc:  # pragma: no cover - reported as a skip with its reason
+        pytest.skip(f"PostgreSQL could not start here: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL."""
+    url = pg_server.database()
+    yield url
+    pg_server.drop(url)
+
+
+def new_key(home: Path, tenant: str = "acme", name: str | None = None, *, role: str = "member") -> tuple[str, Any]:
+    """A key for ``tenant`` in the embedded store under ``home`` (as `keel keys create` makes one)."""
+    from keel.store import Store, db_path
+
+    with Store.at(db_path(home)) as store:
+        return store.keys.create(tenant, name, role=role)
+
+
+def read_trace(home: Path, trace_id: str, tenant: str | None = None) -> Any:
+    """A recorded trace from the embedded store under ``home`` (None if it is not there)."""
+    from keel.store import Store, db_path
+
+    with Store.at(db_path(home)) as store:
+        return store.traces.get(trace_id, tenant=tenant)

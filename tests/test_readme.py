@@ -12,9 +12,7 @@ import pytest
 
 from keel.config import load_settings
 from keel.server import build_app
-from keel.store import connect, db_path
-from keel.store.keys import create_key
-from tests.conftest import RunningServer, make_settings
+from tests.conftest import RunningServer, make_settings, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -33,7 +31,7 @@ def test_the_sdk_example_runs_against_a_live_gateway(home: Path) -> None:
         "models:\n  fast: {deployments: [d]}\n  all-minilm-l6-v2: {deployments: [e]}\n"
     )
     app = build_app(settings, home)
-    key, _ = create_key(connect(db_path(home)), "readme")
+    key, _ = new_key(home, "readme")
     with RunningServer(app) as server:
         env = {**os.environ, "KEEL_URL": server.base_url, "KEEL_API_KEY": key}
         result = subprocess.run(

@@ -79,10 +79,10 @@ def main() -> None:
 
 def exact_lookup_ms() -> float:
     from keel.cache.store import AnswerCache, digest
-    from keel.store import connect, db_path
+    from keel.store import Store, db_path
 
     with tempfile.TemporaryDirectory() as tmp:
-        cache = AnswerCache(connect(db_path(Path(tmp))))
+        cache = AnswerCache(Store.at(db_path(Path(tmp))).answers)
         for i in range(10_000):
             cache.put(f"k{i}", scope="s", feature="f", text="", vector=None, value={"answer": "a"}, trace_id=None,
                       ttl_s=3600)  # fmt: skip

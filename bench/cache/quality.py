@@ -24,7 +24,7 @@ from rich.table import Table
 from keel.cache.gate import compare
 from keel.cache.store import AnswerCache
 from keel.rag.embedder import LocalMiniLM
-from keel.store import connect, db_path
+from keel.store import Store, db_path
 
 console = Console(width=140)
 PAIRS = Path(__file__).with_name("pairs.yaml")
@@ -63,7 +63,7 @@ def main() -> None:
     console.print(table)
     # the real lookup path (SQLite store, scope, gate), and its speed with 1,000 entries in the scope
     with tempfile.TemporaryDirectory() as tmp:
-        cache = AnswerCache(connect(db_path(Path(tmp))))
+        cache = AnswerCache(Store.at(db_path(Path(tmp))).answers)
         for i, (_, base, _, _) in enumerate(pairs):
             cache.put(f"k{i}", scope=f"s{i}", feature="f", text=base, vector=bases[i], value={"answer": "a"},
                       trace_id=None, ttl_s=60)  # fmt: skip

@@ -33,9 +33,8 @@ from keel.config.yamlfile import parse_yaml
 from keel.evals.runner import ResultCache, run_suite
 from keel.evals.suite import load_suite
 from keel.features.pipeline import FeaturePipeline
-from keel.features.prompts import PromptRegistry
 from keel.gateway.runtime import build_service, close_service
-from keel.store import connect, db_path
+from keel.store import Store, db_path
 from keel.testing import Reply, ScriptedProvider
 from keel.types import ChatRequest
 
@@ -122,14 +121,14 @@ async def in_process(root: Path, home: Path, repeats: int) -> dict[str, list[flo
         return Reply(orjson.dumps(triage(ticket)).decode())
 
     provider.responder = respond
-    conn = connect(db_path(home))
-    pipeline = FeaturePipeline(service, root, PromptRegistry(conn, root / "prompts"))
+    store = Store.at(db_path(home))
+    pipeline = FeaturePipeline(service, root, store)
     suite = load_suite(root / "evals" / "triage.yaml")
     times: dict[str, list[float]] = {"cold": [], "replayed": []}
     try:
         for _ in range(repeats):
-            conn.execute("DELETE FROM eval_cache")
-            cache = ResultCache(conn)
+            store.db.run("DELETE FROM eval_cache")
+            cache = ResultCache(store.evals)
             for kind in ("cold", "replayed"):
                 t0 = time.perf_counter()
                 run = await run_suite(pipeline, suite, concurrency=8, cache=cache)

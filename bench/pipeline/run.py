@@ -40,10 +40,9 @@ from speed import synthesise
 from keel.config import settings_from_yaml
 from keel.config.yamlfile import parse_yaml
 from keel.features.pipeline import FeaturePipeline
-from keel.features.prompts import PromptRegistry
 from keel.gateway.runtime import build_service, close_service
 from keel.rag.backends import Collections
-from keel.store import connect, db_path
+from keel.store import Store, connect, db_path
 
 console = Console(width=140)
 SCRIPTED = "deployments:\n  d: {provider: scripted, model: gpt-4o-mini}\nmodels:\n  m: {deployments: [d]}\n"
@@ -132,8 +131,7 @@ async def _overhead(runs: int, chunks: int) -> list[tuple[str, list[float], list
     provider._next = timed_next
     provider.responder = lambda req: REPLY
     collections = Collections(settings, home, embedder)
-    registry = PromptRegistry(connect(db_path(home)), root / "prompts")
-    pipeline = FeaturePipeline(service, root, registry, collections=collections)
+    pipeline = FeaturePipeline(service, root, Store.at(db_path(home)), collections=collections)
     questions = [f"How do I rotate api key {i} for team {i % 7}?" for i in range(runs)]
     results = []
     try:

@@ -50,7 +50,7 @@ def test_chat_then_traces_and_cost(tmp_path: Path) -> None:
     assert "echo: hello from the cli" in chat.stdout and "trace" in chat.stdout
     lines = keel(tmp_path, "traces", "list", "--json", "-c", str(config)).stdout.strip().splitlines()
     record = json.loads(lines[0])
-    assert record["alias"] == "fast" and record["tenant"] == "cli" and record["output_tokens"] == 5
+    assert record["alias"] == "fast" and record["tenant"] == "default" and record["output_tokens"] == 5
     shown = keel(tmp_path, "traces", "show", record["id"][:10], "-c", str(config))
     assert shown.returncode == 0 and "attempts" in shown.stdout and "price table" in shown.stdout
     cost = keel(tmp_path, "cost", "--by", "model,tenant", "--since", "1d", "-c", str(config))

@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 from keel.features.pipeline import FeaturePipeline
-from keel.features.prompts import PromptRegistry
 from keel.gateway.runtime import build_service, close_service
-from keel.store import connect, db_path
+from keel.store import Store, db_path
 from keel.types import CallContext, ChatRequest
 from tests.cli.test_cli import SCRIPTED, keel
 from tests.conftest import make_settings
@@ -27,7 +26,7 @@ def traffic(home: Path, project: Path | None = None) -> None:
                         ChatRequest(model="fast", messages=[{"role": "user", "content": words}], ctx=ctx)
                     )
             if project is not None:
-                pipe = FeaturePipeline(service, project, PromptRegistry(connect(db_path(home)), project / "prompts"))
+                pipe = FeaturePipeline(service, project, Store.at(db_path(home)))
                 for name in ("Ada", "Bo"):
                     await pipe.run("hello", {"name": name}, user="u1")
         finally:

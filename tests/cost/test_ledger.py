@@ -1,5 +1,6 @@
-"""One conformance suite for the budget ledgers (SQLite, Redis) and the rate limiters (in process,
-Redis): atomic all-or-nothing holds, settlement, expiry, alerts, and no overspend under concurrency."""
+"""One conformance suite for the budget ledgers (the store on SQLite and on Postgres, Redis) and the
+rate limiters (in process, Redis): atomic all-or-nothing holds, settlement, expiry, alerts, and no
+overspend under concurrency."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import pytest
 
 from keel.config.settings import BudgetSettings, RateLimitSettings
 from keel.cost.budgets import NANO, Claim, Subject, claims_for, rate_claims_for, to_nano
-from keel.cost.ledger import Ledger, RedisLedger, SQLiteLedger
+from keel.cost.ledger import Ledger, RedisLedger, StoreLedger
 from keel.cost.limits import MemoryLimiter, RateLimiter, RedisLimiter
-from keel.store import connect, db_path
+from keel.store import Store, db_path
+from keel.store.db import open_postgres
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 
@@ -37,13 +39,15 @@ def claim(name: str = "b", *, usd: float | None = 1.0, tokens: int | None = None
     )
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 async def ledger(request: pytest.FixtureRequest, home: Path) -> AsyncIterator[Ledger]:
-    made: Ledger = (
-        SQLiteLedger(connect(db_path(home)))
-        if request.param == "sqlite"
-        else RedisLedger(request.getfixturevalue("redis_url"))
-    )
+    made: Ledger
+    if request.param == "sqlite":
+        made = StoreLedger(Store.at(db_path(home)).budgets)
+    elif request.param == "postgres":
+        made = StoreLedger(Store(open_postgres(request.getfixturevalue("pg_url"))).budgets)
+    else:
+        made = RedisLedger(request.getfixturevalue("redis_url"))
     yield made
     await made.aclose()
 
@@ -110,7 +114,7 @@ def test_sqlite_holds_are_atomic_across_connections(home: Path) -> None:
     granted: list[bool] = []
 
     def worker(n: int) -> None:
-        ledger = SQLiteLedger(connect(db_path(home)))
+        ledger = StoreLedger(Store.at(db_path(home)).budgets)
         for i in range(50):
             granted.append(asyncio.run(ledger.reserve(f"w{n}-{i}", [c], 60)) is None)
 
@@ -130,13 +134,16 @@ def test_claims_follow_match_per_and_window() -> None:
     }
     got = claims_for(budgets, Subject(tenant="acme", user="u1"), 5, 7, NOW)
     assert [(c.name, c.bucket, c.resets.isoformat()) for c in got] == [
-        ("user-daily", "user-daily|user u1|2026-11-30", "2026-12-01T00:00:00+00:00"),
+        ("user-daily", "user-daily|user u1 @acme|2026-11-30", "2026-12-01T00:00:00+00:00"),
         ("acme", "acme||2026-11", "2026-12-01T00:00:00+00:00"),
     ]
     anonymous = claims_for(budgets, Subject(tenant="acme"), 5, 7, NOW)[0]
-    assert anonymous.bucket == "user-daily|user -|2026-11-30"  # calls without a user share one budget
+    assert anonymous.bucket == "user-daily|user - @acme|2026-11-30"  # calls without a user share one budget
+    # the same user id in another tenant is another person: its own bucket (issue 12)
+    globex = claims_for(budgets, Subject(tenant="globex", user="u1"), 5, 7, NOW)[0]
+    assert globex.bucket == "user-daily|user u1 @globex|2026-11-30" and globex.who == "user u1"
     limits = {"per-key": RateLimitSettings(per="key", rpm=10), "gpt": RateLimitSettings(match={"model": "big"}, tpm=5)}
-    assert [r.key for r in rate_claims_for(limits, Subject(key="k1", model="small"))] == ["per-key|key k1"]
+    assert [r.key for r in rate_claims_for(limits, Subject(key="k1", model="small"))] == ["per-key|key k1 @-"]
     assert to_nano(0.000_000_000_1) == 1 and NANO == 10**9
 
 

@@ -12,7 +12,6 @@ from keel.config.settings import FeedbackSettings, ScoreConfig
 from keel.errors import InvalidRequest
 from keel.evals.runner import run_suite
 from keel.evals.suite import load_suite
-from keel.store.feedback import add_feedback
 from tests.cli.test_cli import keel
 
 SUITE = """\
@@ -58,7 +57,6 @@ async def test_corrections_and_low_scores_become_cases(pipeline: Any, project: P
     }
     runs = {k: await pipe.run("support", {"question": q}, user="u") for k, q in questions.items()}
     assert pipe.service.writer.flush(5.0)
-    conn = pipe.registry.conn
     feedback = [
         ("pii", "answer", None, "Refunds take five business days; write to ada.lovelace@example.com"),
         ("low", "rating", 1, None),
@@ -68,7 +66,7 @@ async def test_corrections_and_low_scores_become_cases(pipeline: Any, project: P
         ("known", "answer", None, "Five business days."),
     ]
     for key, name, value, correction in feedback:
-        add_feedback(conn, runs[key].trace_id, name, value, correction=correction, scores=SCORES)
+        pipe.store.feedback.add(runs[key].trace_id, name, value, tenant=None, correction=correction, scores=SCORES)
     (project / "evals").mkdir(exist_ok=True)
     suite_path = project / "evals" / "support.yaml"
     suite_path.write_text(SUITE)
@@ -121,13 +119,13 @@ async def test_corrections_and_low_scores_become_cases(pipeline: Any, project: P
     ],
 )
 def test_feedback_is_checked_against_score_configs(home: Path, name: str, value: Any, message: str) -> None:
-    from keel.store import connect, db_path
+    from keel.store import Store, db_path
 
-    conn = connect(db_path(home))
-    conn.execute("INSERT INTO traces(id, ts, operation, status) VALUES ('t1', 0, 'feature', 'ok')")
+    store = Store.at(db_path(home))
+    store.db.run("INSERT INTO traces(id, ts, operation, status, tenant) VALUES ('t1', 0, 'feature', 'ok', 'acme')")
     with pytest.raises(InvalidRequest, match=message):
-        add_feedback(conn, "t1", name, value, scores=SCORES)
-    add_feedback(conn, "t1", "ratnig", 3, scores=FeedbackSettings(scores=SCORES.scores, strict=False))
+        store.feedback.add("t1", name, value, tenant="acme", scores=SCORES)
+    store.feedback.add("t1", "ratnig", 3, tenant="acme", scores=FeedbackSettings(scores=SCORES.scores, strict=False))
 
 
 @pytest.mark.parametrize(

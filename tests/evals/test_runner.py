@@ -93,7 +93,7 @@ async def test_a_judge_that_talks_nonsense_is_an_error_never_a_score(
 async def test_unchanged_cases_are_replayed_and_changes_rerun(pipeline: Any, project: Path) -> None:
     pipe, provider, _ = pipeline
     provider.responder = judge_says(['{"reason": "ok", "score": 5}'])
-    cache = ResultCache(pipe.registry.conn)
+    cache = ResultCache(pipe.store.evals)
     suite = suite_of(project)
     first = await run_suite(pipe, suite, cache=cache)
     paid = len(provider.calls)

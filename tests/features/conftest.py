@@ -5,12 +5,11 @@ from pathlib import Path
 import pytest
 
 from keel.features.pipeline import FeaturePipeline
-from keel.features.prompts import PromptRegistry
 from keel.gateway.runtime import build_service, close_service
 from keel.rag import ingest
 from keel.rag.backends import Collections
 from keel.rag.embedder import LocalMiniLM
-from keel.store import connect, db_path
+from keel.store import Store, db_path
 from keel.testing import ScriptedProvider
 from tests.conftest import make_settings
 
@@ -55,11 +54,11 @@ async def pipeline(project: Path, home: Path):  # type: ignore[no-untyped-def]
     service = build_service(settings, home)
     collections = Collections(settings, home, LocalMiniLM())
     ingest(collections.get("handbook", create=True), [project / "docs"])
-    pipe = FeaturePipeline(
-        service, project, PromptRegistry(connect(db_path(home)), project / "prompts"), collections=collections
-    )
+    store = Store.at(db_path(home))
+    pipe = FeaturePipeline(service, project, store, collections=collections)
     provider = service.gateway.adapters["d"]
     assert isinstance(provider, ScriptedProvider)
     yield pipe, provider, home
+    store.close()
     collections.close()
     await close_service(service)

@@ -24,6 +24,8 @@ def cached(project: Path, spec: str) -> None:
 
 async def test_exact_hits_replay_without_a_model_call(pipeline: Any, project: Path) -> None:
     pipe, provider, _ = pipeline
+    for tenant in ("acme", "globex"):  # each tenant has its own copy of the handbook
+        ingest(pipe.collections.get("handbook", tenant=tenant, create=True), [project / "docs"])
     cached(project, "cache: {exact: true}\n")
     provider.responder = lambda req: Reply("Refunds take five business days [1].")
     first = await pipe.run("support", Q, tenant="acme")
@@ -45,7 +47,7 @@ async def test_exact_hits_replay_without_a_model_call(pipeline: Any, project: Pa
     assert (await pipe.run("support", Q, tenant="acme")).cache == "exact"
     # the index changes: a new scope
     (project / "docs" / "refunds.md").write_text("# Refunds\n\n## Timing\nRefunds take ten business days.\n")
-    ingest(pipe.collections.get("handbook"), [project / "docs"])
+    ingest(pipe.collections.get("handbook", tenant="acme"), [project / "docs"])
     assert (await pipe.run("support", Q, tenant="acme")).cache == "miss"
 
 
@@ -65,7 +67,7 @@ async def test_semantic_hits_paraphrases_and_the_gate_refuses_lookalikes(pipelin
     assert gated.cache == "miss"
     private = await pipe.run("support", {"question": "How long do card refunds take? I am ada@example.com"})
     assert private.cache == "miss" and any("personal data" in n for n in private.notes)
-    rows = pipe.registry.conn.execute("SELECT text, vector IS NOT NULL FROM cache_entries").fetchall()
+    rows = pipe.store.db.conn.execute("SELECT text, vector IS NOT NULL FROM cache_entries").fetchall()
     assert all(not (vec and "ada@" in text) for text, vec in rows)  # never stored for semantic lookup
 
 
@@ -75,7 +77,7 @@ async def test_entries_that_no_longer_deserialise_are_misses(
     pipe, provider, _ = pipeline
     cached(project, "cache: {exact: true}\n")
     await pipe.run("support", Q)
-    pipe.registry.conn.execute("UPDATE cache_entries SET value = '{not json'")
+    pipe.store.db.conn.execute("UPDATE cache_entries SET value = '{not json'")
     with caplog.at_level("WARNING", logger="keel.cache"):
         again = await pipe.run("support", Q)
     assert again.cache == "miss" and len(provider.calls) == 2 and "no longer deserialises" in caplog.text
@@ -113,7 +115,7 @@ async def test_tier_routing_escalates_only_when_the_rule_holds(pipeline: Any, pr
         "prompt: support\nretrieval: {collection: handbook, top_k: 3, min_score: 0.2}\n"
         "route: {first: small, escalate_to: large, when: [says-dont-know]}\n"
     )
-    routed = FeaturePipeline(service, project, pipe.registry, collections=pipe.collections)
+    routed = FeaturePipeline(service, project, pipe.store, collections=pipe.collections)
     try:
         escalated = await routed.run("support", {"question": "How long do refunds take?"})
         assert escalated.model == "large" and escalated.answer.startswith("Refunds take")

@@ -62,8 +62,8 @@ def two_versions(pipeline, project: Path):  # type: ignore[no-untyped-def]
 
 
 def test_starting_checks_the_arms(two_versions) -> None:  # type: ignore[no-untyped-def]
-    _pipe, _, _, registry = two_versions
-    experiments = Experiments(registry.conn)
+    pipe, _, _, registry = two_versions
+    experiments = Experiments(pipe.store)
     with pytest.raises(UserError, match="at least two arms"):
         experiments.start("e", "support", [Arm("a")])
     with pytest.raises(UserError, match="same thing"):
@@ -79,7 +79,7 @@ def test_starting_checks_the_arms(two_versions) -> None:  # type: ignore[no-unty
 
 async def test_an_experiment_end_to_end(two_versions) -> None:  # type: ignore[no-untyped-def]
     pipe, provider, home, registry = two_versions
-    experiments = Experiments(registry.conn)
+    experiments = Experiments(pipe.store)
     experiments.start("brief", "support", [Arm("control", version=1), Arm("brief", version=2)], registry)
     # the brief prompt gets slower answers and worse feedback
     provider.responder = lambda req: Reply(
@@ -113,7 +113,7 @@ async def test_an_experiment_end_to_end(two_versions) -> None:  # type: ignore[n
     assert {(r[0], r[1]) for r in stamped} == {("brief", 2), ("control", 1)} and sum(r[2] for r in stamped) == 60
     experiment = experiments.get("brief")
     assert experiment is not None
-    result = report(conn, experiment)
+    result = report(pipe.store, experiment)
     by_arm = {a.arm.name: a for a in result.arms}
     assert by_arm["control"].runs + by_arm["brief"].runs == 60
     assert by_arm["brief"].p50_ms is not None and by_arm["control"].p50_ms is not None
@@ -133,20 +133,19 @@ async def test_an_experiment_end_to_end(two_versions) -> None:  # type: ignore[n
 
 
 async def test_no_significant_difference_is_said_plainly(two_versions) -> None:  # type: ignore[no-untyped-def]
-    pipe, provider, home, registry = two_versions
-    experiments = Experiments(registry.conn)
+    pipe, provider, _, registry = two_versions
+    experiments = Experiments(pipe.store)
     experiments.start("same", "support", [Arm("a", version=1), Arm("b", version=2)], registry)
     provider.responder = lambda req: Reply("Five days [1].", usage=Usage(input_tokens=100, output_tokens=20))
     for n in range(8):
         await pipe.run("support", {"question": "How long do refunds take?"}, user=f"u{n}")
     pipe.service.writer.flush()
-    conn = connect(db_path(home))
-    early = report(conn, experiments.get("same"))  # type: ignore[arg-type]
+    early = report(pipe.store, experiments.get("same"))  # type: ignore[arg-type]
     assert early.winner is None and "too few runs yet" in early.verdict
     for n in range(8, 60):
         await pipe.run("support", {"question": "How long do refunds take?"}, user=f"u{n}")
     pipe.service.writer.flush()
-    result = report(conn, experiments.get("same"))  # type: ignore[arg-type]
+    result = report(pipe.store, experiments.get("same"))  # type: ignore[arg-type]
     assert result.winner is None
     assert result.verdict.startswith("no significant difference yet") or "no significant winner" in result.verdict
     with pytest.raises(UserError, match="no significant winner"):

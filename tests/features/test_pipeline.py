@@ -11,7 +11,7 @@ from keel.features.pipeline import Delta, Done, InjectionBlocked, Started, event
 from keel.features.spec import FeatureNotFound
 from keel.features.structured import Partial, StructuredOutputError
 from keel.store import connect, db_path
-from keel.store.traces import get_trace
+from tests.conftest import read_trace
 
 
 async def test_a_feature_with_retrieval_end_to_end(pipeline) -> None:  # type: ignore[no-untyped-def]
@@ -24,7 +24,7 @@ async def test_a_feature_with_retrieval_end_to_end(pipeline) -> None:  # type: i
     assert system.startswith("You are Acme support.") and "[1] refunds.md — Refunds › Timing" in system
     assert provider.calls[-1].max_tokens == 200
     pipe.service.writer.flush()
-    trace = get_trace(connect(db_path(home)), result.trace_id)
+    trace = read_trace(home, result.trace_id)
     assert trace is not None and (trace.feature, trace.user) == ("support", "u42") and result.cost_usd is not None
 
 
@@ -35,13 +35,13 @@ async def test_nothing_relevant_is_a_graceful_answer_without_a_model_call(pipeli
 
 
 async def test_structured_feature_returns_validated_values(pipeline) -> None:  # type: ignore[no-untyped-def]
-    pipe, provider, _ = pipeline
+    pipe, provider, home = pipeline
     provider.enqueue("Ada, probably", '{"name": "Ada"}')
     result = await pipe.run("extract", {"text": "Ada Lovelace wrote the first program."})
     assert result.value == {"name": "Ada"} and result.attempts == 2
     pipe.service.writer.flush()
-    conn = connect(db_path(pipe.service.writer.path.parent))
-    trace = get_trace(conn, result.trace_id)
+    conn = connect(db_path(home))
+    trace = read_trace(home, result.trace_id)
     assert trace is not None and (trace.operation, trace.feature, trace.prompt_version) == ("feature", "extract", 1)
     calls = conn.execute("SELECT cost_usd FROM traces WHERE parent = ?", (result.trace_id,)).fetchall()
     assert len(calls) == 2  # each attempt is a child call of the run

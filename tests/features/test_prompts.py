@@ -10,7 +10,7 @@ import pytest
 from keel.errors import ConfigError, UserError
 from keel.features.prompts import PromptRegistry
 from keel.features.templates import parse_prompt, render
-from keel.store import connect
+from keel.store import Store
 
 PROMPT = """---
 description: Answer a support question
@@ -101,7 +101,7 @@ def commit(repo: Path, name: str, text: str, message: str) -> None:
 
 
 def test_versions_labels_rollback_and_history(repo: Path, tmp_path: Path) -> None:
-    registry = PromptRegistry(connect(tmp_path / "k.db"), repo)
+    registry = PromptRegistry(Store.at(tmp_path / "k.db").prompts, repo)
     commit(repo, "support", PROMPT, "first")
     assert registry.sync() == {"support": 1}
     assert registry.sync() == {"support": 1}  # same content, same version
@@ -116,7 +116,9 @@ def test_versions_labels_rollback_and_history(repo: Path, tmp_path: Path) -> Non
     assert registry.render("support", {"question": "q"}).version == 2
     assert registry.rollback("support") == (2, 1)
     assert registry.render("support", {"question": "q"}).version == 1
-    moves = [(m["label"], m["from"], m["to"], m["reason"]) for m in registry.history("support")]
+    history = registry.history("support")
+    assert history[0]["who"] == "git:Ada" and history[1]["who"].startswith("os:")  # who moved it (issue 21)
+    moves = [(m["label"], m["from"], m["to"], m["reason"]) for m in history]
     assert moves == [
         ("production", None, 1, "first version"),
         ("production", 1, 2, "set by hand"),
@@ -134,7 +136,7 @@ def test_versions_labels_rollback_and_history(repo: Path, tmp_path: Path) -> Non
 
 
 def test_a_version_that_fails_to_render_falls_back_to_the_last_good(repo: Path, tmp_path: Path) -> None:
-    registry = PromptRegistry(connect(tmp_path / "k.db"), repo)
+    registry = PromptRegistry(Store.at(tmp_path / "k.db").prompts, repo)
     commit(repo, "support", PROMPT, "good")
     registry.sync()
     commit(repo, "support", PROMPT.replace("{{ question }}", "{{ question }} {{ 1 / 0 }}"), "broken")
@@ -148,16 +150,16 @@ def test_a_version_that_fails_to_render_falls_back_to_the_last_good(repo: Path, 
 
 def test_concurrent_label_moves_serialise(repo: Path, tmp_path: Path) -> None:
     commit(repo, "support", PROMPT, "v1")
-    PromptRegistry(connect(tmp_path / "k.db"), repo).sync()
+    PromptRegistry(Store.at(tmp_path / "k.db").prompts, repo).sync()
     for i in range(2, 6):
         commit(repo, "support", PROMPT + f"\n{{# v{i} #}}", f"v{i}")
-        PromptRegistry(connect(tmp_path / "k.db"), repo).sync()
+        PromptRegistry(Store.at(tmp_path / "k.db").prompts, repo).sync()
     errors: list[BaseException] = []
 
     def move(version: int) -> None:
         try:
             for _ in range(10):
-                PromptRegistry(connect(tmp_path / "k.db"), repo).set_label("support", "production", version)
+                PromptRegistry(Store.at(tmp_path / "k.db").prompts, repo).set_label("support", "production", version)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -167,7 +169,7 @@ def test_concurrent_label_moves_serialise(repo: Path, tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors
-    registry = PromptRegistry(connect(tmp_path / "k.db"), repo)
+    registry = PromptRegistry(Store.at(tmp_path / "k.db").prompts, repo)
     history = registry.history("support")
     assert len(history) == 41
     assert all(history[i]["to"] == history[i + 1]["from"] for i in range(1, len(history) - 1))  # no lost move

@@ -7,11 +7,9 @@ import pytest
 from keel.errors import ContextWindowExceeded, InvalidRequest, ModelNotFound, UpstreamUnavailable
 from keel.gateway.runtime import build_service, close_service
 from keel.gateway.service import GatewayService
-from keel.store import connect, db_path
-from keel.store.traces import get_trace
 from keel.testing import Reply, ScriptedProvider, SpanCapture
 from keel.types import CallContext, ChatRequest, EmbeddingRequest, Usage
-from tests.conftest import make_settings, no_sleep
+from tests.conftest import make_settings, no_sleep, read_trace
 
 CONFIG = """
 deployments:
@@ -71,7 +69,7 @@ async def test_a_call_is_traced_with_attempts_usage_and_cost(service: GatewaySer
     req = ask()
     await service.chat(req)
     assert service.writer is not None and service.writer.flush()
-    rec = get_trace(connect(db_path(home)), req.ctx.trace_id)
+    rec = read_trace(home, req.ctx.trace_id)
     assert rec is not None
     assert (rec.tenant, rec.user, rec.feature, rec.alias, rec.deployment) == ("acme", "u1", "support", "fast", "backup")
     assert [a["deployment"] for a in rec.attempts] == ["small", "small", "backup"]
@@ -90,7 +88,7 @@ async def test_errors_are_traced_too(service: GatewayService, home: Path) -> Non
     with pytest.raises(UpstreamUnavailable):
         await service.chat(req)
     assert service.writer is not None and service.writer.flush()
-    rec = get_trace(connect(db_path(home)), req.ctx.trace_id)
+    rec = read_trace(home, req.ctx.trace_id)
     assert rec is not None and rec.status == "error" and rec.http_status == 502 and len(rec.attempts) == 4
 
 

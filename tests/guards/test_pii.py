@@ -95,6 +95,6 @@ async def test_canaries_never_reach_the_model_or_the_trace(pipeline: Any, projec
     assert canary_card in result.answer  # restored for the user
     assert any("guard pii_redact: CARD, EMAIL replaced" in n for n in result.notes)
     assert pipe.service.writer.flush(5.0)
-    rows = pipe.registry.conn.execute("SELECT request, response FROM traces").fetchall()
+    rows = pipe.store.db.conn.execute("SELECT request, response FROM traces").fetchall()
     dump = " ".join(str(r[0]) + str(r[1]) for r in rows)
     assert canary_card not in dump and canary_email not in dump and "4000" not in dump

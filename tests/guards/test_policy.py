@@ -15,10 +15,9 @@ from keel.config.settings import DataPolicySettings
 from keel.guards.policy import PolicyViolation, enforce
 from keel.server import build_app
 from keel.store import connect, db_path
-from keel.store.keys import create_key
 from keel.testing import FaultServer
 from tests.cli.test_cli import keel
-from tests.conftest import RunningServer, make_settings
+from tests.conftest import RunningServer, make_settings, new_key
 
 CARD, EMAIL, KEY = "4000 0566 5566 5556", "canary.91c2@example.com", "sk-proj-CANARYabcdefghijklmnopqrstuvwx"
 
@@ -28,7 +27,7 @@ def serve(home: Path, upstream: FaultServer, policy: str = "") -> tuple[RunningS
         f"deployments:\n  up: {{provider: openai, model: gpt-4o-mini, base_url: '{upstream.base_url}'}}\n"
         f"models:\n  up: {{deployments: [up]}}\n{policy}"
     )
-    key, _ = create_key(connect(db_path(home)), "acme")
+    key, _ = new_key(home, "acme")
     return RunningServer(build_app(settings, home)), key
 
 

@@ -12,15 +12,9 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
 
 
 @pytest.fixture(scope="session")
-def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL 16 with pgvector on a Unix socket, from PyPI's pgserver."""
-    pgserver = pytest.importorskip("pgserver", reason="pgserver (PostgreSQL + pgvector from PyPI) is not installed")
-    try:
-        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
-    except Exception as exc:  # pragma: no cover - reported as a skip with its reason
-        pytest.skip(f"PostgreSQL could not start here: {exc}")
-    yield server.get_uri()
-    server.cleanup()
+def pg_uri(pg_server: Any) -> str:
+    """The session's real PostgreSQL 16 with pgvector (its own database)."""
+    return str(pg_server.url)
 
 
 @pytest.fixture

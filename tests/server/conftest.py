@@ -8,10 +8,8 @@ import openai
 import pytest
 
 from keel.server import build_app
-from keel.store import connect, db_path
-from keel.store.keys import create_key
 from keel.testing import FaultServer
-from tests.conftest import RunningServer, make_settings, no_sleep
+from tests.conftest import RunningServer, make_settings, new_key, no_sleep
 
 
 def gateway_config(primary: FaultServer, secondary: FaultServer) -> str:
@@ -47,6 +45,6 @@ class Gateway:
 @pytest.fixture
 def gateway(home: Path, upstream: FaultServer, upstream2: FaultServer) -> Iterator[Gateway]:
     app = build_app(make_settings(gateway_config(upstream, upstream2)), home, sleep=no_sleep)
-    key, _ = create_key(connect(db_path(home)), "acme")
+    key, _ = new_key(home, "acme")
     with RunningServer(app) as server:
         yield Gateway(server, key, home)

@@ -10,8 +10,7 @@ import pytest
 
 from keel.errors import UserError
 from keel.server import build_app
-from keel.store import connect, db_path
-from keel.store.keys import create_key, revoke_key
+from keel.store import Store, db_path
 from tests.conftest import make_settings
 from tests.server.conftest import Gateway
 
@@ -93,10 +92,11 @@ def test_auth_missing_invalid_and_revoked(gateway: Gateway) -> None:
     r = httpx.post(f"{gateway.base_url}/chat/completions", json={"model": "main", "messages": MSG})
     assert "keel keys create" in assert_error(r, 401, code="invalid_api_key")["message"]
     assert_error(post(gateway, {"model": "main", "messages": MSG}, key="keel-forged"), 401)
-    conn = connect(db_path(gateway.home))
-    key, info = create_key(conn, "temp")
+    store = Store.at(db_path(gateway.home))
+    key, info = store.keys.create("temp")
     assert post(gateway, {"model": "main", "messages": MSG}, key=key).status_code == 200
-    assert revoke_key(conn, info.id)  # from another process, in effect: the lookup cache holds it ≤ 1 s
+    assert store.keys.revoke(info.id)  # from another process, in effect: the lookup cache holds it ≤ 1 s
+    store.close()
     time.sleep(1.05)
     assert_error(post(gateway, {"model": "main", "messages": MSG}, key=key), 401)
     assert_error(httpx.get(f"{gateway.base_url}/models"), 401)

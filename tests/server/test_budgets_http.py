@@ -14,11 +14,10 @@ import pytest
 from keel.cost.prices import PriceTable
 from keel.server import build_app
 from keel.store import connect, db_path
-from keel.store.keys import create_key
 from keel.testing import Fault, FaultServer
 from keel.testing.redis_server import free_port
 from keel.types import Usage
-from tests.conftest import RunningServer, make_settings
+from tests.conftest import RunningServer, make_settings, new_key
 
 BODY = {"model": "up", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000}
 WORST = PriceTable.load().cost("gpt-4o-mini", Usage(input_tokens=5, output_tokens=1000))  # what admission reserves
@@ -29,7 +28,7 @@ def serve(home: Path, upstream: FaultServer, extra: str) -> tuple[RunningServer,
         f"deployments:\n  up: {{provider: openai, model: gpt-4o-mini, base_url: '{upstream.base_url}'}}\n"
         f"models:\n  up: {{deployments: [up], retry: {{attempts: 1}}}}\n{extra}"
     )
-    key, _ = create_key(connect(db_path(home)), "acme")
+    key, _ = new_key(home, "acme")
     return RunningServer(build_app(settings, home)), key
 
 

@@ -6,9 +6,8 @@ import httpx
 import openai
 import pytest
 
-from keel.store import connect, db_path
-from keel.store.traces import get_trace
 from keel.testing import Fault, FaultServer
+from tests.conftest import read_trace
 from tests.server.conftest import Gateway
 
 MSG = [{"role": "user", "content": "are you there"}]
@@ -16,7 +15,7 @@ MSG = [{"role": "user", "content": "are you there"}]
 
 def trace_of(gateway: Gateway, trace_id: str):  # type: ignore[no-untyped-def]
     gateway.server.app.service.writer.flush()
-    return get_trace(connect(db_path(gateway.home)), trace_id)
+    return read_trace(gateway.home, trace_id)
 
 
 def test_transient_503_and_reset_are_retried(gateway: Gateway, upstream: FaultServer) -> None:

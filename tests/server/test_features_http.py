@@ -9,10 +9,8 @@ import httpx
 import pytest
 
 from keel.server import build_app
-from keel.store import connect, db_path
-from keel.store.keys import create_key
 from keel.testing import FaultServer
-from tests.conftest import RunningServer, make_settings
+from tests.conftest import RunningServer, make_settings, new_key
 
 
 @pytest.fixture
@@ -29,7 +27,7 @@ def served(tmp_path: Path, home: Path, upstream: FaultServer) -> Iterator[tuple[
         "    rating: {type: numeric, min: 1, max: 5}\n"
     )
     app = build_app(settings, home)
-    key, _ = create_key(connect(db_path(home)), "acme")
+    key, _ = new_key(home, "acme")
     with RunningServer(app) as server:
         yield server.base_url, key
 

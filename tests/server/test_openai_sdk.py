@@ -5,9 +5,8 @@ from __future__ import annotations
 import httpx
 import numpy as np
 
-from keel.store import connect, db_path
-from keel.store.traces import get_trace
 from keel.testing import FaultServer
+from tests.conftest import read_trace
 from tests.server.conftest import Gateway
 
 
@@ -25,7 +24,7 @@ def test_chat_with_trace_and_cost_headers(gateway: Gateway, upstream: FaultServe
     assert float(raw.headers["x-keel-cost-usd"]) > 0 and raw.headers["x-keel-deployment"] == "primary"
     assert upstream.requests[-1][1]["model"] == "gpt-4o-mini"
     gateway.server.app.service.writer.flush()
-    rec = get_trace(connect(db_path(gateway.home)), trace_id)
+    rec = read_trace(gateway.home, trace_id)
     assert rec is not None and (rec.tenant, rec.user, rec.feature) == ("acme", "u-42", "support_answer")
 
 

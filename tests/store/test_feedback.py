@@ -6,15 +6,24 @@ from pathlib import Path
 import pytest
 
 from keel.errors import InvalidRequest
-from keel.store import connect, db_path
-from keel.store.feedback import TraceNotFound, add_feedback, feedback_for
+from keel.store import Store, db_path
+from keel.store.feedback import FeedbackStore, TraceNotFound
 
 
 @pytest.fixture
 def conn(home: Path):  # type: ignore[no-untyped-def]
-    c = connect(db_path(home))
-    c.execute("INSERT INTO traces(id, ts, operation, status) VALUES ('t1', 0, 'feature', 'ok')")
-    return c
+    store = Store.at(db_path(home))
+    store.db.run("INSERT INTO traces(id, ts, operation, status, tenant) VALUES ('t1', 0, 'feature', 'ok', 'acme')")
+    yield store.feedback
+    store.close()
+
+
+def add_feedback(repo: FeedbackStore, *args: object, **kwargs: object) -> object:
+    return repo.add(*args, tenant="acme", **kwargs)  # type: ignore[arg-type]
+
+
+def feedback_for(repo: FeedbackStore, trace_id: str) -> list[object]:
+    return repo.for_trace(trace_id, tenant="acme")  # type: ignore[return-value]
 
 
 def test_values_are_stored_by_kind(conn) -> None:  # type: ignore[no-untyped-def]

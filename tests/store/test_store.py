@@ -4,14 +4,14 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from keel.errors import UserError
-from keel.store import BatchWriter, TraceRecord, connect
-from keel.store.keys import create_key, list_keys, revoke_key, tenant_for
+from keel.store import BatchWriter, Store, TraceRecord, connect
+from keel.store.db import open_postgres, open_sqlite
 from keel.store.sqlite import MIGRATIONS, migrate
-from keel.store.traces import INSERT_SQL, cost_summary, get_trace, list_traces, record_params
 
 
 def test_migrations_are_idempotent_and_concurrent_safe(tmp_path: Path) -> None:
@@ -35,17 +35,38 @@ def test_migrations_are_idempotent_and_concurrent_safe(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_keys_are_stored_only_as_hashes(tmp_path: Path) -> None:
-    conn = connect(tmp_path / "k.db")
-    key, info = create_key(conn, "acme", "ci")
-    dump = "\n".join(conn.iterdump())
-    assert key not in dump and info.prefix in dump
-    assert tenant_for(conn, key) == "acme" and tenant_for(conn, key + "x") is None
-    assert revoke_key(conn, info.prefix) and not revoke_key(conn, info.id)
-    assert tenant_for(conn, key) is None and list_keys(conn)[0].revoked is not None
-    for bad in ("", "   ", "x" * 200, "tab\there"):
-        with pytest.raises(UserError):
-            create_key(conn, bad)
+def test_an_old_embedded_database_is_migrated_and_loses_nothing(tmp_path: Path) -> None:
+    """A database written by the version before tenants everywhere (schema 9) opens in this one."""
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for number, script in enumerate(MIGRATIONS[:9], start=1):
+        for statement in script.split(";"):
+            if statement.strip():
+                old.execute(statement)
+        old.execute("INSERT INTO schema_version VALUES (?)", (number,))
+    old.execute("INSERT INTO api_keys VALUES ('k1', 'acme', 'ci', 'keel-abc', 'h', 1.0, NULL)")
+    old.execute("INSERT INTO traces(id, ts, operation, status) VALUES ('t-no-tenant', 1, 'chat', 'ok')")
+    old.execute("INSERT INTO traces(id, ts, operation, status, tenant) VALUES ('t-acme', 2, 'chat', 'ok', 'acme')")
+    old.execute("INSERT INTO feedback(trace_id, name, value, at) VALUES ('t-acme', 'helpful', 1, 3)")
+    old.execute("INSERT INTO prompt_versions VALUES ('p', 1, 'h1', 'one', NULL, NULL, 1)")
+    old.execute("INSERT INTO prompt_versions VALUES ('p', 2, 'h2', 'two', NULL, NULL, 2)")
+    old.execute("INSERT INTO prompt_labels VALUES ('p', 'production', 2)")
+    old.execute("INSERT INTO prompt_label_moves VALUES ('p', 'production', NULL, 1, 'first version', 1)")
+    old.execute("INSERT INTO prompt_label_moves VALUES ('p', 'production', 1, 2, 'set by hand', 2)")
+    old.execute("INSERT INTO experiments VALUES ('x', 'support', '[]', 'running', 1, NULL, NULL, NULL)")
+    old.execute("INSERT INTO rag_collections(name, created, embedder, dims, chunk_tokens, overlap) "
+                "VALUES ('docs', 1, 'e', 3, 128, 0)")  # fmt: skip
+    old.close()
+    with Store.at(path) as store:
+        assert store.keys.find()[0].role == "member" and [t["name"] for t in store.keys.tenants()] == ["acme"]
+        assert {r.id: r.tenant for r in store.traces.find(tenant=None)} == {"t-no-tenant": "default", "t-acme": "acme"}
+        assert [f.name for f in store.feedback.for_trace("t-acme", tenant="acme")] == ["helpful"]
+        moves = store.prompts.moves("p", "production")
+        assert [(m["from_version"], m["to_version"]) for m in moves] == [(None, 1), (1, 2)]
+        assert store.experiments.running("default", "support") is not None
+        row = store.db.one("SELECT tenant, label FROM rag_collections WHERE name = 'docs'")
+        assert row == {"tenant": "default", "label": "docs"}
 
 
 def rec(i: int, **kw: object) -> TraceRecord:
@@ -65,46 +86,76 @@ def rec(i: int, **kw: object) -> TraceRecord:
 
 
 def test_writer_batches_flushes_and_queries(tmp_path: Path) -> None:
-    writer = BatchWriter(tmp_path / "k.db", batch_size=7, flush_interval=0.01).start()
+    writer = BatchWriter(lambda: open_sqlite(tmp_path / "k.db"), batch_size=7, flush_interval=0.01).start()
     for i in range(30):
-        assert writer.submit(INSERT_SQL, record_params(rec(i, attempts=[{"deployment": "d"}], request=["ü"])))
+        assert writer.submit(rec(i, attempts=[{"deployment": "d"}], request=["ü"]))
     assert writer.flush() and writer.written == 30 and writer.dropped == 0
-    conn = connect(tmp_path / "k.db")
-    newest = list_traces(conn, limit=3)
-    assert [r.id for r in newest] == ["trace0029aaaa", "trace0028aaaa", "trace0027aaaa"]
-    assert newest[0].attempts == [{"deployment": "d"}] and newest[0].request == ["ü"]
-    assert get_trace(conn, "trace0005") is not None
-    with pytest.raises(UserError, match="more than one"):
-        get_trace(conn, "trace00")
-    rows = cost_summary(conn, ["tenant"])
-    assert {r["tenant"]: r["calls"] for r in rows} == {"acme": 15, "globex": 15}
-    assert sum(r["cost_usd"] for r in rows) == pytest.approx(0.03)
-    with pytest.raises(UserError, match="group by"):
-        cost_summary(conn, ["colour"])
+    with Store.at(tmp_path / "k.db") as store:
+        newest = store.traces.find(tenant=None, limit=3)
+        assert [r.id for r in newest] == ["trace0029aaaa", "trace0028aaaa", "trace0027aaaa"]
+        assert newest[0].attempts == [{"deployment": "d"}] and newest[0].request == ["ü"]
+        assert store.traces.get("trace0005", tenant=None) is not None
+        with pytest.raises(UserError, match="more than one"):
+            store.traces.get("trace00", tenant=None)
+        rows = store.traces.cost_summary(["tenant"])
+        assert {r["tenant"]: r["calls"] for r in rows} == {"acme": 15, "globex": 15}
+        assert sum(r["cost_usd"] for r in rows) == pytest.approx(0.03)
+        with pytest.raises(UserError, match="group by"):
+            store.traces.cost_summary(["colour"])
     writer.close()
 
 
 def test_writer_drops_and_counts_when_full(tmp_path: Path) -> None:
-    writer = BatchWriter(tmp_path / "k.db", queue_size=3)  # not started: nothing drains
-    accepted = [writer.submit(INSERT_SQL, record_params(rec(i))) for i in range(10)]
+    writer = BatchWriter(lambda: open_sqlite(tmp_path / "k.db"), queue_size=3)  # not started: nothing drains
+    accepted = [writer.submit(rec(i)) for i in range(10)]
     assert accepted.count(True) == 3 and writer.dropped == 7
 
 
 def test_write_failures_are_counted_not_raised(tmp_path: Path) -> None:
-    writer = BatchWriter(tmp_path / "k.db", flush_interval=0.01).start()
-    writer.submit("INSERT INTO no_such_table VALUES (?)", (1,))
-    assert writer.flush() and writer.failed == 1
-    writer.submit(INSERT_SQL, record_params(rec(1)))
-    assert writer.flush() and writer.written == 1
+    writer = BatchWriter(lambda: open_sqlite(tmp_path / "k.db"), flush_interval=0.01).start()
+    writer.submit(rec(0, request={"not json": object()}))  # cannot be serialised: that row alone is lost
+    writer.submit(rec(1))
+    assert writer.flush() and writer.failed == 1 and writer.written == 1
     writer.close()
 
 
 def test_readers_are_not_blocked_by_the_writer(tmp_path: Path) -> None:
-    writer = BatchWriter(tmp_path / "k.db", flush_interval=0.01).start()
+    writer = BatchWriter(lambda: open_sqlite(tmp_path / "k.db"), flush_interval=0.01).start()
     reader = sqlite3.connect(tmp_path / "k.db")
     for i in range(200):
-        writer.submit(INSERT_SQL, record_params(rec(i, id=f"r{i}")))
+        writer.submit(rec(i, id=f"r{i}"))
         reader.execute("SELECT count(*) FROM traces").fetchone()
     assert writer.flush()
     assert reader.execute("SELECT count(*) FROM traces").fetchone()[0] == 200
+    writer.close()
+
+
+def test_trace_rows_wait_out_a_postgres_outage(pg_url: str) -> None:
+    """The store goes away mid-traffic: rows stay buffered (bounded), are written when it returns,
+    and what overflowed is counted — never silently lost."""
+    down = threading.Event()
+
+    def opener() -> Any:
+        if down.is_set():
+            raise RuntimeError("connection refused")
+        return open_postgres(pg_url)
+
+    writer = BatchWriter(opener, queue_size=50, batch_size=10, flush_interval=0.01, retry_max_s=0.05).start()
+    for i in range(5):
+        writer.submit(rec(i))
+    assert writer.flush()
+    down.set()
+    with Store(open_postgres(pg_url)) as admin:  # cut the writer's connection, as a restart would
+        admin.db.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
+        for i in range(5, 65):
+            writer.submit(rec(i))
+        time.sleep(0.3)
+        assert writer.outages > 0 and writer.pending == 50 and writer.dropped == 10
+        down.clear()
+        deadline = time.time() + 10
+        while writer.pending and time.time() < deadline:
+            time.sleep(0.05)
+        assert writer.flush() and writer.written == 55 and writer.failed == 0
+        assert admin.traces.count() == 55
     writer.close()

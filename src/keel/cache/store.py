@@ -1,4 +1,4 @@
-"""Cached feature answers in SQLite: looked up by exact key, or as the nearest neighbour of a query
+"""Cached feature answers in the store: looked up by exact key, or as the nearest neighbour of a query
 inside its scope (tenant, feature, prompt version, model, retrieval index version and the other
 inputs) — never across scopes, so a prompt or index change is a miss by construction; entries expire
 (``ttl_s``). An entry that no longer deserialises is dropped and counts as a miss.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
-import time
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +16,7 @@ import numpy as np
 import orjson
 
 from keel.cache.gate import GateVerdict, compare
+from keel.store.answers import AnswerStore
 
 log = logging.getLogger("keel.cache")
 MAX_NEIGHBOURS = 5000  # newest entries of a scope the semantic lookup compares against
@@ -55,51 +54,40 @@ class Near:
 
 
 class AnswerCache:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, store: AnswerStore) -> None:
+        self.store = store
         self._scopes: dict[str, tuple[tuple[Any, ...], list[str], Any]] = {}
 
-    def _entry(self, row: Any) -> Entry | None:
+    def _entry(self, row: dict[str, Any]) -> Entry | None:
         try:
             value = orjson.loads(row["value"])
             if not isinstance(value, dict) or not isinstance(value.get("answer"), str):
                 raise ValueError("not a cached answer")
         except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
             log.warning("cache entry %s no longer deserialises (%s); dropped", row["key"][:12], exc)
-            self.conn.execute("DELETE FROM cache_entries WHERE key = ?", (row["key"],))
+            self.store.delete(row["key"])
             return None
         return Entry(row["key"], row["text"], value, row["trace_id"], row["created"])
 
     def exact(self, key: str) -> Entry | None:
-        row = self.conn.execute(
-            "SELECT key, text, value, trace_id, created FROM cache_entries WHERE key = ? AND expires > ?",
-            (key, time.time()),
-        ).fetchone()
+        row = self.store.get(key)
         if row is None:
             return None
         entry = self._entry(row)
         if entry is not None:
-            self._hit(key)
+            self.store.hit(key)
         return entry
 
     def _neighbours(self, scope: str) -> tuple[list[str], Any]:
         """The scope's keys and their vectors as one matrix, reloaded only when the scope changed
         (any process's write moves its count or newest timestamp)."""
-        stamp = tuple(
-            self.conn.execute(
-                "SELECT count(*), max(created) FROM cache_entries WHERE scope = ? AND vector IS NOT NULL", (scope,)
-            ).fetchone()
-        )
+        stamp = self.store.stamp(scope)
         known = self._scopes.get(scope)
         if known is not None and known[0] == stamp:
             return known[1], known[2]
-        rows = self.conn.execute(
-            "SELECT key, vector FROM cache_entries WHERE scope = ? AND vector IS NOT NULL "
-            "ORDER BY created DESC LIMIT ?",
-            (scope, MAX_NEIGHBOURS),
-        ).fetchall()
-        keys = [r[0] for r in rows]
-        matrix = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]) if rows else None
+        rows = self.store.vectors(scope, MAX_NEIGHBOURS)
+        keys = [k for k, _ in rows]
+        matrix = np.stack([np.frombuffer(v, dtype=np.float32) for _, v in rows]) if rows else None
         if len(self._scopes) > 256:
             self._scopes.clear()
         self._scopes[scope] = (stamp, keys, matrix)
@@ -112,21 +100,17 @@ class AnswerCache:
             return None, None
         cosines = matrix @ np.asarray(vector, dtype=np.float32)
         refused: Near | None = None
-        now = time.time()
         for i in np.argsort(-cosines)[:5]:  # the closest few: the gate may refuse the very closest
             cosine = float(cosines[i])
             if cosine < threshold:
                 break
-            row = self.conn.execute(
-                "SELECT key, text, value, trace_id, created FROM cache_entries WHERE key = ? AND expires > ?",
-                (keys[i], now),
-            ).fetchone()
+            row = self.store.get(keys[i])
             entry = self._entry(row) if row is not None else None
             if entry is None:
                 continue
             verdict = compare(text, entry.text)
             if verdict.same:
-                self._hit(entry.key)
+                self.store.hit(entry.key)
                 return Near(entry, cosine, verdict), refused
             refused = refused or Near(entry, cosine, verdict)
         return None, refused
@@ -142,34 +126,23 @@ class AnswerCache:
         value: dict[str, Any],
         trace_id: str | None,
         ttl_s: float,
+        tenant: str = "default",
     ) -> None:
-        now = time.time()
         blob = None if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
-        self.conn.execute(
-            "INSERT OR REPLACE INTO cache_entries"
-            "(key, scope, feature, text, vector, value, trace_id, created, expires) VALUES (?,?,?,?,?,?,?,?,?)",
-            (key, scope, feature, text, blob, orjson.dumps(value).decode(), trace_id, now, now + ttl_s),
+        self.store.put(
+            key,
+            tenant=tenant,
+            scope=scope,
+            feature=feature,
+            text=text,
+            vector=blob,
+            value=orjson.dumps(value).decode(),
+            trace_id=trace_id,
+            ttl_s=ttl_s,
         )
 
-    def _hit(self, key: str) -> None:
-        self.conn.execute("UPDATE cache_entries SET hits = hits + 1 WHERE key = ?", (key,))
+    def clear(self, feature: str | None = None, *, expired_only: bool = False, tenant: str | None = None) -> int:
+        return self.store.clear(tenant=tenant, feature=feature, expired_only=expired_only)
 
-    def clear(self, feature: str | None = None, *, expired_only: bool = False) -> int:
-        where: list[str] = []
-        args: list[Any] = []
-        if feature is not None:
-            where.append("feature = ?")
-            args.append(feature)
-        if expired_only:
-            where.append("expires <= ?")
-            args.append(time.time())
-        sql = "DELETE FROM cache_entries" + (f" WHERE {' AND '.join(where)}" if where else "")
-        return int(self.conn.execute(sql, args).rowcount)
-
-    def stats(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT feature, count(*) AS entries, sum(hits) AS hits, sum(vector IS NOT NULL) AS semantic, "
-            "sum(expires <= ?) AS expired FROM cache_entries GROUP BY feature ORDER BY feature",
-            (time.time(),),
-        ).fetchall()
-        return [dict(r) for r in rows]
+    def stats(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        return self.store.stats(tenant=tenant)

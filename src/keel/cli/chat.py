@@ -7,7 +7,7 @@ import time
 
 import typer
 
-from keel.cli.common import Env, console, fmt_cost, load_env
+from keel.cli.common import TENANT, Env, console, fmt_cost, load_env
 from keel.errors import UserError
 from keel.gateway.runtime import build_service, close_service
 from keel.types import CallContext, ChatRequest
@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         system: str | None = typer.Option(None, help="a system prompt"),
         max_tokens: int = typer.Option(512, help="upper bound on the answer's length", min=1),
         temperature: float | None = typer.Option(None, min=0.0, max=2.0),
+        tenant: str = TENANT,
         config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
     ) -> None:
         """Ask a model and stream its answer."""
@@ -36,7 +37,7 @@ def register(app: typer.Typer) -> None:
             stream=True,
             max_tokens=max_tokens,
             params=params,
-            ctx=CallContext(tenant="cli"),
+            ctx=CallContext(tenant=tenant),
         )
         asyncio.run(_run(env, req))
 

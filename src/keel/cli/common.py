@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
-import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import typer
 from rich.console import Console
 
 from keel.config import keel_home, load_settings
 from keel.config.settings import KeelSettings
-from keel.errors import UserError
-from keel.store.sqlite import connect, db_path
+from keel.store import DEFAULT_TENANT, Store, open_store
+from keel.timespan import parse_since
 
 console = Console()
 err_console = Console(stderr=True)
+TENANT = typer.Option(
+    DEFAULT_TENANT, "--tenant", envvar="KEEL_TENANT", help="the tenant whose data this command acts on"
+)
+
+
+__all__ = ["DEFAULT_TENANT", "TENANT", "Env", "console", "err_console", "fmt_cost", "fmt_ts", "load_env", "parse_since"]
 
 
 @dataclass
@@ -25,30 +29,14 @@ class Env:
     settings: KeelSettings
     home: Path
 
-    def db(self) -> sqlite3.Connection:
-        return connect(db_path(self.home))
+    def store(self) -> Store:
+        """The configured store (SQLite under KEEL_HOME, or Postgres); close it when done."""
+        return open_store(self.settings, self.home)
 
 
 def load_env(config: str | None) -> Env:
     settings = load_settings(config)
     return Env(settings, keel_home(settings))
-
-
-_SPAN = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_since(value: str | None) -> float | None:
-    """'7d', '24h', '30m' or an ISO date → a UNIX timestamp."""
-    if not value:
-        return None
-    match = _SPAN.match(value.strip())
-    if match:
-        return time.time() - int(match.group(1)) * _UNITS[match.group(2)]
-    try:
-        return dt.datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise UserError(f"--since takes a span like 7d, 24h, 30m or an ISO date, not '{value}'") from None
 
 
 def fmt_cost(value: float | None) -> str:

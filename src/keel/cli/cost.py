@@ -22,7 +22,6 @@ from keel.cli.common import console, fmt_cost, load_env, parse_since
 from keel.cost.prices import PriceTable
 from keel.cost.projection import project
 from keel.errors import UserError
-from keel.store.traces import cost_summary, interactions, traffic
 
 CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
 BY = typer.Option("model", help="comma-separated: model, deployment, tenant, user, feature, day")
@@ -66,8 +65,8 @@ def register(app: typer.Typer) -> None:
         config: str | None = CONFIG,
     ) -> None:
         """Project monthly spend from logged traffic, with a pessimistic case and the break-even."""
-        with load_env(config).db() as conn:
-            rows = traffic(conn, since=parse_since(since), feature=feature)
+        with load_env(config).store() as store:
+            rows = store.traces.traffic(since=parse_since(since), feature=feature)
         p = project(rows, price_table(config))
         if p is None:
             scope = f" for {feature}" if feature else ""
@@ -176,9 +175,9 @@ def register(app: typer.Typer) -> None:
 def show_report(by: str, since: str | None, target: float | None, html: Path | None, config: str | None) -> None:
     dims = [d.strip() for d in by.split(",") if d.strip()]
     start = parse_since(since)
-    with load_env(config).db() as conn:
-        rows = cost_summary(conn, dims, since=start)
-        runs = interactions(conn, dims, since=start)
+    with load_env(config).store() as store:
+        rows = store.traces.cost_summary(dims, since=start)
+        runs = store.traces.interactions(dims, since=start)
     if not rows:
         console.print("no calls recorded in that window")
         return

@@ -19,8 +19,7 @@ from keel.cli.common import Env, console, fmt_cost, load_env
 from keel.cli.rag import ingest_with_progress, print_report
 from keel.errors import UserError
 from keel.sdk import Client, RunResult
-from keel.store.keys import create_key
-from keel.store.traces import get_trace
+from keel.store.keys import DEFAULT_TENANT
 
 PROJECT = Path(__file__).resolve().parent.parent / "demo_project"
 QUESTION = "How do I rotate my API key without downtime?"
@@ -56,8 +55,8 @@ def register(app: typer.Typer) -> None:
                 load = getattr(app_.service.gateway.adapters[dep], "load", None)
                 if load is not None:
                     load()
-        with env.db() as conn:
-            key, _ = create_key(conn, "demo", "keel demo")
+        with env.store() as store:  # the demo's data is the default tenant's, so its key is too
+            key, _ = store.keys.create(DEFAULT_TENANT, "keel demo")
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(app_.asgi, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
@@ -108,12 +107,11 @@ def _show(env: Env, result: RunResult) -> None:
         console.print(f"  [yellow]cites {invalid}, which were not given[/yellow]")
     elif not valid and not result.found_nothing:
         console.print("  [yellow]the answer cites no source (small local models often forget to)[/yellow]")
-    with env.db() as conn:
-        rec = get_trace(conn, result.trace_id)
-        calls = conn.execute(
-            "SELECT count(*), sum(input_tokens), sum(output_tokens), max(ttft_ms) FROM traces WHERE parent = ?",
-            (result.trace_id,),
-        ).fetchone()
+    with env.store() as store:
+        rec = store.traces.get(result.trace_id, tenant=None)
+        inside = store.traces.children(result.trace_id, tenant=None)
+    ttft = max((c.ttft_ms for c in inside if c.ttft_ms), default=None)
+    calls = (len(inside), sum(c.input_tokens for c in inside), sum(c.output_tokens for c in inside), ttft)
     if rec is None:
         raise UserError(f"trace {result.trace_id} was not recorded")
     console.rule("what Keel recorded")

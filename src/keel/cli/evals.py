@@ -16,7 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from keel.cli.common import Env, console, fmt_cost, load_env, parse_since
+from keel.cli.common import TENANT, Env, console, fmt_cost, load_env, parse_since
 from keel.errors import KeelError, UserError
 from keel.evals import promote
 from keel.evals.report import write_html
@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         json: bool = typer.Option(False, "--json", help="print the run as JSON"),
         junit: Path | None = typer.Option(None, help="write JUnit XML here"),
         html: Path | None = typer.Option(None, help="write a self-contained HTML report here"),
+        tenant: str = TENANT,
         config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
     ) -> None:
         """Run a suite; exit 0 when the gate passes, 100 when it fails, 1 on errors."""
@@ -62,7 +63,7 @@ def register(app: typer.Typer) -> None:
             variants = matrix(prompt_versions, models)
             if label and len(variants) > 1:
                 raise UserError("--label names one run; a matrix makes several (label the winner's run later)")
-            outcomes = asyncio.run(_run(env, root, loaded, variants, baseline, label, concurrency, cache))
+            outcomes = asyncio.run(_run(env, root, loaded, variants, baseline, label, concurrency, cache, tenant))
         except KeelError as exc:
             console.print(f"[red]error:[/red] {exc.message}", highlight=False)
             sys.exit(ERRORED)
@@ -99,6 +100,7 @@ def register(app: typer.Typer) -> None:
         limit: int = typer.Option(50, min=1, max=1000, help="at most this many new cases"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the cases; change nothing"),
         root: Path = typer.Option(Path("."), help="the project folder holding evals/"),
+        tenant: str = TENANT,
         config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
     ) -> None:
         """Turn production runs with corrections or low scores into eval cases (redacted, de-duplicated)."""
@@ -107,15 +109,20 @@ def register(app: typer.Typer) -> None:
         env = load_env(config)
         path = find_suite(root, suite)
         loaded = load_suite(path)
-        with env.db() as conn:
+        with env.store() as store:
             found, uncaptured = promote.find_candidates(
-                conn, loaded.spec.feature, since=parse_since(since), scores=env.settings.feedback, below=below
+                store,
+                loaded.spec.feature,
+                since=parse_since(since),
+                scores=env.settings.feedback,
+                below=below,
+                tenant=tenant,
             )
-            outcome = promote.plan(conn, loaded, found, uncaptured)
+            outcome = promote.plan(store, loaded, found, uncaptured, tenant)
             chosen = outcome.added[:limit]
             if chosen and not dry_run:
                 promote.append_cases(path, chosen)
-                promote.record(conn, loaded, chosen)
+                promote.record(store, loaded, chosen, tenant)
         table = Table("case", "inputs", "expected", "why", title=f"{len(chosen)} new case(s) for {loaded.name}")
         for c in chosen:
             inputs = orjson.dumps(c.inputs).decode()
@@ -183,17 +190,18 @@ async def _run(
     label: str | None,
     concurrency: int | None,
     use_cache: bool,
+    tenant: str,
 ) -> list[Outcome]:
     async with open_pipeline(env.settings, env.home, root) as pipeline:
-        conn = pipeline.registry.conn
-        require_feature(pipeline, suite)
+        evals = pipeline.store.evals
+        require_feature(pipeline, suite, tenant)
         for variant in variants:
             if variant.model is not None:
                 pipeline.service.gateway.route(variant.model)  # an unknown model fails before any call
-        before = load_run(conn, suite.name, baseline) if baseline else None
+        before = load_run(evals, suite.name, baseline, tenant) if baseline else None
         if baseline and before is None:
             raise KeelError(f"no baseline run '{baseline}' for suite '{suite.name}' (label a run with --label)")
-        cache = ResultCache(conn) if use_cache else None
+        cache = ResultCache(evals, tenant) if use_cache else None
         outcomes: list[Outcome] = []
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True, disable=not sys.stderr.isatty()) as bar:
@@ -207,9 +215,10 @@ async def _run(
                     progress=lambda _, task=task: bar.advance(task),  # type: ignore[misc]
                     variant=variant,
                     cache=cache,
+                    tenant=tenant,
                 )
                 run.label = label if not run.summary.partial else None
-                save_run(conn, run)
+                save_run(evals, run, tenant)
                 changes = deltas(run, before) if before is not None else []
                 outcomes.append(Outcome(run, judge(suite, run, before), changes))
                 if run.summary.partial:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from keel.cli.common import console, fmt_cost, fmt_ts, load_env
+from keel.cli.common import TENANT, console, fmt_cost, fmt_ts, load_env
 from keel.features.experiments import ArmStats, Experiments, parse_arm, report
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
 from keel.features.spec import load_feature
@@ -18,9 +20,10 @@ CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
 ROOT = typer.Option(Path("."), help="the project folder holding features/ and prompts/")
 
 
-def _open(config: str | None, root: Path) -> tuple[Experiments, PromptRegistry]:
-    conn = load_env(config).db()
-    return Experiments(conn), PromptRegistry(conn, root / "prompts")
+@contextmanager
+def _open(config: str | None, root: Path, tenant: str) -> Iterator[tuple[Experiments, PromptRegistry]]:
+    with load_env(config).store() as store:
+        yield Experiments(store, tenant), PromptRegistry(store.prompts, root / "prompts")
 
 
 @app.command("start")
@@ -31,13 +34,14 @@ def start(
         ..., "--arm", help="NAME[:version=N,model=ALIAS,weight=W] (repeat; the first arm is the control)"
     ),
     root: Path = ROOT,
+    tenant: str = TENANT,
     config: str | None = CONFIG,
 ) -> None:
-    """Split a feature's traffic between arms; each user always sees the same arm."""
-    experiments, registry = _open(config, root)
-    spec = load_feature(root, feature)
-    registry.record_file(root / "prompts" / f"{spec.prompt}.md")
-    experiment = experiments.start(name, feature, [parse_arm(a) for a in arms], registry)
+    """Split a tenant's traffic on a feature between arms; each user always sees the same arm."""
+    with _open(config, root, tenant) as (experiments, registry):
+        spec = load_feature(root, feature)
+        registry.record_file(root / "prompts" / f"{spec.prompt}.md")
+        experiment = experiments.start(name, feature, [parse_arm(a) for a in arms], registry)
     total = sum(a.weight for a in experiment.arms)
     for arm in experiment.arms:
         serves = ", ".join(
@@ -48,11 +52,12 @@ def start(
 
 
 @app.command("list")
-def list_(config: str | None = CONFIG) -> None:
+def list_(tenant: str = TENANT, config: str | None = CONFIG) -> None:
     """Experiments, newest first."""
-    experiments, _ = _open(config, Path("."))
+    with _open(config, Path("."), tenant) as (experiments, _):
+        found = experiments.list()
     table = Table("experiment", "feature", "status", "arms", "started", "winner")
-    for e in experiments.list():
+    for e in found:
         table.add_row(e.name, e.feature, e.status, ", ".join(a.name for a in e.arms), fmt_ts(e.started), e.winner or "")
     console.print(table if table.row_count else "no experiments yet: keel experiments start …")
 
@@ -75,12 +80,12 @@ def _cost(stats: ArmStats) -> str:
 
 
 @app.command("report")
-def report_cmd(name: str, config: str | None = CONFIG) -> None:
+def report_cmd(name: str, tenant: str = TENANT, config: str | None = CONFIG) -> None:
     """Per-arm runs, cost per call, latency p50/p95, error rate and feedback, with 95% intervals."""
-    experiments, _ = _open(config, Path("."))
-    experiment = experiments.get(name)
-    assert experiment is not None
-    result = report(experiments.conn, experiment)
+    with _open(config, Path("."), tenant) as (experiments, _):
+        experiment = experiments.get(name)
+        assert experiment is not None
+        result = report(experiments.store, experiment)
     feedback = f"feedback ({result.feedback_name})" if result.feedback_name else "feedback"
     table = Table(
         "arm", "serves", "runs", "error rate", "cost / call", "p50 ms", "p95 ms", feedback, "eval score",
@@ -116,11 +121,12 @@ def stop(
     ),
     label: str = typer.Option(DEFAULT_LABEL, help="the label the promoted arm's prompt version moves to"),
     root: Path = ROOT,
+    tenant: str = TENANT,
     config: str | None = CONFIG,
 ) -> None:
     """Stop the experiment; with --promote, move the label to the chosen arm's prompt version."""
-    experiments, registry = _open(config, root)
-    _, done = experiments.stop(name, promote=promote, label=label, registry=registry)
+    with _open(config, root, tenant) as (experiments, registry):
+        _, done = experiments.stop(name, promote=promote, label=label, registry=registry)
     console.print(
         f"experiment '{name}' {done}" if done.startswith("stopped") else f"experiment '{name}' stopped; {done}"
     )

@@ -45,6 +45,7 @@ rag.register_ask(app)
 run.register(app)
 evals.register(app)
 app.add_typer(keys.app, name="keys")
+app.add_typer(keys.tenants_app, name="tenants")
 app.add_typer(traces.app, name="traces")
 app.command("feedback")(traces.feedback)  # `keel feedback` = `keel traces feedback`
 app.add_typer(prompts.app, name="prompts")

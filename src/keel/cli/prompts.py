@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -16,28 +18,32 @@ CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
 DIR = typer.Option(Path("prompts"), "--dir", help="the prompts folder")
 
 
-def _registry(config: str | None, directory: Path) -> PromptRegistry:
-    env = load_env(config)
-    return PromptRegistry(env.db(), directory)
+@contextmanager
+def _registry(config: str | None, directory: Path) -> Iterator[PromptRegistry]:
+    with load_env(config).store() as store:
+        yield PromptRegistry(store.prompts, directory)
 
 
 @app.command("sync")
 def sync(directory: Path = DIR, config: str | None = CONFIG) -> None:
     """Record every prompt file's current content as a version (new content → new version)."""
-    for name, version in _registry(config, directory).sync().items():
+    with _registry(config, directory) as registry:
+        synced = registry.sync()
+    for name, version in synced.items():
         console.print(f"{name}: v{version}")
 
 
 @app.command("list")
 def list_(directory: Path = DIR, config: str | None = CONFIG) -> None:
     """Prompts with their newest version and labels."""
-    registry = _registry(config, directory)
-    names = sorted(registry.sync())
     table = Table("prompt", "versions", "labels", "description")
-    for name in names:
-        versions = registry.versions(name)
-        labels = ", ".join(f"{label}→v{v.version}" for v in versions for label in v.labels)
-        table.add_row(name, str(len(versions)), labels, registry.source(name, versions[-1].version).meta.description)
+    with _registry(config, directory) as registry:
+        names = sorted(registry.sync())
+        for name in names:
+            versions = registry.versions(name)
+            labels = ", ".join(f"{label}→v{v.version}" for v in versions for label in v.labels)
+            description = registry.source(name, versions[-1].version).meta.description
+            table.add_row(name, str(len(versions)), labels, description)
     console.print(table if names else f"no prompts in {directory}")
 
 
@@ -50,17 +56,18 @@ def show(
     config: str | None = CONFIG,
 ) -> None:
     """Print one version's source."""
-    registry = _registry(config, directory)
-    number = version or registry.label_version(name, label)
+    with _registry(config, directory) as registry:
+        number = version or registry.label_version(name, label)
+        text = registry.source(name, number).text
     console.print(f"[bold]{name} v{number}[/bold]")
-    console.print(registry.source(name, number).text, highlight=False, markup=False)
+    console.print(text, highlight=False, markup=False)
 
 
 @app.command("diff")
 def diff(name: str, old: int, new: int, directory: Path = DIR, config: str | None = CONFIG) -> None:
     """Unified diff between two versions."""
-    registry = _registry(config, directory)
-    a, b = registry.source(name, old).text, registry.source(name, new).text
+    with _registry(config, directory) as registry:
+        a, b = registry.source(name, old).text, registry.source(name, new).text
     lines = difflib.unified_diff(a.splitlines(), b.splitlines(), f"{name}@v{old}", f"{name}@v{new}", lineterm="")
     for line in lines:
         style = "green" if line.startswith("+") else "red" if line.startswith("-") else None
@@ -70,7 +77,8 @@ def diff(name: str, old: int, new: int, directory: Path = DIR, config: str | Non
 @app.command("label")
 def label(name: str, label: str, version: int, directory: Path = DIR, config: str | None = CONFIG) -> None:
     """Point a label (production, staging, …) at a version."""
-    _registry(config, directory).set_label(name, label, version)
+    with _registry(config, directory) as registry:
+        registry.set_label(name, label, version)
     console.print(f"{name}: {label} → v{version}")
 
 
@@ -79,16 +87,18 @@ def rollback(
     name: str, label: str = typer.Option(DEFAULT_LABEL), directory: Path = DIR, config: str | None = CONFIG
 ) -> None:
     """Move a label back to where it was before its last move."""
-    old, new = _registry(config, directory).rollback(name, label)
+    with _registry(config, directory) as registry:
+        old, new = registry.rollback(name, label)
     console.print(f"{name}: {label} v{old} → v{new}")
 
 
 @app.command("history")
 def history(name: str, directory: Path = DIR, config: str | None = CONFIG) -> None:
     """Every version and every label move."""
-    registry = _registry(config, directory)
+    with _registry(config, directory) as registry:
+        found, moved = registry.versions(name), registry.history(name)
     versions = Table("version", "hash", "commit", "author", "recorded", "labels", title=f"{name}: versions")
-    for v in registry.versions(name):
+    for v in found:
         versions.add_row(
             f"v{v.version}",
             v.hash[:12],
@@ -98,7 +108,8 @@ def history(name: str, directory: Path = DIR, config: str | None = CONFIG) -> No
             ", ".join(v.labels),
         )
     console.print(versions)
-    moves = Table("when", "label", "from", "to", "why", title="label moves")
-    for m in registry.history(name):
-        moves.add_row(fmt_ts(m["at"]), m["label"], f"v{m['from']}" if m["from"] else "—", f"v{m['to']}", m["reason"])
+    moves = Table("when", "label", "from", "to", "who", "why", title="label moves")
+    for m in moved:
+        was = f"v{m['from']}" if m["from"] else "—"
+        moves.add_row(fmt_ts(m["at"]), m["label"], was, f"v{m['to']}", m["who"], m["reason"])
     console.print(moves)

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from keel.cli.common import Env, console, fmt_ts, load_env
+from keel.cli.common import DEFAULT_TENANT, TENANT, Env, console, fmt_ts, load_env
 from keel.gateway.runtime import build_service, close_service
 from keel.rag.answer import Answer, answer_stream
 from keel.rag.backends import Backend
@@ -34,11 +34,13 @@ def ingest_with_progress(
     chunk_tokens: int = 128,
     overlap: int = 0,
     rerank: str | None = None,
+    tenant: str = DEFAULT_TENANT,
 ) -> IngestReport:
     """Ingest with a progress bar (one step per file); unchanged files are skipped quickly."""
     files, _ = discover(paths)
     with closing(Backend(env.settings, env.home)) as backend:
         col = backend.open(
+            tenant,
             collection,
             make_embedder(env.settings),
             create=True,
@@ -84,12 +86,13 @@ def register(app: typer.Typer) -> None:
         rerank: str | None = typer.Option(
             None, help="set the collection's reranker: none, llm[:model], cross-encoder:MODEL.onnx:TOKENIZER.json"
         ),
+        tenant: str = TENANT,
         config: str | None = CONFIG,
     ) -> None:
         """Index documents; re-running touches only what changed."""
         env = load_env(config)
         report = ingest_with_progress(
-            env, collection, paths, sync=sync, chunk_tokens=chunk_tokens, overlap=overlap, rerank=rerank
+            env, collection, paths, sync=sync, chunk_tokens=chunk_tokens, overlap=overlap, rerank=rerank, tenant=tenant
         )
         print_report(report)
 
@@ -104,19 +107,20 @@ def register(app: typer.Typer) -> None:
         rerank: str | None = typer.Option(None, help="override the collection's reranker for this search"),
         doc_prefix: str | None = typer.Option(None, help="only documents whose id starts with this"),
         kind: list[str] = typer.Option([], help="only these document kinds: md, txt, html, pdf (repeatable)"),
+        tenant: str = TENANT,
         config: str | None = CONFIG,
     ) -> None:
         """Ranked chunks with their source, heading path, page and score."""
         env = load_env(config)
         with closing(Backend(env.settings, env.home)) as backend:
-            col = backend.open(collection, make_embedder(env.settings))
+            col = backend.open(tenant, collection, make_embedder(env.settings))
             spec = rerank if rerank is not None else col.rerank
             filters = Filters(None, doc_prefix, frozenset(kind)) if doc_prefix or kind else None
             found = col.search(
                 query, top_k=candidate_pool(top_k, spec), mode=mode, min_score=min_score, filters=filters
             )
             if spec != "none":
-                found = asyncio.run(_rerank(env, spec, query, found, top_k))
+                found = asyncio.run(_rerank(env, spec, query, found, top_k, tenant))
         if json:
             print(orjson.dumps([f.as_dict() for f in found]).decode())
             return
@@ -135,18 +139,22 @@ def register(app: typer.Typer) -> None:
             console.print(f"    {f.text[:300]}{'…' if len(f.text) > 300 else ''}", highlight=False, markup=False)
 
     @app.command("collections")
-    def collections_cmd(config: str | None = CONFIG) -> None:
+    def collections_cmd(
+        tenant: str | None = typer.Option(None, "--tenant", help="only this tenant's (default: every tenant's)"),
+        config: str | None = CONFIG,
+    ) -> None:
         """List collections."""
         env = load_env(config)
         with closing(Backend(env.settings, env.home)) as backend:
-            rows = backend.list()
+            rows = backend.list(tenant)
         if not rows:
             console.print("no collections yet: `keel ingest NAME ./folder`")
             return
-        table = Table("collection", "documents", "chunks", "embedder", "chunk tokens", "created")
+        table = Table("collection", "tenant", "documents", "chunks", "embedder", "chunk tokens", "created")
         for r in rows:
             table.add_row(
                 r["name"],
+                r["tenant"],
                 str(r["documents"]),
                 str(r["chunks"]),
                 r["embedder"],
@@ -156,11 +164,17 @@ def register(app: typer.Typer) -> None:
         console.print(table)
 
 
-async def _rerank(env: Env, spec: str, query: str, found: list[Found], top_k: int) -> list[Found]:
+async def _rerank(env: Env, spec: str, query: str, found: list[Found], top_k: int, tenant: str) -> list[Found]:
     service = build_service(env.settings, env.home) if spec.startswith("llm") else None  # only the LLM needs it
     try:
         return await rerank_top(
-            spec, query, found, top_k, service=service, default_model=env.settings.default_model or "local"
+            spec,
+            query,
+            found,
+            top_k,
+            service=service,
+            default_model=env.settings.default_model or "local",
+            tenant=tenant,
         )
     finally:
         if service is not None:
@@ -177,19 +191,28 @@ def register_ask(app: typer.Typer) -> None:
         min_score: float = typer.Option(0.25, help="sources below this cosine similarity are not used"),
         max_tokens: int = typer.Option(400, min=1),
         json: bool = typer.Option(False, "--json", help="print the answer, sources and citations as JSON"),
+        tenant: str = TENANT,
         config: str | None = CONFIG,
     ) -> None:
         """Answer from a collection, citing sources as [1], [2] — or say it does not know."""
-        asyncio.run(_ask(load_env(config), collection, question, model, top_k, min_score, max_tokens, json))
+        asyncio.run(_ask(load_env(config), tenant, collection, question, model, top_k, min_score, max_tokens, json))
 
 
 async def _ask(
-    env: Env, name: str, question: str, model: str | None, top_k: int, min_score: float, max_tokens: int, as_json: bool
+    env: Env,
+    tenant: str,
+    name: str,
+    question: str,
+    model: str | None,
+    top_k: int,
+    min_score: float,
+    max_tokens: int,
+    as_json: bool,
 ) -> None:
     service = build_service(env.settings, env.home)
     try:
         with closing(Backend(env.settings, env.home)) as backend:
-            col = backend.open(name, make_embedder(env.settings))
+            col = backend.open(tenant, name, make_embedder(env.settings))
             result = Answer()
             alias = model or env.settings.default_model or "local"
             stream = answer_stream(
@@ -200,7 +223,7 @@ async def _ask(
                 top_k=top_k,
                 min_score=min_score,
                 max_tokens=max_tokens,
-                ctx=CallContext(tenant="cli", feature="ask"),
+                ctx=CallContext(tenant=tenant, feature="ask"),
                 result=result,
             )
             async for text in stream:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import typer
 
-from keel.cli.common import Env, console, fmt_cost, load_env
+from keel.cli.common import DEFAULT_TENANT, TENANT, Env, console, fmt_cost, load_env
 from keel.errors import UserError
 from keel.features.pipeline import Delta, Done, FeatureResult, event_dict, open_pipeline
 from keel.features.prompts import DEFAULT_LABEL
@@ -44,10 +44,11 @@ def register(app: typer.Typer) -> None:
         stream: bool = typer.Option(False, "--stream", help="print the answer as it is generated"),
         root: Path = typer.Option(Path("."), help="the project folder holding features/ and prompts/"),
         json: bool = typer.Option(False, "--json", help="print the result as JSON (one line per event with --stream)"),
+        tenant: str = TENANT,
         config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
     ) -> None:
         """Run a feature: prompt version, retrieval, model, validation — and what it cost."""
-        asyncio.run(_run(load_env(config), feature, parse_inputs(inputs), user, label, root, json, stream))
+        asyncio.run(_run(load_env(config), feature, parse_inputs(inputs), user, label, root, json, stream, tenant))
 
 
 async def _run(
@@ -59,10 +60,11 @@ async def _run(
     root: Path,
     as_json: bool,
     stream: bool = False,
+    tenant: str = DEFAULT_TENANT,
 ) -> None:
     async with open_pipeline(env.settings, env.home, root) as pipeline:
         streamed = False
-        async for event in pipeline.events(feature, inputs, user=user, tenant="cli", label=label, stream=stream):
+        async for event in pipeline.events(feature, inputs, user=user, tenant=tenant, label=label, stream=stream):
             if as_json:
                 if stream or isinstance(event, Done):
                     print(orjson.dumps(event_dict(event)).decode(), flush=True)

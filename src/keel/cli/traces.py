@@ -10,8 +10,7 @@ from rich.table import Table
 
 from keel.cli.common import console, fmt_cost, fmt_ts, load_env, parse_since
 from keel.errors import UserError
-from keel.store.feedback import add_feedback, feedback_for
-from keel.store.traces import TraceRecord, as_dict, get_trace, list_traces
+from keel.store.traces import TraceRecord, as_dict
 
 app = typer.Typer(help="Look at recorded calls.", no_args_is_help=True)
 CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
@@ -44,12 +43,24 @@ def list_(
     limit: int = typer.Option(20, min=1, max=10_000),
     since: str | None = typer.Option(None),
     status: str | None = typer.Option(None, help="ok, error or cancelled"),
+    feature: str | None = typer.Option(None, help="only this feature's calls and runs"),
+    user: str | None = typer.Option(None, help="only this user's"),
+    tenant: str | None = typer.Option(None, help="only this tenant's (default: every tenant's)"),
+    model: str | None = typer.Option(None, help="only calls to this model or alias"),
     json: bool = typer.Option(False, "--json", help="print JSON lines"),
     config: str | None = CONFIG,
 ) -> None:
     """The newest calls first."""
-    with load_env(config).db() as conn:
-        rows = list_traces(conn, limit=limit, since=parse_since(since), status=status)
+    with load_env(config).store() as store:
+        rows = store.traces.find(
+            tenant=tenant,
+            limit=limit,
+            since=parse_since(since),
+            status=status,
+            feature=feature,
+            user=user,
+            model=model,
+        )
     if json:
         for r in rows:
             print(orjson.dumps(as_dict(r)).decode())
@@ -64,8 +75,10 @@ def show(
     trace_id: str = typer.Argument(..., help="the trace id (or its first characters)"), config: str | None = CONFIG
 ) -> None:
     """Everything recorded about one call."""
-    with load_env(config).db() as conn:
-        rec = get_trace(conn, trace_id)
+    with load_env(config).store() as store:
+        rec = store.traces.get(trace_id, tenant=None)
+        scores = store.feedback.for_trace(rec.id, tenant=None) if rec is not None else []
+        children = len(store.traces.children(rec.id, tenant=None)) if rec is not None else 0
     if rec is None:
         raise UserError(f"no trace '{trace_id}'; see `keel traces list`")
     console.print(_table([rec]))
@@ -84,9 +97,6 @@ def show(
     if rec.response is not None:
         console.print("[bold]response[/bold]")
         console.print(rec.response, highlight=False, markup=False)
-    with load_env(config).db() as conn:
-        scores = feedback_for(conn, rec.id)
-        children = conn.execute("SELECT count(*) FROM traces WHERE parent = ?", (rec.id,)).fetchone()[0]
     if rec.operation == "feature":
         arm = f" · experiment {rec.experiment} arm {rec.arm}" if rec.arm else ""
         console.print(f"[bold]feature run[/bold] prompt {rec.prompt} v{rec.prompt_version}{arm} · {children} call(s)")
@@ -125,12 +135,20 @@ def feedback(
             except ValueError:
                 parsed = value
     env = load_env(config)
-    with env.db() as conn:
-        rec = get_trace(conn, trace_id)
+    with env.store() as store:
+        rec = store.traces.get(trace_id, tenant=None)
         if rec is None:
             raise UserError(f"no trace '{trace_id}'; see `keel traces list`")
-        scores = env.settings.feedback
-        row = add_feedback(conn, rec.id, name, parsed, comment=comment, correction=correction, user=user, scores=scores)
+        row = store.feedback.add(
+            rec.id,
+            name,
+            parsed,
+            tenant=None,
+            comment=comment,
+            correction=correction,
+            user=user,
+            scores=env.settings.feedback,
+        )
     shown = row.label if row.value is None else f"{row.value:g}"
     console.print(f"feedback {row.id}: {row.name} = {shown or '—'} on trace {row.trace_id}", highlight=False)
 
@@ -143,10 +161,10 @@ def tail(
 ) -> None:
     """Follow new calls as they are recorded."""
     seen = 0
-    with load_env(config).db() as conn:
+    with load_env(config).store() as store:
         last = time.time() - 1
         while True:
-            rows = list_traces(conn, limit=500, after_ts=last)
+            rows = store.traces.find(tenant=None, limit=500, after_ts=last)
             if rows:
                 console.print(_table(rows))
                 last = rows[-1].ts

@@ -119,9 +119,23 @@ class TracingSettings(Strict):
     otel: bool = False
 
 
+class StoreSettings(Strict):
+    """Where all state lives: keys, traces, feedback, prompts, experiments, evals, caches and (without
+    Redis) the budget ledger. Embedded: one SQLite file under KEEL_HOME. Postgres: shared by every
+    replica and worker."""
+
+    backend: Literal["embedded", "postgres"] = "embedded"
+    url: Secret = Field(None, description='{"$env": "VAR"} holding a postgresql:// URL')
+    retention_days: float | None = Field(
+        None, gt=0, description="delete traces older than this (in bounded batches); keep them all by default"
+    )
+
+
 class RetrievalSettings(Strict):
-    backend: Literal["embedded", "postgres"] = Field("embedded", description="where collections live")
-    postgres_url: Secret = Field(None, description='{"$env": "VAR"} holding a postgresql:// URL')
+    backend: Literal["embedded", "postgres"] | None = Field(
+        None, description="where collections live; the store's backend by default"
+    )
+    postgres_url: Secret = Field(None, description='{"$env": "VAR"} holding a postgresql:// URL; store.url by default')
     embedder: str | None = Field(None, description="an embeddings deployment; the local MiniLM by default")
 
 
@@ -269,6 +283,7 @@ class KeelSettings(Strict):
     home: Path | None = Field(None, description="data directory; KEEL_HOME or ~/.keel by default")
     server: ServerSettings = ServerSettings()
     tracing: TracingSettings = TracingSettings()
+    store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     data_policy: DataPolicySettings = DataPolicySettings()
@@ -285,6 +300,15 @@ class KeelSettings(Strict):
     modes: dict[str, str] = Field(
         default_factory=dict, description="what a request's mode means: e.g. {fast: small, accurate: large}"
     )
+
+    @property
+    def retrieval_backend(self) -> Literal["embedded", "postgres"]:
+        """Where collections live: retrieval's own switch, else the store's backend."""
+        return self.retrieval.backend or self.store.backend
+
+    @property
+    def retrieval_url(self) -> SecretRef | None:
+        return self.retrieval.postgres_url or (self.store.url if self.store.backend == "postgres" else None)
 
     def model_for_mode(self, mode: object) -> str:
         """The alias a request's ``mode`` (fast, accurate, …) maps to; a clear error otherwise."""
@@ -312,7 +336,9 @@ class KeelSettings(Strict):
                 errors.append((("deployments", dep_name, "model"), message))
         if self.retrieval.embedder is not None and self.retrieval.embedder not in self.deployments:
             errors.append((("retrieval", "embedder"), f"unknown deployment '{self.retrieval.embedder}'"))
-        if self.retrieval.backend == "postgres" and self.retrieval.postgres_url is None:
+        if self.store.backend == "postgres" and self.store.url is None:
+            errors.append((("store", "url"), 'the postgres store needs url: {"$env": "VAR"}'))
+        if self.retrieval_backend == "postgres" and self.retrieval_url is None:
             errors.append((("retrieval", "postgres_url"), 'the postgres backend needs postgres_url: {"$env": "VAR"}'))
         if self.default_model and self.default_model not in self.models:
             errors.append((("default_model",), f"unknown model '{self.default_model}'"))

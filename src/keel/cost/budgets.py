@@ -44,6 +44,15 @@ def _matches(match: Mapping[Any, str], subject: Subject) -> bool:
     return all(subject.value(k) == v for k, v in match.items())
 
 
+def _per(per: str | None, subject: Subject) -> tuple[str, str]:
+    """(who, for messages: ``user u1``; whose bucket: ``user u1 @acme``). Users, keys and features
+    are counted per tenant, so one tenant's traffic never spends another tenant's user's budget."""
+    if per is None:
+        return "", ""
+    who = f"{per} {subject.value(per) or NOBODY}"
+    return who, who if per == "tenant" else f"{who} @{subject.tenant or NOBODY}"
+
+
 def window(period: str, now: dt.datetime) -> tuple[str, dt.datetime]:
     """The window's label and when it ends (UTC)."""
     if period == "day":
@@ -83,15 +92,12 @@ def claims_for(
     for name, b in budgets.items():
         if not _matches(b.match, subject):
             continue
-        who = ""
-        if b.per is not None:
-            value = subject.value(b.per) or NOBODY
-            who = f"{b.per} {value}"
+        who, whose = _per(b.per, subject)
         label, resets = window(b.period, now)
         out.append(
             Claim(
                 name=name,
-                bucket=f"{name}|{who}|{label}",
+                bucket=f"{name}|{whose}|{label}",
                 who=who,
                 resets=resets,
                 limit_nusd=to_nano(b.usd) if b.usd is not None else None,
@@ -120,8 +126,8 @@ def rate_claims_for(limits: Mapping[str, RateLimitSettings], subject: Subject) -
     for name, limit in limits.items():
         if not _matches(limit.match, subject):
             continue
-        who = f"{limit.per} {subject.value(limit.per) or NOBODY}" if limit.per else ""
-        out.append(RateClaim(name, f"{name}|{who}", who, limit.rpm, limit.tpm))
+        who, whose = _per(limit.per, subject)
+        out.append(RateClaim(name, f"{name}|{whose}", who, limit.rpm, limit.tpm))
     return out
 
 

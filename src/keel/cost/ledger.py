@@ -5,19 +5,19 @@ refusing if any hard bucket would go over what is spent plus what is already hel
 releases the hold and adds what the call really cost, and reports alert shares it crossed. A
 crashed call's hold expires after ``ttl`` seconds.
 
-Two backends behind one protocol (and one conformance suite): SQLite (one write transaction per
-step; atomic across processes on one machine) and Redis (one Lua script per step, Redis's clock,
-so replicas agree whatever their own clocks say).
+Two backends behind one protocol (and one conformance suite): the store (one write transaction
+per step: SQLite, atomic across processes on one machine; Postgres, with per-bucket locks, shared
+by replicas) and Redis (one Lua script per step, Redis's clock, so replicas agree whatever their own
+clocks say).
 """
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from keel.cost.budgets import Claim, Crossing, LedgerUnavailable, Refusal
+from keel.store.budgets import BudgetStore, Hold, Usage
 
 
 class Ledger(Protocol):
@@ -58,88 +58,41 @@ def crossed(claim: Claim, alerted: float, spent_n: int, spent_t: int) -> float |
     return max(passed) if passed else None
 
 
-class SQLiteLedger:
-    PURGE_EVERY = 1000
+class StoreLedger:
+    """Budgets counted in the store: SQLite on one machine, Postgres shared by every replica."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self._settles = 0
+    def __init__(self, store: BudgetStore) -> None:
+        self.store = store
 
     async def reserve(self, reservation: str, claims: Sequence[Claim], ttl: float) -> Refusal | None:
-        conn, now = self.conn, time.time()
-        conn.execute("BEGIN IMMEDIATE")  # the write lock: no other process reserves between check and hold
-        try:
-            for claim in claims:
-                spent_n, spent_t, held_n, held_t = self._usage(claim.bucket, now)
-                if claim.hard and _over(claim, spent_n, held_n, spent_t, held_t):
-                    conn.execute("ROLLBACK")
-                    return Refusal(claim, spent_n, held_n, spent_t, held_t)
-            conn.executemany(
-                "INSERT OR REPLACE INTO budget_holds(reservation, bucket, nusd, tokens, expires) VALUES (?,?,?,?,?)",
-                [(reservation, c.bucket, c.nusd, c.tokens, now + ttl) for c in claims],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return None
+        def refuse(i: int, used: Usage) -> bool:
+            claim = claims[i]
+            return claim.hard and _over(claim, used.spent_nusd, used.held_nusd, used.spent_tokens, used.held_tokens)
 
-    def _usage(self, bucket: str, now: float) -> tuple[int, int, int, int]:
-        row = self.conn.execute(
-            "SELECT spent_nusd, spent_tokens FROM budget_spend WHERE bucket = ?", (bucket,)
-        ).fetchone()
-        held = self.conn.execute(
-            "SELECT coalesce(sum(nusd), 0), coalesce(sum(tokens), 0) FROM budget_holds "
-            "WHERE bucket = ? AND expires > ?",
-            (bucket, now),
-        ).fetchone()
-        spent_n, spent_t = (int(row[0]), int(row[1])) if row else (0, 0)
-        return spent_n, spent_t, int(held[0]), int(held[1])
+        holds = [Hold(c.bucket, c.nusd, c.tokens) for c in claims]
+        refused = await self.store.db.call(self.store.reserve, reservation, holds, ttl, refuse)
+        if refused is None:
+            return None
+        i, used = refused
+        return Refusal(claims[i], used.spent_nusd, used.held_nusd, used.spent_tokens, used.held_tokens)
 
     async def settle(self, reservation: str, claims: Sequence[Claim], nusd: int, tokens: int) -> list[Crossing]:
-        conn, now = self.conn, time.time()
-        out = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("DELETE FROM budget_holds WHERE reservation = ?", (reservation,))
-            for claim in claims:
-                row = conn.execute(
-                    "INSERT INTO budget_spend(bucket, spent_nusd, spent_tokens, alerted, expires) VALUES (?,?,?,0,?) "
-                    "ON CONFLICT(bucket) DO UPDATE SET spent_nusd = spent_nusd + excluded.spent_nusd, "
-                    "spent_tokens = spent_tokens + excluded.spent_tokens "
-                    "RETURNING spent_nusd, spent_tokens, alerted",
-                    (claim.bucket, nusd, tokens, claim.expires),
-                ).fetchone()
-                share = crossed(claim, float(row[2]), int(row[0]), int(row[1]))
-                if share is not None:
-                    conn.execute("UPDATE budget_spend SET alerted = ? WHERE bucket = ?", (share, claim.bucket))
-                    out.append(Crossing(claim, share, int(row[0]), int(row[1])))
-            self._settles += 1
-            if self._settles % self.PURGE_EVERY == 0:
-                conn.execute("DELETE FROM budget_holds WHERE expires < ?", (now,))
-                conn.execute("DELETE FROM budget_spend WHERE expires < ?", (now,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return out
+        def passed(i: int, alerted: float, spent_n: int, spent_t: int) -> float | None:
+            return crossed(claims[i], alerted, spent_n, spent_t)
+
+        buckets = [(c.bucket, c.expires) for c in claims]
+        done = await self.store.db.call(self.store.settle, reservation, buckets, nusd, tokens, passed)
+        return [Crossing(claims[i], share, spent_n, spent_t) for i, share, spent_n, spent_t in done]
 
     async def usage(self, bucket: str) -> tuple[int, int, int, int]:
-        spent_n, spent_t, held_n, held_t = self._usage(bucket, time.time())
-        return spent_n, spent_t, held_n, held_t
+        used = await self.store.db.call(self.store.usage, bucket)
+        return used.spent_nusd, used.spent_tokens, used.held_nusd, used.held_tokens
 
     async def buckets(self, budget: str) -> list[str]:
-        rows = self.conn.execute(
-            "SELECT bucket FROM budget_spend WHERE substr(bucket, 1, ?) = ? "
-            "UNION SELECT bucket FROM budget_holds WHERE substr(bucket, 1, ?) = ? ORDER BY 1",
-            (len(budget) + 1, f"{budget}|", len(budget) + 1, f"{budget}|"),
-        )
-        return [r[0] for r in rows]
+        return list(await self.store.db.call(self.store.buckets, budget))
 
     async def aclose(self) -> None:
-        self.conn.close()
+        self.store.db.close()  # the ledger is given a database of its own
 
 
 # -- Redis -----------------------------------------------------------------------------------------

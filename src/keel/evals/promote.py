@@ -10,8 +10,6 @@ tagged ``needs-expected`` so someone writes the right answer in.
 from __future__ import annotations
 
 import re
-import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,9 @@ from keel.config.settings import FeedbackSettings
 from keel.config.yamlfile import read_yaml
 from keel.errors import ConfigError, UserError
 from keel.evals.suite import Suite, load_suite
+from keel.store import Store
 from keel.store.feedback import Feedback, is_low
+from keel.store.keys import DEFAULT_TENANT
 from keel.tracing.redact import redact
 
 _FOLD = re.compile(r"[\W_]+")
@@ -68,29 +68,21 @@ def fingerprint(inputs: dict[str, Any]) -> str:
 
 
 def find_candidates(
-    conn: sqlite3.Connection,
+    store: Store,
     feature: str,
     *,
     since: float | None,
     scores: FeedbackSettings,
     below: float | None = None,
+    tenant: str = DEFAULT_TENANT,
 ) -> tuple[list[Candidate], int]:
     """Feature runs with a correction or a low score, newest feedback first; and how many had no
     captured inputs (tracing.capture: off)."""
-    rows = conn.execute(
-        "SELECT f.id, f.trace_id, f.name, f.value, f.label, f.comment, f.correction, f.user, f.at, "
-        "coalesce(p.id, t.id) AS run_id, coalesce(p.request, t.request) AS request, "
-        "coalesce(p.response, t.response) AS response "
-        "FROM feedback f JOIN traces t ON t.id = f.trace_id "
-        "LEFT JOIN traces p ON p.id = t.parent AND p.operation = 'feature' "
-        "WHERE coalesce(p.feature, t.feature) = ? AND coalesce(p.operation, t.operation) = 'feature' AND f.at >= ? "
-        "ORDER BY f.at DESC",
-        (feature, since or 0.0),
-    ).fetchall()
+    rows = store.feedback.on_feature_runs(feature, since=since, tenant=tenant)
     found: dict[str, Candidate] = {}
     uncaptured: set[str] = set()
     for row in rows:
-        fb = Feedback(*tuple(row)[:9])
+        fb: Feedback = row["feedback"]
         if fb.correction is None and not is_low(fb, scores.scores.get(fb.name), below):
             continue
         run_id = row["run_id"]
@@ -118,9 +110,11 @@ def _json(raw: Any) -> Any:
         return raw
 
 
-def plan(conn: sqlite3.Connection, suite: Suite, candidates: list[Candidate], uncaptured: int) -> Promotion:
+def plan(
+    store: Store, suite: Suite, candidates: list[Candidate], uncaptured: int, tenant: str = DEFAULT_TENANT
+) -> Promotion:
     """Which candidates are new: not promoted before, not the same inputs as a case or each other."""
-    done = {r[0] for r in conn.execute("SELECT trace_id FROM eval_promoted WHERE suite = ?", (suite.name,)).fetchall()}
+    done = store.evals.promoted(tenant, suite.name)
     seen = {fingerprint({**suite.spec.defaults, **c.inputs}) for c in suite.spec.cases}
     ids = {c.id for c in suite.spec.cases}
     out = Promotion([], uncaptured=uncaptured)
@@ -167,8 +161,5 @@ def _render(candidate: Candidate, indent: int) -> str:
     return note + "".join(f"{pad}{line}\n" for line in text.splitlines())
 
 
-def record(conn: sqlite3.Connection, suite: Suite, candidates: list[Candidate]) -> None:
-    conn.executemany(
-        "INSERT OR IGNORE INTO eval_promoted(suite, trace_id, case_id, at) VALUES (?,?,?,?)",
-        [(suite.name, c.trace_id, c.case_id, time.time()) for c in candidates],
-    )
+def record(store: Store, suite: Suite, candidates: list[Candidate], tenant: str = DEFAULT_TENANT) -> None:
+    store.evals.mark_promoted(tenant, suite.name, [(c.trace_id, c.case_id) for c in candidates])

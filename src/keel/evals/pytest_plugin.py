@@ -53,7 +53,7 @@ async def _run(suite: Suite) -> tuple[EvalRun, list[Rule]]:
     settings = load_settings(None)
     async with open_pipeline(settings, keel_home(settings), suite.path.parent.parent) as pipeline:
         require_feature(pipeline, suite)
-        run = await run_suite(pipeline, suite, cache=ResultCache(pipeline.registry.conn))
+        run = await run_suite(pipeline, suite, cache=ResultCache(pipeline.store.evals))
         return run, judge(suite, run, None)
 
 

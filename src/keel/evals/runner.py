@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import difflib
 import hashlib
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -32,6 +31,8 @@ from keel.evals.suite import Case, Suite
 from keel.features.pipeline import FeaturePipeline, Resolved
 from keel.features.spec import load_feature
 from keel.stats import bootstrap, percentile
+from keel.store.evals import EvalStore
+from keel.store.keys import DEFAULT_TENANT
 from keel.types import CallContext, ChatRequest
 
 
@@ -127,8 +128,8 @@ class _JudgeCalls:
     """The judge the runner gives checks: a gateway call, traced under the case's feature run, its
     cost counted."""
 
-    def __init__(self, pipeline: FeaturePipeline, suite: Suite, parent: str | None) -> None:
-        self.pipeline, self.suite, self.parent = pipeline, suite, parent
+    def __init__(self, pipeline: FeaturePipeline, suite: Suite, parent: str | None, tenant: str) -> None:
+        self.pipeline, self.suite, self.parent, self.tenant = pipeline, suite, parent, tenant
         self.costs: list[float | None] = []
 
     async def __call__(
@@ -140,7 +141,7 @@ class _JudgeCalls:
         temperature: float = 0.0,
         max_tokens: int = 256,
     ) -> str:
-        call = CallContext(tenant="eval", user="eval-judge", feature=f"eval:{self.suite.name}", parent=self.parent)
+        call = CallContext(tenant=self.tenant, user="eval-judge", feature=f"eval:{self.suite.name}", parent=self.parent)
         settings = self.pipeline.service.gateway.settings
         request = ChatRequest(
             model=model or self.suite.spec.judge_model or settings.default_model or "local",
@@ -166,26 +167,24 @@ class _JudgeCalls:
 class ResultCache:
     """Case results keyed by everything that produced them; errors are never cached."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, store: EvalStore, tenant: str = DEFAULT_TENANT) -> None:
+        self.store = store
+        self.tenant = tenant
 
     def get(self, key: str) -> CaseResult | None:
-        row = self.conn.execute("SELECT result FROM eval_cache WHERE key = ?", (key,)).fetchone()
-        if row is None:
+        raw = self.store.cached(self.tenant, key)
+        if raw is None:
             return None
         try:
-            return _case_from_json(row[0])
+            return _case_from_json(raw)
         except (TypeError, ValueError, KeyError):
             return None  # written by an older Keel: run the case again
 
     def put(self, key: str, suite: str, result: CaseResult) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO eval_cache(key, suite, case_id, result, at) VALUES (?,?,?,?,?)",
-            (key, suite, result.case_id, orjson.dumps(asdict(result)).decode(), time.time()),
-        )
+        self.store.cache(self.tenant, key, suite, result.case_id, orjson.dumps(asdict(result)).decode())
 
     def clear(self, suite: str) -> int:
-        return self.conn.execute("DELETE FROM eval_cache WHERE suite = ?", (suite,)).rowcount
+        return self.store.clear_cache(self.tenant, suite)
 
 
 def cache_key(pipeline: FeaturePipeline, suite: Suite, case: Case, inputs: dict[str, Any], found: Resolved) -> str:
@@ -225,7 +224,10 @@ async def run_case(
     variant: Variant | None = None,
     *,
     cache: ResultCache | None = None,
+    tenant: str = DEFAULT_TENANT,
 ) -> CaseResult:
+    """One case, run as ``tenant`` (its collections, experiments and budgets); eval traffic is told
+    apart by its user ("eval", or the case's) and the judge's feature (``eval:<suite>``)."""
     variant = variant or Variant()
     out = CaseResult(case.id, tags=list(case.tags))
     inputs = {**suite.spec.defaults, **case.inputs}
@@ -235,13 +237,17 @@ async def run_case(
     try:
         if cache is not None:
             key = cache_key(
-                pipeline, suite, case, inputs, pipeline.resolve(suite.spec.feature, inputs, user=user, **pins)
+                pipeline,
+                suite,
+                case,
+                inputs,
+                pipeline.resolve(suite.spec.feature, inputs, user=user, tenant=tenant, **pins),
             )
             hit = cache.get(key)
             if hit is not None:
                 hit.cached, hit.tags = True, list(case.tags)
                 return hit
-        result = await pipeline.run(suite.spec.feature, inputs, user=user, tenant="eval", **pins)
+        result = await pipeline.run(suite.spec.feature, inputs, user=user, tenant=tenant, **pins)
     except KeelError as exc:  # a provider that is down, a bad input: a value, and the run goes on
         out.error = f"{type(exc).__name__}: {exc.message}"
         return out
@@ -253,7 +259,7 @@ async def run_case(
     )
     out.prompt_version, out.model = result.prompt_version, result.model
     ctx = _context(case, result, inputs)
-    judge = _JudgeCalls(pipeline, suite, result.trace_id)
+    judge = _JudgeCalls(pipeline, suite, result.trace_id, tenant)
     ctx.judge = judge
     ctx.embed = pipeline.collections.embed if pipeline.collections is not None else None
     try:
@@ -282,6 +288,7 @@ async def run_suite(
     progress: Callable[[CaseResult], None] | None = None,
     variant: Variant | None = None,
     cache: ResultCache | None = None,
+    tenant: str = DEFAULT_TENANT,
 ) -> EvalRun:
     gate = asyncio.Semaphore(concurrency or suite.spec.concurrency)
     started = time.time()
@@ -289,7 +296,7 @@ async def run_suite(
 
     async def one(case: Case) -> None:
         async with gate:
-            results[case.id] = await run_case(pipeline, suite, case, variant, cache=cache)
+            results[case.id] = await run_case(pipeline, suite, case, variant, cache=cache, tenant=tenant)
         if progress is not None:
             progress(results[case.id])
 
@@ -333,37 +340,26 @@ def summarise(results: list[CaseResult]) -> RunSummary:
 # -- storage -------------------------------------------------------------------------------------
 
 
-def save_run(conn: sqlite3.Connection, run: EvalRun) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        summary = orjson.dumps(asdict(run.summary)).decode()
-        conn.execute(
-            "INSERT INTO eval_runs(id, suite, feature, started, finished, status, label, summary) "
-            "VALUES (?,?,?,?,?,?,?,?)",
-            (run.id, run.suite, run.feature, run.started, time.time(), run.status, run.label, summary),
-        )
-        conn.executemany(
-            "INSERT INTO eval_results(run_id, case_id, result) VALUES (?,?,?)",
-            [(run.id, r.case_id, orjson.dumps(asdict(r)).decode()) for r in run.results],
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+def save_run(store: EvalStore, run: EvalRun, tenant: str = DEFAULT_TENANT) -> None:
+    row = {
+        "id": run.id,
+        "suite": run.suite,
+        "feature": run.feature,
+        "started": run.started,
+        "status": run.status,
+        "label": run.label,
+        "summary": orjson.dumps(asdict(run.summary)).decode(),
+    }
+    store.save_run(tenant, row, [(r.case_id, orjson.dumps(asdict(r)).decode()) for r in run.results])
 
 
-def load_run(conn: sqlite3.Connection, suite: str, ref: str) -> EvalRun | None:
+def load_run(store: EvalStore, suite: str, ref: str, tenant: str = DEFAULT_TENANT) -> EvalRun | None:
     """A run by id, or the newest complete run carrying the label ``ref`` (e.g. ``main``)."""
-    row = conn.execute("SELECT * FROM eval_runs WHERE id = ? AND suite = ?", (ref, suite)).fetchone()
-    if row is None:
-        row = conn.execute(
-            "SELECT * FROM eval_runs WHERE suite = ? AND label = ? AND status = 'done' ORDER BY started DESC LIMIT 1",
-            (suite, ref),
-        ).fetchone()
-    if row is None:
+    found = store.load_run(tenant, suite, ref)
+    if found is None:
         return None
-    stored = conn.execute("SELECT result FROM eval_results WHERE run_id = ?", (row["id"],)).fetchall()
-    results = [_case_from_json(raw) for (raw,) in stored]
+    row, stored = found
+    results = [_case_from_json(raw) for raw in stored]
     run = EvalRun(
         row["id"], row["suite"], row["feature"], row["started"], results, RunSummary(**orjson.loads(row["summary"]))
     )
@@ -476,7 +472,7 @@ def compare(outcomes: list[Outcome]) -> list[list[Delta]]:
     return [[], *(deltas(o.run, first) for o in outcomes[1:])]
 
 
-def require_feature(pipeline: FeaturePipeline, suite: Suite) -> None:
+def require_feature(pipeline: FeaturePipeline, suite: Suite, tenant: str = DEFAULT_TENANT) -> None:
     """Before any call: the feature exists, and every expected source is a document its collection
     holds (a typo there would score every retrieval check 0 and look like a regression)."""
     try:
@@ -487,7 +483,7 @@ def require_feature(pipeline: FeaturePipeline, suite: Suite) -> None:
     if not wanted or spec.retrieval is None or pipeline.collections is None:
         return
     try:
-        held = pipeline.collections.get(spec.retrieval.collection).document_ids()
+        held = pipeline.collections.get(spec.retrieval.collection, tenant=tenant).document_ids()
     except UserError:
         return  # the run reports the missing collection, precisely, per case
     unknown = sorted((case, doc) for case, doc in wanted if doc not in held)

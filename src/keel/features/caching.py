@@ -12,16 +12,17 @@ from keel.features.spec import FeatureSpec
 from keel.rag.answer import check_citations
 from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.found import Found
+from keel.store.keys import DEFAULT_TENANT
 from keel.tracing.redact import redact_text
 
 
-def index_version(collections: Collections | None, spec: FeatureSpec) -> str | None:
+def index_version(collections: Collections | None, spec: FeatureSpec, tenant: str | None) -> str | None:
     """The retrieval index stamp a feature's answers depend on (None: no retrieval, or no collection yet —
     retrieval reports that itself, precisely)."""
     if spec.retrieval is None or collections is None:
         return None
     try:
-        return collections.get(spec.retrieval.collection).index_version()
+        return collections.get(spec.retrieval.collection, tenant=tenant).index_version()
     except CollectionNotFound:
         return None
 
@@ -35,7 +36,7 @@ async def recall(cache: AnswerCache, collections: Collections | None, plan: Plan
     others = {k: v for k, v in inputs.items() if k != key}
     scope = digest(
         plan.ctx.tenant, spec.model_dump(mode="json"), result.prompt_version, plan.model, plan.params,
-        plan.max_output, index_version(collections, spec), others,
+        plan.max_output, index_version(collections, spec, plan.ctx.tenant), others,
     )  # fmt: skip
     lookup = plan.lookup = Lookup(scope, digest(scope, inputs), str(inputs.get(key, "")) if key else "")
     result.cache = "miss"
@@ -94,4 +95,5 @@ def remember(cache: AnswerCache, plan: Plan) -> None:
         value=result.as_dict(),
         trace_id=result.trace_id,
         ttl_s=spec.cache.ttl_s,
+        tenant=plan.ctx.tenant or DEFAULT_TENANT,
     )

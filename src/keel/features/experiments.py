@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from keel.errors import UserError
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
 from keel.features.spec import load_feature
 from keel.stats import Interval, bootstrap, bootstrap_difference, percentile, rate_difference, wilson
+from keel.store import Store
 
 MIN_RUNS = 10  # per arm, before the report claims any difference
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -55,6 +55,7 @@ class Arm:
 
 @dataclass(frozen=True, slots=True)
 class Experiment:
+    tenant: str
     name: str
     feature: str
     arms: tuple[Arm, ...]
@@ -98,10 +99,12 @@ def parse_arm(text: str) -> Arm:
 
 
 class Experiments:
-    """Experiments in the store: one running experiment per feature at a time."""
+    """A tenant's experiments in the store: one running experiment per feature at a time."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, store: Store, tenant: str = "default") -> None:
+        self.store = store
+        self.repo = store.experiments
+        self.tenant = tenant
 
     def start(self, name: str, feature: str, arms: list[Arm], registry: PromptRegistry | None = None) -> Experiment:
         if not _NAME.match(name):
@@ -119,42 +122,44 @@ class Experiments:
                     registry.source(feature_prompt(registry, feature), arm.version)  # raises if unknown
         if self.get(name, missing_ok=True) is not None:
             raise UserError(f"experiment '{name}' already exists; pick another name")
-        experiment = Experiment(name, feature, tuple(arms), "running", time.time())
-        try:
-            self.conn.execute(
-                "INSERT INTO experiments(name, feature, arms, status, started) VALUES (?, ?, ?, 'running', ?)",
-                (name, feature, orjson.dumps([asdict(a) for a in arms]).decode(), experiment.started),
-            )
-        except sqlite3.IntegrityError:
+        experiment = Experiment(self.tenant, name, feature, tuple(arms), "running", time.time())
+        arms_json = orjson.dumps([asdict(a) for a in arms]).decode()
+        if not self.repo.insert(self.tenant, name, feature, arms_json, experiment.started):
             other = self.running(feature)
             raise UserError(
                 f"feature '{feature}' already has a running experiment '{other.name if other else '?'}'; stop it first"
-            ) from None
+            )
         return experiment
 
-    def _from_row(self, row: sqlite3.Row) -> Experiment:
+    @staticmethod
+    def _from_row(row: dict[str, Any]) -> Experiment:
         arms = tuple(Arm(**a) for a in orjson.loads(row["arms"]))
         return Experiment(
-            row["name"], row["feature"], arms, row["status"], row["started"], row["stopped"], row["winner"]
+            row["tenant"],
+            row["name"],
+            row["feature"],
+            arms,
+            row["status"],
+            row["started"],
+            row["stopped"],
+            row["winner"],
         )
 
     def get(self, name: str, *, missing_ok: bool = False) -> Experiment | None:
-        row = self.conn.execute("SELECT * FROM experiments WHERE name = ?", (name,)).fetchone()
+        row = self.repo.get(self.tenant, name)
         if row is None:
             if missing_ok:
                 return None
-            known = [r[0] for r in self.conn.execute("SELECT name FROM experiments ORDER BY started DESC LIMIT 10")]
+            known = [r["name"] for r in self.repo.find(self.tenant, limit=10)]
             raise UserError(f"no experiment '{name}' (experiments: {', '.join(known) or 'none'})")
         return self._from_row(row)
 
     def running(self, feature: str) -> Experiment | None:
-        row = self.conn.execute(
-            "SELECT * FROM experiments WHERE feature = ? AND status = 'running'", (feature,)
-        ).fetchone()
+        row = self.repo.running(self.tenant, feature)
         return self._from_row(row) if row is not None else None
 
     def list(self) -> list[Experiment]:
-        return [self._from_row(r) for r in self.conn.execute("SELECT * FROM experiments ORDER BY started DESC")]
+        return [self._from_row(r) for r in self.repo.find(self.tenant)]
 
     def stop(
         self,
@@ -174,7 +179,7 @@ class Experiments:
         winner: str | None = None
         if promote is not None:
             if promote == "winner":
-                result = report(self.conn, experiment)
+                result = report(self.store, experiment)
                 if result.winner is None:
                     raise UserError(
                         f"experiment '{name}' has no significant winner ({result.verdict}); "
@@ -197,10 +202,7 @@ class Experiments:
             if arm.model is not None:
                 parts.append(f"set `model: {arm.model}` in features/{experiment.feature}.yaml to keep its model")
             done = f"arm '{arm.name}' promoted: " + ("; ".join(parts) or "it is the control; nothing to move")
-        self.conn.execute(
-            "UPDATE experiments SET status = 'stopped', stopped = ?, winner = ?, note = ? WHERE name = ?",
-            (time.time(), winner, done, name),
-        )
+        self.repo.stop(self.tenant, name, winner, done)
         stopped = self.get(name)
         assert stopped is not None
         return stopped, done
@@ -253,12 +255,9 @@ class Report:
 LOWER_IS_BETTER = {"error rate": True, "cost per call": True, "latency p50": True, "feedback": False}
 
 
-def report(conn: sqlite3.Connection, experiment: Experiment) -> Report:
+def report(store: Store, experiment: Experiment) -> Report:
     stats = {a.name: ArmStats(a) for a in experiment.arms}
-    rows = conn.execute(
-        "SELECT id, arm, status, latency_ms, cost_usd FROM traces WHERE operation = 'feature' AND experiment = ?",
-        (experiment.name,),
-    ).fetchall()
+    rows = store.traces.experiment_runs(experiment.name, tenant=experiment.tenant)
     for row in rows:
         arm = stats.get(row["arm"])
         if arm is None:
@@ -273,11 +272,7 @@ def report(conn: sqlite3.Connection, experiment: Experiment) -> Report:
             arm.unpriced += 1
         else:
             arm.costs.append(float(row["cost_usd"]))
-    feedback = conn.execute(
-        "SELECT t.arm, f.name, f.value FROM feedback f JOIN traces t ON t.id = f.trace_id "
-        "WHERE t.experiment = ? AND t.operation = 'feature' AND f.value IS NOT NULL",
-        (experiment.name,),
-    ).fetchall()
+    feedback = store.feedback.on_experiment(experiment.name, tenant=experiment.tenant)
     names = [r["name"] for r in feedback]
     feedback_name = max(set(names), key=names.count) if names else None
     for row in feedback:

@@ -58,7 +58,7 @@ from keel.guards.pii import restore
 from keel.rag.answer import NOTHING_FOUND, SYSTEM, check_citations, render_context, select_sources
 from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.rerank import candidate_pool, rerank_top
-from keel.store import connect, db_path
+from keel.store import DEFAULT_TENANT, Store, open_store
 from keel.store.traces import TraceRecord, outcome
 from keel.tracing.redact import capture
 from keel.types import CallContext, ChatRequest
@@ -125,17 +125,17 @@ class FeaturePipeline:
         self,
         service: GatewayService,
         root: Path,
-        registry: PromptRegistry,
+        store: Store,
         *,
         collections: Collections | None = None,
-        experiments: Experiments | None = None,
+        registry: PromptRegistry | None = None,
     ) -> None:
         self.service = service
         self.root = root
-        self.registry = registry
+        self.store = store
+        self.registry = registry or PromptRegistry(store.prompts, root / "prompts")
         self.collections = collections
-        self.experiments = experiments if experiments is not None else Experiments(registry.conn)
-        self.cache = AnswerCache(registry.conn)
+        self.cache = AnswerCache(store.answers)
 
     async def run(
         self,
@@ -207,20 +207,22 @@ class FeaturePipeline:
         label: str = DEFAULT_LABEL,
         version: int | None = None,
         model: str | None = None,
+        tenant: str | None = None,
     ) -> Resolved:
         """What would serve this call, without calling anything: the prompt version, the model and the
         retrieval index version (eval result caches key on them)."""
         spec = load_feature(self.root, name)
-        rendered, _, _, chosen = self._choose(spec, inputs, user, label, _Pins(version, model))
-        return Resolved(spec, rendered.version, chosen, index_version(self.collections, spec))
+        rendered, _, _, chosen = self._choose(spec, inputs, user, label, _Pins(version, model), tenant)
+        return Resolved(spec, rendered.version, chosen, index_version(self.collections, spec, tenant))
 
     def _choose(
-        self, spec: FeatureSpec, inputs: dict[str, Any], user: str | None, label: str, pins: _Pins
+        self, spec: FeatureSpec, inputs: dict[str, Any], user: str | None, label: str, pins: _Pins, tenant: str | None
     ) -> tuple[Rendered, str | None, Arm | None, str]:
         """The prompt version (rendered), the experiment and arm, and the model that serve this call."""
         name = spec.name
         _refuse_unbuilt(spec)
-        experiment, arm = self._arm(name, user, label) if pins.version is None and pins.model is None else (None, None)
+        pinned = pins.version is not None or pins.model is not None
+        experiment, arm = (None, None) if pinned else self._arm(name, user, label, tenant)
         self.registry.record_file(self.root / "prompts" / f"{spec.prompt}.md")
         version = pins.version if pins.version is not None else (arm.version if arm else None)
         rendered = self.registry.render(spec.prompt, inputs, label=label, version=version)
@@ -233,7 +235,7 @@ class FeaturePipeline:
         spec = load_feature(self.root, name)
         flagged = screen_inputs(spec, inputs)
         inputs, mapping, redacted = redact_inputs(spec, inputs)
-        rendered, ctx.experiment, arm, model = self._choose(spec, inputs, ctx.user, label, pins)
+        rendered, ctx.experiment, arm, model = self._choose(spec, inputs, ctx.user, label, pins, ctx.tenant)
         ctx.prompt, ctx.prompt_version = spec.prompt, rendered.version
         if spec.budget is not None:  # the feature's own budgets join keel.yaml's for its model calls
             ctx.per_call_usd = spec.budget.per_call_usd
@@ -287,11 +289,12 @@ class FeaturePipeline:
         plan.messages = fitted.messages
         return plan
 
-    def _arm(self, name: str, user: str | None, label: str) -> tuple[str | None, Arm | None]:
-        """Users are enrolled in the feature's running experiment unless they asked for a label."""
+    def _arm(self, name: str, user: str | None, label: str, tenant: str | None) -> tuple[str | None, Arm | None]:
+        """Users are enrolled in their tenant's running experiment on the feature unless they asked
+        for a label."""
         if user is None or label != DEFAULT_LABEL:
             return None, None
-        experiment = self.experiments.running(name)
+        experiment = Experiments(self.store, tenant or DEFAULT_TENANT).running(name)
         if experiment is None:
             return None, None
         return experiment.name, experiment.arm_for(user)
@@ -304,7 +307,7 @@ class FeaturePipeline:
         if self.collections is None:
             raise ConfigError(f"feature '{spec.name}' retrieves from '{name}' but no retrieval backend is configured")
         try:
-            collection = self.collections.get(name)  # opened once; its indexes stay in memory
+            collection = self.collections.get(name, tenant=plan.ctx.tenant)  # opened once; indexes stay in memory
         except CollectionNotFound:
             raise ConfigError(
                 f"feature '{spec.name}' retrieves from collection '{name}', which does not exist: "
@@ -324,7 +327,13 @@ class FeaturePipeline:
             )
         )
         found = await rerank_top(
-            spec_rerank, query, found, spec.retrieval.top_k, service=self.service, default_model=plan.model
+            spec_rerank,
+            query,
+            found,
+            spec.retrieval.top_k,
+            service=self.service,
+            default_model=plan.model,
+            tenant=plan.ctx.tenant,
         )
         found = screen_sources(plan, found)
         if not found:
@@ -507,8 +516,8 @@ async def open_pipeline(settings: KeelSettings, home: Path, root: Path) -> Async
     CLI commands and the pytest plugin run features with; the server keeps one for its life)."""
     service = build_service(settings, home)
     try:
-        with closing(Collections(settings, home)) as collections, closing(connect(db_path(home))) as conn:
-            yield FeaturePipeline(service, root, PromptRegistry(conn, root / "prompts"), collections=collections)
+        with closing(Collections(settings, home)) as collections, open_store(settings, home) as store:
+            yield FeaturePipeline(service, root, store, collections=collections)
     finally:
         await close_service(service)
 

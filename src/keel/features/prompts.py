@@ -9,17 +9,17 @@ reason is kept on the result.
 
 from __future__ import annotations
 
-import sqlite3
+import getpass
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from keel.errors import ConfigError, UserError
 from keel.features.templates import PromptSource, Rendered, load_prompt, parse_prompt, render
+from keel.store.prompts import DEFAULT_LABEL, Actor, PromptStore
 
-DEFAULT_LABEL = "production"
+__all__ = ["DEFAULT_LABEL", "Actor", "PromptRegistry", "Version", "local_actor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +49,18 @@ def _git_origin(path: Path) -> tuple[str | None, str | None]:
     return (commit or None), (author or None)
 
 
+def local_actor(tenant: str = "default") -> Actor:
+    """The person at this terminal, for label moves made by the CLI."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = None
+    return Actor(tenant, f"os:{name}" if name else None)
+
+
 class PromptRegistry:
-    def __init__(self, conn: sqlite3.Connection, directory: Path) -> None:
-        self.conn = conn
+    def __init__(self, store: PromptStore, directory: Path) -> None:
+        self.store = store
         self.directory = directory
         self._cache: dict[tuple[str, str], tuple[int, PromptSource]] = {}
         self._recorded: dict[Path, tuple[tuple[int, int], int]] = {}
@@ -82,129 +91,87 @@ class PromptRegistry:
 
     def record(self, source: PromptSource, path: Path | None = None) -> int:
         """The version number of this content, creating it (and ``production`` for a first version)."""
-        conn = self.conn
-        row = conn.execute(
-            "SELECT version FROM prompt_versions WHERE prompt = ? AND hash = ?", (source.name, source.hash)
-        ).fetchone()
-        if row is not None:
-            return int(row[0])
+        known = self.store.version_of(source.name, source.hash)
+        if known is not None:
+            return known
         commit, author = _git_origin(path) if path is not None else (None, None)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            again = conn.execute(
-                "SELECT version FROM prompt_versions WHERE prompt = ? AND hash = ?", (source.name, source.hash)
-            ).fetchone()
-            if again is not None:
-                conn.execute("COMMIT")
-                return int(again[0])
-            version = int(
-                conn.execute(
-                    "SELECT coalesce(max(version), 0) + 1 FROM prompt_versions WHERE prompt = ?", (source.name,)
-                ).fetchone()[0]
-            )
-            conn.execute(
-                "INSERT INTO prompt_versions VALUES (?,?,?,?,?,?,?)",
-                (source.name, version, source.hash, source.text, commit, author, time.time()),
-            )
-            if (
-                conn.execute(
-                    "SELECT 1 FROM prompt_labels WHERE prompt = ? AND label = ?", (source.name, DEFAULT_LABEL)
-                ).fetchone()
-                is None
-            ):
-                self._move(source.name, DEFAULT_LABEL, version, "first version")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return version
+        actor = Actor(name=f"git:{author}") if author else local_actor()
+        return self.store.add_version(source.name, source.hash, source.text, commit=commit, author=author, actor=actor)
 
     def versions(self, name: str) -> list[Version]:
-        labels: dict[int, list[str]] = {}
-        for label, version in self.conn.execute("SELECT label, version FROM prompt_labels WHERE prompt = ?", (name,)):
-            labels.setdefault(int(version), []).append(label)
-        rows = self.conn.execute(
-            "SELECT prompt, version, hash, git_commit, git_author, created FROM prompt_versions "
-            "WHERE prompt = ? ORDER BY version",
-            (name,),
-        ).fetchall()
+        rows = self.store.versions(name)
         if not rows:
             raise UserError(f"no prompt '{name}'; run `keel prompts sync` or check the prompts folder")
         return [
-            Version(r[0], int(r[1]), r[2], r[3], r[4], float(r[5]), tuple(sorted(labels.get(int(r[1]), []))))
+            Version(
+                r["prompt"],
+                int(r["version"]),
+                r["hash"],
+                r["git_commit"],
+                r["git_author"],
+                float(r["created"]),
+                r["labels"],
+            )
             for r in rows
         ]
 
     def source(self, name: str, version: int) -> PromptSource:
-        row = self.conn.execute(
-            "SELECT source FROM prompt_versions WHERE prompt = ? AND version = ?", (name, version)
-        ).fetchone()
-        if row is None:
+        text = self.store.source(name, version)
+        if text is None:
             raise UserError(f"prompt '{name}' has no version {version}")
-        return parse_prompt(str(row[0]), name, f"{name}@v{version}")
+        return parse_prompt(text, name, f"{name}@v{version}")
 
     # -- labels ----------------------------------------------------------------------------------
     def label_version(self, name: str, label: str = DEFAULT_LABEL) -> int:
-        row = self.conn.execute(
-            "SELECT version FROM prompt_labels WHERE prompt = ? AND label = ?", (name, label)
-        ).fetchone()
-        if row is None:
-            known = [r[0] for r in self.conn.execute("SELECT label FROM prompt_labels WHERE prompt = ?", (name,))]
+        version = self.store.label(name, label)
+        if version is None:
+            known = self.store.labels(name)
             raise UserError(
-                f"prompt '{name}' has no label '{label}'" + (f" (labels: {', '.join(sorted(known))})" if known else "")
+                f"prompt '{name}' has no label '{label}'" + (f" (labels: {', '.join(known)})" if known else "")
             )
-        return int(row[0])
+        return version
 
-    def _move(self, name: str, label: str, version: int, reason: str) -> None:
-        old = self.conn.execute(
-            "SELECT version FROM prompt_labels WHERE prompt = ? AND label = ?", (name, label)
-        ).fetchone()
-        self.conn.execute("INSERT OR REPLACE INTO prompt_labels VALUES (?,?,?)", (name, label, version))
-        self.conn.execute(
-            "INSERT INTO prompt_label_moves VALUES (?,?,?,?,?,?)",
-            (name, label, old[0] if old else None, version, reason, time.time()),
-        )
-
-    def set_label(self, name: str, label: str, version: int, reason: str = "set by hand") -> None:
+    def set_label(
+        self, name: str, label: str, version: int, reason: str = "set by hand", actor: Actor | None = None
+    ) -> None:
         if not label or not label.replace("-", "").replace("_", "").isalnum():
             raise UserError(f"'{label}' is not a label: use letters, digits, '-' and '_'")
-        self.conn.execute("BEGIN IMMEDIATE")  # concurrent moves serialise here
-        try:
-            if (
-                self.conn.execute(
-                    "SELECT 1 FROM prompt_versions WHERE prompt = ? AND version = ?", (name, version)
-                ).fetchone()
-                is None
-            ):
-                raise UserError(f"prompt '{name}' has no version {version}")
-            self._move(name, label, version, reason)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
+        if not self.store.move(name, label, version, reason, actor or local_actor()):
+            raise UserError(f"prompt '{name}' has no version {version}")
         self._cache.pop((name, label), None)
 
-    def rollback(self, name: str, label: str = DEFAULT_LABEL) -> tuple[int, int]:
+    def rollback(self, name: str, label: str = DEFAULT_LABEL, actor: Actor | None = None) -> tuple[int, int]:
         """Move ``label`` back to the version it pointed at before its last move forward."""
         current = self.label_version(name, label)
-        moves = self.conn.execute(
-            "SELECT from_version, to_version FROM prompt_label_moves WHERE prompt = ? AND "
-            "label = ? ORDER BY rowid DESC",
-            (name, label),
-        ).fetchall()
-        target = next((int(f) for f, t in moves if int(t) == current and f is not None and int(f) != current), None)
+        moves = reversed(self.store.moves(name, label))
+        target = next(
+            (
+                int(m["from_version"])
+                for m in moves
+                if int(m["to_version"]) == current
+                and m["from_version"] is not None
+                and int(m["from_version"]) != current
+            ),
+            None,
+        )
         if target is None:
             raise UserError(f"'{label}' of prompt '{name}' has nothing to roll back to (it is at v{current})")
-        self.set_label(name, label, target, f"rollback from v{current}")
+        self.set_label(name, label, target, f"rollback from v{current}", actor)
         return current, target
 
     def history(self, name: str) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT label, from_version, to_version, reason, at FROM prompt_label_moves "
-            "WHERE prompt = ? ORDER BY rowid",
-            (name,),
-        ).fetchall()
-        return [dict(zip(("label", "from", "to", "reason", "at"), tuple(r), strict=True)) for r in rows]
+        return [
+            {
+                "label": m["label"],
+                "from": m["from_version"],
+                "to": m["to_version"],
+                "reason": m["reason"],
+                "at": m["at"],
+                "who": m["actor"] or "-",
+                "tenant": m["tenant"],
+            }
+            for m in self.store.moves(name)
+        ]
 
     # -- serving ---------------------------------------------------------------------------------
     def render(

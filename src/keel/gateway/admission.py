@@ -39,7 +39,7 @@ from keel.cost.budgets import (
     rate_claims_for,
     to_nano,
 )
-from keel.cost.ledger import Ledger, RedisLedger, SQLiteLedger
+from keel.cost.ledger import Ledger, RedisLedger, StoreLedger
 from keel.cost.limits import MemoryLimiter, RateLimiter, RedisLimiter
 from keel.cost.prices import PriceTable
 from keel.errors import ConfigError, InvalidRequest, KeelError
@@ -256,8 +256,8 @@ def build_admission(settings: KeelSettings, home: Path, gateway: Gateway, prices
         ledger = RedisLedger(url.resolve())
         limiter = RedisLimiter(url.resolve()) if settings.limits else None
     else:
-        from keel.store.sqlite import connect, db_path
+        from keel.store import open_store
 
-        ledger = SQLiteLedger(connect(db_path(home)))
+        ledger = StoreLedger(open_store(settings, home).budgets)
         limiter = MemoryLimiter() if settings.limits else None
     return Admission(gateway, prices, settings, ledger, limiter)

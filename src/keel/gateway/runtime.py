@@ -12,7 +12,7 @@ from keel.gateway.retry import Sleep
 from keel.gateway.router import Gateway
 from keel.gateway.service import GatewayService
 from keel.providers.base import ProviderFactory
-from keel.store.sqlite import db_path
+from keel.store import open_database
 from keel.store.writer import BatchWriter
 from keel.tracing.otel import OTelTracer
 from keel.tracing.tracer import NullTracer, Tracer
@@ -30,7 +30,10 @@ def build_service(
     gateway = Gateway(settings, home, factories=factories, sleep=sleep)
     tcfg = settings.tracing
     writer = BatchWriter(
-        db_path(home), queue_size=tcfg.queue_size, batch_size=tcfg.batch_size, flush_interval=tcfg.flush_interval_s
+        lambda: open_database(settings, home),
+        queue_size=tcfg.queue_size,
+        batch_size=tcfg.batch_size,
+        flush_interval=tcfg.flush_interval_s,
     ).start()
     chosen: Tracer = tracer or (OTelTracer() if tcfg.otel else NullTracer())
     installed = home / "prices.yaml"  # `keel prices update` puts one here; keel.yaml's prices: wins

@@ -18,7 +18,8 @@ from keel.cost.prices import PriceTable
 from keel.gateway.admission import Admission, Ticket
 from keel.gateway.router import Gateway
 from keel.guards.policy import Decision, StreamRestorer, enforce, restore_answer
-from keel.store.traces import INSERT_SQL, TraceRecord, outcome, record_params
+from keel.store.keys import DEFAULT_TENANT
+from keel.store.traces import TraceRecord, outcome
 from keel.store.writer import BatchWriter
 from keel.tracing.metrics import Metrics
 from keel.tracing.redact import capture
@@ -209,9 +210,12 @@ class GatewayService:
         return cost, f"price table {self.prices.version} × provider-reported usage"
 
     def record(self, rec: TraceRecord) -> None:
-        """Queue a trace row for the background writer (never blocks, never fails the call)."""
+        """Queue a trace row for the background writer (never blocks, never fails the call). Every
+        row has a tenant: calls made without one (no-auth mode, the CLI) are the default tenant's."""
+        if rec.tenant is None:
+            rec.tenant = DEFAULT_TENANT
         if self.writer is not None:
-            self.writer.submit(INSERT_SQL, record_params(rec))
+            self.writer.submit(rec)
 
     def _finish(
         self,

@@ -111,7 +111,10 @@ async def answer_stream(
     result = result if result is not None else Answer()
     pool = candidate_pool(top_k, collection.rerank)
     found = collection.search(question, top_k=pool, min_score=min_score, tracer=service.tracer)
-    found = await rerank_top(collection.rerank, question, found, top_k, service=service, default_model=model)
+    tenant = ctx.tenant if ctx is not None else collection.tenant
+    found = await rerank_top(
+        collection.rerank, question, found, top_k, service=service, default_model=model, tenant=tenant
+    )
     if not found:
         result.found_nothing = True
         result.text = NOTHING_FOUND

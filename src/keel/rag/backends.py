@@ -16,7 +16,9 @@ from keel.rag.found import Found
 
 
 class CollectionLike(Protocol):
-    name: str
+    name: str  # the stored key (the name, qualified by the tenant for tenants other than the default)
+    label: str  # the name its tenant gave it
+    tenant: str
     rerank: str
     chunk_tokens: int
     overlap: int
@@ -40,7 +42,7 @@ class CollectionLike(Protocol):
 
 class Backend:
     def __init__(self, settings: KeelSettings, home: Path) -> None:
-        self.kind = settings.retrieval.backend
+        self.kind = settings.retrieval_backend
         self._conn: Any
         if self.kind == "postgres":
             try:
@@ -49,47 +51,52 @@ class Backend:
                 raise ConfigError(
                     "the postgres retrieval backend needs psycopg: pip install 'keel[postgres]'"
                 ) from None
-            url = settings.retrieval.postgres_url
+            url = settings.retrieval_url
             assert url is not None  # checked when the settings were loaded
             try:
-                self._conn = psycopg.connect(url.resolve(), autocommit=True)
+                self._conn = psycopg.connect(url.resolve(), autocommit=True, connect_timeout=10)
             except psycopg.Error as exc:
+                from keel.store.db import redact_url
+
                 raise ConfigError(
                     f"cannot connect to the retrieval database ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0]}); check retrieval.postgres_url"
+                    f"{redact_url(str(exc).splitlines()[0])}); check retrieval.postgres_url or store.url"
                 ) from None
         else:
             from keel.store.sqlite import connect, db_path
 
             self._conn = connect(db_path(home))
 
-    def open(self, name: str, embedder: TextEmbedder, *, create: bool = False, **options: int) -> CollectionLike:
+    def open(
+        self, tenant: str, name: str, embedder: TextEmbedder, *, create: bool = False, **options: int
+    ) -> CollectionLike:
+        from keel.rag.collection import collection_key
+
         if self.kind == "postgres":
             from keel.rag.pg_collection import PgCollection, ensure_schema
 
             if create:
-                return PgCollection.create(self._conn, name, embedder, **options)
+                return PgCollection.create(self._conn, name, embedder, tenant=tenant, **options)
             ensure_schema(self._conn)
-            return PgCollection(self._conn, name, embedder)
+            return PgCollection(self._conn, collection_key(tenant, name), embedder)
         from keel.rag.collection import Collection
 
-        return (
-            Collection.create(self._conn, name, embedder, **options)
-            if create
-            else Collection(self._conn, name, embedder)
-        )
+        if create:
+            return Collection.create(self._conn, name, embedder, tenant=tenant, **options)
+        return Collection(self._conn, collection_key(tenant, name), embedder)
 
-    def exists(self, name: str) -> bool:
-        return any(c["name"] == name for c in self.list())
+    def exists(self, tenant: str, name: str) -> bool:
+        return any(c["name"] == name for c in self.list(tenant))
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self, tenant: str | None) -> list[dict[str, Any]]:
+        """A tenant's collections (None: every tenant's, for the admin)."""
         if self.kind == "postgres":
             from keel.rag.pg_collection import list_pg_collections
 
-            return list_pg_collections(self._conn)
+            return list_pg_collections(self._conn, tenant)
         from keel.rag.collection import list_collections
 
-        return list_collections(self._conn)
+        return list_collections(self._conn, tenant)
 
     def close(self) -> None:
         self._conn.close()
@@ -127,16 +134,18 @@ class Collections:
         """Unit vectors for ``texts`` from the configured embedder (built on first use)."""
         return self.embedder().embed(texts)
 
-    def get(self, name: str, *, create: bool = False, **options: int) -> CollectionLike:
-        from keel.rag.collection import check_name
+    def get(self, name: str, *, tenant: str | None = None, create: bool = False, **options: int) -> CollectionLike:
+        """A tenant's collection by name (another tenant's is not found: 404, never confirmed)."""
+        from keel.rag.collection import DEFAULT_TENANT, collection_key
 
-        check_name(name)
-        found = self._open.get(name)
+        owner = tenant or DEFAULT_TENANT
+        key = collection_key(owner, name)
+        found = self._open.get(key)
         if found is None:
-            if not create and not self.backend().exists(name):
+            if not create and not self.backend().exists(owner, name):
                 raise CollectionNotFound(f"no collection '{name}'")
-            found = self.backend().open(name, self.embedder(), create=create, **options)
-            self._open[name] = found
+            found = self.backend().open(owner, name, self.embedder(), create=create, **options)
+            self._open[key] = found
         return found
 
     async def run(self, fn: Any, *args: Any) -> Any:

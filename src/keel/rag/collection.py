@@ -7,6 +7,7 @@ unchanged text costs nothing. Another process's changes are picked up through a 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 import time
@@ -25,24 +26,44 @@ from keel.rag.hnsw import AdaptiveVectorIndex
 from keel.rag.search import Mode
 from keel.rag.sqlbase import SQLCollection
 
-__all__ = ["Collection", "Found", "Mode", "check_name", "list_collections"]
+__all__ = ["Collection", "Found", "Mode", "check_key", "check_name", "collection_key", "list_collections"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_KEY = re.compile(r"^([0-9a-f]{12}~)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEFAULT_TENANT = "default"
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.match(name):
         raise UserError(f"'{name}' is not a collection name: use 1–64 letters, digits, '_', '.' or '-'")
     return name
+
+
+def collection_key(tenant: str, name: str) -> str:
+    """Where a tenant's collection is stored: its name for the default tenant (so existing
+    installs keep theirs), else ``<tenant digest>~<name>`` — '~' is never in a name, so two
+    tenants' collections can never share a key."""
+    check_name(name)
+    if tenant == DEFAULT_TENANT:
+        return name
+    return f"{hashlib.sha256(tenant.encode()).hexdigest()[:12]}~{name}"
+
+
+def check_key(key: str) -> str:
+    if not _KEY.match(key):
+        raise UserError(f"'{key}' is not a collection key")
+    return key
 
 
 class Collection(SQLCollection):
     def __init__(self, conn: sqlite3.Connection, name: str, embedder: TextEmbedder) -> None:
         self.conn = conn
-        self.name = check_name(name)
+        self.name = check_key(name)
         self.embedder = embedder
         row = conn.execute("SELECT * FROM rag_collections WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise UserError(f"no collection '{name}'; create it with `keel ingest {name} PATH`")
+        self.label = str(row["label"] or name)
+        self.tenant = str(row["tenant"])
         if row["embedder"] != embedder.name:
             raise UserError(f"collection '{name}' was built with {row['embedder']}, not {embedder.name}")
         self.chunk_tokens = int(row["chunk_tokens"])
@@ -55,15 +76,22 @@ class Collection(SQLCollection):
 
     @classmethod
     def create(
-        cls, conn: sqlite3.Connection, name: str, embedder: TextEmbedder, *, chunk_tokens: int = 128, overlap: int = 0
+        cls,
+        conn: sqlite3.Connection,
+        name: str,
+        embedder: TextEmbedder,
+        *,
+        chunk_tokens: int = 128,
+        overlap: int = 0,
+        tenant: str = DEFAULT_TENANT,
     ) -> Collection:
-        check_name(name)
+        key = collection_key(tenant, name)
         conn.execute(
-            "INSERT OR IGNORE INTO rag_collections(name, created, embedder, dims, chunk_tokens, overlap) "
-            "VALUES (?,?,?,?,?,?)",
-            (name, time.time(), embedder.name, embedder.dims, chunk_tokens, overlap),
+            "INSERT OR IGNORE INTO rag_collections(name, created, embedder, dims, chunk_tokens, overlap, tenant, "
+            "label) VALUES (?,?,?,?,?,?,?,?)",
+            (key, time.time(), embedder.name, embedder.dims, chunk_tokens, overlap, tenant, name),
         )
-        return cls(conn, name, embedder)
+        return cls(conn, key, embedder)
 
     # -- loading ---------------------------------------------------------------------------------
     def _stored_version(self) -> int:
@@ -160,10 +188,13 @@ class Collection(SQLCollection):
         return super().search(query, **options)
 
 
-def list_collections(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def list_collections(conn: sqlite3.Connection, tenant: str | None) -> list[dict[str, Any]]:
+    """A tenant's collections by their names (``tenant`` None: every tenant's, for the admin)."""
+    where, args = ("WHERE c.tenant = ?", (tenant,)) if tenant is not None else ("", ())
     rows = conn.execute(
-        "SELECT c.name, c.embedder, c.chunk_tokens, c.created, count(d.doc_id) AS documents, "
-        "coalesce(sum(d.chunks), 0) AS chunks FROM rag_collections c LEFT JOIN rag_documents d "
-        "ON d.collection = c.name GROUP BY c.name ORDER BY c.name"
+        "SELECT coalesce(c.label, c.name) AS name, c.tenant, c.embedder, c.chunk_tokens, c.created, "
+        "count(d.doc_id) AS documents, coalesce(sum(d.chunks), 0) AS chunks FROM rag_collections c "
+        f"LEFT JOIN rag_documents d ON d.collection = c.name {where} GROUP BY c.name ORDER BY 1",
+        args,
     )
     return [dict(r) for r in rows]

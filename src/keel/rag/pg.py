@@ -8,6 +8,7 @@ Both pass the same conformance suites as the embedded indexes.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from keel.rag.analyzer import terms
-from keel.rag.collection import check_name
+from keel.rag.collection import check_key
 from keel.rag.index import Hits, Vector
 
 BM25_SQL = """
@@ -41,7 +42,7 @@ LIMIT %(k)s
 class PgKeywordIndex:
     def __init__(self, conn: Any, collection: str, *, k1: float = 1.2, b: float = 0.75) -> None:
         self.conn = conn
-        self.collection = check_name(collection)
+        self.collection = check_key(collection)
         self.k1, self.b = k1, b
         with conn.transaction():
             conn.execute(
@@ -141,7 +142,11 @@ class PgVectorIndex:
     def __init__(self, conn: Any, collection: str, dims: int) -> None:
         self.conn = conn
         self.dims = dims
-        self.table = "keel_vectors_" + check_name(collection).replace("-", "_").replace(".", "_")
+        key = check_key(collection)
+        if "~" in key:  # a tenant's collection: a digest keeps the name within Postgres's 63 characters
+            self.table = "keel_tvec_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+        else:
+            self.table = "keel_vectors_" + key.replace("-", "_").replace(".", "_")
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             conn.execute(

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from keel.errors import UserError
-from keel.rag.collection import check_name
+from keel.rag.collection import DEFAULT_TENANT, check_key, collection_key
 from keel.rag.documents import Document
 from keel.rag.embedder import TextEmbedder
 from keel.rag.pg import PgKeywordIndex, PgVectorIndex
@@ -26,6 +26,8 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS keel_rag_chunks_doc ON keel_rag_chunks (collection, doc_id)",
     "CREATE TABLE IF NOT EXISTS keel_rag_embed_cache (hash text, model text, vector bytea NOT NULL, "
     "PRIMARY KEY (hash, model))",
+    "ALTER TABLE keel_rag_collections ADD COLUMN IF NOT EXISTS tenant text NOT NULL DEFAULT 'default'",
+    "ALTER TABLE keel_rag_collections ADD COLUMN IF NOT EXISTS label text",
 ]
 
 
@@ -45,13 +47,16 @@ class PgCollection(SQLCollection):
 
     def __init__(self, conn: Any, name: str, embedder: TextEmbedder) -> None:
         self.conn = conn
-        self.name = check_name(name)
+        self.name = check_key(name)
         self.embedder = embedder
         row = conn.execute(
-            "SELECT embedder, chunk_tokens, overlap, rerank FROM keel_rag_collections WHERE name = %s", (name,)
+            "SELECT embedder, chunk_tokens, overlap, rerank, tenant, coalesce(label, name) "
+            "FROM keel_rag_collections WHERE name = %s",
+            (name,),
         ).fetchone()
         if row is None:
             raise UserError(f"no collection '{name}'; create it with `keel ingest {name} PATH`")
+        self.tenant, self.label = str(row[4]), str(row[5])
         if row[0] != embedder.name:
             raise UserError(f"collection '{name}' was built with {row[0]}, not {embedder.name}")
         self.chunk_tokens, self.overlap, self.rerank = int(row[1]), int(row[2]), str(row[3])
@@ -60,16 +65,23 @@ class PgCollection(SQLCollection):
 
     @classmethod
     def create(
-        cls, conn: Any, name: str, embedder: TextEmbedder, *, chunk_tokens: int = 128, overlap: int = 0
+        cls,
+        conn: Any,
+        name: str,
+        embedder: TextEmbedder,
+        *,
+        chunk_tokens: int = 128,
+        overlap: int = 0,
+        tenant: str = DEFAULT_TENANT,
     ) -> PgCollection:
-        check_name(name)
+        key = collection_key(tenant, name)
         ensure_schema(conn)
         conn.execute(
-            "INSERT INTO keel_rag_collections (name, created, embedder, dims, chunk_tokens, overlap) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
-            (name, time.time(), embedder.name, embedder.dims, chunk_tokens, overlap),
+            "INSERT INTO keel_rag_collections (name, created, embedder, dims, chunk_tokens, overlap, tenant, label) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+            (key, time.time(), embedder.name, embedder.dims, chunk_tokens, overlap, tenant, name),
         )
-        return cls(conn, name, embedder)
+        return cls(conn, key, embedder)
 
     def index_document(self, doc: Document) -> int:
         chunks, vectors, counts = self._prepare(doc)
@@ -121,12 +133,15 @@ class PgCollection(SQLCollection):
         return bool(gone)
 
 
-def list_pg_collections(conn: Any) -> list[dict[str, Any]]:
+def list_pg_collections(conn: Any, tenant: str | None) -> list[dict[str, Any]]:
+    """A tenant's collections by their names (``tenant`` None: every tenant's, for the admin)."""
     ensure_schema(conn)
+    where, args = ("WHERE c.tenant = %s", (tenant,)) if tenant is not None else ("", ())
     rows = conn.execute(
-        "SELECT c.name, c.embedder, c.chunk_tokens, c.created, count(d.doc_id), coalesce(sum(d.chunks), 0) "
-        "FROM keel_rag_collections c LEFT JOIN keel_rag_documents d ON d.collection = c.name "
-        "GROUP BY c.name ORDER BY c.name"
+        "SELECT coalesce(c.label, c.name), c.tenant, c.embedder, c.chunk_tokens, c.created, count(d.doc_id), "
+        "coalesce(sum(d.chunks), 0) FROM keel_rag_collections c LEFT JOIN keel_rag_documents d "
+        f"ON d.collection = c.name {where} GROUP BY c.name ORDER BY 1",
+        args,
     ).fetchall()
-    keys = ("name", "embedder", "chunk_tokens", "created", "documents", "chunks")
+    keys = ("name", "tenant", "embedder", "chunk_tokens", "created", "documents", "chunks")
     return [dict(zip(keys, r, strict=True)) for r in rows]

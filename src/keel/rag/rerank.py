@@ -101,9 +101,10 @@ PROMPT = (
 class LLMReranker:
     name = "llm"
 
-    def __init__(self, service: GatewayService, model: str, *, concurrency: int = 4) -> None:
+    def __init__(self, service: GatewayService, model: str, *, concurrency: int = 4, tenant: str | None = None) -> None:
         self.service = service
         self.model = model
+        self.tenant = tenant  # whose budget and traces the judging calls count in
         self.limit = asyncio.Semaphore(concurrency)
 
     async def _one(self, query: str, passage: str, ctx: CallContext) -> float | None:
@@ -128,7 +129,7 @@ class LLMReranker:
         return float(match.group(1)) if match else None
 
     async def scores(self, query: str, passages: list[str]) -> list[float | None]:
-        ctx = CallContext()
+        ctx = CallContext(tenant=self.tenant)
         return list(await asyncio.gather(*(self._one(query, p, ctx) for p in passages)))
 
 
@@ -146,7 +147,7 @@ async def rerank(reranker: Reranker, query: str, found: list[Found], *, top_n: i
     return [replace(head[i], score=final[i]) for i in ranked] + tail
 
 
-def make_reranker(spec: str, service: GatewayService | None, default_model: str) -> Reranker:
+def make_reranker(spec: str, service: GatewayService | None, default_model: str, tenant: str | None = None) -> Reranker:
     """Build the reranker a collection names (see ``Collection.set_rerank``)."""
     kind, _, rest = spec.partition(":")
     if kind == "none" or not kind:
@@ -154,7 +155,7 @@ def make_reranker(spec: str, service: GatewayService | None, default_model: str)
     if kind == "llm":
         if service is None:
             raise ConfigError("the llm reranker needs the gateway")
-        return LLMReranker(service, rest or default_model)
+        return LLMReranker(service, rest or default_model, tenant=tenant)
     if kind == "cross-encoder":
         model, _, tokenizer = rest.partition(":")
         return CrossEncoderReranker(Path(model), Path(tokenizer))
@@ -167,10 +168,18 @@ def candidate_pool(top_k: int, spec: str) -> int:
 
 
 async def rerank_top(
-    spec: str, query: str, found: list[Found], top_k: int, *, service: GatewayService | None, default_model: str
+    spec: str,
+    query: str,
+    found: list[Found],
+    top_k: int,
+    *,
+    service: GatewayService | None,
+    default_model: str,
+    tenant: str | None = None,
 ) -> list[Found]:
-    """Apply the reranker a spec names (if any) to retrieved hits and keep the best ``top_k``."""
+    """Apply the reranker a spec names (if any) to retrieved hits and keep the best ``top_k``; an
+    LLM reranker's calls are the ``tenant``'s."""
     if spec == "none":
         return found[:top_k]
-    reranker = make_reranker(spec, service, default_model)
+    reranker = make_reranker(spec, service, default_model, tenant)
     return (await rerank(reranker, query, found, top_n=len(found)))[:top_k]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,10 @@ from keel.server.collections import CollectionRoutes
 from keel.server.errors import error_body, error_response
 from keel.server.features import FeatureRoutes
 from keel.server.guards import guard_chat
+from keel.server.traces import TraceRoutes
 from keel.server.validate import parse_chat, parse_embeddings, parse_json
-from keel.store import connect, db_path
-from keel.store.feedback import TraceNotFound, add_feedback
+from keel.store import Caller, Store
+from keel.store.feedback import TraceNotFound
 from keel.types import CallContext, ChatChunk, ChatRequest
 
 log = logging.getLogger("keel.server")
@@ -44,7 +44,8 @@ class KeelApp:
         self,
         service: GatewayService,
         *,
-        keys: sqlite3.Connection | None,
+        store: Store | None = None,
+        auth: bool = True,
         max_body_bytes: int,
         auth_cache_s: float = 1.0,
         collections: Collections | None = None,
@@ -55,17 +56,18 @@ class KeelApp:
     ) -> None:
         self.service = service
         self.home = home
-        self.authenticate = Authenticator(keys, cache_s=auth_cache_s)
+        self.store = store
+        self.authenticate = Authenticator(store.keys if store is not None and auth else None, cache_s=auth_cache_s)
         self.max_body_bytes = max_body_bytes
         self.started = time.time()
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
         self.collections = collections
-        extra = (
-            CollectionRoutes(collections, self.authenticate, self.json_body, service).routes() if collections else []
-        )
-        if collections is not None and project_root is not None and home is not None:
-            extra += FeatureRoutes(service, collections, project_root, home, self.authenticate, self.json_body).routes()
+        extra = CollectionRoutes(collections, self.caller, self.json_body, service).routes() if collections else []
+        if store is not None:
+            extra += TraceRoutes(store, self.caller).routes()
+        if collections is not None and project_root is not None and store is not None:
+            extra += FeatureRoutes(service, collections, project_root, store, self.caller, self.json_body).routes()
         self.asgi = Starlette(
             routes=[
                 *extra,
@@ -102,30 +104,37 @@ class KeelApp:
     async def _keel_error(self, request: Request, exc: Exception) -> Response:
         return error_response(exc)
 
+    def caller(self, request: Request, roles: tuple[str, ...] = ("member",)) -> Caller:
+        """Who sent the request (401/403 otherwise); the one authentication a route does."""
+        return self.authenticate.identify(
+            request.headers.get("authorization"), request.headers.get("x-keel-tenant"), roles
+        )
+
     async def feedback(self, request: Request) -> Response:
-        """``POST /v1/feedback``: attach a score, comment or correction to a trace."""
-        self.authenticate(request.headers.get("authorization"))
+        """``POST /v1/feedback``: attach a score, comment or correction to a trace of the caller's tenant."""
+        caller = self.caller(request)
         body = await self.json_body(request)
         unknown = sorted(set(body) - {"trace_id", "name", "value", "comment", "correction", "user"})
         if unknown:
             raise InvalidRequest(f"unknown field(s) {unknown}", param=unknown[0])
-        if self.home is None:
+        if self.store is None:
             raise UnknownRoute("feedback needs the store; this app has none")
         fields: dict[str, Any] = {
+            "tenant": caller.tenant,
             "comment": body.get("comment"),
             "correction": body.get("correction"),
             "user": body.get("user") or request.headers.get("x-keel-user"),
             "scores": self.service.gateway.settings.feedback,
         }
         args = (body.get("trace_id"), body.get("name", "feedback"), body.get("value"))
-        with closing(connect(db_path(self.home))) as conn:
-            try:
-                row = add_feedback(conn, *args, **fields)
-            except TraceNotFound:
-                writer = self.service.writer  # a call answered a moment ago may still be queued for writing
-                if writer is None or not await anyio.to_thread.run_sync(writer.flush, 2.0):
-                    raise
-                row = add_feedback(conn, *args, **fields)
+        add = self.store.feedback.add
+        try:
+            row = await self.store.db.call(lambda: add(*args, **fields))
+        except TraceNotFound:
+            writer = self.service.writer  # a call answered a moment ago may still be queued for writing
+            if writer is None or not await anyio.to_thread.run_sync(writer.flush, 2.0):
+                raise
+            row = await self.store.db.call(lambda: add(*args, **fields))
         data = {"id": row.id, "trace_id": row.trace_id, "name": row.name, "value": row.value, "label": row.label}
         return Response(orjson.dumps(data), status_code=201, media_type=JSON_TYPE)
 
@@ -148,8 +157,8 @@ class KeelApp:
         return b"".join(chunks)
 
     def _context(self, request: Request) -> CallContext:
-        tenant, key = self.authenticate.identify(request.headers.get("authorization"))
-        ctx = CallContext(tenant=tenant, key=key)
+        caller = self.caller(request)
+        ctx = CallContext(tenant=caller.tenant, key=caller.key)
         ctx.user = request.headers.get("x-keel-user")
         ctx.feature = request.headers.get("x-keel-feature")
         ctx.mode = request.headers.get("x-keel-mode")
@@ -215,7 +224,7 @@ class KeelApp:
 
     async def models(self, request: Request) -> Response:
         try:
-            self.authenticate(request.headers.get("authorization"))
+            self.caller(request)
         except KeelError as exc:
             return error_response(exc)
         created = int(self.started)

@@ -1,19 +1,27 @@
-"""Authentication: ``Authorization: Bearer <key>`` → tenant. Keys are looked up by hash.
+"""Authentication: ``Authorization: Bearer <key>`` → the caller (tenant, key id, role), once per
+request at the edge; everything below receives the caller and scopes by its tenant.
 
-Lookups are cached for ``auth_cache_s`` (1 s by default) so a request does not drop into SQLite
-each time; a key revoked by another process (``keel keys revoke``) stops working within that.
+Lookups are cached for ``auth_cache_s`` (1 s by default) so a request does not drop into the store
+each time; a key revoked by another process or host (``keel keys revoke``) stops working within that.
+An admin key may act for another tenant with ``x-keel-tenant``; other keys may not.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
-from keel.errors import AuthError
-from keel.store.keys import owner_of
+from keel.errors import AuthError, KeelError
+from keel.store.keys import DEFAULT_TENANT, Caller, Keys, check_tenant
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 MAX_CACHED = 10_000
+NO_AUTH = Caller(DEFAULT_TENANT, None, "admin")  # loopback development without keys
+
+
+class Forbidden(KeelError):
+    status = 403
+    error_type = "permission_error"
+    code = "forbidden"
 
 
 def bearer(header: str | None) -> str | None:
@@ -24,19 +32,26 @@ def bearer(header: str | None) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, conn: sqlite3.Connection | None, *, cache_s: float = 1.0) -> None:
-        self.conn = conn
+    def __init__(self, keys: Keys | None, *, cache_s: float = 1.0) -> None:
+        self.keys = keys
         self.cache_s = cache_s
-        self._cache: dict[str, tuple[tuple[str, str] | None, float]] = {}
+        self._cache: dict[str, tuple[Caller | None, float]] = {}
 
-    def __call__(self, header: str | None) -> str | None:
-        """The tenant for a request, or None in no-auth mode (no connection)."""
-        return self.identify(header)[0]
+    def identify(self, header: str | None, act_as: str | None = None, roles: tuple[str, ...] = ()) -> Caller:
+        """The caller of a request; ``roles`` (when given) are the roles allowed on the route, admin
+        always included. ``act_as`` is the ``x-keel-tenant`` header: honoured for admins only."""
+        caller = self._caller(header)
+        if roles and caller.role not in roles and not caller.admin:
+            raise Forbidden(f"a '{caller.role}' key may not do this (it needs: {', '.join(('admin', *roles))})")
+        if act_as is not None and act_as != caller.tenant:
+            if not caller.admin:
+                raise Forbidden("only admin keys may act for another tenant (x-keel-tenant)")
+            return Caller(check_tenant(act_as), caller.key, caller.role)
+        return caller
 
-    def identify(self, header: str | None) -> tuple[str | None, str | None]:
-        """(tenant, key id) for a request; (None, None) in no-auth mode (no connection)."""
-        if self.conn is None:
-            return None, None
+    def _caller(self, header: str | None) -> Caller:
+        if self.keys is None:
+            return NO_AUTH
         key = bearer(header)
         if key is None:
             raise AuthError("missing API key: send 'Authorization: Bearer <key>' (create one with `keel keys create`)")
@@ -45,7 +60,7 @@ class Authenticator:
         if hit is not None and hit[1] > now:
             found = hit[0]
         else:
-            found = owner_of(self.conn, key)
+            found = self.keys.caller(key)
             if self.cache_s > 0:
                 if len(self._cache) >= MAX_CACHED:
                     self._cache.clear()

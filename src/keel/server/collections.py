@@ -20,6 +20,7 @@ from keel.rag.rerank import candidate_pool, rerank_top
 from keel.rag.search import Filters
 
 MAX_DOCUMENTS_PER_REQUEST = 100
+DOCUMENTS = ("member", "ingest")  # the roles that may manage documents; search and answers need member
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -72,12 +73,12 @@ def _filters(raw: Any) -> Filters | None:
 
 
 class CollectionRoutes:
-    def __init__(self, collections: Collections, authenticate: Any, parse_body: Any, service: GatewayService) -> None:
+    def __init__(self, collections: Collections, caller: Any, parse_body: Any, service: GatewayService) -> None:
         self.collections = collections
         self.service = service
         self.tracer = service.tracer
         self.default_model = service.gateway.settings.default_model or "local"
-        self.authenticate = authenticate
+        self.caller = caller
         self.parse_body = parse_body
 
     def routes(self) -> list[Route]:
@@ -89,9 +90,9 @@ class CollectionRoutes:
         ]
 
     async def list_or_create(self, request: Request) -> Response:
-        self.authenticate(request.headers.get("authorization"))
+        tenant = self.caller(request, DOCUMENTS).tenant
         if request.method == "GET":
-            rows = await self.collections.run(lambda: self.collections.backend().list())
+            rows = await self.collections.run(lambda: self.collections.backend().list(tenant))
             return _json({"object": "list", "data": rows})
         body = await self.parse_body(request)
         name = body.get("name")
@@ -104,17 +105,17 @@ class CollectionRoutes:
         spec = body.get("rerank")
         if spec is not None and not isinstance(spec, str):
             raise InvalidRequest("'rerank' must be a string", param="rerank")
-        col = await self.collections.run(lambda: self.collections.get(name, create=True, **options))
+        col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant, create=True, **options))
         if spec is not None:
             await self.collections.run(col.set_rerank, spec)
         return _json(
-            {"name": col.name, "chunk_tokens": col.chunk_tokens, "overlap": col.overlap, "rerank": col.rerank}, 201
+            {"name": col.label, "chunk_tokens": col.chunk_tokens, "overlap": col.overlap, "rerank": col.rerank}, 201
         )
 
     async def documents(self, request: Request) -> Response:
-        self.authenticate(request.headers.get("authorization"))
+        tenant = self.caller(request, DOCUMENTS).tenant
         name = request.path_params["name"]
-        col = await self.collections.run(lambda: self.collections.get(name))
+        col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant))
         if request.method == "GET":
             rows = await self.collections.run(col.list_documents)
             return _json({"object": "list", "data": rows})
@@ -147,15 +148,15 @@ class CollectionRoutes:
         return _json(await self.collections.run(work))
 
     async def delete_document(self, request: Request) -> Response:
-        self.authenticate(request.headers.get("authorization"))
+        tenant = self.caller(request, DOCUMENTS).tenant
         name, doc_id = request.path_params["name"], request.path_params["doc_id"]
-        col = await self.collections.run(lambda: self.collections.get(name))
+        col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant))
         if not await self.collections.run(col.delete_document, doc_id):
             raise CollectionNotFound(f"no document '{doc_id}' in collection '{name}'")
         return _json({"id": doc_id, "deleted": True})
 
     async def search(self, request: Request) -> Response:
-        self.authenticate(request.headers.get("authorization"))
+        tenant = self.caller(request).tenant
         name = request.path_params["name"]
         body = await self.parse_body(request)
         query = body.get("query")
@@ -169,12 +170,12 @@ class CollectionRoutes:
         if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)):
             raise InvalidRequest("'min_score' must be a number", param="min_score")
         filters = _filters(body.get("filters"))
-        col = await self.collections.run(lambda: self.collections.get(name))
+        col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant))
         pool = candidate_pool(top_k, col.rerank)
         found = await self.collections.run(
             lambda: col.search(query, top_k=pool, mode=mode, min_score=min_score, tracer=self.tracer, filters=filters)
         )
         found = await rerank_top(
-            col.rerank, query, found, top_k, service=self.service, default_model=self.default_model
+            col.rerank, query, found, top_k, service=self.service, default_model=self.default_model, tenant=tenant
         )
         return _json({"object": "list", "data": [f.as_dict() for f in found]})

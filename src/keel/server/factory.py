@@ -14,7 +14,7 @@ from keel.providers.base import ProviderFactory
 from keel.rag.backends import Collections
 from keel.server.app import KeelApp
 from keel.server.auth import LOOPBACK
-from keel.store.sqlite import connect, db_path
+from keel.store import open_store
 from keel.tracing.tracer import Tracer
 
 log = logging.getLogger("keel.server")
@@ -35,8 +35,8 @@ def build_app(
     host = host or settings.server.host
     if not auth and host not in LOOPBACK:
         raise UserError(f"--no-auth is allowed only on loopback, not on {host}; create a key with `keel keys create`")
+    store = open_store(settings, home)  # a Postgres that is down stops here, before anything starts
     service = build_service(settings, home, factories=factories, sleep=sleep, tracer=tracer)
-    keys = connect(db_path(home)) if auth else None
     collections = Collections(settings, home)
 
     async def startup() -> None:
@@ -49,12 +49,12 @@ def build_app(
     async def shutdown() -> None:
         await close_service(service)
         collections.close()
-        if keys is not None:
-            keys.close()
+        store.close()
 
     return KeelApp(
         service,
-        keys=keys,
+        store=store,
+        auth=auth,
         max_body_bytes=settings.server.max_body_bytes,
         auth_cache_s=settings.server.auth_cache_s,
         collections=collections,

@@ -15,11 +15,11 @@ from starlette.routing import Route
 
 from keel.errors import InvalidRequest, KeelError
 from keel.features.pipeline import FeatureEvent, FeaturePipeline, Started, event_dict
-from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
+from keel.features.prompts import DEFAULT_LABEL
 from keel.gateway.service import GatewayService
 from keel.rag.backends import Collections
 from keel.server.errors import error_body
-from keel.store.sqlite import connect, db_path
+from keel.store import Store
 
 
 class FeatureRoutes:
@@ -28,31 +28,31 @@ class FeatureRoutes:
         service: GatewayService,
         collections: Collections,
         root: Path,
-        home: Path,
-        authenticate: Any,
+        store: Store,
+        caller: Any,
         parse_body: Any,
     ) -> None:
         self.service = service
         self.collections = collections
         self.root = root
-        self.home = home
-        self.authenticate = authenticate
+        self.store = store
+        self.caller = caller
         self.parse_body = parse_body
         self._pipeline: FeaturePipeline | None = None
 
     def pipeline(self) -> FeaturePipeline:
-        """One pipeline for the app's life: its registry connection, prompt cache and open collections
-        are reused by every request (label moves from other processes are seen on the next run)."""
+        """One pipeline for the app's life: its prompt cache and open collections are reused by every
+        request (label moves from other processes and hosts are seen on the next run)."""
         if self._pipeline is None:
-            registry = PromptRegistry(connect(db_path(self.home)), self.root / "prompts")
-            self._pipeline = FeaturePipeline(self.service, self.root, registry, collections=self.collections)
+            self._pipeline = FeaturePipeline(self.service, self.root, self.store, collections=self.collections)
         return self._pipeline
 
     def routes(self) -> list[Route]:
         return [Route("/v1/features/{name}/run", self.run, methods=["POST"])]
 
     async def run(self, request: Request) -> Response:
-        tenant, key = self.authenticate.identify(request.headers.get("authorization"))
+        caller = self.caller(request)
+        tenant, key = caller.tenant, caller.key
         body = await self.parse_body(request)
         inputs = body.get("inputs", {})
         if not isinstance(inputs, dict):

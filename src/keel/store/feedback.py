@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from keel.config.settings import FeedbackSettings, ScoreConfig
 from keel.errors import InvalidRequest, UserError
+from keel.store.db import Database
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 MAX_TEXT = 20_000
@@ -50,70 +50,140 @@ def _text(value: Any, field: str) -> str | None:
     return value
 
 
-def add_feedback(
-    conn: sqlite3.Connection,
-    trace_id: Any,
-    name: Any,
-    value: Any = None,
-    *,
-    comment: Any = None,
-    correction: Any = None,
-    user: Any = None,
-    scores: FeedbackSettings | None = None,
-) -> Feedback:
-    """Validate and store one piece of feedback; the trace must exist (full id). Arguments arrive
-    straight from HTTP or the CLI, so their types are checked here."""
-    if not isinstance(trace_id, str) or not trace_id:
-        raise InvalidRequest("'trace_id' must be the trace id from x-keel-trace-id", param="trace_id")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidRequest(
-            "'name' must start with a letter and use letters, digits, '_', '.', '-' (e.g. helpful, rating)",
-            param="name",
-        )
-    number: float | None = None
-    label: str | None = None
+def parse_value(value: Any) -> tuple[float | None, str | None]:
+    """(number, label) of a feedback value: true/false, a finite number or a short category."""
     if isinstance(value, bool):
-        number, label = (1.0 if value else 0.0), ("true" if value else "false")
-    elif isinstance(value, int | float):
+        return (1.0 if value else 0.0), ("true" if value else "false")
+    if isinstance(value, int | float):
         if not math.isfinite(value):
             raise InvalidRequest("'value' must be a finite number", param="value")
-        number = float(value)
-    elif isinstance(value, str):
+        return float(value), None
+    if isinstance(value, str):
         if not value.strip() or len(value) > 200:
             raise InvalidRequest("a category 'value' is 1–200 characters", param="value")
-        label = value
-    elif value is not None:
+        return None, value
+    if value is not None:
         raise InvalidRequest("'value' is true/false, a number or a category string", param="value")
-    comment_, correction_, user_ = _text(comment, "comment"), _text(correction, "correction"), _text(user, "user")
-    if value is None and comment_ is None and correction_ is None:
-        raise InvalidRequest("give a 'value', a 'comment' or a 'correction'", param="value")
-    if scores is not None and scores.scores:
-        config = scores.scores.get(name)
-        if config is None:
-            if scores.strict:
-                known = ", ".join(sorted(scores.scores))
-                raise InvalidRequest(
-                    f"unknown score '{name}'; keel.yaml feedback.scores configures: {known}", param="name"
-                )
-        elif value is not None:
-            check_score(name, config, value)
-    if conn.execute("SELECT 1 FROM traces WHERE id = ?", (trace_id,)).fetchone() is None:
-        raise TraceNotFound(f"no trace '{trace_id}' (it may still be queued for writing; retry in a second)")
-    at = time.time()
-    cursor = conn.execute(
-        "INSERT INTO feedback(trace_id, name, value, label, comment, correction, user, at) VALUES (?,?,?,?,?,?,?,?)",
-        (trace_id, name, number, label, comment_, correction_, user_, at),
+    return None, None
+
+
+_COLUMNS = 'id, trace_id, name, value, label, comment, correction, "user", at'
+
+
+class FeedbackStore:
+    """The feedback repository. Feedback belongs to its trace's tenant: a trace of another tenant
+    is not found (404), never confirmed."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(
+        self,
+        trace_id: Any,
+        name: Any,
+        value: Any = None,
+        *,
+        tenant: str | None,
+        comment: Any = None,
+        correction: Any = None,
+        user: Any = None,
+        scores: FeedbackSettings | None = None,
+    ) -> Feedback:
+        """Validate and store one piece of feedback on a trace of ``tenant`` (None: any tenant's).
+        Arguments arrive straight from HTTP or the CLI, so their types are checked here."""
+        if not isinstance(trace_id, str) or not trace_id:
+            raise InvalidRequest("'trace_id' must be the trace id from x-keel-trace-id", param="trace_id")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidRequest(
+                "'name' must start with a letter and use letters, digits, '_', '.', '-' (e.g. helpful, rating)",
+                param="name",
+            )
+        number, label = parse_value(value)
+        comment_, correction_, user_ = _text(comment, "comment"), _text(correction, "correction"), _text(user, "user")
+        if value is None and comment_ is None and correction_ is None:
+            raise InvalidRequest("give a 'value', a 'comment' or a 'correction'", param="value")
+        if scores is not None and scores.scores:
+            config = scores.scores.get(name)
+            if config is None:
+                if scores.strict:
+                    known = ", ".join(sorted(scores.scores))
+                    raise InvalidRequest(
+                        f"unknown score '{name}'; keel.yaml feedback.scores configures: {known}", param="name"
+                    )
+            elif value is not None:
+                check_score(name, config, value)
+        where, args = "id = ?", [trace_id]
+        if tenant is not None:
+            where += " AND tenant = ?"
+            args.append(tenant)
+        owner = self.db.one(f"SELECT tenant FROM traces WHERE {where}", args)
+        if owner is None:
+            raise TraceNotFound(f"no trace '{trace_id}' (it may still be queued for writing; retry in a second)")
+        at = time.time()
+        new_id = self.db.scalar(
+            'INSERT INTO feedback(trace_id, name, value, label, comment, correction, "user", at, tenant) '
+            "VALUES (?,?,?,?,?,?,?,?,?) RETURNING id",
+            (trace_id, name, number, label, comment_, correction_, user_, at, owner["tenant"] or "default"),
+        )
+        return Feedback(int(new_id or 0), trace_id, name, number, label, comment_, correction_, user_, at)
+
+    def for_trace(self, trace_id: str, *, tenant: str | None) -> list[Feedback]:
+        where, args = "trace_id = ?", [trace_id]
+        if tenant is not None:
+            where += " AND tenant = ?"
+            args.append(tenant)
+        rows = self.db.all(f"SELECT {_COLUMNS} FROM feedback WHERE {where} ORDER BY id", args)
+        return [_feedback(r) for r in rows]
+
+    def on_feature_runs(self, feature: str, *, since: float | None, tenant: str | None) -> list[dict[str, Any]]:
+        """Feedback on a feature's runs or on their model calls, newest first, each with the run it
+        belongs to and that run's captured request and response (what promotion turns into cases)."""
+        scope, args = ("AND f.tenant = ?", [tenant]) if tenant is not None else ("", [])
+        rows = self.db.all(
+            'SELECT f.id, f.trace_id, f.name, f.value, f.label, f.comment, f.correction, f."user" AS who, f.at, '
+            "coalesce(p.id, t.id) AS run_id, coalesce(p.request, t.request) AS request, "
+            "coalesce(p.response, t.response) AS response "
+            "FROM feedback f JOIN traces t ON t.id = f.trace_id "
+            "LEFT JOIN traces p ON p.id = t.parent AND p.operation = 'feature' "
+            "WHERE coalesce(p.feature, t.feature) = ? AND coalesce(p.operation, t.operation) = 'feature' "
+            f"AND f.at >= ? {scope} ORDER BY f.at DESC",
+            (feature, since or 0.0, *args),
+        )
+        for row in rows:
+            row["feedback"] = Feedback(
+                row["id"],
+                row["trace_id"],
+                row["name"],
+                row["value"],
+                row["label"],
+                row["comment"],
+                row["correction"],
+                row["who"],
+                row["at"],
+            )
+        return rows
+
+    def on_experiment(self, experiment: str, *, tenant: str) -> list[dict[str, Any]]:
+        """(arm, name, value) of every scored piece of feedback on an experiment's runs."""
+        return self.db.all(
+            "SELECT t.arm, f.name, f.value FROM feedback f JOIN traces t ON t.id = f.trace_id "
+            "WHERE t.experiment = ? AND t.operation = 'feature' AND f.value IS NOT NULL AND t.tenant = ?",
+            (experiment, tenant),
+        )
+
+
+def _feedback(row: dict[str, Any]) -> Feedback:
+    return Feedback(
+        row["id"],
+        row["trace_id"],
+        row["name"],
+        row["value"],
+        row["label"],
+        row["comment"],
+        row["correction"],
+        row["user"],
+        row["at"],
     )
-    return Feedback(int(cursor.lastrowid or 0), trace_id, name, number, label, comment_, correction_, user_, at)
-
-
-def feedback_for(conn: sqlite3.Connection, trace_id: str) -> list[Feedback]:
-    rows = conn.execute(
-        "SELECT id, trace_id, name, value, label, comment, correction, user, at FROM feedback "
-        "WHERE trace_id = ? ORDER BY id",
-        (trace_id,),
-    ).fetchall()
-    return [Feedback(*tuple(r)) for r in rows]
 
 
 def check_score(name: str, config: ScoreConfig, value: Any) -> None:

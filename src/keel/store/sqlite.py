@@ -225,6 +225,54 @@ MIGRATIONS: list[str] = [
     CREATE INDEX cache_entries_scope ON cache_entries(scope, created);
     CREATE INDEX cache_entries_feature ON cache_entries(feature);
     """,
+    # 10: tenants on every stored object, roles on keys, label moves in an explicit order with their actor
+    """
+    ALTER TABLE api_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+    CREATE TABLE tenants (name TEXT PRIMARY KEY, created REAL NOT NULL, deleted REAL);
+    INSERT OR IGNORE INTO tenants(name, created) SELECT DISTINCT tenant, min(created) FROM api_keys GROUP BY tenant;
+    UPDATE traces SET tenant = 'default' WHERE tenant IS NULL;
+    CREATE INDEX traces_tenant_feature ON traces(tenant, feature, ts);
+    ALTER TABLE feedback ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    UPDATE feedback SET tenant = coalesce((SELECT t.tenant FROM traces t WHERE t.id = feedback.trace_id), 'default');
+    CREATE TABLE label_moves (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        prompt TEXT NOT NULL,
+        label TEXT NOT NULL,
+        from_version INTEGER,
+        to_version INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL,
+        tenant TEXT NOT NULL DEFAULT 'default',
+        actor TEXT
+    );
+    INSERT INTO label_moves(prompt, label, from_version, to_version, reason, at)
+        SELECT prompt, label, from_version, to_version, reason, at FROM prompt_label_moves ORDER BY rowid;
+    DROP TABLE prompt_label_moves;
+    CREATE INDEX label_moves_prompt ON label_moves(prompt, label, seq);
+    CREATE TABLE tenant_experiments (
+        tenant TEXT NOT NULL DEFAULT 'default',
+        name TEXT NOT NULL,
+        feature TEXT NOT NULL,
+        arms TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started REAL NOT NULL,
+        stopped REAL,
+        winner TEXT,
+        note TEXT,
+        PRIMARY KEY (tenant, name)
+    );
+    INSERT INTO tenant_experiments(name, feature, arms, status, started, stopped, winner, note)
+        SELECT name, feature, arms, status, started, stopped, winner, note FROM experiments;
+    DROP TABLE experiments;
+    CREATE UNIQUE INDEX tenant_experiments_running ON tenant_experiments(tenant, feature) WHERE status = 'running';
+    ALTER TABLE eval_runs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE eval_cache ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE eval_promoted ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE cache_entries ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE rag_collections ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE rag_collections ADD COLUMN label TEXT;
+    UPDATE rag_collections SET label = name;
+    """,
 ]
 
 

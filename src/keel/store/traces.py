@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
+import base64
+import binascii
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import orjson
 
-from keel.errors import KeelError, UserError
+from keel.errors import InvalidRequest, KeelError, UserError
+from keel.store.db import Database
 
 
 @dataclass(slots=True)
@@ -51,7 +54,12 @@ class TraceRecord:
 
 COLUMNS = [f.name for f in fields(TraceRecord)]
 JSON_COLUMNS = {"attempts", "request", "response", "notes"}
-INSERT_SQL = f"INSERT OR REPLACE INTO traces({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_QUOTED = [f'"{c}"' if c == "user" else c for c in COLUMNS]  # USER is a reserved word in Postgres
+INSERT_SQL = (
+    f"INSERT INTO traces({', '.join(_QUOTED)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{q} = excluded.{q}' for q in _QUOTED[1:])}"
+)
+FILTERS = ("feature", "user", "status", "model", "operation", "tenant")
 
 
 def outcome(error: BaseException | None, *, cancelled: bool = False) -> dict[str, Any]:
@@ -77,8 +85,8 @@ def record_params(rec: TraceRecord) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def _from_row(row: sqlite3.Row) -> TraceRecord:
-    data = dict(row)
+def _from_row(row: dict[str, Any]) -> TraceRecord:
+    data: dict[str, Any] = {name: row.get(name) for name in COLUMNS}
     for name in JSON_COLUMNS:
         if data.get(name) is not None:
             data[name] = orjson.loads(data[name])
@@ -86,104 +94,237 @@ def _from_row(row: sqlite3.Row) -> TraceRecord:
     return TraceRecord(**data)
 
 
-def list_traces(
-    conn: sqlite3.Connection,
-    *,
-    limit: int = 20,
-    since: float | None = None,
-    after_ts: float | None = None,
-    status: str | None = None,
-) -> list[TraceRecord]:
-    where: list[str] = ["1=1"]
-    params: list[object] = []
-    if since is not None:
-        where.append("ts >= ?")
-        params.append(since)
-    if after_ts is not None:
-        where.append("ts > ?")
-        params.append(after_ts)
-    if status:
-        where.append("status = ?")
-        params.append(status)
-    order = "ASC" if after_ts is not None else "DESC"
-    sql = f"SELECT * FROM traces WHERE {' AND '.join(where)} ORDER BY ts {order} LIMIT ?"
-    return [_from_row(r) for r in conn.execute(sql, (*params, limit))]
+def encode_cursor(rec: TraceRecord) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([rec.ts, rec.id])).decode().rstrip("=")
 
 
-def get_trace(conn: sqlite3.Connection, trace_id: str) -> TraceRecord | None:
-    if not trace_id or len(trace_id) < 6:
-        raise UserError("give at least 6 characters of the trace id")
-    rows = conn.execute("SELECT * FROM traces WHERE id LIKE ? LIMIT 2", (trace_id.replace("%", "") + "%",)).fetchall()
-    if len(rows) > 1:
-        raise UserError(f"'{trace_id}' matches more than one trace; give more of the id")
-    return _from_row(rows[0]) if rows else None
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        ts, trace_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return float(ts), str(trace_id)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidRequest("'cursor' is not a cursor this API returned", param="cursor") from None
 
 
 COST_DIMENSIONS = {
     "model": "coalesce(model, alias)",
     "deployment": "deployment",
     "tenant": "tenant",
-    "user": "user",
+    "user": '"user"',
     "feature": "feature",
-    "day": "date(ts, 'unixepoch')",
+    "day": "",  # the dialect's, see Database.day
     "alias": "alias",
     "status": "status",
 }
 
 
-def cost_summary(conn: sqlite3.Connection, by: Sequence[str], *, since: float | None = None) -> list[dict[str, Any]]:
-    unknown = [b for b in by if b not in COST_DIMENSIONS]
-    if unknown or not by:
-        raise UserError(f"group by one or more of: {', '.join(COST_DIMENSIONS)} (got {', '.join(unknown) or 'none'})")
-    keys = [f"{COST_DIMENSIONS[b]} AS {b}" for b in by]
-    where = "AND ts >= ?" if since is not None else ""  # feature rows sum their calls: never count twice
-    sql = (
-        f"SELECT {', '.join(keys)}, count(*) AS calls, sum(status != 'ok') AS errors, "
-        "sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
-        "sum(cached_tokens) AS cached_tokens, sum(coalesce(cost_usd, 0)) AS cost_usd, "
-        "sum(CASE WHEN usage_source = 'provider' THEN coalesce(cost_usd, 0) ELSE 0 END) AS reported_usd, "
-        "sum(CASE WHEN usage_source = 'estimated' THEN coalesce(cost_usd, 0) ELSE 0 END) AS estimated_usd, "
-        "sum(cost_usd IS NULL AND status = 'ok') AS unpriced, avg(latency_ms) AS avg_latency_ms "
-        f"FROM traces WHERE operation != 'feature' {where} GROUP BY {', '.join(by)} ORDER BY cost_usd DESC, calls DESC"
-    )
-    return [dict(r) for r in conn.execute(sql, (since,) if since is not None else ())]
+class Traces:
+    """The trace repository: one row per call and per feature run, always read within a tenant
+    (``tenant=None`` is the admin's view of every tenant)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def write(self, records: Sequence[TraceRecord]) -> None:
+        """Insert (or replace) rows in one statement batch; the batched writer's one call."""
+        self.db.many(INSERT_SQL, [record_params(r) for r in records])
+
+    def _scope(self, tenant: str | None, where: list[str], args: list[Any]) -> None:
+        if tenant is not None:
+            where.append("tenant = ?")
+            args.append(tenant)
+
+    def find(
+        self,
+        *,
+        tenant: str | None,
+        limit: int = 20,
+        since: float | None = None,
+        after_ts: float | None = None,
+        cursor: str | None = None,
+        **filters: str | None,
+    ) -> list[TraceRecord]:
+        """Newest first (``after_ts``: oldest first, for tailing). ``filters`` are exact matches on
+        feature, user, status, model (or its alias), operation and tenant."""
+        where: list[str] = ["1=1"]
+        args: list[Any] = []
+        self._scope(tenant, where, args)
+        for name, value in filters.items():
+            if name not in FILTERS:
+                raise UserError(f"unknown trace filter '{name}' (filters: {', '.join(FILTERS)})")
+            if value is None or value == "":
+                continue
+            if name == "model":
+                where.append("(model = ? OR alias = ?)")
+                args += [value, value]
+            else:
+                where.append(f"{COST_DIMENSIONS['user'] if name == 'user' else name} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        if after_ts is not None:
+            where.append("ts > ?")
+            args.append(after_ts)
+        if cursor is not None:
+            ts, trace_id = decode_cursor(cursor)
+            where.append("(ts < ? OR (ts = ? AND id < ?))")
+            args += [ts, ts, trace_id]
+        order = "ASC" if after_ts is not None else "DESC"
+        sql = f"SELECT * FROM traces WHERE {' AND '.join(where)} ORDER BY ts {order}, id {order} LIMIT ?"
+        return [_from_row(r) for r in self.db.all(sql, (*args, limit))]
+
+    def get(self, trace_id: str, *, tenant: str | None) -> TraceRecord | None:
+        """A trace by its id or an unambiguous prefix of at least 6 characters."""
+        if not trace_id or len(trace_id) < 6:
+            raise UserError("give at least 6 characters of the trace id")
+        where, args = "id LIKE ?", [trace_id.replace("%", "").replace("_", "") + "%"]
+        if tenant is not None:
+            where += " AND tenant = ?"
+            args.append(tenant)
+        rows = self.db.all(f"SELECT * FROM traces WHERE {where} ORDER BY id LIMIT 2", args)
+        exact = [r for r in rows if r["id"] == trace_id]
+        if len(rows) > 1 and not exact:
+            raise UserError(f"'{trace_id}' matches more than one trace; give more of the id")
+        return _from_row((exact or rows)[0]) if rows else None
+
+    def exists(self, trace_id: str, *, tenant: str | None) -> bool:
+        where, args = ["id = ?"], [trace_id]
+        self._scope(tenant, where, args)
+        return self.db.scalar(f"SELECT 1 FROM traces WHERE {' AND '.join(where)}", args) is not None
+
+    def children(self, parent: str, *, tenant: str | None) -> list[TraceRecord]:
+        where, args = ["parent = ?"], [parent]
+        self._scope(tenant, where, args)
+        return [
+            _from_row(r) for r in self.db.all(f"SELECT * FROM traces WHERE {' AND '.join(where)} ORDER BY ts", args)
+        ]
+
+    def count(self, *, tenant: str | None = None) -> int:
+        where: list[str] = ["1=1"]
+        args: list[Any] = []
+        self._scope(tenant, where, args)
+        return int(self.db.scalar(f"SELECT count(*) FROM traces WHERE {' AND '.join(where)}", args))
+
+    def _dimension(self, name: str) -> str:
+        return self.db.day("ts") if name == "day" else COST_DIMENSIONS[name]
+
+    def cost_summary(
+        self, by: Sequence[str], *, since: float | None = None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        unknown = [b for b in by if b not in COST_DIMENSIONS]
+        if unknown or not by:
+            raise UserError(
+                f"group by one or more of: {', '.join(COST_DIMENSIONS)} (got {', '.join(unknown) or 'none'})"
+            )
+        keys = [f"{self._dimension(b)} AS {_alias(b)}" for b in by]
+        where, args = ["operation <> 'feature'"], list[Any]()  # feature rows sum their calls: never count twice
+        self._scope(tenant, where, args)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        sql = (
+            f"SELECT {', '.join(keys)}, count(*) AS calls, sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS errors, "
+            "sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
+            "sum(cached_tokens) AS cached_tokens, sum(coalesce(cost_usd, 0)) AS cost_usd, "
+            "sum(CASE WHEN usage_source = 'provider' THEN coalesce(cost_usd, 0) ELSE 0 END) AS reported_usd, "
+            "sum(CASE WHEN usage_source = 'estimated' THEN coalesce(cost_usd, 0) ELSE 0 END) AS estimated_usd, "
+            "sum(CASE WHEN cost_usd IS NULL AND status = 'ok' THEN 1 ELSE 0 END) AS unpriced, "
+            "avg(latency_ms) AS avg_latency_ms "
+            f"FROM traces WHERE {' AND '.join(where)} GROUP BY {', '.join(self._dimension(b) for b in by)} "
+            "ORDER BY cost_usd DESC, calls DESC"
+        )
+        return [_unalias(r) for r in self.db.all(sql, args)]
+
+    def interactions(
+        self, by: Sequence[str], *, since: float | None = None, tenant: str | None = None
+    ) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """Feature runs (one user interaction each, its model calls summed) grouped like
+        ``cost_summary``: how many, and what one cost on average."""
+        if not all(b in ("feature", "tenant", "user", "day") for b in by):
+            return {}
+        keys = [f"{self._dimension(b)} AS {_alias(b)}" for b in by]
+        where, args = ["operation = 'feature'"], list[Any]()
+        self._scope(tenant, where, args)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        sql = (
+            f"SELECT {', '.join(keys)}, count(*) AS runs, avg(coalesce(cost_usd, 0)) AS per_run "
+            f"FROM traces WHERE {' AND '.join(where)} GROUP BY {', '.join(self._dimension(b) for b in by)}"
+        )
+        return {tuple(r[b] for b in by): r for r in map(_unalias, self.db.all(sql, args))}
+
+    def traffic(
+        self, *, since: float | None, feature: str | None = None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every successful model call in the window — user, model, tokens, cost, time — what
+        ``keel cost model`` projects from. Feature rows are skipped; their model calls are counted."""
+        where: list[str] = ["operation = 'chat'", "status = 'ok'"]
+        args: list[Any] = []
+        self._scope(tenant, where, args)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        if feature is not None:
+            where.append("feature = ?")
+            args.append(feature)
+        sql = (
+            "SELECT coalesce(\"user\", '-') AS who, coalesce(model, alias) AS model, deployment, input_tokens, "
+            f"output_tokens, cost_usd, ts FROM traces WHERE {' AND '.join(where)}"
+        )
+        return [{"user": r.pop("who"), **r} for r in self.db.all(sql, args)]
+
+    def experiment_runs(self, experiment: str, *, tenant: str) -> list[dict[str, Any]]:
+        return self.db.all(
+            "SELECT id, arm, status, latency_ms, cost_usd FROM traces "
+            "WHERE operation = 'feature' AND experiment = ? AND tenant = ?",
+            (experiment, tenant),
+        )
+
+    def dashboard(self, *, tenant: str | None, since: float, feature: str | None = None) -> list[dict[str, Any]]:
+        """Calls, errors, cost and latency per feature per hour: the shape a dashboard asks for."""
+        where, args = ["ts >= ?", "operation <> 'feature'"], list[Any]([since])
+        self._scope(tenant, where, args)
+        if feature is not None:
+            where.append("feature = ?")
+            args.append(feature)
+        hour = self.db.hour("ts")
+        return self.db.all(
+            f"SELECT {hour} AS hour, feature, count(*) AS calls, "
+            "sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS errors, sum(coalesce(cost_usd, 0)) AS cost_usd, "
+            "avg(latency_ms) AS avg_latency_ms "
+            f"FROM traces WHERE {' AND '.join(where)} GROUP BY {hour}, feature ORDER BY 1",
+            args,
+        )
+
+    def purge(self, before: float, *, batch: int = 5000, max_batches: int | None = None) -> int:
+        """Delete rows older than ``before`` in bounded batches (short transactions, no long lock)."""
+        deleted, rounds = 0, 0
+        while max_batches is None or rounds < max_batches:
+            n = self.db.run(
+                "DELETE FROM traces WHERE id IN (SELECT id FROM traces WHERE ts < ? LIMIT ?)", (before, batch)
+            )
+            deleted += n
+            rounds += 1
+            if n < batch:
+                break
+        return deleted
+
+
+def retention_cutoff(days: float) -> float:
+    return time.time() - days * 86_400
+
+
+def _alias(name: str) -> str:
+    return "who" if name == "user" else name  # USER is reserved in Postgres, even as an alias
+
+
+def _unalias(row: dict[str, Any]) -> dict[str, Any]:
+    if "who" in row:
+        row["user"] = row.pop("who")
+    return row
 
 
 def as_dict(rec: TraceRecord) -> dict[str, Any]:
     return asdict(rec)
-
-
-def interactions(
-    conn: sqlite3.Connection, by: Sequence[str], *, since: float | None = None
-) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """Feature runs (one user interaction each, its model calls summed) grouped like ``cost_summary``:
-    how many, and what one cost on average."""
-    usable = [b for b in by if b in ("feature", "tenant", "user", "day")]
-    if len(usable) != len(by):
-        return {}
-    keys = [f"{COST_DIMENSIONS[b]} AS {b}" for b in by]
-    where = "AND ts >= ?" if since is not None else ""
-    sql = (
-        f"SELECT {', '.join(keys)}, count(*) AS runs, avg(coalesce(cost_usd, 0)) AS per_run "
-        f"FROM traces WHERE operation = 'feature' {where} GROUP BY {', '.join(by)}"
-    )
-    rows = conn.execute(sql, (since,) if since is not None else ())
-    return {tuple(r[b] for b in by): dict(r) for r in rows}
-
-
-def traffic(conn: sqlite3.Connection, *, since: float | None, feature: str | None = None) -> list[dict[str, Any]]:
-    """Every successful model call in the window — user, model, tokens, cost, time — what ``keel cost
-    model`` projects from. Feature rows are skipped; their model calls are counted."""
-    where: list[str] = ["operation = 'chat'", "status = 'ok'"]
-    args: list[Any] = []
-    if since is not None:
-        where.append("ts >= ?")
-        args.append(since)
-    if feature is not None:
-        where.append("feature = ?")
-        args.append(feature)
-    sql = (
-        "SELECT coalesce(user, '-') AS user, coalesce(model, alias) AS model, deployment, input_tokens, "
-        f"output_tokens, cost_usd, ts FROM traces WHERE {' AND '.join(where)}"
-    )
-    return [dict(r) for r in conn.execute(sql, args)]

@@ -1,52 +1,61 @@
-"""A bounded, batched background writer: requests hand rows over and never wait for the disk.
+"""A bounded, batched background writer: requests hand trace rows over and never wait for the disk
+or the network.
 
 Rows go into a lock-free buffer; the writer thread wakes on a timer, or once when a batch fills,
 never once per row. (Per-row wake-ups make the writer thread fight the event loop for the GIL
 on every request — a convoy that multiplied latency twentyfold under load.)
 
-When the buffer is full the row is dropped and counted; write failures are counted too. Both
-are exported on ``/metrics`` so a lost trace is visible, never silent.
+When the buffer is full the row is dropped and counted; rows that fail to write are counted too.
+When the store goes away (Postgres restarting) the batch stays in the buffer, the writer reconnects
+with backoff, and writes it when the store is back; only what overflows the buffer meanwhile is
+dropped. Every count is exported on ``/metrics`` so a lost trace is visible, never silent.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections import deque
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from keel.store.sqlite import connect
+from keel.store.db import Database, StoreUnavailable
+from keel.store.traces import TraceRecord, Traces
 
 log = logging.getLogger("keel.store")
-Row = tuple[str, Sequence[Any]]  # (SQL, parameters)
 
 
 class BatchWriter:
     def __init__(
-        self, path: Path, *, queue_size: int = 10_000, batch_size: int = 256, flush_interval: float = 0.2
+        self,
+        opener: Callable[[], Database],
+        *,
+        queue_size: int = 10_000,
+        batch_size: int = 256,
+        flush_interval: float = 0.2,
+        retry_max_s: float = 5.0,
     ) -> None:
-        self.path = path
+        self.opener = opener
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self._rows: deque[Row] = deque()
+        self.retry_max_s = retry_max_s
+        self._rows: deque[TraceRecord] = deque()
         self._wake = threading.Event()
         self._flushed = threading.Condition()
         self._generation = 0  # completed write rounds, for ``flush``
         self.written = 0
         self.dropped = 0
         self.failed = 0
+        self.outages = 0  # times the store was unreachable
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="keel-writer", daemon=True)
-        self._conn: sqlite3.Connection | None = None
+        self._db: Database | None = None
         self._started = False
 
     def start(self) -> BatchWriter:
         if not self._started:
-            self._conn = connect(self.path)
+            self._db = self.opener()
             self._thread.start()
             self._started = True
         return self
@@ -55,18 +64,20 @@ class BatchWriter:
     def pending(self) -> int:
         return len(self._rows)
 
-    def submit(self, sql: str, params: Sequence[Any]) -> bool:
+    def submit(self, rec: TraceRecord) -> bool:
         """Hand one row over without blocking. False (and counted) if it had to be dropped."""
         if len(self._rows) >= self.queue_size:
             self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.error("trace buffer full (%d rows): %d trace rows dropped so far", self.queue_size, self.dropped)
             return False
-        self._rows.append((sql, params))
+        self._rows.append(rec)
         if len(self._rows) == self.batch_size:
             self._wake.set()
         return True
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Block until everything handed over so far is on disk (for CLIs and tests)."""
+        """Block until everything handed over so far is written (for CLIs and tests)."""
         if not self._started:
             return not self._rows
         with self._flushed:
@@ -79,38 +90,74 @@ class BatchWriter:
             self._stop = True
             self._wake.set()
             self._thread.join(10)
-            if self._conn is not None:
-                self._conn.close()
+            if self._db is not None:
+                self._db.close()
             self._started = False
 
     def _run(self) -> None:
+        delay = 0.0
         while True:
-            self._wake.wait(self.flush_interval)
+            self._wake.wait(delay or self.flush_interval)
             self._wake.clear()
+            delay = 0.0
             while self._rows:
                 batch = [self._rows.popleft() for _ in range(min(self.batch_size, len(self._rows)))]
-                self._write(batch)
+                if not self._write(batch):
+                    self._rows.extendleft(reversed(batch))  # keep them, oldest first, for the next round
+                    delay = self._backoff()
+                    break
             with self._flushed:
-                self._generation += 1
+                if delay == 0.0:
+                    self._generation += 1
                 self._flushed.notify_all()
-            if self._stop and not self._rows:
+            if self._stop and (not self._rows or delay):
+                if self._rows:
+                    self.dropped += len(self._rows)
+                    log.error("the store is unavailable at shutdown: %d trace rows dropped", len(self._rows))
                 return
 
-    def _write(self, rows: list[Row]) -> None:
-        assert self._conn is not None
+    def _backoff(self) -> float:
+        self.outages += 1
+        wait = min(self.retry_max_s, 0.1 * 2.0 ** min(self.outages, 6))
         try:
-            self._conn.execute("BEGIN")
-            for sql, params in rows:
-                self._conn.execute(sql, params)
-            self._conn.execute("COMMIT")
+            if self._db is not None:
+                self._db.close()
+        except Exception:
+            pass
+        try:
+            self._db = self.opener()
+            log.warning("reconnected to the store")
+        except Exception as exc:
+            self._db = None
+            log.error("the store is unavailable (%s); %d trace rows buffered", type(exc).__name__, len(self._rows))
+        return wait
+
+    def _write(self, rows: list[TraceRecord]) -> bool:
+        """Write a batch; False when the store is unreachable (the caller keeps the rows)."""
+        if self._db is None:
+            return False
+        traces = Traces(self._db)
+        try:
+            with self._db.transaction():
+                traces.write(rows)
             self.written += len(rows)
-        except sqlite3.Error:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            for sql, params in rows:  # one bad row must not take its batch down with it
-                try:
-                    self._conn.execute(sql, params)
-                    self.written += 1
-                except sqlite3.Error as exc:
-                    self.failed += 1
-                    log.error("dropped a trace row: %s", exc)
+            self.outages = 0
+            return True
+        except StoreUnavailable:
+            return False
+        except Exception:
+            pass
+        for row in rows:  # one bad row must not take its batch down with it
+            try:
+                traces.write([row])
+                self.written += 1
+            except StoreUnavailable:
+                return False
+            except Exception as exc:
+                self.failed += 1
+                log.error("dropped a trace row: %s", _short(exc))
+        return True
+
+
+def _short(exc: Any) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

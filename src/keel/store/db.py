@@ -1,0 +1,247 @@
+"""One database seam for every repository: SQLite (embedded) or Postgres (shared by replicas).
+
+Repositories write SQL once, with ``?`` placeholders and the subset both engines agree on
+(``ON CONFLICT … DO UPDATE``, ``RETURNING``, ``CASE``, ``coalesce``); the few real differences
+live here, each in one place (:meth:`Database.day`, :attr:`Database.for_update`, placeholders,
+numeric types). Rows come back as plain dicts.
+
+A ``Database`` holds one connection and a re-entrant lock: each statement, and each
+``transaction()`` block as a whole, runs under it, so threads (the event loop and worker threads)
+can share one safely. A transaction takes the write lock up front — ``BEGIN IMMEDIATE`` on
+SQLite; on Postgres the rows a repository must serialise on are locked with ``for_update`` or an
+advisory lock (:meth:`Database.lock`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio.to_thread
+
+from keel.errors import ConfigError, KeelError
+
+Dialect = Literal["sqlite", "postgres"]
+T = TypeVar("T")
+_QMARK = re.compile(r"\?")
+
+
+class StoreUnavailable(KeelError):
+    """The shared store cannot be reached: requests that need it fail, nothing half-done."""
+
+    status = 503
+    code = "store_unavailable"
+
+
+def _pg_value(value: Any) -> Any:
+    if isinstance(value, Decimal):  # sum(bigint) and avg() come back as numeric
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, memoryview):
+        return bytes(value)
+    return value
+
+
+def redact_url(url: str) -> str:
+    """A connection URL fit for a log line or an error: the password replaced by ***."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+class Database:
+    """A connection to SQLite or Postgres with the dialect differences in one place."""
+
+    def __init__(self, conn: Any, dialect: Dialect, *, where: str = "") -> None:
+        self.conn = conn
+        self.dialect: Dialect = dialect
+        self.where = where  # for messages: a path, or the URL without its password
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._sql: dict[str, str] = {}
+
+    # -- dialect -----------------------------------------------------------------------------------
+    @property
+    def postgres(self) -> bool:
+        return self.dialect == "postgres"
+
+    @property
+    def for_update(self) -> str:
+        """Append to a SELECT inside a transaction to lock its rows (SQLite's write lock covers it)."""
+        return " FOR UPDATE" if self.postgres else ""
+
+    def day(self, column: str) -> str:
+        """The UTC calendar day (YYYY-MM-DD) of a UNIX-seconds column."""
+        if self.postgres:
+            return f"to_char(to_timestamp({column}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        return f"date({column}, 'unixepoch')"
+
+    def hour(self, column: str) -> str:
+        """The UTC hour (YYYY-MM-DD HH:00) of a UNIX-seconds column."""
+        if self.postgres:
+            return f"to_char(to_timestamp({column}) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:00')"
+        return f"strftime('%Y-%m-%d %H:00', {column}, 'unixepoch')"
+
+    def _translate(self, sql: str) -> str:
+        if not self.postgres:
+            return sql
+        done = self._sql.get(sql)
+        if done is None:
+            done = _QMARK.sub("%s", sql.replace("%", "%%"))
+            self._sql[sql] = done
+        return done
+
+    # -- statements --------------------------------------------------------------------------------
+    def _execute(self, sql: str, params: Sequence[Any]) -> Any:
+        try:
+            return self.conn.execute(self._translate(sql), tuple(params))
+        except Exception as exc:
+            if self._is_connection_error(exc):
+                raise self._unavailable(exc) from exc
+            raise
+
+    def _is_connection_error(self, exc: Exception) -> bool:
+        if not self.postgres:
+            return False
+        import psycopg
+
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreUnavailable(f"the store at {self.where} is unavailable ({redact_url(first)}); retry shortly")
+
+    def _rows(self, cursor: Any) -> list[dict[str, Any]]:
+        if cursor.description is None:
+            return []
+        if self.postgres:
+            names = [d.name for d in cursor.description]
+            return [{n: _pg_value(v) for n, v in zip(names, row, strict=True)} for row in cursor.fetchall()]
+        return [dict(row) for row in cursor.fetchall()]
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._rows(self._execute(sql, params))
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else next(iter(row.values()))
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Execute a write; returns the number of rows it touched."""
+        with self._lock:
+            return int(self._execute(sql, params).rowcount)
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            try:
+                if self.postgres:
+                    with self.conn.cursor() as cur:
+                        cur.executemany(self._translate(sql), [tuple(r) for r in rows])
+                else:
+                    self.conn.executemany(sql, [tuple(r) for r in rows])
+            except Exception as exc:
+                if self._is_connection_error(exc):
+                    raise self._unavailable(exc) from exc
+                raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """All or nothing, holding the write lock; nested blocks join the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            self._begin()
+            self._depth = 1
+            try:
+                yield self
+            except BaseException:
+                self._depth = 0
+                self._end("ROLLBACK")
+                raise
+            self._depth = 0
+            self._end("COMMIT")
+
+    def _begin(self) -> None:
+        if self.postgres:
+            self._execute("BEGIN", ())
+            return
+        deadline = time.monotonic() + 30
+        while True:  # BEGIN IMMEDIATE can meet "locked" at once on a brand-new file
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _end(self, verb: str) -> None:
+        try:
+            self.conn.execute(verb)
+        except Exception as exc:
+            if self._is_connection_error(exc):
+                if verb == "ROLLBACK":
+                    return  # the connection is gone, and the transaction with it
+                raise self._unavailable(exc) from exc
+            raise
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking repository call from async code: inline on SQLite (tens of microseconds,
+        cheaper than a thread hop), in a worker thread on Postgres (a network round trip)."""
+        if self.postgres:
+            return await anyio.to_thread.run_sync(fn, *args)
+        return fn(*args)
+
+    def lock(self, name: str) -> None:
+        """Serialise on ``name`` until the transaction ends (Postgres advisory lock; on SQLite the
+        transaction already holds the database's one write lock)."""
+        if self.postgres:
+            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+            self._execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+
+def open_sqlite(path: Path) -> Database:
+    from keel.store.sqlite import connect
+
+    return Database(connect(path), "sqlite", where=str(path))
+
+
+def open_postgres(url: str) -> Database:
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError("the postgres store needs psycopg: pip install 'keel[postgres]'") from None
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"cannot connect to the store at {redact_url(url)} ({type(exc).__name__}: {redact_url(first)}); "
+            "check store.url in keel.yaml and that the server is running"
+        ) from None
+    from keel.store.migrations import migrate
+
+    db = Database(conn, "postgres", where=redact_url(url))
+    migrate(db)
+    return db

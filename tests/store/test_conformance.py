@@ -1,0 +1,23 @@
+"""The store conformance suite (``keel.testing.store_conformance``) on both backends: SQLite, and a
+real PostgreSQL started for the test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keel.store.db import open_postgres, open_sqlite
+from keel.testing.store_conformance import Opener, StoreConformance
+
+
+class TestSQLiteStore(StoreConformance):
+    @pytest.fixture
+    def opener(self, tmp_path: Path) -> Opener:
+        return lambda: open_sqlite(tmp_path / "keel.db")
+
+
+class TestPostgresStore(StoreConformance):
+    @pytest.fixture
+    def opener(self, pg_url: str) -> Opener:
+        return lambda: open_postgres(pg_url)
