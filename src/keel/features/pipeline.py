@@ -212,6 +212,7 @@ class FeaturePipeline:
         """What would serve this call, without calling anything: the prompt version, the model and the
         retrieval index version (eval result caches key on them)."""
         spec = load_feature(self.root, name)
+        spec.check_tenant(tenant)
         rendered, _, _, chosen = self._choose(spec, inputs, user, label, _Pins(version, model), tenant)
         return Resolved(spec, rendered.version, chosen, index_version(self.collections, spec, tenant))
 
@@ -233,6 +234,7 @@ class FeaturePipeline:
 
     async def _prepare(self, name: str, inputs: dict[str, Any], ctx: CallContext, label: str, pins: _Pins) -> Plan:
         spec = load_feature(self.root, name)
+        spec.check_tenant(ctx.tenant)
         flagged = screen_inputs(spec, inputs)
         inputs, mapping, redacted = redact_inputs(spec, inputs)
         rendered, ctx.experiment, arm, model = self._choose(spec, inputs, ctx.user, label, pins, ctx.tenant)

@@ -183,7 +183,15 @@ class FeatureSpec(Section):
     actions: dict[str, ActionSpec] = Field(default_factory=dict, description="critical actions rules decide")
     context: ContextSpec = ContextSpec()
     evals: str | None = None
+    tenants: list[str] | None = Field(
+        None, description="the tenants that may run this feature (default: every tenant); others get 404"
+    )
     description: str = ""
+
+    def check_tenant(self, tenant: str | None) -> None:
+        """A tenant the spec does not list is told the feature does not exist (404, never 403)."""
+        if self.tenants is not None and (tenant or "default") not in self.tenants:
+            raise FeatureNotFound(f"no feature '{self.name}'")
 
 
 def parse_feature(doc: LocatedYAML, name: str, root: Path | None = None) -> FeatureSpec:
