@@ -22,6 +22,7 @@ from keel.cli import (
     rag,
     run,
     serve,
+    store,
     traces,
 )
 from keel.cli.common import err_console
@@ -46,6 +47,8 @@ run.register(app)
 evals.register(app)
 app.add_typer(keys.app, name="keys")
 app.add_typer(keys.tenants_app, name="tenants")
+app.add_typer(store.app, name="store")
+store.register(app)
 app.add_typer(traces.app, name="traces")
 app.command("feedback")(traces.feedback)  # `keel feedback` = `keel traces feedback`
 app.add_typer(prompts.app, name="prompts")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from keel.cli.common import console, load_env
+from keel.cli.common import Env, console, load_env
+from keel.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
@@ -15,8 +16,9 @@ def register(app: typer.Typer) -> None:
         config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
         no_auth: bool = typer.Option(False, "--no-auth", help="skip API keys (loopback only, for development)"),
         warm: bool = typer.Option(True, help="load local models at startup"),
+        workers: int = typer.Option(1, min=1, max=64, help="processes sharing the port (and the store)"),
     ) -> None:
-        """Serve /v1/chat/completions, /v1/embeddings, /v1/models, /healthz and /metrics."""
+        """Serve /v1/chat/completions, /v1/embeddings, /v1/models, /v1/traces, /healthz and /metrics."""
         import uvicorn
 
         from keel.server import build_app
@@ -24,9 +26,13 @@ def register(app: typer.Typer) -> None:
         env = load_env(config)
         host = host or env.settings.server.host
         port = env.settings.server.port if port is None else port
-        app_ = build_app(env.settings, env.home, auth=False if no_auth else None, host=host, warm=warm)
         auth = "off (loopback dev mode)" if no_auth else "API keys"
-        console.print(f"Keel gateway on http://{host}:{port}/v1 · auth: {auth} · data: {env.home}")
+        store = env.settings.store.backend
+        if workers > 1:
+            _serve_workers(env, config, host, port, workers, no_auth, warm)
+            return
+        app_ = build_app(env.settings, env.home, auth=False if no_auth else None, host=host, warm=warm)
+        console.print(f"Keel gateway on http://{host}:{port}/v1 · auth: {auth} · store: {store} · data: {env.home}")
         console.print(f"models: {', '.join(app_.service.gateway.routes)}", style="dim")
         uvicorn.run(
             app_.asgi,
@@ -38,3 +44,45 @@ def register(app: typer.Typer) -> None:
             http="auto",
             timeout_graceful_shutdown=10,
         )
+
+
+def _serve_workers(env: Env, config: str | None, host: str, port: int, workers: int, no_auth: bool, warm: bool) -> None:
+    """Several processes behind one port: each builds its app from the same configuration."""
+    import os
+
+    import uvicorn
+
+    from keel.config import find_config
+    from keel.server import worker
+    from keel.server.auth import LOOPBACK
+
+    worker.check_workers(env.settings, workers)
+    if no_auth and host not in LOOPBACK:
+        raise UserError(f"--no-auth is allowed only on loopback, not on {host}; create a key with `keel keys create`")
+    from keel.store import open_store
+
+    open_store(env.settings, env.home).close()  # migrate once, and fail here (not in N workers) if it is down
+    found = find_config(config)
+    if found is not None:
+        os.environ["KEEL_CONFIG"] = str(found.resolve())
+    os.environ["KEEL_HOME"] = str(env.home)
+    os.environ[worker.AUTH] = "0" if no_auth else "1"
+    os.environ[worker.HOST] = host
+    os.environ[worker.WARM] = "1" if warm else "0"
+    local = [n for n, d in env.settings.deployments.items() if d.provider == "local"]
+    console.print(
+        f"Keel gateway on http://{host}:{port}/v1 · {workers} workers · store: {env.settings.store.backend} · "
+        f"data: {env.home}"
+    )
+    if local and warm:
+        console.print(f"each worker loads its own copy of the local model(s) {', '.join(local)}", style="yellow")
+    uvicorn.run(
+        "keel.server.worker:create",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

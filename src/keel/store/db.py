@@ -57,10 +57,17 @@ def redact_url(url: str) -> str:
 class Database:
     """A connection to SQLite or Postgres with the dialect differences in one place."""
 
-    def __init__(self, conn: Any, dialect: Dialect, *, where: str = "") -> None:
+    RECONNECT_EVERY_S = 0.5  # while the server is away, try again at most this often
+
+    def __init__(
+        self, conn: Any, dialect: Dialect, *, where: str = "", reconnect: Callable[[], Any] | None = None
+    ) -> None:
         self.conn = conn
         self.dialect: Dialect = dialect
         self.where = where  # for messages: a path, or the URL without its password
+        self._reconnect = reconnect  # a new connection, after the server went away
+        self._broken = False
+        self._tried = 0.0
         self._lock = threading.RLock()
         self._depth = 0
         self._sql: dict[str, str] = {}
@@ -98,12 +105,31 @@ class Database:
 
     # -- statements --------------------------------------------------------------------------------
     def _execute(self, sql: str, params: Sequence[Any]) -> Any:
+        if self._broken:
+            self._revive()
         try:
             return self.conn.execute(self._translate(sql), tuple(params))
         except Exception as exc:
             if self._is_connection_error(exc):
+                self._broken = True  # this call fails (it may or may not have run); the next reconnects
                 raise self._unavailable(exc) from exc
             raise
+
+    def _revive(self) -> None:
+        """Replace a connection the server dropped (a restart, a failover) — outside transactions
+        only, and at most every RECONNECT_EVERY_S while it stays away."""
+        if self._depth or self._reconnect is None or time.monotonic() - self._tried < self.RECONNECT_EVERY_S:
+            raise StoreUnavailable(f"the store at {self.where} is unavailable; retry shortly")
+        self._tried = time.monotonic()
+        try:
+            fresh = self._reconnect()
+        except Exception as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            self.conn.close()
+        except Exception:  # noqa: S110 - the old connection is already dead
+            pass
+        self.conn, self._broken = fresh, False
 
     def _is_connection_error(self, exc: Exception) -> bool:
         if not self.postgres:
@@ -232,8 +258,12 @@ def open_postgres(url: str) -> Database:
         import psycopg
     except ImportError:
         raise ConfigError("the postgres store needs psycopg: pip install 'keel[postgres]'") from None
+
+    def connect() -> Any:
+        return psycopg.connect(url, autocommit=True, connect_timeout=10)
+
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        conn = connect()
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
@@ -242,6 +272,6 @@ def open_postgres(url: str) -> Database:
         ) from None
     from keel.store.migrations import migrate
 
-    db = Database(conn, "postgres", where=redact_url(url))
+    db = Database(conn, "postgres", where=redact_url(url), reconnect=connect)
     migrate(db)
     return db
