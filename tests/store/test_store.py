@@ -159,3 +159,17 @@ def test_trace_rows_wait_out_a_postgres_outage(pg_url: str) -> None:
         assert writer.flush() and writer.written == 55 and writer.failed == 0
         assert admin.traces.count() == 55
     writer.close()
+
+
+def test_retention_deletes_old_traces_in_the_writer(tmp_path: Path) -> None:
+    writer = BatchWriter(lambda: open_sqlite(tmp_path / "k.db"), flush_interval=0.01, retention_days=30).start()
+    writer.submit(rec(1, ts=time.time() - 31 * 86400))  # older than the retention window
+    writer.submit(rec(2))
+    assert writer.flush()
+    deadline = time.time() + 5
+    while writer.purged == 0 and time.time() < deadline:
+        writer._purged_at = 0.0  # the next round purges again (normally every purge_every_s)
+        writer.flush()
+    with Store.at(tmp_path / "k.db") as store:
+        assert [r.id for r in store.traces.find(tenant=None)] == ["trace0002aaaa"] and writer.purged == 1
+    writer.close()

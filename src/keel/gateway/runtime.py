@@ -34,6 +34,7 @@ def build_service(
         queue_size=tcfg.queue_size,
         batch_size=tcfg.batch_size,
         flush_interval=tcfg.flush_interval_s,
+        retention_days=settings.store.retention_days,
     ).start()
     chosen: Tracer = tracer or (OTelTracer() if tcfg.otel else NullTracer())
     installed = home / "prices.yaml"  # `keel prices update` puts one here; keel.yaml's prices: wins

@@ -247,6 +247,11 @@ class KeelApp:
             ),
             "keel_trace_rows_failed": ("Trace rows lost to write errors.", writer.failed if writer else 0),
             "keel_trace_queue_depth": ("Trace rows waiting to be written.", writer.pending if writer else 0),
+            "keel_trace_rows_purged": ("Trace rows deleted by store.retention_days.", writer.purged if writer else 0),
+            "keel_store_outages": (
+                "Times the trace writer found the store unreachable.",
+                writer.outages if writer else 0,
+            ),
             "keel_uptime_seconds": ("Seconds since the server started.", time.time() - self.started),
         }
         text = self.service.metrics.render(gauges)

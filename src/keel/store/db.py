@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -125,10 +125,8 @@ class Database:
             fresh = self._reconnect()
         except Exception as exc:
             raise self._unavailable(exc) from exc
-        try:
+        with suppress(Exception):  # the old connection is already dead
             self.conn.close()
-        except Exception:  # noqa: S110 - the old connection is already dead
-            pass
         self.conn, self._broken = fresh, False
 
     def _is_connection_error(self, exc: Exception) -> bool:

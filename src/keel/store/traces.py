@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -310,10 +309,6 @@ class Traces:
             if n < batch:
                 break
         return deleted
-
-
-def retention_cutoff(days: float) -> float:
-    return time.time() - days * 86_400
 
 
 def _alias(name: str) -> str:

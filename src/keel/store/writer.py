@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from keel.store.db import Database, StoreUnavailable
@@ -34,8 +36,14 @@ class BatchWriter:
         batch_size: int = 256,
         flush_interval: float = 0.2,
         retry_max_s: float = 5.0,
+        retention_days: float | None = None,
+        purge_every_s: float = 600.0,
     ) -> None:
         self.opener = opener
+        self.retention_days = retention_days
+        self.purge_every_s = purge_every_s
+        self._purged_at = 0.0
+        self.purged = 0  # rows deleted by the retention setting
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -106,6 +114,8 @@ class BatchWriter:
                     self._rows.extendleft(reversed(batch))  # keep them, oldest first, for the next round
                     delay = self._backoff()
                     break
+            if delay == 0.0:
+                self._purge()
             with self._flushed:
                 if delay == 0.0:
                     self._generation += 1
@@ -116,14 +126,26 @@ class BatchWriter:
                     log.error("the store is unavailable at shutdown: %d trace rows dropped", len(self._rows))
                 return
 
+    def _purge(self) -> None:
+        """Retention: delete traces older than ``retention_days``, a few bounded batches at a time
+        (every replica may do it; each batch is a short transaction)."""
+        if self.retention_days is None or self._db is None:
+            return
+        now = time.monotonic()
+        if self._purged_at and now - self._purged_at < self.purge_every_s:
+            return
+        self._purged_at = now
+        try:
+            self.purged += Traces(self._db).purge(time.time() - self.retention_days * 86_400, max_batches=20)
+        except Exception as exc:  # retention is housekeeping: it never takes the writer down
+            log.warning("trace retention could not run: %s", _short(exc))
+
     def _backoff(self) -> float:
         self.outages += 1
         wait = min(self.retry_max_s, 0.1 * 2.0 ** min(self.outages, 6))
-        try:
+        with suppress(Exception):  # a dead connection may refuse to close; it is replaced below
             if self._db is not None:
                 self._db.close()
-        except Exception:
-            pass
         try:
             self._db = self.opener()
             log.warning("reconnected to the store")
