@@ -151,13 +151,15 @@ def test_trace_rows_wait_out_a_postgres_outage(pg_url: str) -> None:
         for i in range(5, 65):
             writer.submit(rec(i))
         time.sleep(0.3)
-        assert writer.outages > 0 and writer.pending == 50 and writer.dropped == 10
+        # bounded: the buffer, plus the batch that was in flight when the store went away
+        assert writer.outages > 0 and 50 <= writer.pending <= 60 and writer.dropped == 65 - 5 - writer.pending
+        kept = writer.pending
         down.clear()
         deadline = time.time() + 10
         while writer.pending and time.time() < deadline:
             time.sleep(0.05)
-        assert writer.flush() and writer.written == 55 and writer.failed == 0
-        assert admin.traces.count() == 55
+        assert writer.flush() and writer.written == 5 + kept and writer.failed == 0
+        assert admin.traces.count() == 5 + kept  # every row not counted as dropped was written
     writer.close()
 
 

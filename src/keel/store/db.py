@@ -88,11 +88,9 @@ class Database:
             return f"to_char(to_timestamp({column}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
         return f"date({column}, 'unixepoch')"
 
-    def hour(self, column: str) -> str:
-        """The UTC hour (YYYY-MM-DD HH:00) of a UNIX-seconds column."""
-        if self.postgres:
-            return f"to_char(to_timestamp({column}) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:00')"
-        return f"strftime('%Y-%m-%d %H:00', {column}, 'unixepoch')"
+    def concat(self, expression: str) -> str:
+        """An aggregate joining a text expression's values with commas (order unspecified)."""
+        return f"string_agg({expression}, ',')" if self.postgres else f"group_concat({expression}, ',')"
 
     def _translate(self, sql: str) -> str:
         if not self.postgres:

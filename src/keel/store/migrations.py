@@ -178,7 +178,32 @@ POSTGRES: list[str] = [
     CREATE INDEX cache_entries_scope ON cache_entries(scope, created);
     CREATE INDEX cache_entries_feature ON cache_entries(feature);
     """,
+    # 2: hourly rollups of model calls (what dashboards read), backfilled from the traces there are
+    """
+    CREATE TABLE trace_hours (
+        tenant TEXT NOT NULL,
+        bucket BIGINT NOT NULL,
+        feature TEXT NOT NULL,
+        model TEXT NOT NULL,
+        calls BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cost_usd DOUBLE PRECISION NOT NULL,
+        latency_ms_sum DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (tenant, bucket, feature, model)
+    );
+    CREATE TABLE trace_latency (
+        tenant TEXT NOT NULL,
+        bucket BIGINT NOT NULL,
+        feature TEXT NOT NULL,
+        bin INTEGER NOT NULL,
+        n BIGINT NOT NULL,
+        PRIMARY KEY (tenant, bucket, feature, bin)
+    );
+    """,
 ]
+BACKFILL = {2}
 
 MIGRATION_LOCK = 7271000  # one advisory lock id for Keel's schema; retrieval's own is 7271001
 
@@ -199,6 +224,10 @@ def migrate(db: Database) -> int:
             for statement in script.split(";"):
                 if statement.strip():
                     db.run(statement)
+            if number in BACKFILL:
+                from keel.store.rollups import backfill
+
+                backfill(db)
             db.run("INSERT INTO keel_schema(version) VALUES (?)", (number,))
         version = number
     return version

@@ -273,7 +273,32 @@ MIGRATIONS: list[str] = [
     ALTER TABLE rag_collections ADD COLUMN label TEXT;
     UPDATE rag_collections SET label = name;
     """,
+    # 11: hourly rollups of model calls (what dashboards read), backfilled from the traces there are
+    """
+    CREATE TABLE trace_hours (
+        tenant TEXT NOT NULL,
+        bucket INTEGER NOT NULL,
+        feature TEXT NOT NULL,
+        model TEXT NOT NULL,
+        calls INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        latency_ms_sum REAL NOT NULL,
+        PRIMARY KEY (tenant, bucket, feature, model)
+    );
+    CREATE TABLE trace_latency (
+        tenant TEXT NOT NULL,
+        bucket INTEGER NOT NULL,
+        feature TEXT NOT NULL,
+        bin INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (tenant, bucket, feature, bin)
+    );
+    """,
 ]
+BACKFILL = {11}  # migrations followed, in their transaction, by the rollup backfill
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -320,6 +345,11 @@ def migrate(conn: sqlite3.Connection) -> int:
             for statement in script.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            if number in BACKFILL:
+                from keel.store.db import Database
+                from keel.store.rollups import backfill
+
+                backfill(Database(conn, "sqlite"))
             conn.execute("INSERT INTO schema_version(version) VALUES (?)", (number,))
             conn.execute("COMMIT")
         except BaseException:

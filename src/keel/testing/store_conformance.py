@@ -140,6 +140,25 @@ class StoreConformance:
         assert store.traces.purge(time.time() - 30 * 86400, batch=1) == 1
         assert [r.id for r in store.traces.find(tenant="acme")] == [fresh.id]
 
+    def test_the_dashboard_query_buckets_by_hour_with_percentiles(self, store: Store) -> None:
+        hour = 3600 * (int(time.time()) // 3600 - 5)
+        rows = [trace("acme", ts=hour + i, feature="a", latency_ms=float(i + 1), cost_usd=0.01) for i in range(10)]
+        rows += [trace("acme", ts=hour + 3600 + 1, feature="a", latency_ms=5.0, status="error")]
+        rows += [trace("acme", ts=hour + 2, feature="b", latency_ms=None), trace("globex", ts=hour, feature="a")]
+        rows += [trace("acme", ts=hour + 3, feature="a", operation="feature")]  # a run: its calls are counted
+        store.traces.write(rows)
+        got = store.traces.dashboard(tenant="acme", since=hour - 1)
+        shape = [(r["bucket"], r["feature"], r["calls"], r["errors"]) for r in got]
+        assert shape == [(hour, "a", 10, 0), (hour, "b", 1, 0), (hour + 3600, "a", 1, 1)]
+        first = got[0]  # percentiles from the log histogram: within 5% of the sample at that rank
+        assert first["cost_usd"] == pytest.approx(0.1) and first["p50_ms"] == pytest.approx(5.0, rel=0.05)
+        assert first["p95_ms"] == pytest.approx(10.0, rel=0.05) and got[1]["p50_ms"] is None
+        assert (
+            first["input_tokens"] == 0
+            and store.traces.dashboard(tenant="acme", since=hour - 1, bucket_s=7200)[0]["calls"] == 11
+        )
+        assert [r["calls"] for r in store.traces.dashboard(tenant="acme", since=hour - 1, feature="b")] == [1]
+
     def test_concurrent_writers_lose_no_trace(self, store: Store, opener: Opener) -> None:
         def write(i: int) -> None:
             with Store(opener()) as mine:
