@@ -123,3 +123,11 @@ def test_the_readme_actions_parse() -> None:
 
     actions = {k: ActionSpec.model_validate(v) for k, v in yaml.safe_load(yaml_block("actions"))["actions"].items()}
     assert actions["refund"].rules[0].max == 100 and actions["refund"].fallback["action"] == "escalate"
+
+
+def test_the_readme_scale_out_config_parses_and_points_everything_at_postgres() -> None:
+    settings = make_settings(yaml_block("scale-out"))
+    assert settings.store.backend == "postgres" and settings.store.url is not None
+    assert settings.store.url.env == "KEEL_PG_URL" and settings.store.retention_days == 90
+    assert settings.retrieval_backend == "postgres" and settings.retrieval_url == settings.store.url
+    assert settings.ledger.backend == "redis"

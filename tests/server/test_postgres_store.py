@@ -69,6 +69,11 @@ def test_postgres_going_away_is_a_503_then_recovers(served: Any) -> None:
     base = server.base_url
     chat = httpx.post(f"{base}/chat/completions", json={"model": "up", "messages": MSG}, headers=auth, timeout=30)
     trace_id = chat.headers["x-keel-trace-id"]
+    assert httpx.post(f"{base}/collections", json={"name": "docs"}, headers=auth).status_code == 201
+    docs = [{"id": "refunds.md", "kind": "md", "text": "# Refunds\n\nRefunds take five business days."}]
+    assert httpx.post(
+        f"{base}/collections/docs/documents", json={"documents": docs}, headers=auth, timeout=60
+    ).is_success
     assert app.service.writer.flush()
     admin.db.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                  "WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
@@ -76,7 +81,12 @@ def test_postgres_going_away_is_a_503_then_recovers(served: Any) -> None:
     down = httpx.post(f"{base}/feedback", json=body, headers=auth)
     assert down.status_code == 503 and down.json()["error"]["code"] == "store_unavailable"
     assert "password" not in down.text and "Traceback" not in down.text
+    search = {"query": "refunds"}
+    lost = httpx.post(f"{base}/collections/docs/search", json=search, headers=auth, timeout=30)
+    assert lost.status_code == 503 and lost.json()["error"]["code"] == "store_unavailable"
     time.sleep(0.6)
+    found = httpx.post(f"{base}/collections/docs/search", json=search, headers=auth, timeout=30)
+    assert found.status_code == 200 and found.json()["data"][0]["doc_id"] == "refunds.md"
     again = httpx.post(f"{base}/feedback", json=body, headers=auth)
     assert again.status_code == 201, again.text  # reconnected
     assert httpx.post(f"{base}/chat/completions", json={"model": "up", "messages": MSG}, headers=auth).is_success

@@ -4,6 +4,7 @@ Postgres + pgvector (shared by replicas). Callers never branch on the backend.""
 from __future__ import annotations
 
 import threading
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -102,6 +103,14 @@ class Backend:
         self._conn.close()
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
 class CollectionNotFound(UserError):
     status = 404
     code = "collection_not_found"
@@ -149,11 +158,29 @@ class Collections:
         return found
 
     async def run(self, fn: Any, *args: Any) -> Any:
+        """Call a blocking function in a worker thread, under the lock. A Postgres connection that
+        the server dropped (a restart, a failover) answers 503 ``store_unavailable`` for that call,
+        and the next call opens a fresh connection."""
+
         def locked() -> Any:
             with self._lock:
-                return fn(*args)
+                try:
+                    return fn(*args)
+                except Exception as exc:
+                    if not _connection_lost(exc):
+                        raise
+                    self._reset()
+                    from keel.store.db import StoreUnavailable
+
+                    raise StoreUnavailable("the retrieval store is unavailable; retry shortly") from exc
 
         return await anyio.to_thread.run_sync(locked)
+
+    def _reset(self) -> None:
+        backend, self._backend, self._open = self._backend, None, {}
+        if backend is not None:
+            with suppress(Exception):
+                backend.close()
 
     def close(self) -> None:
         if self._backend is not None:

@@ -61,11 +61,12 @@ class Collection(SQLCollection):
         self.embedder = embedder
         row = conn.execute("SELECT * FROM rag_collections WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise UserError(f"no collection '{name}'; create it with `keel ingest {name} PATH`")
+            shown = name.rsplit("~", 1)[-1]  # the name its tenant gave it, never the stored key
+            raise UserError(f"no collection '{shown}'; create it with `keel ingest {shown} PATH`")
         self.label = str(row["label"] or name)
         self.tenant = str(row["tenant"])
         if row["embedder"] != embedder.name:
-            raise UserError(f"collection '{name}' was built with {row['embedder']}, not {embedder.name}")
+            raise UserError(f"collection '{self.label}' was built with {row['embedder']}, not {embedder.name}")
         self.chunk_tokens = int(row["chunk_tokens"])
         self.rerank = str(row["rerank"])
         self.overlap = int(row["overlap"])

@@ -55,10 +55,11 @@ class PgCollection(SQLCollection):
             (name,),
         ).fetchone()
         if row is None:
-            raise UserError(f"no collection '{name}'; create it with `keel ingest {name} PATH`")
+            shown = name.rsplit("~", 1)[-1]  # the name its tenant gave it, never the stored key
+            raise UserError(f"no collection '{shown}'; create it with `keel ingest {shown} PATH`")
         self.tenant, self.label = str(row[4]), str(row[5])
         if row[0] != embedder.name:
-            raise UserError(f"collection '{name}' was built with {row[0]}, not {embedder.name}")
+            raise UserError(f"collection '{self.label}' was built with {row[0]}, not {embedder.name}")
         self.chunk_tokens, self.overlap, self.rerank = int(row[1]), int(row[2]), str(row[3])
         self.keyword = PgKeywordIndex(conn, name)
         self.vectors = PgVectorIndex(conn, name, embedder.dims)

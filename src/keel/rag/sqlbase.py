@@ -34,6 +34,7 @@ class SQLCollection:
     keyword: Any
     vectors: Any
     rerank: str
+    label: str
 
     def _sql(self, text: str) -> str:
         return text.format(
@@ -188,7 +189,7 @@ class SQLCollection:
         keyword, vectors = self._indexes()
         return run_search(
             query,
-            name=self.name,
+            name=self.label,  # spans show the name its tenant gave it
             keyword_index=keyword,
             vector_index=vectors,
             embedder=self.embedder,
