@@ -8,7 +8,8 @@ is 1,000 output tokens at gpt-4o-mini prices, and each really uses 900 — so 56
 would pass the budget; the upstream holds every call 0.5 s so all 200 are in flight together).
 Reported: calls served, overspend = what the served calls cost (from the upstream's reported
 usage, not Keel's ledger) minus the budget. Target: overspend exactly 0, ≥ 48
-served. One replica on the embedded ledger; three replicas sharing Redis (calls spread round robin).
+served. One replica on the embedded ledger; three replicas sharing Redis; three sharing only a Postgres
+store (budgets counted there, per-bucket locks); calls spread round robin.
 
 **Side by side**: the LiteLLM proxy (1.106.2, in ``bench/.venv-litellm``, installed on first use)
 with the same budget, configured the two ways its docs offer without a database —
@@ -35,6 +36,8 @@ from rich.table import Table
 
 from keel.cost.prices import PriceTable
 from keel.testing import Fault, FaultServer
+from keel.testing.postgres_server import PostgresServer
+from keel.testing.processes import Served, serve_keel, stop_keel
 from keel.testing.redis_server import RedisServer, free_port
 from keel.types import Usage
 
@@ -49,39 +52,10 @@ def worst_case() -> float:
     return cost
 
 
-def start_replicas(n: int, config: str, tmp: Path, env: dict[str, str]) -> list[tuple[subprocess.Popen[bytes], str]]:
+def start_replicas(n: int, config: str, tmp: Path, env: dict[str, str]) -> list[Served]:
     path = tmp / "keel.yaml"
     path.write_text(config)
-    out = []
-    for i in range(n):
-        port = free_port()
-        home = tmp / f"home{i}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "keel", "serve", "--port", str(port), "--no-auth", "--no-warm", "-c", str(path)],
-            env={**env, "KEEL_HOME": str(home)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        out.append((proc, f"http://127.0.0.1:{port}/v1"))
-    for proc, base in out:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base.removesuffix("/v1") + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"keel serve did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-            time.sleep(0.1)
-    return out
-
-
-def stop(replicas: list[tuple[subprocess.Popen[bytes], str]]) -> None:
-    for proc, _ in replicas:
-        proc.terminate()
-    for proc, _ in replicas:
-        proc.wait(timeout=20)
+    return [serve_keel(path, tmp / f"home{i}", env, no_auth=True) for i in range(n)]
 
 
 async def fire(bases: list[str], count: int) -> list[httpx.Response]:
@@ -105,7 +79,7 @@ def run_against(
             replies = asyncio.run(fire([b for _, b in servers], count))
             return replies, time.perf_counter() - t0
         finally:
-            stop(servers)
+            stop_keel(servers)
 
 
 def served_cost(replies: list[httpx.Response]) -> float:
@@ -117,7 +91,7 @@ def served_cost(replies: list[httpx.Response]) -> float:
     return total
 
 
-def budget_race(replicas: int, ledger: str, redis_url: str | None) -> dict[str, float]:
+def budget_race(replicas: int, ledger: str, redis_url: str | None, pg_url: str | None = None) -> dict[str, float]:
     budget = worst_case() * 50
     config = (
         "deployments:\n  up: {provider: openai, model: gpt-4o-mini, base_url: '%s'}\n"
@@ -128,6 +102,9 @@ def budget_race(replicas: int, ledger: str, redis_url: str | None) -> dict[str, 
     if ledger == "redis":
         config += "ledger: {backend: redis, redis_url: {$env: BENCH_REDIS}}\n"
         env["BENCH_REDIS"] = redis_url or ""
+    if ledger == "postgres":  # no Redis: budgets counted in the shared store, with per-bucket locks
+        config += "store: {backend: postgres, url: {$env: BENCH_PG}}\n"
+        env["BENCH_PG"] = pg_url or ""
     upstream = FaultServer(reply=" ".join(["word"] * 900))
     replies, seconds = run_against(upstream, [Fault.stall(0.5)] * 200, replicas, config, env, 200)
     ok = sum(r.status_code == 200 for r in replies)
@@ -212,9 +189,11 @@ def main() -> None:
     skip_litellm = "--skip-litellm" in sys.argv
     table = Table("run", "served", "refused (429)", "other", "spent", "budget", "overspend", "s",
                   title="budget race: 200 concurrent calls, a budget that fits 50")  # fmt: skip
-    with RedisServer() as redis:
-        for label, replicas, ledger in (("1 replica, embedded", 1, "embedded"), ("3 replicas, Redis", 3, "redis")):
-            r = budget_race(replicas, ledger, redis.url)
+    with RedisServer() as redis, PostgresServer() as pg:
+        runs = (("1 replica, embedded", 1, "embedded"), ("3 replicas, Redis", 3, "redis"),
+                ("3 replicas, Postgres store", 3, "postgres"))  # fmt: skip
+        for label, replicas, ledger in runs:
+            r = budget_race(replicas, ledger, redis.url, pg.database())
             table.add_row(label, f"{r['ok']:.0f}", f"{r['refused']:.0f}", f"{r['other']:.0f}", f"${r['spent']:.6f}",
                           f"${r['budget']:.6f}", f"${r['overspend']:.6f}", f"{r['seconds']:.1f}")  # fmt: skip
         for how in () if skip_litellm else ("max_budget", "provider_budget_config"):

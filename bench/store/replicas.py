@@ -35,6 +35,7 @@ from keel.cost.ledger import RedisLedger
 from keel.store import Store
 from keel.store.db import open_postgres
 from keel.testing.postgres_server import PostgresServer
+from keel.testing.processes import Served, serve_keel, stop_keel
 from keel.testing.redis_server import RedisServer, free_port
 
 console = Console(width=150)
@@ -66,27 +67,8 @@ ledger: {backend: redis, redis_url: {"$env": "KEEL_REDIS_URL"}}
 """
 
 
-def start(n: int, config: Path, tmp: Path, env: dict[str, str], tag: str) -> list[tuple[subprocess.Popen[bytes], str]]:
-    out = []
-    for i in range(n):
-        port = free_port()
-        cmd = [sys.executable, "-m", "keel", "serve", "--port", str(port), "--no-warm", "-c", str(config)]
-        proc = subprocess.Popen(
-            cmd, env={**env, "KEEL_HOME": str(tmp / f"{tag}{i}")}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        out.append((proc, f"http://127.0.0.1:{port}/v1"))
-    for proc, base in out:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base.removesuffix("/v1") + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"keel serve did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-            time.sleep(0.1)
-    return out
+def start(n: int, config: Path, tmp: Path, env: dict[str, str], tag: str) -> list[Served]:
+    return [serve_keel(config, tmp / f"{tag}{i}", env) for i in range(n)]
 
 
 def mock_upstream() -> tuple[subprocess.Popen[bytes], str]:
@@ -103,13 +85,6 @@ def mock_upstream() -> tuple[subprocess.Popen[bytes], str]:
         except httpx.HTTPError:
             time.sleep(0.05)
     raise SystemExit("the mock upstream did not start")
-
-
-def stop(replicas: list[tuple[subprocess.Popen[bytes], str]]) -> None:
-    for proc, _ in replicas:
-        proc.terminate()
-    for proc, _ in replicas:
-        proc.wait(timeout=20)
 
 
 async def load(bases: list[str], key: str, count: int, concurrency: int) -> tuple[list[float], int, list[str]]:
@@ -239,7 +214,7 @@ def main() -> None:
                 c1["postgres"].append(sequential(plain[1][1], key, args.sequential))
             c1_direct, c1_embedded, c1_pg = (statistics.median(v) for v in c1.values())
         finally:
-            stop(replicas + single + plain)
+            stop_keel(replicas + single + plain)
             upstream_proc.terminate()
 
     title = f"{args.requests:,} requests at concurrency {args.concurrency} (aiohttp client; mock upstream process)"

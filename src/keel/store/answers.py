@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from keel.store.db import Database
+from keel.store.db import Database, Where
 
 
 class AnswerStore:
@@ -65,31 +65,17 @@ class AnswerStore:
         self.db.run("DELETE FROM cache_entries WHERE key = ?", (key,))
 
     def clear(self, *, tenant: str | None, feature: str | None = None, expired_only: bool = False) -> int:
-        where, args = self._where(tenant, feature)
+        where = Where().eq("tenant", tenant).eq("feature", feature)
         if expired_only:
-            where.append("expires <= ?")
-            args.append(time.time())
-        return self.db.run("DELETE FROM cache_entries" + (f" WHERE {' AND '.join(where)}" if where else ""), args)
+            where.add("expires <= ?", time.time())
+        return self.db.run(f"DELETE FROM cache_entries WHERE {where}", where.args)
 
     def stats(self, *, tenant: str | None) -> list[dict[str, Any]]:
-        where, args = self._where(tenant, None)
+        where = Where().eq("tenant", tenant)
         return self.db.all(
             "SELECT feature, count(*) AS entries, coalesce(sum(hits), 0) AS hits, "
             "sum(CASE WHEN vector IS NOT NULL THEN 1 ELSE 0 END) AS semantic, "
-            "sum(CASE WHEN expires <= ? THEN 1 ELSE 0 END) AS expired FROM cache_entries "
-            + (f"WHERE {' AND '.join(where)} " if where else "")
-            + "GROUP BY feature ORDER BY feature",
-            (time.time(), *args),
+            f"sum(CASE WHEN expires <= ? THEN 1 ELSE 0 END) AS expired FROM cache_entries WHERE {where} "
+            "GROUP BY feature ORDER BY feature",
+            (time.time(), *where.args),
         )
-
-    @staticmethod
-    def _where(tenant: str | None, feature: str | None) -> tuple[list[str], list[Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        if tenant is not None:
-            where.append("tenant = ?")
-            args.append(tenant)
-        if feature is not None:
-            where.append("feature = ?")
-            args.append(feature)
-        return where, args

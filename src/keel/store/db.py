@@ -41,6 +41,31 @@ class StoreUnavailable(KeelError):
     code = "store_unavailable"
 
 
+class Where:
+    """A WHERE clause built a condition at a time, its parameters kept beside it:
+
+        where = Where("operation <> 'feature'").eq("tenant", tenant).add("ts >= ?", since)
+        db.all(f"SELECT … FROM traces WHERE {where}", where.args)
+
+    ``eq`` and ``add`` skip a condition whose value is None (an unset filter)."""
+
+    def __init__(self, *fixed: str) -> None:
+        self.clauses = list(fixed)
+        self.args: list[Any] = []
+
+    def add(self, clause: str, *values: Any) -> Where:
+        if not values or values[0] is not None:
+            self.clauses.append(clause)
+            self.args.extend(values)
+        return self
+
+    def eq(self, column: str, value: Any) -> Where:
+        return self.add(f"{column} = ?", value)
+
+    def __str__(self) -> str:
+        return " AND ".join(self.clauses) or "1=1"
+
+
 def _pg_value(value: Any) -> Any:
     if isinstance(value, Decimal):  # sum(bigint) and avg() come back as numeric
         return int(value) if value == value.to_integral_value() else float(value)

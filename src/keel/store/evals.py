@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from keel.store.db import Database
+from keel.store.db import Database, Where
 
 
 class EvalStore:
@@ -54,11 +54,11 @@ class EvalStore:
         return row, [r["result"] for r in stored]
 
     def runs(self, tenant: str, suite: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        where, args = ("tenant = ? AND suite = ?", (tenant, suite)) if suite else ("tenant = ?", (tenant,))
+        where = Where().eq("tenant", tenant).eq("suite", suite)
         return self.db.all(
             f"SELECT id, suite, feature, started, finished, status, label, summary FROM eval_runs WHERE {where} "
             "ORDER BY started DESC LIMIT ?",
-            (*args, limit),
+            (*where.args, limit),
         )
 
     # -- the result cache --------------------------------------------------------------------------

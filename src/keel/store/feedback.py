@@ -16,7 +16,7 @@ from typing import Any
 
 from keel.config.settings import FeedbackSettings, ScoreConfig
 from keel.errors import InvalidRequest, UserError
-from keel.store.db import Database
+from keel.store.db import Database, Where
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 MAX_TEXT = 20_000
@@ -112,11 +112,8 @@ class FeedbackStore:
                     )
             elif value is not None:
                 check_score(name, config, value)
-        where, args = "id = ?", [trace_id]
-        if tenant is not None:
-            where += " AND tenant = ?"
-            args.append(tenant)
-        owner = self.db.one(f"SELECT tenant FROM traces WHERE {where}", args)
+        where = Where().eq("id", trace_id).eq("tenant", tenant)
+        owner = self.db.one(f"SELECT tenant FROM traces WHERE {where}", where.args)
         if owner is None:
             raise TraceNotFound(f"no trace '{trace_id}' (it may still be queued for writing; retry in a second)")
         at = time.time()
@@ -128,39 +125,28 @@ class FeedbackStore:
         return Feedback(int(new_id or 0), trace_id, name, number, label, comment_, correction_, user_, at)
 
     def for_trace(self, trace_id: str, *, tenant: str | None) -> list[Feedback]:
-        where, args = "trace_id = ?", [trace_id]
-        if tenant is not None:
-            where += " AND tenant = ?"
-            args.append(tenant)
-        rows = self.db.all(f"SELECT {_COLUMNS} FROM feedback WHERE {where} ORDER BY id", args)
+        where = Where().eq("trace_id", trace_id).eq("tenant", tenant)
+        rows = self.db.all(f"SELECT {_COLUMNS} FROM feedback WHERE {where} ORDER BY id", where.args)
         return [_feedback(r) for r in rows]
 
     def on_feature_runs(self, feature: str, *, since: float | None, tenant: str | None) -> list[dict[str, Any]]:
         """Feedback on a feature's runs or on their model calls, newest first, each with the run it
         belongs to and that run's captured request and response (what promotion turns into cases)."""
-        scope, args = ("AND f.tenant = ?", [tenant]) if tenant is not None else ("", [])
+        where = Where().eq("coalesce(p.feature, t.feature)", feature)
+        where.add("coalesce(p.operation, t.operation) = 'feature'").add("f.at >= ?", since or 0.0).eq(
+            "f.tenant", tenant
+        )
         rows = self.db.all(
-            'SELECT f.id, f.trace_id, f.name, f.value, f.label, f.comment, f.correction, f."user" AS who, f.at, '
+            'SELECT f.id, f.trace_id, f.name, f.value, f.label, f.comment, f.correction, f."user", f.at, '
             "coalesce(p.id, t.id) AS run_id, coalesce(p.request, t.request) AS request, "
             "coalesce(p.response, t.response) AS response "
             "FROM feedback f JOIN traces t ON t.id = f.trace_id "
             "LEFT JOIN traces p ON p.id = t.parent AND p.operation = 'feature' "
-            "WHERE coalesce(p.feature, t.feature) = ? AND coalesce(p.operation, t.operation) = 'feature' "
-            f"AND f.at >= ? {scope} ORDER BY f.at DESC",
-            (feature, since or 0.0, *args),
+            f"WHERE {where} ORDER BY f.at DESC",
+            where.args,
         )
         for row in rows:
-            row["feedback"] = Feedback(
-                row["id"],
-                row["trace_id"],
-                row["name"],
-                row["value"],
-                row["label"],
-                row["comment"],
-                row["correction"],
-                row["who"],
-                row["at"],
-            )
+            row["feedback"] = _feedback(row)
         return rows
 
     def on_experiment(self, experiment: str, *, tenant: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from keel.errors import UserError
-from keel.store.db import Database
+from keel.store.db import Database, Where
 
 PREFIX = "keel-"
 ROLES = ("admin", "member", "reviewer", "ingest")
@@ -87,20 +87,14 @@ class Keys:
 
     def find(self, tenant: str | None = None) -> list[KeyInfo]:
         """Every key (``tenant`` None: all tenants'), oldest first."""
-        where, args = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
-        rows = self.db.all(f"SELECT {_KEY_COLUMNS} FROM api_keys {where} ORDER BY created", args)
+        where = Where().eq("tenant", tenant)
+        rows = self.db.all(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE {where} ORDER BY created", where.args)
         return [KeyInfo(**r) for r in rows]
 
     def revoke(self, key_id: str, tenant: str | None = None) -> bool:
         """Revoke by id or prefix; scoped to ``tenant`` when given (another tenant's key: False)."""
-        scope, args = ("AND tenant = ?", (tenant,)) if tenant is not None else ("", ())
-        return (
-            self.db.run(
-                f"UPDATE api_keys SET revoked = ? WHERE (id = ? OR prefix = ?) AND revoked IS NULL {scope}",
-                (time.time(), key_id, key_id, *args),
-            )
-            > 0
-        )
+        where = Where("revoked IS NULL").add("(id = ? OR prefix = ?)", key_id, key_id).eq("tenant", tenant)
+        return self.db.run(f"UPDATE api_keys SET revoked = ? WHERE {where}", (time.time(), *where.args)) > 0
 
     def caller(self, key: str) -> Caller | None:
         """Who a live key belongs to; None for an unknown or revoked key, or a deleted tenant's."""

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from keel.store.db import Database
+from keel.store.db import Database, Where
 
 DEFAULT_LABEL = "production"
 
@@ -114,9 +114,9 @@ class PromptStore:
 
     def moves(self, prompt: str, label: str | None = None) -> list[dict[str, Any]]:
         """Label moves in the order they happened."""
-        where, args = ("prompt = ? AND label = ?", (prompt, label)) if label is not None else ("prompt = ?", (prompt,))
+        where = Where().eq("prompt", prompt).eq("label", label)
         return self.db.all(
             "SELECT label, from_version, to_version, reason, at, tenant, actor FROM label_moves "
             f"WHERE {where} ORDER BY seq",
-            args,
+            where.args,
         )

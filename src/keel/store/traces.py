@@ -12,7 +12,7 @@ import orjson
 
 from keel.errors import InvalidRequest, KeelError, UserError
 from keel.store import rollups
-from keel.store.db import Database
+from keel.store.db import Database, Where
 
 
 @dataclass(slots=True)
@@ -139,11 +139,6 @@ class Traces:
             self.db.many(INSERT_SQL, params)
             rollups.apply(self.db, [r for r in records if r.id not in known])
 
-    def _scope(self, tenant: str | None, where: list[str], args: list[Any]) -> None:
-        if tenant is not None:
-            where.append("tenant = ?")
-            args.append(tenant)
-
     def find(
         self,
         *,
@@ -156,65 +151,46 @@ class Traces:
     ) -> list[TraceRecord]:
         """Newest first (``after_ts``: oldest first, for tailing). ``filters`` are exact matches on
         feature, user, status, model (or its alias), operation and tenant."""
-        where: list[str] = ["1=1"]
-        args: list[Any] = []
-        self._scope(tenant, where, args)
+        where = Where().eq("tenant", tenant)
         for name, value in filters.items():
             if name not in FILTERS:
                 raise UserError(f"unknown trace filter '{name}' (filters: {', '.join(FILTERS)})")
             if value is None or value == "":
                 continue
             if name == "model":
-                where.append("(model = ? OR alias = ?)")
-                args += [value, value]
+                where.add("(model = ? OR alias = ?)", value, value)
             else:
-                where.append(f"{COST_DIMENSIONS['user'] if name == 'user' else name} = ?")
-                args.append(value)
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(since)
-        if after_ts is not None:
-            where.append("ts > ?")
-            args.append(after_ts)
+                where.eq(COST_DIMENSIONS["user"] if name == "user" else name, value)
+        where.add("ts >= ?", since).add("ts > ?", after_ts)
         if cursor is not None:
             ts, trace_id = decode_cursor(cursor)
-            where.append("(ts < ? OR (ts = ? AND id < ?))")
-            args += [ts, ts, trace_id]
+            where.add("(ts < ? OR (ts = ? AND id < ?))", ts, ts, trace_id)
         order = "ASC" if after_ts is not None else "DESC"
-        sql = f"SELECT * FROM traces WHERE {' AND '.join(where)} ORDER BY ts {order}, id {order} LIMIT ?"
-        return [_from_row(r) for r in self.db.all(sql, (*args, limit))]
+        sql = f"SELECT * FROM traces WHERE {where} ORDER BY ts {order}, id {order} LIMIT ?"
+        return [_from_row(r) for r in self.db.all(sql, (*where.args, limit))]
 
     def get(self, trace_id: str, *, tenant: str | None) -> TraceRecord | None:
         """A trace by its id or an unambiguous prefix of at least 6 characters."""
         if not trace_id or len(trace_id) < 6:
             raise UserError("give at least 6 characters of the trace id")
-        where, args = "id LIKE ?", [trace_id.replace("%", "").replace("_", "") + "%"]
-        if tenant is not None:
-            where += " AND tenant = ?"
-            args.append(tenant)
-        rows = self.db.all(f"SELECT * FROM traces WHERE {where} ORDER BY id LIMIT 2", args)
+        where = Where().add("id LIKE ?", trace_id.replace("%", "").replace("_", "") + "%").eq("tenant", tenant)
+        rows = self.db.all(f"SELECT * FROM traces WHERE {where} ORDER BY id LIMIT 2", where.args)
         exact = [r for r in rows if r["id"] == trace_id]
         if len(rows) > 1 and not exact:
             raise UserError(f"'{trace_id}' matches more than one trace; give more of the id")
         return _from_row((exact or rows)[0]) if rows else None
 
     def exists(self, trace_id: str, *, tenant: str | None) -> bool:
-        where, args = ["id = ?"], [trace_id]
-        self._scope(tenant, where, args)
-        return self.db.scalar(f"SELECT 1 FROM traces WHERE {' AND '.join(where)}", args) is not None
+        where = Where().eq("id", trace_id).eq("tenant", tenant)
+        return self.db.scalar(f"SELECT 1 FROM traces WHERE {where}", where.args) is not None
 
     def children(self, parent: str, *, tenant: str | None) -> list[TraceRecord]:
-        where, args = ["parent = ?"], [parent]
-        self._scope(tenant, where, args)
-        return [
-            _from_row(r) for r in self.db.all(f"SELECT * FROM traces WHERE {' AND '.join(where)} ORDER BY ts", args)
-        ]
+        where = Where().eq("parent", parent).eq("tenant", tenant)
+        return [_from_row(r) for r in self.db.all(f"SELECT * FROM traces WHERE {where} ORDER BY ts", where.args)]
 
     def count(self, *, tenant: str | None = None) -> int:
-        where: list[str] = ["1=1"]
-        args: list[Any] = []
-        self._scope(tenant, where, args)
-        return int(self.db.scalar(f"SELECT count(*) FROM traces WHERE {' AND '.join(where)}", args))
+        where = Where().eq("tenant", tenant)
+        return int(self.db.scalar(f"SELECT count(*) FROM traces WHERE {where}", where.args))
 
     def _dimension(self, name: str) -> str:
         return self.db.day("ts") if name == "day" else COST_DIMENSIONS[name]
@@ -228,11 +204,8 @@ class Traces:
                 f"group by one or more of: {', '.join(COST_DIMENSIONS)} (got {', '.join(unknown) or 'none'})"
             )
         keys = [f"{self._dimension(b)} AS {_alias(b)}" for b in by]
-        where, args = ["operation <> 'feature'"], list[Any]()  # feature rows sum their calls: never count twice
-        self._scope(tenant, where, args)
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(since)
+        # feature rows sum their calls: never count twice
+        where = Where("operation <> 'feature'").eq("tenant", tenant).add("ts >= ?", since)
         sql = (
             f"SELECT {', '.join(keys)}, count(*) AS calls, sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS errors, "
             "sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
@@ -241,10 +214,10 @@ class Traces:
             "sum(CASE WHEN usage_source = 'estimated' THEN coalesce(cost_usd, 0) ELSE 0 END) AS estimated_usd, "
             "sum(CASE WHEN cost_usd IS NULL AND status = 'ok' THEN 1 ELSE 0 END) AS unpriced, "
             "avg(latency_ms) AS avg_latency_ms "
-            f"FROM traces WHERE {' AND '.join(where)} GROUP BY {', '.join(self._dimension(b) for b in by)} "
+            f"FROM traces WHERE {where} GROUP BY {', '.join(self._dimension(b) for b in by)} "
             "ORDER BY cost_usd DESC, calls DESC"
         )
-        return [_unalias(r) for r in self.db.all(sql, args)]
+        return [_unalias(r) for r in self.db.all(sql, where.args)]
 
     def interactions(
         self, by: Sequence[str], *, since: float | None = None, tenant: str | None = None
@@ -254,36 +227,25 @@ class Traces:
         if not all(b in ("feature", "tenant", "user", "day") for b in by):
             return {}
         keys = [f"{self._dimension(b)} AS {_alias(b)}" for b in by]
-        where, args = ["operation = 'feature'"], list[Any]()
-        self._scope(tenant, where, args)
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(since)
+        where = Where("operation = 'feature'").eq("tenant", tenant).add("ts >= ?", since)
         sql = (
             f"SELECT {', '.join(keys)}, count(*) AS runs, avg(coalesce(cost_usd, 0)) AS per_run "
-            f"FROM traces WHERE {' AND '.join(where)} GROUP BY {', '.join(self._dimension(b) for b in by)}"
+            f"FROM traces WHERE {where} GROUP BY {', '.join(self._dimension(b) for b in by)}"
         )
-        return {tuple(r[b] for b in by): r for r in map(_unalias, self.db.all(sql, args))}
+        return {tuple(r[b] for b in by): r for r in map(_unalias, self.db.all(sql, where.args))}
 
     def traffic(
         self, *, since: float | None, feature: str | None = None, tenant: str | None = None
     ) -> list[dict[str, Any]]:
         """Every successful model call in the window — user, model, tokens, cost, time — what
         ``keel cost model`` projects from. Feature rows are skipped; their model calls are counted."""
-        where: list[str] = ["operation = 'chat'", "status = 'ok'"]
-        args: list[Any] = []
-        self._scope(tenant, where, args)
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(since)
-        if feature is not None:
-            where.append("feature = ?")
-            args.append(feature)
+        where = Where("operation = 'chat'", "status = 'ok'").eq("tenant", tenant).add("ts >= ?", since)
+        where.eq("feature", feature)
         sql = (
             "SELECT coalesce(\"user\", '-') AS who, coalesce(model, alias) AS model, deployment, input_tokens, "
-            f"output_tokens, cost_usd, ts FROM traces WHERE {' AND '.join(where)}"
+            f"output_tokens, cost_usd, ts FROM traces WHERE {where}"
         )
-        return [{"user": r.pop("who"), **r} for r in self.db.all(sql, args)]
+        return [{"user": r.pop("who"), **r} for r in self.db.all(sql, where.args)]
 
     def experiment_runs(self, experiment: str, *, tenant: str) -> list[dict[str, Any]]:
         return self.db.all(
@@ -301,12 +263,9 @@ class Traces:
         (within ±5%); counts and cost are exact. Model calls only (feature rows sum their calls)."""
         if bucket_s % rollups.HOUR:
             raise UserError("dashboard buckets are whole hours")
-        where, args = ["bucket >= ?"], list[Any]([int(since // rollups.HOUR) * rollups.HOUR])
-        self._scope(tenant, where, args)
-        if feature is not None:
-            where.append("feature = ?")
-            args.append(feature)
-        clause = " AND ".join(where)
+        where = Where().add("bucket >= ?", int(since // rollups.HOUR) * rollups.HOUR)
+        where.eq("tenant", tenant).eq("feature", feature)
+        clause, args = str(where), where.args
         span = f"(bucket / {bucket_s}) * {bucket_s}"  # integer division on both engines
         rows = self.db.all(
             f"SELECT {span} AS bucket, feature, sum(calls) AS calls, sum(errors) AS errors, "
