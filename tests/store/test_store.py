@@ -175,3 +175,28 @@ def test_retention_deletes_old_traces_in_the_writer(tmp_path: Path) -> None:
     with Store.at(tmp_path / "k.db") as store:
         assert [r.id for r in store.traces.find(tenant=None)] == ["trace0002aaaa"] and writer.purged == 1
     writer.close()
+
+
+def test_replicas_migrating_one_postgres_at_once_apply_each_step_once(pg_url: str) -> None:
+    from keel.store.migrations import POSTGRES, schema_version
+
+    opened: list[Any] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            opened.append(open_postgres(pg_url))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(opened) == 4
+    db = opened[0]
+    assert schema_version(db) == len(POSTGRES)
+    assert db.scalar("SELECT count(*) FROM keel_schema") == len(POSTGRES)  # each step recorded once
+    for each in opened:
+        each.close()

@@ -214,7 +214,9 @@ def migrate(db: Database) -> int:
         from keel.store.sqlite import migrate as migrate_sqlite
 
         return migrate_sqlite(db.conn)
-    db.run("CREATE TABLE IF NOT EXISTS keel_schema (version INTEGER NOT NULL)")
+    with db.transaction():  # replicas starting together: concurrent CREATE … IF NOT EXISTS can still collide
+        db.run("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+        db.run("CREATE TABLE IF NOT EXISTS keel_schema (version INTEGER NOT NULL)")
     version = int(db.scalar("SELECT coalesce(max(version), 0) FROM keel_schema"))
     for number, script in enumerate(POSTGRES[version:], start=version + 1):
         with db.transaction():
