@@ -30,6 +30,7 @@ class World:
     trace_id: str = ""
     routes: list[Route] = field(default_factory=list)
     home: Path = Path(".")
+    app: Any = None
 
     def call(self, who: str, method: str, path: str, body: Any = None, **headers: str) -> httpx.Response:
         return httpx.request(
@@ -62,7 +63,8 @@ def world(tmp_path: Path, home: Path, upstream: FaultServer) -> Iterator[World]:
         "admin": new_key(home, "ops", role="admin")[0],
     }
     with RunningServer(app) as server:
-        w = World(server.base_url, keys, routes=[r for r in app.asgi.routes if isinstance(r, Route)], home=home)
+        routes = [r for r in app.asgi.routes if isinstance(r, Route)]
+        w = World(server.base_url, keys, routes=routes, home=home, app=app)
         assert w.call("a", "POST", "/collections", {"name": "docs"}).status_code == 201
         docs = [{"id": "refunds.md", "kind": "md", "text": "# Refunds\n\nRefunds take five business days."}]
         assert w.call("a", "POST", "/collections/docs/documents", {"documents": docs}).status_code == 200
@@ -71,7 +73,7 @@ def world(tmp_path: Path, home: Path, upstream: FaultServer) -> Iterator[World]:
         )
         assert chat.status_code == 200
         w.trace_id = chat.headers["x-keel-trace-id"]
-        app.service.writer.flush() if app.service.writer else None
+        assert app.service.writer.flush()
         assert (
             w.call("a", "POST", "/feedback", {"trace_id": w.trace_id, "name": "helpful", "value": True}).status_code
             == 201
@@ -161,6 +163,7 @@ def test_tenant_b_reaches_nothing_of_tenant_a(world: World) -> None:
     shown = world.call("a", "GET", f"/traces/{world.trace_id}").json()
     assert shown["tenant"] == "acme" and [f["value"] for f in shown["feedback"]] == [1.0]
     assert world.call("a", "POST", "/features/vip/run", {"inputs": {"name": "x"}}).status_code == 200
+    assert world.app.service.writer.flush()
     with Store.at(db_path(world.home)) as store:
         by_tenant = {(t.tenant, t.operation) for t in store.traces.find(tenant=None, limit=100)}
     assert {("globex", "chat"), ("globex", "embeddings")} <= by_tenant  # B's calls are B's, counted for B

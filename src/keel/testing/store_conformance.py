@@ -141,7 +141,7 @@ class StoreConformance:
         assert [r.id for r in store.traces.find(tenant="acme")] == [fresh.id]
 
     def test_the_dashboard_query_buckets_by_hour_with_percentiles(self, store: Store) -> None:
-        hour = 3600 * (int(time.time()) // 3600 - 5)
+        hour = 7200 * (int(time.time()) // 7200 - 3)  # aligned to two hours: the 7,200 s buckets below
         rows = [trace("acme", ts=hour + i, feature="a", latency_ms=float(i + 1), cost_usd=0.01) for i in range(10)]
         rows += [trace("acme", ts=hour + 3600 + 1, feature="a", latency_ms=5.0, status="error")]
         rows += [trace("acme", ts=hour + 2, feature="b", latency_ms=None), trace("globex", ts=hour, feature="a")]
