@@ -33,7 +33,7 @@ from rich.table import Table
 from keel.cost.budgets import NANO, to_nano
 from keel.cost.ledger import RedisLedger
 from keel.store import Store
-from keel.store.db import open_postgres
+from keel.store.engines import open_postgres
 from keel.testing.postgres_server import PostgresServer
 from keel.testing.processes import Served, serve_keel, stop_keel
 from keel.testing.redis_server import RedisServer, free_port

@@ -22,7 +22,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from keel.store import BatchWriter, Store, TraceRecord
-from keel.store.db import Database, open_postgres, open_sqlite
+from keel.store.db import Database
+from keel.store.engines import open_postgres, open_sqlite
 from keel.testing.postgres_server import PostgresServer
 
 FEATURES = ["support", "classify", "summarise", "extract", "search", "translate"]

@@ -17,7 +17,7 @@ from keel.cost.budgets import NANO, Claim, Subject, claims_for, rate_claims_for,
 from keel.cost.ledger import Ledger, RedisLedger, StoreLedger
 from keel.cost.limits import MemoryLimiter, RateLimiter, RedisLimiter
 from keel.store import Store, db_path
-from keel.store.db import open_postgres
+from keel.store.engines import open_postgres
 
 NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 

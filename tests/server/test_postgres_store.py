@@ -14,7 +14,7 @@ import pytest
 from keel.errors import ConfigError
 from keel.server import build_app
 from keel.store import Store
-from keel.store.db import open_postgres
+from keel.store.engines import open_postgres
 from keel.testing import FaultServer
 from tests.conftest import RunningServer, make_settings
 

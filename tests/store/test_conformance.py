@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from keel.store.db import open_postgres, open_sqlite
+from keel.store.engines import open_postgres, open_sqlite
 from keel.testing.store_conformance import Opener, StoreConformance
 
 

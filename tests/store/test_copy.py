@@ -14,7 +14,7 @@ from keel.errors import UserError
 from keel.store import Store, db_path
 from keel.store.budgets import Hold
 from keel.store.copy import TABLES, copy_store
-from keel.store.db import open_postgres
+from keel.store.engines import open_postgres
 from keel.store.prompts import Actor
 from keel.testing.store_conformance import trace
 

@@ -10,7 +10,7 @@ import pytest
 
 from keel.errors import UserError
 from keel.store import BatchWriter, Store, TraceRecord, connect
-from keel.store.db import open_postgres, open_sqlite
+from keel.store.engines import open_postgres, open_sqlite
 from keel.store.sqlite import MIGRATIONS, migrate
 
 

@@ -41,7 +41,7 @@ def copy_cmd(
     every row is counted on both sides. Then set store: {backend: postgres} in keel.yaml."""
     from keel.store import db_path, redact_url
     from keel.store.copy import copy_store
-    from keel.store.db import open_postgres, open_sqlite
+    from keel.store.engines import open_postgres, open_sqlite
 
     if (to is None) == (to_env is None):
         raise UserError("give the target as --to URL or --to-env VARIABLE")

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from keel.store.answers import AnswerStore
 from keel.store.budgets import BudgetStore
-from keel.store.db import Database, StoreUnavailable, open_postgres, open_sqlite, redact_url
+from keel.store.db import Database, StoreUnavailable, redact_url
+from keel.store.engines import open_postgres, open_sqlite
 from keel.store.evals import EvalStore
 from keel.store.experiments import ExperimentStore
 from keel.store.feedback import FeedbackStore

@@ -22,12 +22,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
 
-from keel.errors import ConfigError, KeelError
+from keel.errors import KeelError
 
 Dialect = Literal["sqlite", "postgres"]
 T = TypeVar("T")
@@ -266,33 +265,3 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self.conn.close()
-
-
-def open_sqlite(path: Path) -> Database:
-    from keel.store.sqlite import connect
-
-    return Database(connect(path), "sqlite", where=str(path))
-
-
-def open_postgres(url: str) -> Database:
-    try:
-        import psycopg
-    except ImportError:
-        raise ConfigError("the postgres store needs psycopg: pip install 'keel[postgres]'") from None
-
-    def connect() -> Any:
-        return psycopg.connect(url, autocommit=True, connect_timeout=10)
-
-    try:
-        conn = connect()
-    except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"cannot connect to the store at {redact_url(url)} ({type(exc).__name__}: {redact_url(first)}); "
-            "check store.url in keel.yaml and that the server is running"
-        ) from None
-    from keel.store.migrations import migrate
-
-    db = Database(conn, "postgres", where=redact_url(url), reconnect=connect)
-    migrate(db)
-    return db

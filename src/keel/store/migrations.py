@@ -9,6 +9,8 @@ types differ (``REAL``/``DOUBLE PRECISION``, ``BLOB``/``BYTEA``, autoincrement/i
 from __future__ import annotations
 
 from keel.store.db import Database
+from keel.store.rollups import backfill
+from keel.store.sqlite import migrate as migrate_sqlite
 
 POSTGRES: list[str] = [
     # 1: everything SQLite's migrations 1–10 built, except retrieval (keel.rag keeps its own tables)
@@ -211,8 +213,6 @@ MIGRATION_LOCK = 7271000  # one advisory lock id for Keel's schema; retrieval's 
 def migrate(db: Database) -> int:
     """Apply pending migrations, each in one transaction under the schema lock; returns the version."""
     if not db.postgres:
-        from keel.store.sqlite import migrate as migrate_sqlite
-
         return migrate_sqlite(db.conn)
     with db.transaction():  # replicas starting together: concurrent CREATE … IF NOT EXISTS can still collide
         db.run("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
@@ -227,8 +227,6 @@ def migrate(db: Database) -> int:
                 if statement.strip():
                     db.run(statement)
             if number in BACKFILL:
-                from keel.store.rollups import backfill
-
                 backfill(db)
             db.run("INSERT INTO keel_schema(version) VALUES (?)", (number,))
         version = number

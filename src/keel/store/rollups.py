@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from keel.store.db import Database
@@ -79,14 +80,16 @@ def apply(db: Database, records: Sequence[Any]) -> None:
 
 def backfill(db: Database, batch: int = 5000) -> None:
     """Roll up traces written before the rollups existed (a migration step)."""
-    from keel.store.traces import _from_row
-
     last = ""
     while True:
-        rows = db.all("SELECT * FROM traces WHERE id > ? ORDER BY id LIMIT ?", (last, batch))
+        rows = db.all(
+            "SELECT id, ts, operation, tenant, feature, model, alias, status, input_tokens, output_tokens, cost_usd, "
+            "latency_ms FROM traces WHERE id > ? ORDER BY id LIMIT ?",
+            (last, batch),
+        )
         if not rows:
             return
-        apply(db, [_from_row(r) for r in rows])
+        apply(db, [SimpleNamespace(**r) for r in rows])
         last = rows[-1]["id"]
 
 

@@ -6,6 +6,9 @@ import sqlite3
 import time
 from pathlib import Path
 
+from keel.store.db import Database
+from keel.store.rollups import backfill
+
 MIGRATIONS: list[str] = [
     # 1: API keys and traces
     """
@@ -346,9 +349,6 @@ def migrate(conn: sqlite3.Connection) -> int:
                 if statement.strip():
                     conn.execute(statement)
             if number in BACKFILL:
-                from keel.store.db import Database
-                from keel.store.rollups import backfill
-
                 backfill(Database(conn, "sqlite"))
             conn.execute("INSERT INTO schema_version(version) VALUES (?)", (number,))
             conn.execute("COMMIT")
