@@ -8,8 +8,6 @@ import pytest
 
 from keel.rag.embedder import LocalMiniLM
 
-psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
-
 
 @pytest.fixture(scope="session")
 def pg_uri(pg_server: Any) -> str:
@@ -19,6 +17,7 @@ def pg_uri(pg_server: Any) -> str:
 
 @pytest.fixture
 def conn(pg_uri: str) -> Iterator[Any]:
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")  # only the Postgres tests skip
     with psycopg.connect(pg_uri, autocommit=True) as connection:
         yield connection
         for (table,) in connection.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'keel_%'").fetchall():

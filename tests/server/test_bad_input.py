@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -97,7 +96,9 @@ def test_auth_missing_invalid_and_revoked(gateway: Gateway) -> None:
     assert post(gateway, {"model": "main", "messages": MSG}, key=key).status_code == 200
     assert store.keys.revoke(info.id)  # from another process, in effect: the lookup cache holds it ≤ 1 s
     store.close()
-    time.sleep(1.05)
+    auth = gateway.server.app.authenticate
+    now = auth.clock()
+    auth.clock = lambda: now + 1.05  # past the lookup cache, without sleeping
     assert_error(post(gateway, {"model": "main", "messages": MSG}, key=key), 401)
     assert_error(httpx.get(f"{gateway.base_url}/models"), 401)
 

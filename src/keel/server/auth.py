@@ -9,6 +9,7 @@ An admin key may act for another tenant with ``x-keel-tenant``; other keys may n
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from keel.errors import AuthError, KeelError
 from keel.store.keys import DEFAULT_TENANT, Caller, Keys, check_tenant
@@ -32,9 +33,10 @@ def bearer(header: str | None) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, keys: Keys | None, *, cache_s: float = 1.0) -> None:
+    def __init__(self, keys: Keys | None, *, cache_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.keys = keys
         self.cache_s = cache_s
+        self.clock = clock  # tests move it instead of sleeping out the cache
         self._cache: dict[str, tuple[Caller | None, float]] = {}
 
     def identify(self, header: str | None, act_as: str | None = None, roles: tuple[str, ...] = ()) -> Caller:
@@ -55,7 +57,7 @@ class Authenticator:
         key = bearer(header)
         if key is None:
             raise AuthError("missing API key: send 'Authorization: Bearer <key>' (create one with `keel keys create`)")
-        now = time.monotonic()
+        now = self.clock()
         hit = self._cache.get(key)
         if hit is not None and hit[1] > now:
             found = hit[0]
