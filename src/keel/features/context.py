@@ -20,14 +20,11 @@ from typing import Any
 
 from keel.errors import InvalidRequest
 from keel.gateway.service import GatewayService
+from keel.text import estimate_tokens
 from keel.types import CallContext, ChatRequest
 
 Counter = Callable[[str], int]
 PER_MESSAGE = 4
-
-
-def estimate_tokens(text: str) -> int:
-    return len(text) // 4 + 1
 
 
 def _content(message: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ import re
 from typing import Any
 
 from keel.errors import UserError
-from keel.features.context import estimate_tokens
 from keel.features.result import Plan
 from keel.features.spec import FeatureSpec
 from keel.guards import output as output_guards
@@ -18,6 +17,7 @@ from keel.guards.screen import screen
 from keel.rag.answer import NOTHING_FOUND
 from keel.rag.backends import Collections
 from keel.rag.found import Found
+from keel.text import estimate_tokens
 
 
 class InjectionBlocked(UserError):

@@ -34,7 +34,7 @@ from keel.config.settings import BudgetSettings, KeelSettings
 from keel.cost.prices import total_cost
 from keel.errors import ConfigError, InvalidRequest, UserError
 from keel.features.caching import index_version, recall, remember
-from keel.features.context import estimate_tokens, fit, map_reduce
+from keel.features.context import fit, map_reduce
 from keel.features.experiments import Arm, Experiments
 from keel.features.guarding import (
     InjectionBlocked,
@@ -60,6 +60,7 @@ from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.rerank import candidate_pool, rerank_top
 from keel.store import DEFAULT_TENANT, Store, open_store
 from keel.store.traces import TraceRecord, outcome
+from keel.text import estimate_tokens
 from keel.tracing.redact import capture
 from keel.types import CallContext, ChatRequest
 

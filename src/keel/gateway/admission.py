@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from keel.config.settings import KeelSettings
 from keel.cost.budgets import (
     NANO,
@@ -44,20 +42,11 @@ from keel.cost.limits import MemoryLimiter, RateLimiter, RedisLimiter
 from keel.cost.prices import PriceTable
 from keel.errors import ConfigError, InvalidRequest, KeelError
 from keel.gateway.router import Gateway
+from keel.text import upper_bound_tokens
 from keel.types import ChatRequest, Usage
 
 log = logging.getLogger("keel.budgets")
 DEFAULT_MAX_OUTPUT = 4096
-
-
-def estimate_input_tokens(messages: list[Any]) -> int:
-    """A deliberately high estimate (3 characters a token, 4 per message): reservations over-count."""
-    chars = 0
-    for m in messages:
-        content = m.get("content") if isinstance(m, dict) else None
-        chars += len(content) if isinstance(content, str) else len(orjson.dumps(content))
-        chars += 12
-    return math.ceil(chars / 3)
 
 
 @dataclass(slots=True)
@@ -87,7 +76,7 @@ class Admission:
         if not (self.settings.budgets or self.settings.limits or ctx.budgets or ctx.per_call_usd is not None):
             return None
         subject = Subject(ctx.tenant, ctx.key, ctx.user, ctx.feature, req.model)
-        input_tokens = estimate_input_tokens(req.messages)
+        input_tokens = upper_bound_tokens(req.messages)
         rates = rate_claims_for(self.settings.limits, subject)
         output = self._max_output(req)
         worst = self.worst_case(req.model, input_tokens, output)

@@ -15,6 +15,7 @@ from keel.gateway.service import GatewayService
 from keel.rag.backends import CollectionLike
 from keel.rag.found import Found
 from keel.rag.rerank import candidate_pool, rerank_top
+from keel.text import estimate_tokens
 from keel.types import CallContext, ChatRequest
 
 SYSTEM = (
@@ -25,7 +26,6 @@ SYSTEM = (
 )
 NOTHING_FOUND = "I don't know: nothing in the documents matches that question."
 _CITATION = re.compile(r"\[(\d{1,3})\]")
-CHARS_PER_TOKEN = 4  # an estimate: hosted models' tokenizers are not available offline
 
 
 @dataclass(slots=True)
@@ -69,7 +69,7 @@ def select_sources(found: list[Found], budget_tokens: int) -> list[Found]:
     out: list[Found] = []
     used = 0
     for hit in found:
-        cost = len(hit.text) // CHARS_PER_TOKEN + 12
+        cost = estimate_tokens(hit.text) + 11  # its text and its header line
         if used + cost > budget_tokens and out:
             break
         out.append(hit)
@@ -121,7 +121,7 @@ async def answer_stream(
         yield NOTHING_FOUND
         return
     window = service.gateway.route(model).info.context_window or 8192
-    budget = max(256, window - max_tokens - len(SYSTEM) // CHARS_PER_TOKEN - len(question) // CHARS_PER_TOKEN - 64)
+    budget = max(256, window - max_tokens - estimate_tokens(SYSTEM) - estimate_tokens(question) - 62)
     result.sources = select_sources(found, budget)
     messages = [
         {"role": "system", "content": f"{SYSTEM}\n\n{render_context(result.sources)}"},

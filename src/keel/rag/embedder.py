@@ -9,6 +9,7 @@ import numpy as np
 from keel.config.settings import KeelSettings
 from keel.errors import ConfigError
 from keel.rag.index import Vector
+from keel.text import estimate_tokens
 
 
 class TextEmbedder(Protocol):
@@ -97,7 +98,7 @@ class HTTPEmbedder:
         return unit
 
     def token_counts(self, texts: list[str]) -> list[int]:
-        return [len(t) // 4 + 1 for t in texts]
+        return [estimate_tokens(t) for t in texts]
 
 
 def make_embedder(settings: KeelSettings) -> TextEmbedder:

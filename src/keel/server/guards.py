@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import math
-
 from keel.config.settings import GatewayGuardSettings
 from keel.errors import InvalidRequest
 from keel.guards.screen import screen
+from keel.text import estimate_tokens
 from keel.types import ChatRequest
 
 
 def guard_chat(guards: GatewayGuardSettings, req: ChatRequest) -> None:
     texts = [m["content"] for m in req.messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
     if guards.max_input_tokens is not None:
-        tokens = math.ceil(sum(len(t) for t in texts) / 4)
+        tokens = sum(estimate_tokens(t) for t in texts)
         if tokens > guards.max_input_tokens:
             raise InvalidRequest(
                 f"the messages are ~{tokens:,} tokens; guards.max_input_tokens allows {guards.max_input_tokens:,}",
