@@ -22,14 +22,14 @@ from keel.errors import InvalidRequest, KeelError, MethodNotAllowed, PayloadTooL
 from keel.gateway.service import GatewayService
 from keel.gateway.streams import prime
 from keel.rag.backends import Collections
-from keel.server.auth import Authenticator
+from keel.server.auth import Authenticator, caller_of
 from keel.server.collections import CollectionRoutes
 from keel.server.errors import error_body, error_response
 from keel.server.features import FeatureRoutes
 from keel.server.guards import guard_chat
 from keel.server.traces import TraceRoutes
 from keel.server.validate import parse_chat, parse_embeddings, parse_json
-from keel.store import Caller, Store
+from keel.store import Store
 from keel.store.feedback import TraceNotFound
 from keel.types import CallContext, ChatChunk, ChatRequest
 
@@ -63,18 +63,19 @@ class KeelApp:
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
         self.collections = collections
-        extra = CollectionRoutes(collections, self.caller, self.json_body, service).routes() if collections else []
+        guard = self.authenticate.guard
+        extra = CollectionRoutes(collections, guard, self.json_body, service).routes() if collections else []
         if store is not None:
-            extra += TraceRoutes(store, self.caller).routes()
+            extra += TraceRoutes(store, guard).routes()
         if collections is not None and project_root is not None and store is not None:
-            extra += FeatureRoutes(service, collections, project_root, store, self.caller, self.json_body).routes()
+            extra += FeatureRoutes(service, collections, project_root, store, guard, self.json_body).routes()
         self.asgi = Starlette(
             routes=[
                 *extra,
-                Route("/v1/chat/completions", self.chat, methods=["POST"]),
-                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
-                Route("/v1/models", self.models, methods=["GET"]),
-                Route("/v1/feedback", self.feedback, methods=["POST"]),
+                Route("/v1/chat/completions", guard(self.chat), methods=["POST"]),
+                Route("/v1/embeddings", guard(self.embeddings), methods=["POST"]),
+                Route("/v1/models", guard(self.models), methods=["GET"]),
+                Route("/v1/feedback", guard(self.feedback), methods=["POST"]),
                 Route("/healthz", self.health, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
             ],
@@ -104,15 +105,9 @@ class KeelApp:
     async def _keel_error(self, request: Request, exc: Exception) -> Response:
         return error_response(exc)
 
-    def caller(self, request: Request, roles: tuple[str, ...] = ("member",)) -> Caller:
-        """Who sent the request (401/403 otherwise); the one authentication a route does."""
-        return self.authenticate.identify(
-            request.headers.get("authorization"), request.headers.get("x-keel-tenant"), roles
-        )
-
     async def feedback(self, request: Request) -> Response:
         """``POST /v1/feedback``: attach a score, comment or correction to a trace of the caller's tenant."""
-        caller = self.caller(request)
+        caller = caller_of(request)
         body = await self.json_body(request)
         unknown = sorted(set(body) - {"trace_id", "name", "value", "comment", "correction", "user"})
         if unknown:
@@ -157,7 +152,7 @@ class KeelApp:
         return b"".join(chunks)
 
     def _context(self, request: Request) -> CallContext:
-        caller = self.caller(request)
+        caller = caller_of(request)
         ctx = CallContext(tenant=caller.tenant, key=caller.key)
         ctx.user = request.headers.get("x-keel-user")
         ctx.feature = request.headers.get("x-keel-feature")
@@ -223,10 +218,6 @@ class KeelApp:
         return Response(orjson.dumps(body), media_type=JSON_TYPE, headers=_trace_headers(ctx))
 
     async def models(self, request: Request) -> Response:
-        try:
-            self.caller(request)
-        except KeelError as exc:
-            return error_response(exc)
         created = int(self.started)
         data = [
             {"id": name, "object": "model", "created": created, "owned_by": "keel"}

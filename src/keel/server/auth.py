@@ -9,7 +9,11 @@ An admin key may act for another tenant with ``x-keel-tenant``; other keys may n
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import wraps
+
+from starlette.requests import Request
+from starlette.responses import Response
 
 from keel.errors import AuthError, KeelError
 from keel.store.keys import DEFAULT_TENANT, Caller, Keys, check_tenant
@@ -17,6 +21,14 @@ from keel.store.keys import DEFAULT_TENANT, Caller, Keys, check_tenant
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 MAX_CACHED = 10_000
 NO_AUTH = Caller(DEFAULT_TENANT, None, "admin")  # loopback development without keys
+MEMBERS = ("member",)  # who may call a route unless it says otherwise (admins always may)
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def caller_of(request: Request) -> Caller:
+    """The caller a guarded route's request carries (see ``Authenticator.guard``)."""
+    caller: Caller = request.state.caller
+    return caller
 
 
 class Forbidden(KeelError):
@@ -38,6 +50,19 @@ class Authenticator:
         self.cache_s = cache_s
         self.clock = clock  # tests move it instead of sleeping out the cache
         self._cache: dict[str, tuple[Caller | None, float]] = {}
+
+    def guard(self, handler: Handler, roles: tuple[str, ...] = MEMBERS) -> Handler:
+        """The one authentication a route does: the caller (tenant, key, role) is on
+        ``request.state`` before ``handler`` runs, or the request is answered 401/403."""
+
+        @wraps(handler)
+        async def guarded(request: Request) -> Response:
+            request.state.caller = self.identify(
+                request.headers.get("authorization"), request.headers.get("x-keel-tenant"), roles
+            )
+            return await handler(request)
+
+        return guarded
 
     def identify(self, header: str | None, act_as: str | None = None, roles: tuple[str, ...] = ()) -> Caller:
         """The caller of a request; ``roles`` (when given) are the roles allowed on the route, admin

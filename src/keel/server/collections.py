@@ -18,6 +18,7 @@ from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.loaders import DocumentError, load_bytes
 from keel.rag.rerank import candidate_pool, rerank_top
 from keel.rag.search import Filters
+from keel.server.auth import caller_of
 
 MAX_DOCUMENTS_PER_REQUEST = 100
 DOCUMENTS = ("member", "ingest")  # the roles that may manage documents; search and answers need member
@@ -73,24 +74,28 @@ def _filters(raw: Any) -> Filters | None:
 
 
 class CollectionRoutes:
-    def __init__(self, collections: Collections, caller: Any, parse_body: Any, service: GatewayService) -> None:
+    def __init__(self, collections: Collections, guard: Any, parse_body: Any, service: GatewayService) -> None:
         self.collections = collections
         self.service = service
         self.tracer = service.tracer
         self.default_model = service.gateway.settings.default_model or "local"
-        self.caller = caller
+        self.guard = guard
         self.parse_body = parse_body
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v1/collections", self.list_or_create, methods=["GET", "POST"]),
-            Route("/v1/collections/{name}/documents", self.documents, methods=["GET", "POST"]),
-            Route("/v1/collections/{name}/documents/{doc_id:path}", self.delete_document, methods=["DELETE"]),
-            Route("/v1/collections/{name}/search", self.search, methods=["POST"]),
+            Route("/v1/collections", self.guard(self.list_or_create, DOCUMENTS), methods=["GET", "POST"]),
+            Route("/v1/collections/{name}/documents", self.guard(self.documents, DOCUMENTS), methods=["GET", "POST"]),
+            Route(
+                "/v1/collections/{name}/documents/{doc_id:path}",
+                self.guard(self.delete_document, DOCUMENTS),
+                methods=["DELETE"],
+            ),
+            Route("/v1/collections/{name}/search", self.guard(self.search), methods=["POST"]),
         ]
 
     async def list_or_create(self, request: Request) -> Response:
-        tenant = self.caller(request, DOCUMENTS).tenant
+        tenant = caller_of(request).tenant
         if request.method == "GET":
             rows = await self.collections.run(lambda: self.collections.backend().list(tenant))
             return _json({"object": "list", "data": rows})
@@ -113,7 +118,7 @@ class CollectionRoutes:
         )
 
     async def documents(self, request: Request) -> Response:
-        tenant = self.caller(request, DOCUMENTS).tenant
+        tenant = caller_of(request).tenant
         name = request.path_params["name"]
         col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant))
         if request.method == "GET":
@@ -148,7 +153,7 @@ class CollectionRoutes:
         return _json(await self.collections.run(work))
 
     async def delete_document(self, request: Request) -> Response:
-        tenant = self.caller(request, DOCUMENTS).tenant
+        tenant = caller_of(request).tenant
         name, doc_id = request.path_params["name"], request.path_params["doc_id"]
         col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant))
         if not await self.collections.run(col.delete_document, doc_id):
@@ -156,7 +161,7 @@ class CollectionRoutes:
         return _json({"id": doc_id, "deleted": True})
 
     async def search(self, request: Request) -> Response:
-        tenant = self.caller(request).tenant
+        tenant = caller_of(request).tenant
         name = request.path_params["name"]
         body = await self.parse_body(request)
         query = body.get("query")

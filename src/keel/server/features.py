@@ -18,6 +18,7 @@ from keel.features.pipeline import FeatureEvent, FeaturePipeline, Started, event
 from keel.features.prompts import DEFAULT_LABEL
 from keel.gateway.service import GatewayService
 from keel.rag.backends import Collections
+from keel.server.auth import caller_of
 from keel.server.errors import error_body
 from keel.store import Store
 
@@ -29,14 +30,14 @@ class FeatureRoutes:
         collections: Collections,
         root: Path,
         store: Store,
-        caller: Any,
+        guard: Any,
         parse_body: Any,
     ) -> None:
         self.service = service
         self.collections = collections
         self.root = root
         self.store = store
-        self.caller = caller
+        self.guard = guard
         self.parse_body = parse_body
         self._pipeline: FeaturePipeline | None = None
 
@@ -48,10 +49,10 @@ class FeatureRoutes:
         return self._pipeline
 
     def routes(self) -> list[Route]:
-        return [Route("/v1/features/{name}/run", self.run, methods=["POST"])]
+        return [Route("/v1/features/{name}/run", self.guard(self.run), methods=["POST"])]
 
     async def run(self, request: Request) -> Response:
-        caller = self.caller(request)
+        caller = caller_of(request)
         tenant, key = caller.tenant, caller.key
         body = await self.parse_body(request)
         inputs = body.get("inputs", {})

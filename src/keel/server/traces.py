@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.errors import InvalidRequest, UserError
+from keel.server.auth import caller_of
 from keel.store import Store
 from keel.store.feedback import TraceNotFound
 from keel.store.traces import FILTERS, TraceRecord, as_dict, encode_cursor
@@ -43,18 +44,18 @@ def _since(raw: str | None) -> float | None:
 
 
 class TraceRoutes:
-    def __init__(self, store: Store, caller: Any) -> None:
+    def __init__(self, store: Store, guard: Any) -> None:
         self.store = store
-        self.caller = caller
+        self.guard = guard
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v1/traces", self.list, methods=["GET"]),
-            Route("/v1/traces/{trace_id}", self.show, methods=["GET"]),
+            Route("/v1/traces", self.guard(self.list), methods=["GET"]),
+            Route("/v1/traces/{trace_id}", self.guard(self.show), methods=["GET"]),
         ]
 
     async def list(self, request: Request) -> Response:
-        caller = self.caller(request)
+        caller = caller_of(request)
         query = request.query_params
         unknown = sorted(set(query) - QUERY)
         if unknown:
@@ -64,7 +65,7 @@ class TraceRoutes:
             raise InvalidRequest(f"'limit' is an integer from 1 to {MAX_PAGE}", param="limit")
         limit = int(raw_limit)
         filters: dict[str, Any] = {k: query.get(k) for k in FILTERS if k != "tenant"}
-        tenant = caller.tenant
+        tenant: str | None = caller.tenant
         if query.get("tenant") not in (None, caller.tenant):
             if not caller.admin:
                 raise InvalidRequest("only admin keys may read another tenant's traces", param="tenant")
@@ -83,7 +84,7 @@ class TraceRoutes:
         return _json(body)
 
     async def show(self, request: Request) -> Response:
-        tenant = self.caller(request).tenant
+        tenant = caller_of(request).tenant
         trace_id = request.path_params["trace_id"]
 
         def load() -> dict[str, Any]:
