@@ -40,17 +40,6 @@ from keel.testing.redis_server import RedisServer, free_port
 
 console = Console(width=150)
 BODY = {"model": "up", "messages": [{"role": "user", "content": "What is our refund policy?"}], "max_tokens": 64}
-BASE = """
-deployments:
-  up: {{provider: openai, model: gpt-4o-mini, base_url: "{upstream}", api_key: {{"$env": "UPSTREAM_KEY"}}}}
-models:
-  up: {{deployments: [up]}}
-default_model: up
-budgets:
-  everything: {{usd: 1000000, period: day}}
-limits:
-  generous: {{rpm: 1000000}}
-"""
 PLAIN = """
 deployments:
   up: {{provider: openai, model: gpt-4o-mini, base_url: "{upstream}", api_key: {{"$env": "UPSTREAM_KEY"}}}}
@@ -58,13 +47,22 @@ models:
   up: {{deployments: [up]}}
 default_model: up
 """  # no budgets or limits: the c=1 comparison isolates the store
+BASE = (
+    PLAIN
+    + """budgets:
+  everything: {{usd: 1000000, period: day}}
+limits:
+  generous: {{rpm: 1000000}}
+"""
+)
 POSTGRES_STORE = """
 store: {backend: postgres, url: {"$env": "KEEL_PG_URL"}}
 """
-SCALE_OUT = """
-store: {backend: postgres, url: {"$env": "KEEL_PG_URL"}}
-ledger: {backend: redis, redis_url: {"$env": "KEEL_REDIS_URL"}}
+SCALE_OUT = (
+    POSTGRES_STORE
+    + """ledger: {backend: redis, redis_url: {"$env": "KEEL_REDIS_URL"}}
 """
+)
 
 
 def start(n: int, config: Path, tmp: Path, env: dict[str, str], tag: str) -> list[Served]:
