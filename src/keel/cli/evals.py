@@ -21,13 +21,13 @@ from keel.errors import KeelError, UserError
 from keel.evals import promote
 from keel.evals.report import write_html
 from keel.evals.runner import (
-    Delta,
+    MetricDelta,
     Outcome,
     ResultCache,
     Variant,
+    apply_gate,
     compare,
     deltas,
-    judge,
     load_run,
     require_feature,
     run_suite,
@@ -220,7 +220,7 @@ async def _run(
                 run.label = label if not run.summary.partial else None
                 save_run(evals, run, tenant)
                 changes = deltas(run, before) if before is not None else []
-                outcomes.append(Outcome(run, judge(suite, run, before), changes))
+                outcomes.append(Outcome(run, apply_gate(suite, run, before), changes))
                 if run.summary.partial:
                     break  # Ctrl-C: the remaining variants do not start
         return outcomes
@@ -267,7 +267,7 @@ def _show(suite: Suite, outcome: Outcome) -> None:
     console.print(f"{verdict} (exit {code})")
 
 
-def _show_matrix(outcomes: list[Outcome], comparison: list[list[Delta]]) -> None:
+def _show_matrix(outcomes: list[Outcome], comparison: list[list[MetricDelta]]) -> None:
     checks = sorted({c for o in outcomes for c in o.run.summary.check_scores})
     table = Table("variant", "pass rate", "mean score", *checks, "cost/case", "p95 ms", "gate", title="matrix")
     for i, o in enumerate(outcomes):

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from keel.evals.runner import EvalRun, ResultCache, Rule, judge, require_feature, run_suite
+from keel.evals.runner import EvalRun, ResultCache, Rule, apply_gate, require_feature, run_suite
 from keel.evals.suite import Suite, load_suite
 
 
@@ -54,7 +54,7 @@ async def _run(suite: Suite) -> tuple[EvalRun, list[Rule]]:
     async with open_pipeline(settings, keel_home(settings), suite.path.parent.parent) as pipeline:
         require_feature(pipeline, suite)
         run = await run_suite(pipeline, suite, cache=ResultCache(pipeline.store.evals))
-        return run, judge(suite, run, None)
+        return run, apply_gate(suite, run, None)
 
 
 class CaseItem(pytest.Item):

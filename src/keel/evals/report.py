@@ -8,11 +8,11 @@ from html import escape
 from pathlib import Path
 
 from keel.charts import CSS, bars, histogram
-from keel.evals.runner import Delta, Outcome, compare
+from keel.evals.runner import MetricDelta, Outcome, compare
 
 
 def write_html(
-    outcomes: list[Outcome], path: Path, *, comparison: list[list[Delta]] | None = None, worst: int = 10
+    outcomes: list[Outcome], path: Path, *, comparison: list[list[MetricDelta]] | None = None, worst: int = 10
 ) -> None:
     """One run's report, or a matrix's: the variants side by side, then each one's section."""
     first = outcomes[0].run
@@ -33,7 +33,7 @@ def _gate_ok(outcome: Outcome) -> bool:
     return all(r.passed for r in outcome.rules) and not s.errors and not s.partial and s.cases > 0
 
 
-def _matrix(outcomes: list[Outcome], comparison: list[list[Delta]]) -> list[str]:
+def _matrix(outcomes: list[Outcome], comparison: list[list[MetricDelta]]) -> list[str]:
     checks = sorted({c for o in outcomes for c in o.run.summary.check_scores})
     head = "".join(f"<th>{escape(c)}" for c in checks)
     rows = [

@@ -376,7 +376,7 @@ def _case_from_json(raw: str | bytes) -> CaseResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Delta:
+class MetricDelta:
     metric: str
     change: float  # this run − the baseline, over the cases both ran
     low: float
@@ -388,7 +388,7 @@ class Delta:
         return self.low > 0 or self.high < 0
 
 
-def deltas(run: EvalRun, baseline: EvalRun) -> list[Delta]:
+def deltas(run: EvalRun, baseline: EvalRun) -> list[MetricDelta]:
     """Per-metric change with a 95% bootstrap interval, paired by case id (only cases both runs scored)."""
     before = {r.case_id: r for r in baseline.results if r.error is None}
     pairs = [(before[r.case_id], r) for r in run.results if r.error is None and r.case_id in before]
@@ -406,7 +406,7 @@ def deltas(run: EvalRun, baseline: EvalRun) -> list[Delta]:
     for metric, diffs in metrics.items():
         interval = bootstrap(diffs, seed=f"{run.suite}:{metric}")
         if interval is not None:
-            out.append(Delta(metric, interval.value, interval.low, interval.high, len(pairs)))
+            out.append(MetricDelta(metric, interval.value, interval.low, interval.high, len(pairs)))
     return out
 
 
@@ -420,7 +420,7 @@ class Rule:
     detail: str
 
 
-def judge(suite: Suite, run: EvalRun, baseline: EvalRun | None) -> list[Rule]:
+def apply_gate(suite: Suite, run: EvalRun, baseline: EvalRun | None) -> list[Rule]:
     g, s = suite.spec.gate, run.summary
     rules: list[Rule] = []
     if s.cases == 0:
@@ -461,10 +461,10 @@ class Outcome:
 
     run: EvalRun
     rules: list[Rule]
-    deltas: list[Delta]
+    deltas: list[MetricDelta]
 
 
-def compare(outcomes: list[Outcome]) -> list[list[Delta]]:
+def compare(outcomes: list[Outcome]) -> list[list[MetricDelta]]:
     """Each run of a matrix against the first, paired by case (the first compares with nothing)."""
     if not outcomes:
         return []
