@@ -1,11 +1,10 @@
-"""One conformance suite for the budget ledgers (the store on SQLite and on Postgres, Redis) and the
+"""The budget ledgers (the store on SQLite and on Postgres, Redis) and the
 rate limiters (in process, Redis): atomic all-or-nothing holds, settlement, expiry, alerts, and no
 overspend under concurrency."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,99 +12,36 @@ from pathlib import Path
 import pytest
 
 from keel.config.settings import BudgetSettings, RateLimitSettings
-from keel.cost.budgets import NANO, Claim, Subject, claims_for, rate_claims_for, to_nano
+from keel.cost.budgets import NANO, Subject, claims_for, rate_claims_for, to_nano
 from keel.cost.ledger import Ledger, RedisLedger, StoreLedger
 from keel.cost.limits import MemoryLimiter, RateLimiter, RedisLimiter
 from keel.store import Store, db_path
 from keel.store.engines import open_postgres
-
-NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
-
-
-def claim(name: str = "b", *, usd: float | None = 1.0, tokens: int | None = None, cost: float = 0.1,
-          used: int = 0, hard: bool = True, alerts: tuple[float, ...] = (0.5, 0.8, 1.0)) -> Claim:  # fmt: skip
-    return Claim(
-        name=name,
-        bucket=f"{name}||2026-11-30",
-        who="",
-        resets=NOW + dt.timedelta(hours=12),
-        limit_nusd=to_nano(usd) if usd is not None else None,
-        limit_tokens=tokens,
-        hard=hard,
-        alerts=alerts,
-        webhook=None,
-        nusd=to_nano(cost),
-        tokens=used,
-    )
+from keel.testing.ledger_conformance import NOW, LedgerConformance, LimiterConformance, claim
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
-async def ledger(request: pytest.FixtureRequest, home: Path) -> AsyncIterator[Ledger]:
-    made: Ledger
-    if request.param == "sqlite":
+class TestSQLiteLedger(LedgerConformance):
+    @pytest.fixture
+    async def ledger(self, home: Path) -> AsyncIterator[Ledger]:
         made = StoreLedger(Store.at(db_path(home)).budgets)
-    elif request.param == "postgres":
-        made = StoreLedger(Store(open_postgres(request.getfixturevalue("pg_url"))).budgets)
-    else:
-        made = RedisLedger(request.getfixturevalue("redis_url"))
-    yield made
-    await made.aclose()
+        yield made
+        await made.aclose()
 
 
-async def test_holds_count_until_settled_and_refusals_name_the_budget(ledger: Ledger) -> None:
-    c = claim(cost=0.3)
-    assert await ledger.reserve("r1", [c], 60) is None
-    assert await ledger.reserve("r2", [c], 60) is None
-    assert await ledger.reserve("r3", [c], 60) is None
-    refused = await ledger.reserve("r4", [c], 60)  # 0.9 held + 0.3 > 1.0
-    assert refused is not None and refused.claim.name == "b" and refused.held_nusd == to_nano(0.9)
-    assert "budget 'b' is exhausted: $0.9000 of $1.00 spent or reserved" in refused.error(NOW).message
-    assert refused.error(NOW).retry_after == 12 * 3600
-    await ledger.settle("r1", [c], to_nano(0.05), 40)  # the call cost less than its worst case
-    assert await ledger.usage(c.bucket) == (to_nano(0.05), 40, to_nano(0.6), 0)
-    assert await ledger.reserve("r4", [c], 60) is None  # 0.05 + 0.6 + 0.3 ≤ 1
+class TestPostgresLedger(LedgerConformance):
+    @pytest.fixture
+    async def ledger(self, pg_url: str) -> AsyncIterator[Ledger]:
+        made = StoreLedger(Store(open_postgres(pg_url)).budgets)
+        yield made
+        await made.aclose()
 
 
-async def test_a_refusal_holds_nothing_anywhere(ledger: Ledger) -> None:
-    roomy, tight = claim("roomy", usd=10), claim("tight", usd=0.05)
-    assert await ledger.reserve("r1", [roomy, tight], 60) is not None
-    assert await ledger.usage(roomy.bucket) == (0, 0, 0, 0)
-    tokens = claim("tok", usd=None, tokens=100, cost=0, used=60)
-    assert await ledger.reserve("t1", [tokens], 60) is None
-    refused = await ledger.reserve("t2", [tokens], 60)
-    assert refused is not None and "60 of 100 tokens" in refused.error(NOW).message
-
-
-async def test_soft_budgets_count_but_never_refuse(ledger: Ledger) -> None:
-    soft = claim(usd=0.1, cost=0.08, hard=False)
-    for i in range(3):
-        assert await ledger.reserve(f"r{i}", [soft], 60) is None
-        crossings = await ledger.settle(f"r{i}", [soft], to_nano(0.08), 10)
-        shares = [x.share for x in crossings]
-        assert shares == [[0.8], [1.0], []][i]  # 0.08 passes 50% and 80%: one alert, the highest; 0.16 → 100%
-
-
-async def test_a_crashed_calls_hold_expires(ledger: Ledger) -> None:
-    c = claim(cost=0.6)
-    assert await ledger.reserve("crashed", [c], 0.05) is None
-    assert await ledger.reserve("next", [c], 60) is not None
-    await asyncio.sleep(0.15)
-    assert await ledger.reserve("next", [c], 60) is None
-
-
-async def test_two_hundred_concurrent_calls_never_overspend(ledger: Ledger) -> None:
-    c = claim(usd=1.0, cost=0.02)  # fits exactly 50
-
-    async def call(i: int) -> bool:
-        if await ledger.reserve(f"c{i}", [c], 60) is not None:
-            return False
-        await asyncio.sleep(0.001)
-        await ledger.settle(f"c{i}", [c], to_nano(0.02), 1)
-        return True
-
-    done = await asyncio.gather(*(call(i) for i in range(200)))
-    spent = (await ledger.usage(c.bucket))[0]
-    assert sum(done) == 50 and spent == to_nano(1.0)
+class TestRedisLedger(LedgerConformance):
+    @pytest.fixture
+    async def ledger(self, redis_url: str) -> AsyncIterator[Ledger]:
+        made = RedisLedger(redis_url)
+        yield made
+        await made.aclose()
 
 
 def test_sqlite_holds_are_atomic_across_connections(home: Path) -> None:
@@ -158,38 +94,20 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
-    made: RateLimiter = (
-        MemoryLimiter() if request.param == "memory" else RedisLimiter(request.getfixturevalue("redis_url"))
-    )
-    yield made
-    await made.aclose()
+class TestMemoryLimiter(LimiterConformance):
+    @pytest.fixture
+    async def limiter(self) -> AsyncIterator[RateLimiter]:
+        made = MemoryLimiter()
+        yield made
+        await made.aclose()
 
 
-async def test_rpm_admits_the_limit_then_says_when(limiter: RateLimiter) -> None:
-    limits = rate_claims_for({"k": RateLimitSettings(per="key", rpm=5)}, Subject(key="a"))
-    results = [await limiter.admit(limits, 10) for _ in range(8)]
-    assert results[:5] == [None] * 5
-    assert all(r is not None and r[0].name == "k" and 1 <= r[1] <= 60 for r in results[5:])
-    other = rate_claims_for({"k": RateLimitSettings(per="key", rpm=5)}, Subject(key="b"))
-    assert await limiter.admit(other, 10) is None  # each key its own window
-
-
-async def test_tpm_counts_reported_tokens(limiter: RateLimiter) -> None:
-    limits = rate_claims_for({"t": RateLimitSettings(tpm=1000)}, Subject())
-    assert await limiter.admit(limits, 300) is None
-    await limiter.adjust(limits, 500)  # the call used 800 in all
-    refused = await limiter.admit(limits, 300)
-    assert refused is not None and refused[1] >= 1
-    alone = await limiter.admit(limits, 5000)
-    assert alone is not None and alone[1] == float("inf")
-
-
-async def test_concurrent_admissions_never_pass_the_limit(limiter: RateLimiter) -> None:
-    limits = rate_claims_for({"k": RateLimitSettings(rpm=100)}, Subject())
-    results = await asyncio.gather(*(limiter.admit(limits, 1) for _ in range(1000)))
-    assert sum(r is None for r in results) == 100
+class TestRedisLimiter(LimiterConformance):
+    @pytest.fixture
+    async def limiter(self, redis_url: str) -> AsyncIterator[RateLimiter]:
+        made = RedisLimiter(redis_url)
+        yield made
+        await made.aclose()
 
 
 async def test_the_window_slides() -> None:

@@ -7,7 +7,7 @@ import Stemmer
 from keel.rag.bm25 import BM25Index
 from keel.rag.hnsw import AdaptiveVectorIndex, HNSWVectorIndex
 from keel.rag.vectors import ExactVectorIndex
-from tests.rag.conformance import CORPUS, KeywordIndexSuite, VectorIndexSuite
+from keel.testing.index_conformance import CORPUS, KeywordIndexSuite, VectorIndexSuite
 
 
 class TestBM25(KeywordIndexSuite):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keel.rag.bm25 import BM25Index
-from tests.rag.conformance import CORPUS, KeywordIndexSuite, VectorIndexSuite
+from keel.testing.index_conformance import CORPUS, KeywordIndexSuite, VectorIndexSuite
 
 
 class PgTable:

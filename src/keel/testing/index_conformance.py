@@ -1,4 +1,5 @@
-"""One conformance suite per index protocol: every implementation inherits it."""
+"""One conformance suite per index protocol (keyword, vector): every implementation — the embedded
+BM25, exact and HNSW vectors, the Postgres ones, a third party's — inherits it and gives it ``make()``."""
 
 from __future__ import annotations
 
