@@ -48,6 +48,9 @@ class RunResult:
     found_nothing: bool = False
     attempts: int = 1
     notes: list[str] = field(default_factory=list)
+    cache: str | None = None  # "exact" / "semantic" when served from the answer cache, "miss" when it looked
+    confidence: float | None = None  # the lowest output-guard score, when output guards ran
+    guards: dict[str, float] = field(default_factory=dict)  # output guard → score
     sources: list[dict[str, Any]] = field(default_factory=list)
     citations: list[dict[str, Any]] = field(default_factory=list)
 
