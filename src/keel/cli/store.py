@@ -19,14 +19,13 @@ def register(root: typer.Typer) -> None:
     @root.command("migrate")
     def migrate_cmd(config: str | None = CONFIG) -> None:
         """Apply the store's pending migrations (each under a lock: safe while replicas start)."""
-        from keel.store import open_database, redact_url
+        from keel.store import open_database
         from keel.store.migrations import schema_version
 
         env = load_env(config)
         db = open_database(env.settings, env.home)
-        try:
-            where = db.where if db.postgres else str(db.where)
-            console.print(f"{env.settings.store.backend} store at {redact_url(where)}: schema v{schema_version(db)}")
+        try:  # db.where is the path, or the URL with its password already replaced
+            console.print(f"{env.settings.store.backend} store at {db.where}: schema v{schema_version(db)}")
         finally:
             db.close()
 

@@ -35,7 +35,6 @@ __all__ = [
     "connect",
     "db_path",
     "open_store",
-    "store_opener",
 ]
 
 
@@ -68,17 +67,13 @@ class Store:
         self.close()
 
 
-def store_opener(settings: KeelSettings, home: Path) -> tuple[str, object]:
-    """(backend, where): a SQLite path or a Postgres URL (resolved from its variable now)."""
+def open_database(settings: KeelSettings, home: Path) -> Database:
+    """A new connection to the configured store: the SQLite file under ``home``, or the Postgres
+    URL (read from its variable now)."""
     if settings.store.backend == "postgres":
         assert settings.store.url is not None  # checked when the settings were loaded
-        return "postgres", settings.store.url.resolve()
-    return "embedded", db_path(home)
-
-
-def open_database(settings: KeelSettings, home: Path) -> Database:
-    backend, where = store_opener(settings, home)
-    return open_postgres(str(where)) if backend == "postgres" else open_sqlite(Path(str(where)))
+        return open_postgres(settings.store.url.resolve())
+    return open_sqlite(db_path(home))
 
 
 def open_store(settings: KeelSettings, home: Path) -> Store:

@@ -2,14 +2,14 @@
 
 Repositories write SQL once, with ``?`` placeholders and the subset both engines agree on
 (``ON CONFLICT … DO UPDATE``, ``RETURNING``, ``CASE``, ``coalesce``); the few real differences
-live here, each in one place (:meth:`Database.day`, :attr:`Database.for_update`, placeholders,
-numeric types). Rows come back as plain dicts.
+live here, each in one place (:meth:`Database.day`, :meth:`Database.concat`, placeholders,
+numeric types, locks). Rows come back as plain dicts.
 
 A ``Database`` holds one connection and a re-entrant lock: each statement, and each
 ``transaction()`` block as a whole, runs under it, so threads (the event loop and worker threads)
 can share one safely. A transaction takes the write lock up front — ``BEGIN IMMEDIATE`` on
-SQLite; on Postgres the rows a repository must serialise on are locked with ``for_update`` or an
-advisory lock (:meth:`Database.lock`).
+SQLite; on Postgres a repository serialises on what it names with an advisory lock
+(:meth:`Database.lock`).
 """
 
 from __future__ import annotations
@@ -101,11 +101,6 @@ class Database:
     def postgres(self) -> bool:
         return self.dialect == "postgres"
 
-    @property
-    def for_update(self) -> str:
-        """Append to a SELECT inside a transaction to lock its rows (SQLite's write lock covers it)."""
-        return " FOR UPDATE" if self.postgres else ""
-
     def day(self, column: str) -> str:
         """The UTC calendar day (YYYY-MM-DD) of a UNIX-seconds column."""
         if self.postgres:
@@ -127,13 +122,18 @@ class Database:
 
     # -- statements --------------------------------------------------------------------------------
     def _execute(self, sql: str, params: Sequence[Any]) -> Any:
+        return self._guarded(lambda: self.conn.execute(self._translate(sql), tuple(params)))
+
+    def _guarded(self, work: Callable[[], T]) -> T:
+        """Run one statement (or batch) on the connection. A connection the server dropped fails this
+        call with ``StoreUnavailable`` (it may or may not have run) and is replaced on the next one."""
         if self._broken:
             self._revive()
         try:
-            return self.conn.execute(self._translate(sql), tuple(params))
+            return work()
         except Exception as exc:
             if self._is_connection_error(exc):
-                self._broken = True  # this call fails (it may or may not have run); the next reconnects
+                self._broken = True
                 raise self._unavailable(exc) from exc
             raise
 
@@ -190,17 +190,17 @@ class Database:
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
+        values = [tuple(r) for r in rows]
+
+        def batch() -> None:
+            if self.postgres:
+                with self.conn.cursor() as cur:
+                    cur.executemany(self._translate(sql), values)
+            else:
+                self.conn.executemany(sql, values)
+
         with self._lock:
-            try:
-                if self.postgres:
-                    with self.conn.cursor() as cur:
-                        cur.executemany(self._translate(sql), [tuple(r) for r in rows])
-                else:
-                    self.conn.executemany(sql, [tuple(r) for r in rows])
-            except Exception as exc:
-                if self._is_connection_error(exc):
-                    raise self._unavailable(exc) from exc
-                raise
+            self._guarded(batch)
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
