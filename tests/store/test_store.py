@@ -12,6 +12,7 @@ from keel.errors import UserError
 from keel.store import BatchWriter, Store, TraceRecord, connect
 from keel.store.engines import open_postgres, open_sqlite
 from keel.store.sqlite import MIGRATIONS, migrate
+from keel.testing.store_conformance import in_threads
 
 
 def test_migrations_are_idempotent_and_concurrent_safe(tmp_path: Path) -> None:
@@ -181,20 +182,8 @@ def test_replicas_migrating_one_postgres_at_once_apply_each_step_once(pg_url: st
     from keel.store.migrations import POSTGRES, schema_version
 
     opened: list[Any] = []
-    errors: list[BaseException] = []
-
-    def start() -> None:
-        try:
-            opened.append(open_postgres(pg_url))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors and len(opened) == 4
+    in_threads(4, lambda _: opened.append(open_postgres(pg_url)))
+    assert len(opened) == 4
     db = opened[0]
     assert schema_version(db) == len(POSTGRES)
     assert db.scalar("SELECT count(*) FROM keel_schema") == len(POSTGRES)  # each step recorded once

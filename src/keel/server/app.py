@@ -50,12 +50,10 @@ class KeelApp:
         auth_cache_s: float = 1.0,
         collections: Collections | None = None,
         project_root: Path | None = None,
-        home: Path | None = None,
         on_startup: Any = None,
         on_shutdown: Any = None,
     ) -> None:
         self.service = service
-        self.home = home
         self.store = store
         self.authenticate = Authenticator(store.keys if store is not None and auth else None, cache_s=auth_cache_s)
         self.max_body_bytes = max_body_bytes

@@ -59,7 +59,6 @@ def build_app(
         auth_cache_s=settings.server.auth_cache_s,
         collections=collections,
         project_root=settings.project_root,
-        home=home,
         on_startup=startup,
         on_shutdown=shutdown,
     )

@@ -37,7 +37,8 @@ def trace(tenant: str, **fields: object) -> TraceRecord:
     return TraceRecord(**base)  # type: ignore[arg-type]
 
 
-def _threads(n: int, work: Callable[[int], None]) -> None:
+def in_threads(n: int, work: Callable[[int], None]) -> None:
+    """Run ``work(0)`` … ``work(n - 1)`` in threads at once; the first error any raised is raised here."""
     errors: list[BaseException] = []
 
     def run(i: int) -> None:
@@ -165,7 +166,7 @@ class StoreConformance:
                 for j in range(20):
                     mine.traces.write([trace("acme", user=f"w{i}-{j}")])
 
-        _threads(3, write)
+        in_threads(3, write)
         assert store.traces.count(tenant="acme") == 60
 
     # -- feedback ----------------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ class StoreConformance:
                 for j in range(10):
                     assert mine.prompts.move("support", "staging", 1 + (i + j) % 4, f"m{i}-{j}", Actor())
 
-        _threads(4, move)
+        in_threads(4, move)
         moves = store.prompts.moves("support", "staging")
         assert len(moves) == 40
         for before, after in itertools.pairwise(moves):  # each move starts where the last ended
@@ -217,7 +218,7 @@ class StoreConformance:
             with Store(opener()) as mine:
                 got.append(mine.prompts.add_version("new", "same-hash", "text", commit=None, author=None))
 
-        _threads(4, sync)
+        in_threads(4, sync)
         assert got == [1, 1, 1, 1] and len(store.prompts.versions("new")) == 1
 
     # -- experiments ---------------------------------------------------------------------------------------
@@ -280,7 +281,7 @@ class StoreConformance:
                     if mine.budgets.reserve(f"r{n}-{i}", holds, 60, refuse) is None:
                         granted.append(f"r{n}-{i}")
 
-        _threads(4, reserve)
+        in_threads(4, reserve)
         assert len(granted) == 50
         assert store.budgets.usage("b|x|day").held_nusd == limit
         done = store.budgets.settle(granted[0], [("b|x|day", time.time() + 86400)], 7, 3, lambda *_: None)
