@@ -1,61 +1,34 @@
-"""One call, end to end at the gateway: route it, then record it — trace row, span, metrics.
+"""One call, end to end at the gateway: the routed gateway inside three wrappers, each one file.
 
-Recording never blocks or fails a call: rows go to the batched writer, which drops and counts
-on overflow; every attempt (retries and fallbacks included) is kept on the record.
+    DataPolicy(Admitted(Recorded(Gateway)))
+
+- ``DataPolicy`` (data_policy.py) redacts, reroutes or refuses before anything is sent, and puts the
+  redacted values back into the answer;
+- ``Admitted`` (admitted.py) admits a chat call against budgets and limits, and settles it at its
+  traced cost;
+- ``Recorded`` (recording.py) leaves a trace row, a span and metrics for every call;
+- ``Gateway`` (router.py) routes by alias through retry, fallback, breaker, limits and timeouts.
+
+This class only composes them and keeps their parts reachable for the server and the CLI.
 """
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
-import logging
-import time
 from collections.abc import AsyncGenerator
-from dataclasses import asdict
-from typing import Any
+from typing import cast
 
 from keel.cost.prices import PriceTable
-from keel.gateway.admission import Admission, Ticket
+from keel.gateway.admission import Admission
+from keel.gateway.admitted import Admitted
+from keel.gateway.data_policy import DataPolicy
+from keel.gateway.recording import Recorded
 from keel.gateway.router import Gateway
-from keel.guards.policy import Decision, StreamRestorer, enforce, restore_answer
-from keel.store.keys import DEFAULT_TENANT
-from keel.store.traces import TraceRecord, outcome
+from keel.gateway.wrapper import Endpoint
+from keel.store.traces import TraceRecord
 from keel.store.writer import BatchWriter
 from keel.tracing.metrics import Metrics
-from keel.tracing.redact import capture
-from keel.tracing.tracer import NullTracer, Tracer
-from keel.types import (
-    Attempt,
-    CallContext,
-    ChatChunk,
-    ChatRequest,
-    ChatResponse,
-    EmbeddingRequest,
-    EmbeddingResponse,
-    Usage,
-)
-
-log = logging.getLogger("keel.gateway")
-
-
-def _restore_chunk(chunk: ChatChunk, restorer: StreamRestorer) -> None:
-    choices = chunk.body.get("choices") or []
-    if not choices:
-        return
-    delta = choices[0].setdefault("delta", {})
-    text = delta.get("content") if isinstance(delta.get("content"), str) else ""
-    out = restorer.feed(text) if text else ""
-    if choices[0].get("finish_reason") is not None:
-        out += restorer.flush()  # the last chunk carries whatever was held back
-    if text or out:
-        delta["content"] = out
-
-
-def _restore_body(response: ChatResponse, decision: Decision) -> None:
-    for choice in response.body.get("choices") or []:
-        message = choice.get("message") or {}
-        if isinstance(message.get("content"), str):
-            message["content"] = restore_answer(message["content"], decision)
+from keel.tracing.tracer import Tracer
+from keel.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 
 
 class GatewayService:
@@ -71,240 +44,47 @@ class GatewayService:
         admission: Admission | None = None,
     ) -> None:
         self.gateway = gateway
-        self.admission = admission
         self.prices = prices
-        self.writer = writer
-        self.tracer: Tracer = tracer or NullTracer()
-        self.capture_policy = capture_policy
-        self.metrics = metrics or Metrics()
+        self.admission = admission
+        self.recorder = Recorded(
+            gateway, prices, writer=writer, tracer=tracer, capture_policy=capture_policy, metrics=metrics
+        )
+        chain: Endpoint = self.recorder
+        if admission is not None:
+            chain = Admitted(chain, admission)
+        self.chain: Endpoint = DataPolicy(chain, gateway)
 
     # -- calls -----------------------------------------------------------------------------------
     async def chat(self, req: ChatRequest) -> ChatResponse:
-        t0 = time.perf_counter()
-        response: ChatResponse | None = None
-        error: BaseException | None = None
-        decision = self._apply_policy(req)
-        ticket = await self.admission.admit(req) if self.admission is not None else None
-        try:
-            response = await self.gateway.complete(req)
-            if decision is not None and decision.mapping:
-                _restore_body(response, decision)
-            return response
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            rec = self._finish(
-                req.ctx,
-                "chat",
-                req.model,
-                t0,
-                stream=False,
-                request=req.messages,
-                error=error,
-                usage=response.usage if response else None,
-                output=response.text if response else None,
-            )
-            if ticket is not None:
-                await self._settle(ticket, rec)
+        return await self.chain.complete(req)
 
-    async def chat_stream(self, req: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
-        t0 = time.perf_counter()
-        usage: Usage | None = None
-        ttft: float | None = None
-        parts: list[str] = []
-        keep = self.capture_policy != "off"
-        error: BaseException | None = None
-        cancelled = False
-        decision = self._apply_policy(req)
-        restorer = StreamRestorer(decision.mapping) if decision is not None and decision.mapping else None
-        ticket = await self.admission.admit(req) if self.admission is not None else None
-        try:
-            async for chunk in self.gateway.stream(req):
-                if restorer is not None:
-                    _restore_chunk(chunk, restorer)
-                if ttft is None and chunk.has_content:
-                    ttft = (time.perf_counter() - t0) * 1000
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                if keep:
-                    parts.append(chunk.text)
-                yield chunk
-        except GeneratorExit:
-            cancelled = True
-            raise
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            rec = self._finish(
-                req.ctx,
-                "chat",
-                req.model,
-                t0,
-                stream=True,
-                request=req.messages,
-                usage=usage,
-                output="".join(parts),
-                ttft=ttft,
-                error=error,
-                cancelled=cancelled,
-            )
-            if ticket is not None:
-                await self._settle(ticket, rec)
+    def chat_stream(self, req: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
+        return cast(AsyncGenerator[ChatChunk, None], self.chain.stream(req))  # every wrapper's is one
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
-        t0 = time.perf_counter()
-        route = None
-        try:
-            route = self.gateway.route(req.model)
-            response = await self.gateway.embed(req)
-        except BaseException as exc:
-            self._finish(
-                req.ctx, "embeddings", req.model, t0, stream=False, error=exc, served=route.info if route else None
-            )
-            raise
-        self._finish(req.ctx, "embeddings", req.model, t0, stream=False, usage=response.usage, served=route.info)
-        return response
-
-    def _apply_policy(self, req: ChatRequest) -> Decision | None:
-        """The data policy, before anything is sent: redact, reroute or refuse (see keel.guards.policy)."""
-        policy = self.gateway.settings.data_policy
-        route = self.gateway.routes.get(req.model)
-        if not policy.enabled or route is None:
-            return None
-        targets = []
-        for name in route.settings.deployments:
-            adapter = self.gateway.adapters.get(name)
-            if adapter is not None:
-                targets.append((name, adapter.info.provider, bool(adapter.info.local)))
-        req.messages = list(req.messages)  # rewritten per message, never the caller's list
-        decision = enforce(policy, req.messages, targets)
-        if decision.note:
-            req.ctx.notes.append(decision.note)
-        if decision.reroute:
-            req.model = decision.reroute
-        return decision
-
-    async def _settle(self, ticket: Ticket, rec: TraceRecord) -> None:  # only called with a ticket
-        assert self.admission is not None
-        try:
-            await self.admission.settle(ticket, rec)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # settling must never turn a served call into an error
-            log.exception("budget settlement failed for trace %s", rec.id)
-
-    # -- recording -------------------------------------------------------------------------------
-    def _cost(self, served: Attempt | None, local: bool, usage: Usage) -> tuple[float | None, str]:
-        if served is None:
-            return None, "no call reached a provider"
-        if local:
-            return 0.0, "local model (no charge)"
-        if usage.source == "none":
-            return None, "the provider reported no usage"
-        key = self.gateway.price_key(served.deployment)
-        cost = self.prices.cost(key, usage, dt.date.today())
-        if cost is None:
-            return None, f"unpriced: '{key}' is not in price table {self.prices.version}"
-        return cost, f"price table {self.prices.version} × provider-reported usage"
+        return await self.chain.embed(req)
 
     def record(self, rec: TraceRecord) -> None:
-        """Queue a trace row for the background writer (never blocks, never fails the call). Every
-        row has a tenant: calls made without one (no-auth mode, the CLI) are the default tenant's."""
-        if rec.tenant is None:
-            rec.tenant = DEFAULT_TENANT
-        if self.writer is not None:
-            self.writer.submit(rec)
+        """Queue a row that did not come from a call through here (a feature run's parent trace)."""
+        self.recorder.record(rec)
 
-    def _finish(
-        self,
-        ctx: CallContext,
-        operation: str,
-        alias: str,
-        t0: float,
-        *,
-        stream: bool,
-        request: Any = None,
-        usage: Usage | None = None,
-        output: str | None = None,
-        ttft: float | None = None,
-        error: BaseException | None = None,
-        cancelled: bool = False,
-        served: Any = None,
-    ) -> TraceRecord:
-        latency = (time.perf_counter() - t0) * 1000
-        attempts = ctx.attempts
-        ok = [a for a in attempts if a.ok]
-        last = ok[-1] if ok else (attempts[-1] if attempts else None)
-        if last is None and served is not None:
-            last = Attempt(
-                deployment=served.deployment, provider=served.provider, model=served.model, started=ctx.started
-            )
-        adapter = self.gateway.adapters.get(last.deployment) if last else None
-        local = bool(adapter is not None and adapter.info.local)
-        usage = usage or Usage(source="none")
-        cost, cost_source = self._cost(last, local, usage)
-        rec = TraceRecord(
-            id=ctx.trace_id,
-            ts=ctx.started,
-            operation=operation,
-            tenant=ctx.tenant,
-            user=ctx.user,
-            feature=ctx.feature,
-            alias=alias,
-            deployment=last.deployment if last else None,
-            provider=last.provider if last else None,
-            model=last.model if last else None,
-            stream=stream,
-            **outcome(error, cancelled=cancelled),
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_tokens=usage.cached_input_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            usage_source=usage.source,
-            cost_usd=cost,
-            cost_source=cost_source,
-            latency_ms=latency,
-            ttft_ms=ttft if stream else (last.ttft_ms if last and last.ok else None),
-            attempts=[asdict(a) for a in attempts],
-            request=capture(request, self.capture_policy) if request is not None else None,
-            response=capture(output, self.capture_policy) if output else None,
-            parent=ctx.parent,
-            notes=([f"mode {ctx.mode} → {alias}"] if ctx.mode else []) + ctx.notes or None,
-            prompt=ctx.prompt,
-            prompt_version=ctx.prompt_version,
-            experiment=ctx.experiment,
-            arm=ctx.arm,
-        )
-        ctx.record = rec
-        self.record(rec)
-        label = alias if alias in self.gateway.routes else "(unknown)"  # clients must not mint labels
-        self.metrics.observe(operation, label, rec.status, latency, usage.input_tokens, usage.output_tokens, cost)
-        for attempt in attempts:
-            if attempt.error_type:
-                self.metrics.attempt_errors[(attempt.deployment, attempt.error_type)] += 1
-        if not isinstance(self.tracer, NullTracer):
-            self._span(rec, t0)
-        return rec
+    # -- the recorder's parts, for the server's /metrics and health, and tests -------------------
+    @property
+    def writer(self) -> BatchWriter | None:
+        return self.recorder.writer
 
-    def _span(self, rec: TraceRecord, t0: float) -> None:
-        start_ns = int((time.time() - (time.perf_counter() - t0)) * 1e9)
-        attrs = {
-            "gen_ai.operation.name": rec.operation,
-            "gen_ai.provider.name": rec.provider,
-            "gen_ai.request.model": rec.alias,
-            "gen_ai.response.model": rec.model,
-            "gen_ai.usage.input_tokens": rec.input_tokens,
-            "gen_ai.usage.output_tokens": rec.output_tokens,
-            "keel.trace_id": rec.id,
-            "keel.deployment": rec.deployment,
-            "keel.tenant": rec.tenant,
-            "keel.feature": rec.feature,
-            "keel.cost_usd": rec.cost_usd,
-            "keel.status": rec.status,
-            "error.type": rec.error_type,
-        }
-        with self.tracer.trace(f"{rec.operation} {rec.alias}", attrs, start_ns=start_ns) as span:
-            for attempt in rec.attempts:
-                span.add_event("keel.attempt", {k: v for k, v in attempt.items() if v is not None})
+    @property
+    def tracer(self) -> Tracer:
+        return self.recorder.tracer
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.recorder.metrics
+
+    @property
+    def capture_policy(self) -> str:
+        return self.recorder.capture_policy
+
+    @capture_policy.setter
+    def capture_policy(self, value: str) -> None:
+        self.recorder.capture_policy = value

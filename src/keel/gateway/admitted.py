@@ -1,0 +1,49 @@
+"""Budget admission as a wrapper: a chat call is admitted against its worst case before it is sent,
+then settled at its traced cost (``keel.gateway.admission`` holds the rules and the ledger).
+
+It wraps the recording wrapper, so by the time it settles, the call's trace row is on its context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from keel.gateway.admission import Admission, Ticket
+from keel.gateway.wrapper import Endpoint, WrapperProvider, inner
+from keel.types import ChatChunk, ChatRequest, ChatResponse
+
+log = logging.getLogger("keel.gateway")
+
+
+class Admitted(WrapperProvider):
+    def __init__(self, wrapped: Endpoint, admission: Admission) -> None:
+        super().__init__(wrapped)
+        self.admission = admission
+
+    async def complete(self, req: ChatRequest) -> ChatResponse:
+        ticket = await self.admission.admit(req)
+        try:
+            return await self.wrapped.complete(req)
+        finally:
+            await self._settle(ticket, req)
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        ticket = await self.admission.admit(req)
+        try:
+            async with inner(self.wrapped.stream(req)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            await self._settle(ticket, req)
+
+    async def _settle(self, ticket: Ticket | None, req: ChatRequest) -> None:
+        if ticket is None:
+            return
+        try:
+            await self.admission.settle(ticket, req.ctx.record)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # settling must never turn a served call into an error
+            log.exception("budget settlement failed for trace %s", req.ctx.trace_id)

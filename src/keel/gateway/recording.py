@@ -1,0 +1,243 @@
+"""Recording as a wrapper: every call that reaches it leaves a trace row, a span and metrics.
+
+Recording never blocks or fails a call: rows go to the batched writer, which drops and counts
+on overflow; every attempt (retries and fallbacks included) is kept on the record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+from keel.cost.prices import PriceTable
+from keel.gateway.router import Gateway
+from keel.gateway.wrapper import WrapperProvider, inner
+from keel.store.keys import DEFAULT_TENANT
+from keel.store.traces import TraceRecord, outcome
+from keel.store.writer import BatchWriter
+from keel.tracing.metrics import Metrics
+from keel.tracing.redact import capture
+from keel.tracing.tracer import NullTracer, Tracer
+from keel.types import (
+    Attempt,
+    CallContext,
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Usage,
+)
+
+
+class Recorded(WrapperProvider):
+    def __init__(
+        self,
+        gateway: Gateway,
+        prices: PriceTable,
+        *,
+        writer: BatchWriter | None = None,
+        tracer: Tracer | None = None,
+        capture_policy: str = "redacted",
+        metrics: Metrics | None = None,
+    ) -> None:
+        super().__init__(gateway)
+        self.gateway = gateway
+        self.prices = prices
+        self.writer = writer
+        self.tracer: Tracer = tracer or NullTracer()
+        self.capture_policy = capture_policy
+        self.metrics = metrics or Metrics()
+
+    async def complete(self, req: ChatRequest) -> ChatResponse:
+        t0 = time.perf_counter()
+        response: ChatResponse | None = None
+        error: BaseException | None = None
+        try:
+            response = await self.wrapped.complete(req)
+            return response
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.finish(
+                req.ctx,
+                "chat",
+                req.model,
+                t0,
+                stream=False,
+                request=req.messages,
+                error=error,
+                usage=response.usage if response else None,
+                output=response.text if response else None,
+            )
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        t0 = time.perf_counter()
+        usage: Usage | None = None
+        ttft: float | None = None
+        parts: list[str] = []
+        keep = self.capture_policy != "off"
+        error: BaseException | None = None
+        cancelled = False
+        try:
+            async with inner(self.wrapped.stream(req)) as chunks:
+                async for chunk in chunks:
+                    if ttft is None and chunk.has_content:
+                        ttft = (time.perf_counter() - t0) * 1000
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    if keep:
+                        parts.append(chunk.text)
+                    yield chunk
+        except GeneratorExit:
+            cancelled = True
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.finish(
+                req.ctx,
+                "chat",
+                req.model,
+                t0,
+                stream=True,
+                request=req.messages,
+                usage=usage,
+                output="".join(parts),
+                ttft=ttft,
+                error=error,
+                cancelled=cancelled,
+            )
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        t0 = time.perf_counter()
+        route = None
+        try:
+            route = self.gateway.route(req.model)
+            response = await self.wrapped.embed(req)
+        except BaseException as exc:
+            served = route.info if route else None
+            self.finish(req.ctx, "embeddings", req.model, t0, stream=False, error=exc, served=served)
+            raise
+        self.finish(req.ctx, "embeddings", req.model, t0, stream=False, usage=response.usage, served=route.info)
+        return response
+
+    # -- the record ------------------------------------------------------------------------------
+    def record(self, rec: TraceRecord) -> None:
+        """Queue a trace row for the background writer (never blocks, never fails the call). Every
+        row has a tenant: calls made without one (no-auth mode, the CLI) are the default tenant's."""
+        if rec.tenant is None:
+            rec.tenant = DEFAULT_TENANT
+        if self.writer is not None:
+            self.writer.submit(rec)
+
+    def _cost(self, served: Attempt | None, local: bool, usage: Usage) -> tuple[float | None, str]:
+        if served is None:
+            return None, "no call reached a provider"
+        if local:
+            return 0.0, "local model (no charge)"
+        if usage.source == "none":
+            return None, "the provider reported no usage"
+        key = self.gateway.price_key(served.deployment)
+        cost = self.prices.cost(key, usage, dt.date.today())
+        if cost is None:
+            return None, f"unpriced: '{key}' is not in price table {self.prices.version}"
+        return cost, f"price table {self.prices.version} × provider-reported usage"
+
+    def finish(
+        self,
+        ctx: CallContext,
+        operation: str,
+        alias: str,
+        t0: float,
+        *,
+        stream: bool,
+        request: Any = None,
+        usage: Usage | None = None,
+        output: str | None = None,
+        ttft: float | None = None,
+        error: BaseException | None = None,
+        cancelled: bool = False,
+        served: Any = None,
+    ) -> TraceRecord:
+        """Build the call's trace row, put it on ``ctx.record``, queue it, count it and span it."""
+        latency = (time.perf_counter() - t0) * 1000
+        attempts = ctx.attempts
+        ok = [a for a in attempts if a.ok]
+        last = ok[-1] if ok else (attempts[-1] if attempts else None)
+        if last is None and served is not None:
+            last = Attempt(
+                deployment=served.deployment, provider=served.provider, model=served.model, started=ctx.started
+            )
+        adapter = self.gateway.adapters.get(last.deployment) if last else None
+        local = bool(adapter is not None and adapter.info.local)
+        usage = usage or Usage(source="none")
+        cost, cost_source = self._cost(last, local, usage)
+        rec = TraceRecord(
+            id=ctx.trace_id,
+            ts=ctx.started,
+            operation=operation,
+            tenant=ctx.tenant,
+            user=ctx.user,
+            feature=ctx.feature,
+            alias=alias,
+            deployment=last.deployment if last else None,
+            provider=last.provider if last else None,
+            model=last.model if last else None,
+            stream=stream,
+            **outcome(error, cancelled=cancelled),
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_input_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            usage_source=usage.source,
+            cost_usd=cost,
+            cost_source=cost_source,
+            latency_ms=latency,
+            ttft_ms=ttft if stream else (last.ttft_ms if last and last.ok else None),
+            attempts=[asdict(a) for a in attempts],
+            request=capture(request, self.capture_policy) if request is not None else None,
+            response=capture(output, self.capture_policy) if output else None,
+            parent=ctx.parent,
+            notes=([f"mode {ctx.mode} → {alias}"] if ctx.mode else []) + ctx.notes or None,
+            prompt=ctx.prompt,
+            prompt_version=ctx.prompt_version,
+            experiment=ctx.experiment,
+            arm=ctx.arm,
+        )
+        ctx.record = rec
+        self.record(rec)
+        label = alias if alias in self.gateway.routes else "(unknown)"  # clients must not mint labels
+        self.metrics.observe(operation, label, rec.status, latency, usage.input_tokens, usage.output_tokens, cost)
+        for attempt in attempts:
+            if attempt.error_type:
+                self.metrics.attempt_errors[(attempt.deployment, attempt.error_type)] += 1
+        if not isinstance(self.tracer, NullTracer):
+            self._span(rec, t0)
+        return rec
+
+    def _span(self, rec: TraceRecord, t0: float) -> None:
+        start_ns = int((time.time() - (time.perf_counter() - t0)) * 1e9)
+        attrs = {
+            "gen_ai.operation.name": rec.operation,
+            "gen_ai.provider.name": rec.provider,
+            "gen_ai.request.model": rec.alias,
+            "gen_ai.response.model": rec.model,
+            "gen_ai.usage.input_tokens": rec.input_tokens,
+            "gen_ai.usage.output_tokens": rec.output_tokens,
+            "keel.trace_id": rec.id,
+            "keel.deployment": rec.deployment,
+            "keel.tenant": rec.tenant,
+            "keel.feature": rec.feature,
+            "keel.cost_usd": rec.cost_usd,
+            "keel.status": rec.status,
+            "error.type": rec.error_type,
+        }
+        with self.tracer.trace(f"{rec.operation} {rec.alias}", attrs, start_ns=start_ns) as span:
+            for attempt in rec.attempts:
+                span.add_event("keel.attempt", {k: v for k, v in attempt.items() if v is not None})
