@@ -7,6 +7,8 @@ KeelError
  │    ├── AuthError                 missing / invalid / revoked key (HTTP 401)
  │    ├── ModelNotFound             unknown model or alias (HTTP 404)
  │    ├── PayloadTooLarge           body over the limit (HTTP 413)
+ │    ├── InputTooLong              input over a size guard (HTTP 400 input_too_long)
+ │    ├── InjectionBlocked          the injection guard blocked an input (HTTP 400)
  │    └── ModelFileError            a model file is missing or fails its checksum
  └── ProviderError(status, body, provider)   an upstream fault
       ├── RateLimited(retry_after)           429 from upstream
@@ -88,6 +90,18 @@ class MethodNotAllowed(UserError):
 class PayloadTooLarge(UserError):
     status = 413
     code = "payload_too_large"
+
+
+class InputTooLong(UserError):
+    """The input is over a size guard (``guards.max_input_tokens``, a feature's ``max_tokens``)."""
+
+    code = "input_too_long"
+
+
+class InjectionBlocked(UserError):
+    """The injection guard blocked an input."""
+
+    code = "prompt_injection"
 
 
 class ModelFileError(UserError):

@@ -12,16 +12,12 @@ from keel.features.result import Plan
 from keel.features.spec import FeatureSpec
 from keel.guards import output as output_guards
 from keel.guards.actions import decide
+from keel.guards.inputs import InputGuard
 from keel.guards.pii import redact_many
 from keel.guards.screen import screen
 from keel.rag.answer import NOTHING_FOUND
 from keel.rag.backends import Collections
 from keel.rag.found import Found
-from keel.text import estimate_tokens
-
-
-class InjectionBlocked(UserError):
-    code = "prompt_injection"
 
 
 class OutputBlocked(UserError):
@@ -29,33 +25,20 @@ class OutputBlocked(UserError):
     code = "output_blocked"
 
 
-class InputTooLong(UserError):
-    status = 413
-    code = "input_too_long"
-
-
 def screen_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> str | None:
-    """The size guard, then every text input through the injection guard: block (400) or a note."""
+    """The one input-guard step (keel.guards.inputs) over every text input: block (400) or a note."""
     size = spec.guards.rule("max_tokens") if spec.guards is not None else None
-    if size is not None:
-        tokens = sum(estimate_tokens(v) for v in inputs.values() if isinstance(v, str))
-        if tokens > size.limit:
-            raise InputTooLong(
-                f"guard 'max_tokens': the inputs are ~{tokens:,} tokens; this feature takes {size.limit:,}"
-            )
     rule = spec.guards.rule("injection") if spec.guards is not None else None
-    if rule is None:
-        return None
-    for key, value in inputs.items():
-        if not isinstance(value, str):
-            continue
-        verdict = screen(value, threshold=rule.threshold)
-        if verdict.flagged:
-            why = "; ".join(verdict.reasons)
-            if rule.action in (None, "block"):
-                raise InjectionBlocked(f"guard 'injection' blocked input '{key}': {why}")
-            return f"guard injection: input '{key}' flagged ({why}); not cached"
-    return None
+    guard = InputGuard(
+        max_tokens=size.limit if size is not None else None,
+        allows="this feature takes",
+        inject=rule is not None,
+        threshold=rule.threshold if rule is not None else None,
+        action="flag" if rule is not None and rule.action == "flag" else "block",
+    )
+    texts = {f"input '{k}'": v for k, v in inputs.items() if isinstance(v, str)}
+    note = guard.check(texts)
+    return None if note is None else f"{note}; not cached"
 
 
 def redact_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], str | None]:

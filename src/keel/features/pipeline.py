@@ -32,13 +32,11 @@ from keel.cache.store import AnswerCache
 from keel.checks import CheckContext
 from keel.config.settings import BudgetSettings, KeelSettings
 from keel.cost.prices import total_cost
-from keel.errors import ConfigError, InvalidRequest, UserError
+from keel.errors import ConfigError, InjectionBlocked, InputTooLong, InvalidRequest, UserError
 from keel.features.caching import index_version, recall, remember
 from keel.features.context import fit, map_reduce
 from keel.features.experiments import Arm, Experiments
 from keel.features.guarding import (
-    InjectionBlocked,
-    InputTooLong,
     OutputBlocked,
     decide_action,
     guard_output,
