@@ -190,7 +190,8 @@ def test_embeddings_from_an_openai_compatible_endpoint(tmp_path: Path, folder: P
     from keel.config.loader import settings_from_yaml
     from keel.config.yamlfile import parse_yaml
     from keel.errors import ConfigError
-    from keel.rag.embedder import HTTPEmbedder, make_embedder
+    from keel.errors import UpstreamUnavailable
+    from keel.rag.embedder import GatewayEmbedder, make_embedder
     from keel.testing import Fault, FaultServer
 
     with FaultServer() as upstream:
@@ -202,15 +203,16 @@ def test_embeddings_from_an_openai_compatible_endpoint(tmp_path: Path, folder: P
                 "keel.yaml",
             )
         )
-        embedder = make_embedder(settings)
-        assert isinstance(embedder, HTTPEmbedder) and embedder.dims == 16
+        embedder = make_embedder(settings, tmp_path / "home")
+        assert isinstance(embedder, GatewayEmbedder) and embedder.dims == 16
         col = Collection.create(connect(tmp_path / "k.db"), "remote", embedder)
         report = ingest(col, [folder])
         assert report.chunks == 4 and upstream.requests[-1][1]["model"] == "text-embedding-3-small"
         assert col.search("rotate api key", top_k=1, mode="keyword")[0].doc_id == "keys.md"
         assert len(col.search("anything at all", top_k=2, mode="vector")) == 2
-        upstream.inject(Fault.status_code(500))
-        with pytest.raises(Exception, match="embeddings answered 500"):
+        upstream.inject(*[Fault.status_code(500, retry_after=0)] * 3)  # through the gateway: retried, then
+        with pytest.raises(UpstreamUnavailable, match="injected 500"):  # its error class
             embedder.embed(["x"])
-    with pytest.raises(ConfigError, match="unknown deployment"):
+        embedder.close()
+    with pytest.raises(ConfigError, match="neither a model alias nor a deployment"):
         settings_from_yaml(parse_yaml("retrieval: {embedder: ghost}\n", "keel.yaml"))

@@ -38,11 +38,11 @@ def ingest_with_progress(
 ) -> IngestReport:
     """Ingest with a progress bar (one step per file); unchanged files are skipped quickly."""
     files, _ = discover(paths)
-    with closing(Backend(env.settings, env.home)) as backend:
+    with closing(Backend(env.settings, env.home)) as backend, closing(make_embedder(env.settings, env.home)) as emb:
         col = backend.open(
             tenant,
             collection,
-            make_embedder(env.settings),
+            emb,
             create=True,
             chunk_tokens=chunk_tokens,
             overlap=min(overlap, chunk_tokens - 1),
@@ -112,8 +112,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Ranked chunks with their source, heading path, page and score."""
         env = load_env(config)
-        with closing(Backend(env.settings, env.home)) as backend:
-            col = backend.open(tenant, collection, make_embedder(env.settings))
+        with closing(Backend(env.settings, env.home)) as backend, closing(make_embedder(env.settings, env.home)) as emb:
+            col = backend.open(tenant, collection, emb)
             spec = rerank if rerank is not None else col.rerank
             filters = Filters(None, doc_prefix, frozenset(kind)) if doc_prefix or kind else None
             found = col.search(
@@ -211,8 +211,8 @@ async def _ask(
 ) -> None:
     service = build_service(env.settings, env.home)
     try:
-        with closing(Backend(env.settings, env.home)) as backend:
-            col = backend.open(tenant, name, make_embedder(env.settings))
+        with closing(Backend(env.settings, env.home)) as backend, closing(make_embedder(env.settings, env.home)) as emb:
+            col = backend.open(tenant, name, emb)
             result = Answer()
             alias = model or env.settings.default_model or "local"
             stream = answer_stream(

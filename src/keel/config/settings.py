@@ -136,7 +136,9 @@ class RetrievalSettings(Strict):
         None, description="where collections live; the store's backend by default"
     )
     postgres_url: Secret = Field(None, description='{"$env": "VAR"} holding a postgresql:// URL; store.url by default')
-    embedder: str | None = Field(None, description="an embeddings deployment; the local MiniLM by default")
+    embedder: str | None = Field(
+        None, description="an alias or deployment serving embeddings (via the gateway); the local MiniLM by default"
+    )
 
 
 class ScoreConfig(Strict):
@@ -334,8 +336,9 @@ class KeelSettings(Strict):
                 known = ", ".join(sorted(self.local_models))
                 message = f"unknown local model '{deployment.model}' (known: {known})"
                 errors.append((("deployments", dep_name, "model"), message))
-        if self.retrieval.embedder is not None and self.retrieval.embedder not in self.deployments:
-            errors.append((("retrieval", "embedder"), f"unknown deployment '{self.retrieval.embedder}'"))
+        embedder = self.retrieval.embedder
+        if embedder is not None and embedder not in self.deployments and embedder not in self.models:
+            errors.append((("retrieval", "embedder"), f"'{embedder}' is neither a model alias nor a deployment"))
         if self.store.backend == "postgres" and self.store.url is None:
             errors.append((("store", "url"), 'the postgres store needs url: {"$env": "VAR"}'))
         if self.retrieval_backend == "postgres" and self.retrieval_url is None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from typing import TypeVar
 
 from keel.errors import KeelError
-from keel.providers.base import Provider
-from keel.types import Attempt, ChatChunk, ChatRequest, ChatResponse
+from keel.providers.base import Adapter
+from keel.types import Attempt, ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+
+T = TypeVar("T", ChatRequest, EmbeddingRequest)
+R = TypeVar("R")
 
 
 def _fail(attempt: Attempt, exc: BaseException) -> None:
@@ -19,11 +23,11 @@ def _fail(attempt: Attempt, exc: BaseException) -> None:
 
 
 class RecordAttempts:
-    def __init__(self, wrapped: Provider) -> None:
+    def __init__(self, wrapped: Adapter) -> None:
         self.wrapped = wrapped
         self.info = wrapped.info
 
-    def _start(self, req: ChatRequest) -> Attempt:
+    def _start(self, req: ChatRequest | EmbeddingRequest) -> Attempt:
         attempt = Attempt(
             deployment=self.info.deployment, provider=self.info.provider, model=self.info.model, started=time.time()
         )
@@ -31,9 +35,15 @@ class RecordAttempts:
         return attempt
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
+        return await self._call(self.wrapped.complete, req)
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        return await self._call(self.wrapped.embed, req)
+
+    async def _call(self, call: Callable[[T], Awaitable[R]], req: T) -> R:
         attempt = self._start(req)
         try:
-            response = await self.wrapped.complete(req)
+            response = await call(req)
         except BaseException as exc:
             _fail(attempt, exc)
             raise

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Literal
+from typing import Literal, TypeVar
 
 from keel.config.settings import BreakerSettings
 from keel.errors import BadUpstreamResponse, CircuitOpen, ProviderError, UpstreamTimeout, UpstreamUnavailable
 from keel.gateway.streams import prime
-from keel.providers.base import Provider
-from keel.types import ChatChunk, ChatRequest, ChatResponse
+from keel.providers.base import Adapter
+from keel.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 
+T = TypeVar("T")
+R = TypeVar("R")
 State = Literal["closed", "open", "half_open"]
 #: Faults that say the endpoint is unhealthy. Rate limits and request errors do not.
 TRIPS_ON: tuple[type[ProviderError], ...] = (UpstreamUnavailable, UpstreamTimeout, BadUpstreamResponse)
@@ -20,7 +22,7 @@ TRIPS_ON: tuple[type[ProviderError], ...] = (UpstreamUnavailable, UpstreamTimeou
 
 class CircuitBreaker:
     def __init__(
-        self, wrapped: Provider, policy: BreakerSettings, *, clock: Callable[[], float] = time.monotonic
+        self, wrapped: Adapter, policy: BreakerSettings, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.wrapped = wrapped
         self.info = wrapped.info
@@ -68,9 +70,15 @@ class CircuitBreaker:
             self.state, self.opened_at = "open", self.clock()
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
+        return await self._call(self.wrapped.complete, req)
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        return await self._call(self.wrapped.embed, req)
+
+    async def _call(self, call: Callable[[T], Awaitable[R]], req: T) -> R:
         probe = self._admit()
         try:
-            response = await self.wrapped.complete(req)
+            response = await call(req)
         except BaseException as exc:
             self._record(probe, exc)
             raise

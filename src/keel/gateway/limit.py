@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from keel.errors import Overloaded
-from keel.providers.base import Provider
-from keel.types import ChatChunk, ChatRequest, ChatResponse
+from keel.providers.base import Adapter
+from keel.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 
 
 class ConcurrencyLimit:
-    def __init__(self, wrapped: Provider, *, max_concurrency: int, max_queue: int, queue_timeout: float) -> None:
+    def __init__(self, wrapped: Adapter, *, max_concurrency: int, max_queue: int, queue_timeout: float) -> None:
         self.wrapped = wrapped
         self.info = wrapped.info
         self.max_queue = max_queue
@@ -45,6 +45,13 @@ class ConcurrencyLimit:
         await self._acquire()
         try:
             return await self.wrapped.complete(req)
+        finally:
+            self._slots.release()
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        await self._acquire()
+        try:
+            return await self.wrapped.embed(req)
         finally:
             self._slots.release()
 

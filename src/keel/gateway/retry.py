@@ -7,6 +7,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from keel.config.settings import RetrySettings
 from keel.errors import (
@@ -19,10 +20,12 @@ from keel.errors import (
     UpstreamUnavailable,
 )
 from keel.gateway.streams import prime, relay
-from keel.providers.base import Provider
-from keel.types import ChatChunk, ChatRequest, ChatResponse
+from keel.providers.base import Adapter
+from keel.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
+R = TypeVar("R")
 #: Faults worth another try: rate limits, 5xx/resets, timeouts, garbage (often a proxy page), local queue full.
 RETRY_ON: tuple[type[ProviderError], ...] = (
     RateLimited,
@@ -36,7 +39,7 @@ RETRY_ON: tuple[type[ProviderError], ...] = (
 class Retry:
     def __init__(
         self,
-        wrapped: Provider,
+        wrapped: Adapter,
         policy: RetrySettings,
         *,
         on: tuple[type[ProviderError], ...] = RETRY_ON,
@@ -72,12 +75,18 @@ class Retry:
         return wait
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
+        return await self._call(self.wrapped.complete, req)
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        return await self._call(self.wrapped.embed, req)
+
+    async def _call(self, call: Callable[[T], Awaitable[R]], req: T) -> R:
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self.wrapped.complete(req)
+                return await call(req)
             except ProviderError as exc:
                 wait = self._plan(attempt, exc, started)
                 if wait is None:

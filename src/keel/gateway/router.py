@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from keel.config.settings import AliasSettings, KeelSettings
 from keel.errors import (
@@ -34,7 +34,7 @@ from keel.gateway.fallback import Fallback
 from keel.gateway.limit import ConcurrencyLimit
 from keel.gateway.retry import Retry, Sleep
 from keel.gateway.timeout import Timeout
-from keel.providers.base import Embedder, Provider, ProviderEnv, ProviderFactory, ProviderInfo
+from keel.providers.base import Adapter, Embedder, Provider, ProviderEnv, ProviderFactory, ProviderInfo
 from keel.providers.registry import factory, provider_factories
 from keel.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 
@@ -53,7 +53,7 @@ class Route:
     alias: str
     settings: AliasSettings
     chat: Provider | None
-    embed: list[Embedder]
+    embed: Embedder | None  # the same wrappers as chat: retry, fallback, breaker, limits, timeout
     info: ProviderInfo  # the first deployment's profile
 
 
@@ -74,27 +74,30 @@ class Gateway:
         self.adapters: dict[str, Any] = {
             name: factory(dep.provider, known)(name, dep, env) for name, dep in settings.deployments.items()
         }
-        self.wrapped: dict[str, Provider] = {}
+        self.wrapped: dict[str, Adapter] = {}  # every deployment, chat or embeddings, behind the same wrappers
         for name, adapter in self.adapters.items():
-            if hasattr(adapter, "complete"):
-                dep = settings.deployments[name]
-                chain: Provider = Timeout(adapter, first_token=dep.timeout.first_token, total=dep.timeout.total)
-                chain = ConcurrencyLimit(
-                    chain,
-                    max_concurrency=dep.max_concurrency,
-                    max_queue=dep.max_queue,
-                    queue_timeout=dep.queue_timeout_s,
-                )
-                chain = CircuitBreaker(chain, dep.breaker)
-                self.wrapped[name] = RecordAttempts(chain)
-        self.routes = {alias: self._route(alias, cfg, sleep) for alias, cfg in settings.models.items()}
+            dep = settings.deployments[name]
+            chain: Adapter = Timeout(adapter, first_token=dep.timeout.first_token, total=dep.timeout.total)
+            chain = ConcurrencyLimit(
+                chain,
+                max_concurrency=dep.max_concurrency,
+                max_queue=dep.max_queue,
+                queue_timeout=dep.queue_timeout_s,
+            )
+            chain = CircuitBreaker(chain, dep.breaker)
+            self.wrapped[name] = RecordAttempts(chain)
+        self.routes = {alias: self._route(alias, cfg, sleep) for alias, cfg in _aliases(settings).items()}
 
     def _route(self, alias: str, cfg: AliasSettings, sleep: Sleep) -> Route:
-        chat = [Retry(self.wrapped[d], cfg.retry, sleep=sleep) for d in cfg.deployments if d in self.wrapped]
-        embed = [cast(Embedder, self.adapters[d]) for d in cfg.deployments if hasattr(self.adapters[d], "embed")]
         on = tuple(cls for key in cfg.fallback_on for cls in FALLBACK_CLASSES[key])
+
+        def chain(capability: str) -> Fallback | None:
+            able = [d for d in cfg.deployments if hasattr(self.adapters[d], capability)]
+            tries = [Retry(self.wrapped[d], cfg.retry, sleep=sleep) for d in able]
+            return Fallback(tries, on=on) if tries else None
+
         first = self.adapters[cfg.deployments[0]]
-        return Route(alias, cfg, Fallback(chat, on=on) if chat else None, embed, first.info)
+        return Route(alias, cfg, chain("complete"), chain("embed"), first.info)
 
     def route(self, model: str) -> Route:
         found = self.routes.get(model)
@@ -142,16 +145,9 @@ class Gateway:
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         route = self.route(req.model)
-        if not route.embed:
+        if route.embed is None:
             raise InvalidRequest(f"the model '{req.model}' does not serve embeddings", param="model")
-        on = tuple(cls for key in route.settings.fallback_on for cls in FALLBACK_CLASSES[key])
-        for index, embedder in enumerate(route.embed):
-            try:
-                return await embedder.embed(req)
-            except ProviderError as exc:
-                if index == len(route.embed) - 1 or not isinstance(exc, on):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await route.embed.embed(req)
 
     def price_key(self, deployment: str) -> str:
         adapter = self.adapters.get(deployment)
@@ -176,3 +172,13 @@ def _with_model(req: ChatRequest, model: str) -> ChatRequest:
         params=req.params,
         ctx=req.ctx,
     )
+
+
+def _aliases(settings: KeelSettings) -> dict[str, AliasSettings]:
+    """keel.yaml's aliases, and one for ``retrieval.embedder`` when it names a bare deployment: retrieval
+    embeds through the gateway, by alias, like every other call."""
+    aliases = dict(settings.models)
+    embedder = settings.retrieval.embedder
+    if embedder is not None and embedder not in aliases:
+        aliases[embedder] = AliasSettings(deployments=[embedder], description="retrieval.embedder")
+    return aliases

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from keel.errors import UpstreamTimeout
-from keel.providers.base import Provider
-from keel.types import ChatChunk, ChatRequest, ChatResponse
+from keel.providers.base import Adapter
+from keel.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 
 
 class _Watchdog:
@@ -42,7 +42,7 @@ class _Watchdog:
 
 
 class Timeout:
-    def __init__(self, wrapped: Provider, *, first_token: float, total: float) -> None:
+    def __init__(self, wrapped: Adapter, *, first_token: float, total: float) -> None:
         self.wrapped = wrapped
         self.info = wrapped.info
         self.first_token = first_token
@@ -58,6 +58,13 @@ class Timeout:
                 return await self.wrapped.complete(req)
         except TimeoutError:
             raise self._error("answer", self.total) from None
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        try:
+            async with asyncio.timeout(self.total):
+                return await self.wrapped.embed(req)
+        except TimeoutError:
+            raise self._error("embeddings", self.total) from None
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
         loop = asyncio.get_running_loop()

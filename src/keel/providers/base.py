@@ -48,6 +48,12 @@ class Embedder(Protocol):
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse: ...
 
 
+@runtime_checkable
+class Adapter(Provider, Embedder, Protocol):
+    """A deployment as the gateway's wrappers see it: chat, embeddings, or both. An adapter may lack
+    one half (a chat model, an embedding model); the router never asks it for what it lacks."""
+
+
 class Closeable(Protocol):
     async def aclose(self) -> None: ...
 

@@ -136,7 +136,7 @@ class Collections:
 
     def embedder(self) -> TextEmbedder:
         if self._embedder is None:
-            self._embedder = make_embedder(self.settings)
+            self._embedder = make_embedder(self.settings, self.home)
         return self._embedder
 
     def embed(self, texts: list[str]) -> Any:
@@ -153,7 +153,9 @@ class Collections:
         if found is None:
             if not create and not self.backend().exists(owner, name):
                 raise CollectionNotFound(f"no collection '{name}'")
-            found = self.backend().open(owner, name, self.embedder(), create=create, **options)
+            embedder = self.embedder()
+            scoped = getattr(embedder, "scoped", None)  # through the gateway: traced to the tenant
+            found = self.backend().open(owner, name, scoped(owner) if scoped else embedder, create=create, **options)
             self._open[key] = found
         return found
 
@@ -185,3 +187,6 @@ class Collections:
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
+        close = getattr(self._embedder, "close", None)
+        if close is not None:
+            close()

@@ -1,15 +1,35 @@
-"""The embedder retrieval uses: a name, its dimensions, batch embedding and its own token counts."""
+"""The embedder retrieval uses, as a blocking adapter: indexes run in worker threads (or the CLI),
+so they call ``embed(texts)`` and wait. There is one embeddings contract — ``keel.providers.base.
+Embedder``, async, registered like providers — and two adapters over it, where sync is needed:
+
+- ``LocalMiniLM``: the embedded default, all-MiniLM-L6-v2 int8 on onnxruntime, in this process (the
+  same model class the ``onnx-embed`` provider serves);
+- ``GatewayEmbedder``: any alias or deployment ``retrieval.embedder`` names, through the gateway — so
+  hosted embeddings get retry, timeout, breaker, fallback, a trace row with their cost, and the
+  gateway's error classes (a 429 is ``RateLimited``).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from keel.config.settings import KeelSettings
-from keel.errors import ConfigError
 from keel.rag.index import Vector
 from keel.text import estimate_tokens
+from keel.types import CallContext, EmbeddingRequest
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+
+    from keel.gateway.service import GatewayService
+
+#: Who retrieval's embedding calls are traced as.
+FEATURE = "retrieval"
 
 
 class TextEmbedder(Protocol):
@@ -46,50 +66,51 @@ class LocalMiniLM:
             return []
         return [len(e.ids) for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
 
+    def close(self) -> None:
+        """Nothing to release (the model lives as long as the process)."""
 
-class HTTPEmbedder:
-    """Embeddings from any OpenAI-compatible ``/embeddings`` endpoint (a deployment in keel.yaml).
 
-    Vectors are L2-normalised (search is cosine). Token counts for chunking are an *estimate*
-    (~4 characters a token): a hosted model's tokenizer is not available offline."""
+class GatewayEmbedder:
+    """Embeddings through the gateway, callable from any thread, the event loop's own included.
 
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        model: str,
-        *,
-        headers: dict[str, str] | None = None,
-        batch: int = 64,
-        timeout: float = 60.0,
-    ) -> None:
-        import httpx
+    It runs its gateway on a private event loop in a thread of its own (an anyio blocking portal),
+    so a blocking caller never waits on a loop it is itself blocking. Vectors are L2-normalised
+    (search is cosine). Token counts for chunking are an *estimate* (~4 characters a token): a
+    hosted model's tokenizer is not available offline."""
 
-        self.name = name
-        self.model = model
+    def __init__(self, settings: KeelSettings, home: Path, alias: str, *, tenant: str | None = None, batch: int = 64):
+        from anyio.from_thread import start_blocking_portal
+
+        from keel.gateway.runtime import build_service
+
+        self.alias = alias
+        self.name = alias
+        self.tenant = tenant
         self.batch = batch
-        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers or {}, timeout=timeout)
-        self.dims = int(self.embed(["dimension probe"]).shape[1])
+        self._stack = ExitStack()
+        self._lock = threading.Lock()
+        self._portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
+        self._service: GatewayService = build_service(settings, home)
+        self._stack.callback(self._close_service)
+        try:
+            self.dims = int(self.embed(["dimension probe"]).shape[1])
+        except BaseException:
+            self.close()
+            raise
+
+    def scoped(self, tenant: str) -> GatewayEmbedder:
+        """The same gateway, with calls traced (and charged) to ``tenant``."""
+        view = object.__new__(GatewayEmbedder)
+        view.__dict__.update(self.__dict__)
+        view.tenant = tenant
+        return view
 
     def embed(self, texts: list[str]) -> Vector:
-        from keel.errors import BadUpstreamResponse, UpstreamUnavailable
-
         out: list[list[float]] = []
         for start in range(0, len(texts), self.batch):
-            batch = texts[start : start + self.batch]
-            try:
-                response = self._client.post("/embeddings", json={"model": self.model, "input": batch})
-            except Exception as exc:  # httpx's transport errors
-                raise UpstreamUnavailable(f"{self.name}: embeddings request failed ({type(exc).__name__})") from None
-            if response.status_code >= 400:
-                raise UpstreamUnavailable(
-                    f"{self.name}: embeddings answered {response.status_code}: {response.text[:200]}"
-                )
-            try:
-                items = sorted(response.json()["data"], key=lambda d: d["index"])
-                out.extend([float(x) for x in item["embedding"]] for item in items)
-            except (KeyError, TypeError, ValueError):
-                raise BadUpstreamResponse(f"{self.name}: embeddings in an unknown shape") from None
+            ctx = CallContext(tenant=self.tenant, feature=FEATURE)
+            req = EmbeddingRequest(model=self.alias, inputs=texts[start : start + self.batch], ctx=ctx)
+            out.extend(self._portal.call(self._service.embed, req).vectors)
         if not out:
             return np.zeros((0, getattr(self, "dims", 0)), dtype=np.float32)
         vectors = np.asarray(out, dtype=np.float32)
@@ -100,18 +121,21 @@ class HTTPEmbedder:
     def token_counts(self, texts: list[str]) -> list[int]:
         return [estimate_tokens(t) for t in texts]
 
+    def _close_service(self) -> None:
+        from keel.gateway.runtime import close_service
 
-def make_embedder(settings: KeelSettings) -> TextEmbedder:
-    """The embedder ``retrieval.embedder`` names: a deployment (openai-compatible or onnx-embed)."""
+        self._portal.call(close_service, self._service)
+
+    def close(self) -> None:
+        """Flush its traces and stop its thread (a scoped view shares them: close the original)."""
+        with self._lock:
+            self._stack.close()
+
+
+def make_embedder(settings: KeelSettings, home: Path) -> LocalMiniLM | GatewayEmbedder:
+    """The embedder ``retrieval.embedder`` names — any alias or deployment, through the gateway —
+    or the local MiniLM when it names none."""
     name = settings.retrieval.embedder
     if name is None:
         return LocalMiniLM()
-    deployment = settings.deployments[name]
-    if deployment.provider == "onnx-embed":
-        return LocalMiniLM()
-    if deployment.provider != "openai" or not deployment.base_url:
-        raise ConfigError(f"retrieval.embedder '{name}' must be an openai-compatible deployment with a base_url")
-    headers = dict(deployment.headers)
-    if deployment.api_key is not None:
-        headers["authorization"] = f"Bearer {deployment.api_key.resolve()}"
-    return HTTPEmbedder(f"{name}:{deployment.model}", deployment.base_url, deployment.model, headers=headers)
+    return GatewayEmbedder(settings, home, name)
