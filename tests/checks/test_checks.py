@@ -49,7 +49,7 @@ def test_scores_and_reasons_are_informative() -> None:
     )
     assert close.passed and 0.7 < close.score < 1
     cites = verdict("citations-valid", sources=["refund text"])
-    assert not cites.passed and cites.score == 0.5 and "not given: [2]" in cites.reason
+    assert not cites.passed and cites.score == 0.5 and "[2] names no source" in cites.reason
     assert verdict("says-dont-know", "I don’t know based on the available documents.").passed  # curly quote
 
 

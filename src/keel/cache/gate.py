@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from keel.checks.grounded import content_words, negated, numbers
+from keel.text import content_words, negated, numbers
 
 OPPOSITES = [
     ("on", "off"), ("enable", "disable"), ("activate", "deactivate"), ("add", "remove"), ("add", "delete"),

@@ -53,6 +53,7 @@ class CheckContext:
     latency_ms: float | None = None
     cost_usd: float | None = None
     finish_reason: str | None = None
+    structured_ok: bool | None = None  # structured output: whether an attempt validated (None: not structured)
     embed: Callable[[list[str]], Any] | None = None  # texts → unit vectors, for similarity checks
     judge: Judge | None = None  # a model call, for checks that declare ``requires_llm``
 

@@ -13,9 +13,10 @@ import orjson
 from keel.checks.base import CheckContext, CheckError, Verdict
 from keel.checks.schema import parse_and_validate, validator  # the same validation as serving
 from keel.errors import ConfigError
+from keel.text import CITATION, content_words, uncited
 
 Run = Callable[[CheckContext], Verdict | Awaitable[Verdict]]
-_CITATION = re.compile(r"\[(\d{1,3})\]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 DONT_KNOW = ("i don't know", "i do not know", "i'm not sure", "no information", "not in the documents", "cannot find")
 REFUSAL = (
     "i can't help",
@@ -266,16 +267,47 @@ def phrases(words: tuple[str, ...], what: str) -> Callable[[Params], Run]:
     return factory
 
 
-def citations_valid(p: Params) -> Run:
+def citations(p: Params) -> Run:
+    """The one citation check (evals, routes and the output guard): every [n] names a source that
+    was given, and the sentence citing it shares a content word with that source. An answer with no
+    citation fails when ``required`` (the default); otherwise it passes, scoring 0.5 when it had
+    sources to cite and ignored them."""
     required = p.get("required", bool, True)
 
     def run(ctx: CheckContext) -> Verdict:
-        cited = [int(n) for n in _CITATION.findall(ctx.output)]
-        if not cited:
-            return _yes(not required, "no citations (not required)", "the answer cites no source")
-        bad = sorted({n for n in cited if not 1 <= n <= len(ctx.sources)})
-        good = len([n for n in cited if n not in bad])
-        return Verdict(not bad, good / len(cited), f"cites {sorted(set(cited))}; not given: {bad}" if bad else "ok")
+        parts = [s for s in _SENTENCE_END.split(ctx.output) if s.strip()]
+        marks = [(s, [int(n) for n in CITATION.findall(s)]) for s in parts]
+        numbers = [n for _, ns in marks for n in ns]
+        if not numbers:
+            if required:
+                return Verdict(False, 0.0, "the answer cites no source")
+            return Verdict(True, 0.5 if ctx.sources else 1.0, "no citations (not required)")
+        missing: set[int] = set()
+        unrelated: list[str] = []
+        for sentence, ns in marks:
+            words = set(content_words(uncited(sentence)))
+            for n in ns:
+                if not 1 <= n <= len(ctx.sources):
+                    missing.add(n)
+                elif words and not words & set(content_words(ctx.sources[n - 1])):
+                    unrelated.append(f"[{n}] shares no words with its sentence")
+        good = len(numbers) - sum(1 for n in numbers if n in missing) - len(unrelated)
+        problems = [f"[{n}] names no source" for n in sorted(missing)] + unrelated
+        reason = (
+            f"cites {sorted(set(numbers))}; " + "; ".join(problems) if problems else f"{good} citation(s) check out"
+        )
+        return Verdict(not problems, good / len(numbers), reason)
+
+    return run
+
+
+def schema_valid(p: Params) -> Run:
+    """Structured output: some attempt validated against its schema (not: the fallback was served)."""
+
+    def run(ctx: CheckContext) -> Verdict:
+        if ctx.structured_ok is None:
+            return Verdict(True, 1.0, "not a structured answer")
+        return _yes(ctx.structured_ok, "valid", "no attempt was valid")
 
     return run
 
@@ -338,7 +370,9 @@ BUILTIN: dict[str, Callable[[Params], Run]] = {
     "finish-reason": finish_reason,
     "refusal": phrases(REFUSAL, "a refusal"),
     "says-dont-know": phrases(DONT_KNOW, "an 'I don't know'"),
-    "citations-valid": citations_valid,
+    "citations": citations,
+    "citations-valid": citations,  # the name evals have used
+    "schema": schema_valid,
     "recall@k": ranking(_recall),
     "mrr": ranking(_mrr),
     "ndcg@k": ranking(_ndcg),

@@ -23,46 +23,18 @@ import numpy as np
 from keel.checks.base import CheckContext, CheckError, JudgeError, Verdict
 from keel.checks.builtin import DONT_KNOW, Params, Run
 from keel.checks.judged import read_reply, require_judge
+from keel.text import content_words, negated, numbers, uncited
 
-_CITE = re.compile(r"\s*\[\d{1,3}\]")
 # sentence ends, blank lines, and line starts that open a list item or heading — not the single
 # newlines of hard-wrapped text, which sit mid-sentence in most Markdown sources
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[`*]?[A-Z0-9])|\n\s*\n|\n(?=\s*(?:[-*•#|]|\d{1,2}[.)])\s)")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+")
-_WORD = re.compile(r"[a-z0-9]+(?:[.,:'/-][a-z0-9]+)*")
-_DIGIT = re.compile(r"\d")
-STOP = frozenset(
-    """a about above after again against all also am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each few for from further had has have having
-    he her here hers him his how i if in into is it its itself just let me more most my no nor not of off on
-    once only or other our ours out over own same she should so some such than that the their theirs them
-    then there these they this those through to too under until up very was we were what when where which
-    while who whom why will with would you your yours yes please thanks hope helps""".split()
-)
 MIN_WORDS = 3
 PARAPHRASE_COSINE, PARAPHRASE_COVERAGE = 0.8, 0.4
-NEGATIONS = frozenset("not no never cannot can't won't don't doesn't isn't aren't wasn't weren't none nothing".split())
-
-
-def _stem(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
-
-
-def content_words(text: str) -> list[str]:
-    words = (w.strip(".,:'/-") for w in _WORD.findall(text.casefold().replace("’", "'")))
-    return [_stem(w) for w in words if w and w not in STOP]
-
-
-def numbers(words: Sequence[str]) -> set[str]:
-    return {w.replace(",", "") for w in words if _DIGIT.search(w)}
 
 
 def sentences(text: str) -> list[str]:
-    parts = (_BULLET.sub("", _CITE.sub("", s)).strip() for s in _SPLIT.split(text))
+    parts = (_BULLET.sub("", uncited(s)).strip() for s in _SPLIT.split(text))
     return [s for s in parts if s]
 
 
@@ -82,11 +54,6 @@ def claims_of(answer: str) -> list[str]:
 def _abstains(sentence: str) -> bool:
     low = sentence.casefold().replace("’", "'")
     return any(phrase in low for phrase in DONT_KNOW)
-
-
-def negated(text: str) -> bool:
-    words = re.findall(r"[a-z']+", text.casefold().replace("’", "'"))
-    return any(w in NEGATIONS or w.endswith("n't") for w in words)
 
 
 def assess(

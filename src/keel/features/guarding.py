@@ -7,12 +7,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from keel.checks import CheckContext
 from keel.errors import UserError
 from keel.features.result import Plan
 from keel.features.spec import FeatureSpec
-from keel.guards import output as output_guards
 from keel.guards.actions import decide
 from keel.guards.inputs import InputGuard
+from keel.guards.output import guard_check
 from keel.guards.pii import redact_many
 from keel.guards.screen import screen
 from keel.rag.answer import NOTHING_FOUND
@@ -80,29 +81,28 @@ def screen_sources(plan: Plan, found: list[Found]) -> list[Found]:
 
 
 def guard_output(plan: Plan, collections: Collections | None) -> None:
-    """Output guards in the spec's order; the lowest score is the answer's confidence."""
+    """Output guards in the spec's order, each a check from the registry; the lowest score is the
+    answer's confidence."""
     spec, result = plan.spec, plan.result
     rules = spec.guards.output if spec.guards is not None else []
     if not rules:
         return
-    sources = [s.text for s in result.sources]
-    embed = collections.embed if collections is not None else None
+    failed = any(n.startswith("output: every attempt") for n in result.notes)
+    ctx = CheckContext(
+        output=result.answer,
+        sources=[s.text for s in result.sources],
+        embed=collections.embed if collections is not None else None,
+        structured_ok=None if spec.output is None else not failed,
+    )
     for rule in rules:
-        if rule.name == "grounded":
-            checked = output_guards.grounded(result.answer, sources, embed, rule.threshold or 0.8)
-        elif rule.name == "citations":
-            checked = output_guards.citations(result.answer, sources)
-        elif rule.name == "unsafe":
-            checked = output_guards.unsafe(result.answer)
-        else:
-            checked = output_guards.schema(not any(n.startswith("output: every attempt") for n in result.notes))
-        result.guards[checked.name] = round(checked.score, 3)
-        if checked.passed:
+        verdict = guard_check(rule.name, rule.threshold)(ctx)
+        result.guards[rule.name] = round(verdict.score, 3)
+        if verdict.passed:
             continue
         action = rule.action or "flag"
-        result.notes.append(f"guard {checked.name} ({action}): {checked.reason}")
+        result.notes.append(f"guard {rule.name} ({action}): {verdict.reason}")
         if action == "block":
-            raise OutputBlocked(f"guard '{checked.name}' blocked the answer: {checked.reason}")
+            raise OutputBlocked(f"guard '{rule.name}' blocked the answer: {verdict.reason}")
         if action == "fallback":
             fallback = spec.output.fallback if spec.output is not None else None
             result.answer = fallback if isinstance(fallback, str) else NOTHING_FOUND

@@ -1,32 +1,30 @@
-"""Output guards: what the model said, checked before the user sees it. Each gives a score (0–1)
-and a reason; together they make the answer's **confidence** (the lowest score), which the "I don't
-know" path and review use.
+"""Output guards: what the model said, checked before the user sees it. Each guard is a check from
+the one registry (``keel.checks``), so a guard and an eval that share a name are the same code:
 
-- ``grounded``: each claim supported by the sources it was given (the ``grounded`` check: words,
-  paraphrase by embedding, numbers, negations).
+- ``grounded``: each claim supported by the sources it was given (words, paraphrase by embedding,
+  numbers, negations);
 - ``citations``: every [n] names a source that was given, and the sentence citing it shares words
-  with that source.
-- ``unsafe``: a documented policy — instructions for weapons, self-harm encouragement, hate slurs,
-  sexual content involving minors, credentials or secrets echoed back — by phrase lists and the secret
-  patterns of the PII guard; a hit scores 0.
-- ``schema``: a structured answer that is not valid against its schema (its fallback served) scores 0.
+  with that source (not required: an answer without any scores 0.5 when it had sources);
+- ``unsafe`` (defined here, registered through the ``keel.checks`` entry point like any plugin): a
+  documented policy — instructions for weapons, self-harm encouragement, hate slurs, sexual content
+  involving minors, malware, credentials or secrets echoed back — by phrase lists and the secret
+  patterns of the PII guard; a hit scores 0;
+- ``schema``: a structured answer none of whose attempts validated (its fallback served) scores 0.
 
-Actions: ``flag`` (the default: keep the answer, lower the confidence, note it), ``block`` (refuse
-with the reason), ``fallback`` (serve the declared fallback answer instead).
+Their verdicts' scores make the answer's **confidence** (the lowest), which the "I don't know" path
+and review use. Actions: ``flag`` (the default: keep the answer, lower the confidence, note it),
+``block`` (refuse with the reason), ``fallback`` (serve the declared fallback answer instead).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-from keel.checks.grounded import assess, content_words
-from keel.checks.grounded import verdict as grounded_verdict
+from keel.checks.base import CheckContext, Verdict
+from keel.checks.builtin import Params, Run
+from keel.checks.registry import BoundCheck, make_check
 from keel.guards.pii import detect
-
-_CITE = re.compile(r"\[(\d{1,3})\]")
 
 UNSAFE: dict[str, tuple[str, ...]] = {
     "weapons": ("build a bomb", "make a bomb", "pipe bomb", "make explosives", "synthesize nerve agent",
@@ -36,56 +34,34 @@ UNSAFE: dict[str, tuple[str, ...]] = {
     "sexual-minors": ("sexual content involving minors", "child sexual"),
     "malware": ("write ransomware", "keylogger that evades", "disable the antivirus and"),
 }  # fmt: skip
+GROUNDED_THRESHOLD = 0.8
 
 
-@dataclass(frozen=True, slots=True)
-class GuardResult:
-    name: str
-    score: float
-    passed: bool
-    reason: str
+def unsafe(p: Params) -> Run:
+    def run(ctx: CheckContext) -> Verdict:
+        low = ctx.output.casefold()
+        for category, phrases in UNSAFE.items():
+            hit = next((phrase for phrase in phrases if phrase in low), None)
+            if hit is not None:
+                return Verdict(False, 0.0, f"{category}: {hit!r}")
+        secrets = [f for f in detect(ctx.output, ner=False) if f.kind == "SECRET"]
+        if secrets:
+            return Verdict(False, 0.0, f"echoes a secret ({secrets[0].text[:12]}…)")
+        return Verdict(True, 1.0, "no unsafe category matched")
+
+    return run
 
 
-def grounded(
-    answer: str, sources: Sequence[str], embed: Callable[[list[str]], Any] | None, threshold: float
-) -> GuardResult:
-    claims = assess(answer, sources, embed=embed)
-    v = grounded_verdict(claims, threshold)
-    return GuardResult("grounded", v.score, v.passed, v.reason)
+def register(add: Callable[..., None]) -> None:
+    """The ``keel.checks`` entry point: the guards' own checks, through the plugin door."""
+    add("unsafe", unsafe)
 
 
-def citations(answer: str, sources: Sequence[str]) -> GuardResult:
-    parts = [p for p in re.split(r"(?<=[.!?])\s+|\n+", answer) if p.strip()]
-    cited = [(s, [int(n) for n in _CITE.findall(s)]) for s in parts]
-    numbers = [n for _, ns in cited for n in ns]
-    if not numbers:
-        return GuardResult("citations", 1.0 if not sources else 0.5, True, "no citations")
-    bad: list[str] = []
-    good = 0
-    for sentence, ns in cited:
-        words = set(content_words(_CITE.sub("", sentence)))
-        for n in ns:
-            if not 1 <= n <= len(sources):
-                bad.append(f"[{n}] names no source")
-            elif words and not words & set(content_words(sources[n - 1])):
-                bad.append(f"[{n}] shares no words with its sentence")
-            else:
-                good += 1
-    score = good / len(numbers)
-    return GuardResult("citations", score, not bad, "; ".join(bad[:3]) or f"{good} citation(s) check out")
-
-
-def unsafe(answer: str) -> GuardResult:
-    low = answer.casefold()
-    for category, phrases in UNSAFE.items():
-        hit = next((p for p in phrases if p in low), None)
-        if hit is not None:
-            return GuardResult("unsafe", 0.0, False, f"{category}: {hit!r}")
-    secrets = [f for f in detect(answer, ner=False) if f.kind == "SECRET"]
-    if secrets:
-        return GuardResult("unsafe", 0.0, False, f"echoes a secret ({secrets[0].text[:12]}…)")
-    return GuardResult("unsafe", 1.0, True, "no unsafe category matched")
-
-
-def schema(valid: bool) -> GuardResult:
-    return GuardResult("schema", 1.0 if valid else 0.0, valid, "valid" if valid else "no attempt was valid")
+def guard_check(name: str, threshold: float | None) -> BoundCheck:
+    """The registry's check for an output-guard rule, with the guard's defaults."""
+    spec: dict[str, Any] = {"type": name}
+    if name == "grounded":
+        spec["threshold"] = threshold or GROUNDED_THRESHOLD
+    elif name == "citations":
+        spec["required"] = False
+    return make_check(spec)

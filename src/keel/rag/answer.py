@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,7 @@ from keel.gateway.service import GatewayService
 from keel.rag.backends import CollectionLike
 from keel.rag.found import Found
 from keel.rag.rerank import candidate_pool, rerank_top
-from keel.text import estimate_tokens
+from keel.text import cited, estimate_tokens
 from keel.types import CallContext, ChatRequest
 
 SYSTEM = (
@@ -25,7 +24,6 @@ SYSTEM = (
     "Example of a cited answer: Refunds are issued within five business days [2]."
 )
 NOTHING_FOUND = "I don't know: nothing in the documents matches that question."
-_CITATION = re.compile(r"\[(\d{1,3})\]")
 
 
 @dataclass(slots=True)
@@ -87,12 +85,9 @@ def render_context(sources: list[Found]) -> str:
 
 
 def check_citations(text: str, sources: list[Found]) -> list[Citation]:
-    seen: list[int] = []
-    for match in _CITATION.finditer(text):
-        number = int(match.group(1))
-        if number not in seen:
-            seen.append(number)
-    return [Citation(n, 1 <= n <= len(sources), sources[n - 1] if 1 <= n <= len(sources) else None) for n in seen]
+    """The answer's citations, in order of first appearance, each with the source it names (if given)."""
+    given = range(1, len(sources) + 1)
+    return [Citation(n, n in given, sources[n - 1] if n in given else None) for n in cited(text)]
 
 
 async def answer_stream(
