@@ -14,11 +14,11 @@ from rich.table import Table
 from keel.cli.common import DEFAULT_TENANT, TENANT, Env, console, fmt_ts, load_env
 from keel.gateway.runtime import build_service, close_service
 from keel.rag.answer import Answer, answer_stream
-from keel.rag.backends import Backend
+from keel.rag.backends import Backend, CollectionLike
 from keel.rag.collection import Found, Mode
 from keel.rag.embedder import make_embedder
 from keel.rag.ingest import IngestReport, discover, ingest
-from keel.rag.rerank import candidate_pool, rerank_top
+from keel.rag.retrieval import Query, retrieve
 from keel.rag.search import Filters
 from keel.types import CallContext
 
@@ -114,13 +114,9 @@ def register(app: typer.Typer) -> None:
         env = load_env(config)
         with closing(Backend(env.settings, env.home)) as backend, closing(make_embedder(env.settings, env.home)) as emb:
             col = backend.open(tenant, collection, emb)
-            spec = rerank if rerank is not None else col.rerank
             filters = Filters(None, doc_prefix, frozenset(kind)) if doc_prefix or kind else None
-            found = col.search(
-                query, top_k=candidate_pool(top_k, spec), mode=mode, min_score=min_score, filters=filters
-            )
-            if spec != "none":
-                found = asyncio.run(_rerank(env, spec, query, found, top_k, tenant))
+            asked = Query(query, top_k=top_k, mode=mode, min_score=min_score, filters=filters, rerank=rerank)
+            found = asyncio.run(_search(env, col, asked, tenant))
         if json:
             print(orjson.dumps([f.as_dict() for f in found]).decode())
             return
@@ -164,18 +160,12 @@ def register(app: typer.Typer) -> None:
         console.print(table)
 
 
-async def _rerank(env: Env, spec: str, query: str, found: list[Found], top_k: int, tenant: str) -> list[Found]:
+async def _search(env: Env, col: CollectionLike, asked: Query, tenant: str) -> list[Found]:
+    spec = asked.rerank if asked.rerank is not None else col.rerank
     service = build_service(env.settings, env.home) if spec.startswith("llm") else None  # only the LLM needs it
     try:
-        return await rerank_top(
-            spec,
-            query,
-            found,
-            top_k,
-            service=service,
-            default_model=env.settings.default_model or "local",
-            tenant=tenant,
-        )
+        default_model = env.settings.default_model or "local"
+        return await retrieve(col, asked, service=service, default_model=default_model, tenant=tenant)
     finally:
         if service is not None:
             await close_service(service)

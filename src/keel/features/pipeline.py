@@ -18,7 +18,6 @@ refused with a clear error rather than silently served without.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager, closing
@@ -55,7 +54,7 @@ from keel.gateway.service import GatewayService
 from keel.guards.pii import restore
 from keel.rag.answer import NOTHING_FOUND, SYSTEM, check_citations, render_context, select_sources
 from keel.rag.backends import CollectionNotFound, Collections
-from keel.rag.rerank import candidate_pool, rerank_top
+from keel.rag.retrieval import Query, retrieve
 from keel.store import DEFAULT_TENANT, Store, open_store
 from keel.store.traces import TraceRecord, outcome
 from keel.text import estimate_tokens
@@ -314,27 +313,21 @@ class FeaturePipeline:
                 f"feature '{spec.name}' retrieves from collection '{name}', which does not exist: "
                 f"create it with `keel ingest {name} PATH`"
             ) from None
-        query = _query(spec, inputs)
-        spec_rerank = collection.rerank if spec.retrieval.rerank else "none"  # rerank: true → the collection's
-        found = await self.collections.run(
-            functools.partial(
-                collection.search,
-                query,
-                top_k=candidate_pool(spec.retrieval.top_k, spec_rerank),
-                min_score=spec.retrieval.min_score,
-                mode=spec.retrieval.mode,
-                tracer=self.service.tracer,
-                **({} if spec.retrieval.feedback else {"feedback": None}),
-            )
+        query = Query(
+            _query(spec, inputs),
+            top_k=spec.retrieval.top_k,
+            mode=spec.retrieval.mode,
+            min_score=spec.retrieval.min_score,
+            rerank=None if spec.retrieval.rerank else "none",  # rerank: true → the collection's own
+            feedback=spec.retrieval.feedback,
         )
-        found = await rerank_top(
-            spec_rerank,
+        found = await retrieve(
+            collection,
             query,
-            found,
-            spec.retrieval.top_k,
             service=self.service,
             default_model=plan.model,
             tenant=plan.ctx.tenant,
+            run=self.collections.run,
         )
         found = screen_sources(plan, found)
         if not found:

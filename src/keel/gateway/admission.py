@@ -20,6 +20,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from keel.cost.limits import MemoryLimiter, RateLimiter, RedisLimiter
 from keel.cost.prices import PriceTable
 from keel.errors import ConfigError, InvalidRequest, KeelError
 from keel.gateway.router import Gateway
+from keel.registry import Registry
 from keel.text import upper_bound_tokens
 from keel.types import ChatRequest, Usage
 
@@ -230,23 +232,34 @@ def _rate_error(claim: RateClaim, wait: float) -> KeelError:
     )
 
 
+def embedded_ledger(settings: KeelSettings, home: Path) -> tuple[Ledger, RateLimiter | None]:
+    """Counts in the store (one replica, or Postgres for many) and rate windows in this process."""
+    from keel.store import open_store
+
+    return StoreLedger(open_store(settings, home).budgets), MemoryLimiter() if settings.limits else None
+
+
+def redis_ledger(settings: KeelSettings, home: Path) -> tuple[Ledger, RateLimiter | None]:
+    """Counts and rate windows in Redis: every replica sees the same ones."""
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise ConfigError("ledger.backend: redis needs the Redis client: pip install 'keel[redis]'") from None
+    url = settings.ledger.redis_url
+    assert url is not None  # checked when the settings were loaded
+    return RedisLedger(url.resolve()), RedisLimiter(url.resolve()) if settings.limits else None
+
+
+#: ``(settings, home) → (ledger, limiter)``, named by ``ledger.backend`` (entry points ``keel.ledgers``).
+LEDGERS: Registry[Callable[[KeelSettings, Path], tuple[Ledger, RateLimiter | None]]] = Registry(
+    "ledger backend",
+    "keel.ledgers",
+    {"embedded": "keel.gateway.admission:embedded_ledger", "redis": "keel.gateway.admission:redis_ledger"},
+)
+
+
 def build_admission(settings: KeelSettings, home: Path, gateway: Gateway, prices: PriceTable) -> Admission:
     """Budgets and limits for every call (features may bring budgets of their own, so the step is
     always there; a call nothing applies to skips it at once)."""
-    ledger: Ledger | None = None
-    limiter: RateLimiter | None = None
-    if settings.ledger.backend == "redis":
-        try:
-            import redis  # noqa: F401
-        except ImportError:
-            raise ConfigError("ledger.backend: redis needs the Redis client: pip install 'keel[redis]'") from None
-        url = settings.ledger.redis_url
-        assert url is not None  # checked when the settings were loaded
-        ledger = RedisLedger(url.resolve())
-        limiter = RedisLimiter(url.resolve()) if settings.limits else None
-    else:
-        from keel.store import open_store
-
-        ledger = StoreLedger(open_store(settings, home).budgets)
-        limiter = MemoryLimiter() if settings.limits else None
+    ledger, limiter = LEDGERS.get(settings.ledger.backend, where="ledger.backend")(settings, home)
     return Admission(gateway, prices, settings, ledger, limiter)

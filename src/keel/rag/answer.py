@@ -13,7 +13,7 @@ from typing import Any
 from keel.gateway.service import GatewayService
 from keel.rag.backends import CollectionLike
 from keel.rag.found import Found
-from keel.rag.rerank import candidate_pool, rerank_top
+from keel.rag.retrieval import Query, retrieve
 from keel.text import cited, estimate_tokens
 from keel.types import CallContext, ChatRequest
 
@@ -104,12 +104,9 @@ async def answer_stream(
 ) -> AsyncIterator[str]:
     """Yield the answer's text as it streams; ``result`` is filled with sources and checked citations."""
     result = result if result is not None else Answer()
-    pool = candidate_pool(top_k, collection.rerank)
-    found = collection.search(question, top_k=pool, min_score=min_score, tracer=service.tracer)
-    tenant = ctx.tenant if ctx is not None else collection.tenant
-    found = await rerank_top(
-        collection.rerank, question, found, top_k, service=service, default_model=model, tenant=tenant
-    )
+    tenant = ctx.tenant if ctx is not None else None
+    asked = Query(question, top_k=top_k, min_score=min_score)
+    found = await retrieve(collection, asked, service=service, default_model=model, tenant=tenant)
     if not found:
         result.found_nothing = True
         result.text = NOTHING_FOUND

@@ -14,6 +14,7 @@ from keel.config.settings import KeelSettings
 from keel.errors import ConfigError, UserError
 from keel.rag.embedder import TextEmbedder, make_embedder
 from keel.rag.found import Found
+from keel.rag.plugins import BACKENDS
 
 
 class CollectionLike(Protocol):
@@ -41,66 +42,105 @@ class CollectionLike(Protocol):
     def delete_document(self, doc_id: str) -> bool: ...
 
 
-class Backend:
+class CollectionStore(Protocol):
+    """A retrieval backend (registered in ``keel.rag.plugins.BACKENDS``): where collections live."""
+
+    def open(
+        self, tenant: str, name: str, embedder: TextEmbedder, *, create: bool = False, **options: int
+    ) -> CollectionLike: ...
+
+    def list(self, tenant: str | None) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class SqliteCollections:
+    """The embedded backend: the store's SQLite file, indexes in memory."""
+
     def __init__(self, settings: KeelSettings, home: Path) -> None:
-        self.kind = settings.retrieval_backend
-        self._conn: Any
-        if self.kind == "postgres":
-            try:
-                import psycopg
-            except ImportError:
-                raise ConfigError(
-                    "the postgres retrieval backend needs psycopg: pip install 'keel[postgres]'"
-                ) from None
-            url = settings.retrieval_url
-            assert url is not None  # checked when the settings were loaded
-            try:
-                self._conn = psycopg.connect(url.resolve(), autocommit=True, connect_timeout=10)
-            except psycopg.Error as exc:
-                from keel.store.db import redact_url
+        from keel.store.sqlite import connect, db_path
 
-                raise ConfigError(
-                    f"cannot connect to the retrieval database ({type(exc).__name__}: "
-                    f"{redact_url(str(exc).splitlines()[0])}); check retrieval.postgres_url or store.url"
-                ) from None
-        else:
-            from keel.store.sqlite import connect, db_path
-
-            self._conn = connect(db_path(home))
+        self._conn = connect(db_path(home))
 
     def open(
         self, tenant: str, name: str, embedder: TextEmbedder, *, create: bool = False, **options: int
     ) -> CollectionLike:
-        from keel.rag.collection import collection_key
-
-        if self.kind == "postgres":
-            from keel.rag.pg_collection import PgCollection, ensure_schema
-
-            if create:
-                return PgCollection.create(self._conn, name, embedder, tenant=tenant, **options)
-            ensure_schema(self._conn)
-            return PgCollection(self._conn, collection_key(tenant, name), embedder)
-        from keel.rag.collection import Collection
+        from keel.rag.collection import Collection, collection_key
 
         if create:
             return Collection.create(self._conn, name, embedder, tenant=tenant, **options)
         return Collection(self._conn, collection_key(tenant, name), embedder)
 
-    def exists(self, tenant: str, name: str) -> bool:
-        return any(c["name"] == name for c in self.list(tenant))
-
     def list(self, tenant: str | None) -> list[dict[str, Any]]:
-        """A tenant's collections (None: every tenant's, for the admin)."""
-        if self.kind == "postgres":
-            from keel.rag.pg_collection import list_pg_collections
-
-            return list_pg_collections(self._conn, tenant)
         from keel.rag.collection import list_collections
 
         return list_collections(self._conn, tenant)
 
     def close(self) -> None:
         self._conn.close()
+
+
+class PostgresCollections:
+    """Postgres + pgvector, shared by every replica."""
+
+    def __init__(self, settings: KeelSettings, home: Path) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise ConfigError("the postgres retrieval backend needs psycopg: pip install 'keel[postgres]'") from None
+        url = settings.retrieval_url
+        assert url is not None  # checked when the settings were loaded
+        try:
+            self._conn = psycopg.connect(url.resolve(), autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            from keel.store.db import redact_url
+
+            raise ConfigError(
+                f"cannot connect to the retrieval database ({type(exc).__name__}: "
+                f"{redact_url(str(exc).splitlines()[0])}); check retrieval.postgres_url or store.url"
+            ) from None
+
+    def open(
+        self, tenant: str, name: str, embedder: TextEmbedder, *, create: bool = False, **options: int
+    ) -> CollectionLike:
+        from keel.rag.collection import collection_key
+        from keel.rag.pg_collection import PgCollection, ensure_schema
+
+        if create:
+            return PgCollection.create(self._conn, name, embedder, tenant=tenant, **options)
+        ensure_schema(self._conn)
+        return PgCollection(self._conn, collection_key(tenant, name), embedder)
+
+    def list(self, tenant: str | None) -> list[dict[str, Any]]:
+        from keel.rag.pg_collection import list_pg_collections
+
+        return list_pg_collections(self._conn, tenant)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class Backend:
+    """The backend ``retrieval.backend`` names, from the registry (built-ins: embedded, postgres)."""
+
+    def __init__(self, settings: KeelSettings, home: Path) -> None:
+        self.kind = settings.retrieval_backend
+        self._store: CollectionStore = BACKENDS.get(self.kind, where="retrieval.backend")(settings, home)
+
+    def open(
+        self, tenant: str, name: str, embedder: TextEmbedder, *, create: bool = False, **options: int
+    ) -> CollectionLike:
+        return self._store.open(tenant, name, embedder, create=create, **options)
+
+    def exists(self, tenant: str, name: str) -> bool:
+        return any(c["name"] == name for c in self.list(tenant))
+
+    def list(self, tenant: str | None) -> list[dict[str, Any]]:
+        """A tenant's collections (None: every tenant's, for the admin)."""
+        return self._store.list(tenant)
+
+    def close(self) -> None:
+        self._store.close()
 
 
 def _connection_lost(exc: BaseException) -> bool:

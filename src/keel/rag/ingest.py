@@ -3,6 +3,7 @@ removes documents whose files are gone. A file that fails to load is reported an
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,18 +58,27 @@ def discover(paths: Iterable[Path]) -> tuple[list[tuple[Path, str]], list[tuple[
     return found, skipped
 
 
-def ingest(
-    collection: IngestTarget, paths: list[Path], *, sync: bool = False, progress: Callable[[str], None] | None = None
+#: A document to ingest: its id, where it came from (for the report), and how to load it.
+Source = tuple[str, str, Callable[[], Document]]
+
+
+def ingest_documents(
+    collection: IngestTarget,
+    sources: Iterable[Source],
+    *,
+    report: IngestReport | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> IngestReport:
-    files, skipped = discover(paths)
-    report = IngestReport(skipped=skipped)
-    for path, doc_id in files:
+    """The one ingest loop (files, HTTP uploads): load each document, skip it with the reason if it
+    fails to load, leave it if its hash is unchanged, else re-index it."""
+    report = report if report is not None else IngestReport()
+    for doc_id, where, load in sources:
         try:
-            doc = load_file(path, doc_id)
+            doc = load()
         except DocumentError as exc:
-            report.skipped.append((str(path), exc.message.removeprefix(f"{path}: ")))
+            report.skipped.append((where, exc.message.removeprefix(f"{where}: ")))
         else:
-            report.warnings.extend((str(path), w) for w in doc.warnings)
+            report.warnings.extend((where, w) for w in doc.warnings)
             if collection.document_hash(doc.id) == doc.hash:
                 report.unchanged.append(doc.id)
             else:
@@ -76,6 +86,16 @@ def ingest(
                 report.indexed.append(doc.id)
         if progress:
             progress(doc_id)
+    return report
+
+
+def ingest(
+    collection: IngestTarget, paths: list[Path], *, sync: bool = False, progress: Callable[[str], None] | None = None
+) -> IngestReport:
+    """Ingest files and folders; ``sync`` removes the documents whose files are gone."""
+    files, skipped = discover(paths)
+    sources = [(doc_id, str(path), functools.partial(load_file, path, doc_id)) for path, doc_id in files]
+    report = ingest_documents(collection, sources, report=IngestReport(skipped=skipped), progress=progress)
     if sync:
         present = {doc_id for _, doc_id in files}
         for doc_id in sorted(collection.document_ids() - present):

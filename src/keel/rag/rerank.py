@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import anyio.to_thread
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from keel.errors import ConfigError, KeelError
 from keel.gateway.service import GatewayService
 from keel.rag.collection import Found
+from keel.rag.plugins import RERANKERS
 from keel.types import CallContext, ChatRequest
 
 
@@ -147,19 +148,35 @@ async def rerank(reranker: Reranker, query: str, found: list[Found], *, top_n: i
     return [replace(head[i], score=final[i]) for i in ranked] + tail
 
 
+@dataclass(frozen=True, slots=True)
+class RerankEnv:
+    """What a reranker factory may use besides its own argument."""
+
+    service: GatewayService | None
+    default_model: str
+    tenant: str | None = None  # whose budget and traces model calls count in
+
+
+def no_reranker(arg: str, env: RerankEnv) -> Reranker:
+    return NoReranker()
+
+
+def llm_reranker(arg: str, env: RerankEnv) -> Reranker:
+    if env.service is None:
+        raise ConfigError("the llm reranker needs the gateway")
+    return LLMReranker(env.service, arg or env.default_model, tenant=env.tenant)
+
+
+def cross_encoder_reranker(arg: str, env: RerankEnv) -> Reranker:
+    model, _, tokenizer = arg.partition(":")
+    return CrossEncoderReranker(Path(model), Path(tokenizer))
+
+
 def make_reranker(spec: str, service: GatewayService | None, default_model: str, tenant: str | None = None) -> Reranker:
-    """Build the reranker a collection names (see ``Collection.set_rerank``)."""
-    kind, _, rest = spec.partition(":")
-    if kind == "none" or not kind:
-        return NoReranker()
-    if kind == "llm":
-        if service is None:
-            raise ConfigError("the llm reranker needs the gateway")
-        return LLMReranker(service, rest or default_model, tenant=tenant)
-    if kind == "cross-encoder":
-        model, _, tokenizer = rest.partition(":")
-        return CrossEncoderReranker(Path(model), Path(tokenizer))
-    raise ConfigError(f"unknown reranker '{spec}'")
+    """Build the reranker a collection names (see ``Collection.set_rerank``), from the registry."""
+    kind, _, arg = spec.partition(":")
+    factory = RERANKERS.get(kind or "none", where="rerank")
+    return cast(Reranker, factory(arg, RerankEnv(service, default_model, tenant)))
 
 
 def candidate_pool(top_k: int, spec: str) -> int:

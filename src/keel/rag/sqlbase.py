@@ -48,11 +48,13 @@ class SQLCollection:
     @staticmethod
     def validate_rerank(spec: str) -> None:
         from keel.errors import UserError
+        from keel.rag.plugins import RERANKERS
 
         kind = spec.split(":", 1)[0]
-        if kind not in ("none", "llm", "cross-encoder"):
+        if kind not in RERANKERS.names():
             raise UserError(
-                f"unknown reranker '{spec}': use none, llm[:model] or cross-encoder:MODEL.onnx:TOKENIZER.json"
+                f"unknown reranker '{spec}': use none, llm[:model], cross-encoder:MODEL.onnx:TOKENIZER.json "
+                f"or a registered one ({', '.join(RERANKERS.names())})"
             )
         if kind == "cross-encoder" and len(spec.split(":")) != 3:
             raise UserError("a cross-encoder reranker is cross-encoder:<model.onnx>:<tokenizer.json>")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 import orjson
 
 from keel.errors import InvalidRequest
+from keel.rag.search import Filters
 from keel.types import JSON, CallContext, ChatRequest, EmbeddingRequest
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -161,3 +164,51 @@ def parse_embeddings(data: JSON, ctx: CallContext) -> tuple[EmbeddingRequest, st
         raise InvalidRequest(f"'encoding_format' must be 'float' or 'base64' (got {fmt!r})", param="encoding_format")
     ctx.user = ctx.user or _string_or_none(data, "user")
     return EmbeddingRequest(model=model, inputs=inputs, ctx=ctx), fmt
+
+
+# -- collections ----------------------------------------------------------------------------------
+
+
+def bounded_int(body: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"'{key}' must be an integer from {low} to {high} (got {value!r})", param=key)
+    return value
+
+
+def parse_document(item: Any, index: int) -> tuple[str, str, bytes]:
+    where = f"documents[{index}]"
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"'{where}' must be an object", param=where)
+    doc_id = item.get("id")
+    if not isinstance(doc_id, str) or not doc_id.strip() or len(doc_id) > 512:
+        raise InvalidRequest(f"'{where}.id' must be a non-empty string of at most 512 characters", param=f"{where}.id")
+    kind = item.get("kind", "txt")
+    if kind not in ("md", "txt", "html", "pdf"):
+        raise InvalidRequest(f"'{where}.kind' must be md, txt, html or pdf", param=f"{where}.kind")
+    if isinstance(item.get("text"), str):
+        return doc_id, kind, item["text"].encode("utf-8")
+    if isinstance(item.get("content_base64"), str):
+        try:
+            return doc_id, kind, base64.b64decode(item["content_base64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest(
+                f"'{where}.content_base64' is not valid base64", param=f"{where}.content_base64"
+            ) from None
+    raise InvalidRequest(f"'{where}' needs 'text' or 'content_base64'", param=where)
+
+
+def parse_filters(raw: Any) -> Filters | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"doc_ids", "doc_prefix", "kinds"}:
+        raise InvalidRequest("'filters' takes doc_ids (array), doc_prefix (string) and kinds (array)", param="filters")
+    doc_ids, prefix, kinds = raw.get("doc_ids"), raw.get("doc_prefix"), raw.get("kinds")
+    for key, value in (("doc_ids", doc_ids), ("kinds", kinds)):
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise InvalidRequest(f"'filters.{key}' must be an array of strings", param=f"filters.{key}")
+    if prefix is not None and not isinstance(prefix, str):
+        raise InvalidRequest("'filters.doc_prefix' must be a string", param="filters.doc_prefix")
+    return Filters(
+        frozenset(doc_ids) if doc_ids is not None else None, prefix, frozenset(kinds) if kinds is not None else None
+    )
