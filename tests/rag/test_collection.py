@@ -189,8 +189,7 @@ def test_metadata_filters(collection: Collection, folder: Path) -> None:
 def test_embeddings_from_an_openai_compatible_endpoint(tmp_path: Path, folder: Path) -> None:
     from keel.config.loader import settings_from_yaml
     from keel.config.yamlfile import parse_yaml
-    from keel.errors import ConfigError
-    from keel.errors import UpstreamUnavailable
+    from keel.errors import ConfigError, UpstreamUnavailable
     from keel.rag.embedder import GatewayEmbedder, make_embedder
     from keel.testing import Fault, FaultServer
 

@@ -65,7 +65,7 @@ async def test_a_registered_reranker_is_used_like_a_built_in(collection: Collect
     shortest = await retrieve(collection, Query(query.text, top_k=3, mode="keyword", rerank="length:asc"))
     assert [len(f.text) for f in longest] == sorted((len(f.text) for f in longest), reverse=True)
     assert [len(f.text) for f in shortest] == sorted(len(f.text) for f in shortest)
-    with pytest.raises(UserError, match="unknown reranker 'lenght'.*length"):
+    with pytest.raises(UserError, match=r"unknown reranker 'lenght'.*length"):
         collection.set_rerank("lenght")
 
 
@@ -74,5 +74,5 @@ def test_unknown_names_say_what_is_known_and_the_closest() -> None:
                        r"postgres\); did you mean 'postgres'\?"):  # fmt: skip
         BACKENDS.get("postgre", where="retrieval.backend")
     broken: Registry[object] = Registry("widget", "keel.widgets", {"bad": "keel.nowhere:thing"})
-    with pytest.raises(ConfigError, match="cannot load 'keel.nowhere:thing'"):
+    with pytest.raises(ConfigError, match=r"cannot load 'keel\.nowhere:thing'"):
         broken.get("bad")
