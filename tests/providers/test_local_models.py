@@ -14,6 +14,7 @@ from keel.errors import ContextWindowExceeded
 from keel.providers.base import ProviderEnv
 from keel.providers.local_llama import LocalLlamaProvider
 from keel.providers.onnx_embed import MiniLMEmbedder, OnnxEmbedProvider
+from keel.testing.provider_conformance import ProviderConformance
 from keel.types import ChatRequest, EmbeddingRequest
 
 
@@ -101,3 +102,12 @@ def test_minilm_truncates_and_batches_without_changing_results() -> None:
     assert tokens <= 256 + 3 + 16
     alone, _ = model.embed(["short"])
     assert np.allclose(vectors[1], alone[0], atol=1e-5)  # padding in a batch does not change a vector
+
+
+@pytest.mark.slow
+class TestLocalProviderConformance(ProviderConformance):
+    """The embedded default passes the suite every adapter does."""
+
+    @pytest.fixture
+    def provider(self, smollm: LocalLlamaProvider) -> LocalLlamaProvider:
+        return smollm
