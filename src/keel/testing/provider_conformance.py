@@ -32,7 +32,8 @@ from keel.types import ChatRequest, Usage
 
 
 def ask(text: str, *, stream: bool = False, max_tokens: int | None = 32) -> ChatRequest:
-    return ChatRequest(model="alias", messages=[{"role": "user", "content": text}], stream=stream, max_tokens=max_tokens)
+    messages = [{"role": "user", "content": text}]
+    return ChatRequest(model="alias", messages=messages, stream=stream, max_tokens=max_tokens)
 
 
 class ProviderConformance:
