@@ -19,20 +19,10 @@ from rich.table import Table
 from keel.cli.common import TENANT, Env, console, fmt_cost, load_env, parse_since
 from keel.errors import KeelError, UserError
 from keel.evals import promote
+from keel.evals.gate import MetricDelta, Outcome, apply_gate, compare, deltas
 from keel.evals.report import write_html
-from keel.evals.runner import (
-    MetricDelta,
-    Outcome,
-    ResultCache,
-    Variant,
-    apply_gate,
-    compare,
-    deltas,
-    load_run,
-    require_feature,
-    run_suite,
-    save_run,
-)
+from keel.evals.results import ResultCache, load_run, save_run
+from keel.evals.runner import Variant, require_feature, run_suite
 from keel.evals.suite import Suite, find_suite, load_suite
 from keel.features.pipeline import open_pipeline
 

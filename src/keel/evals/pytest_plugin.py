@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from keel.evals.runner import EvalRun, ResultCache, Rule, apply_gate, require_feature, run_suite
+from keel.evals.gate import Rule, apply_gate
+from keel.evals.results import EvalRun, ResultCache
+from keel.evals.runner import require_feature, run_suite
 from keel.evals.suite import Suite, load_suite
 
 

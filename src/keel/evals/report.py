@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 
 from keel.charts import CSS, bars, histogram
-from keel.evals.runner import MetricDelta, Outcome, compare
+from keel.evals.gate import MetricDelta, Outcome, compare
 
 
 def write_html(

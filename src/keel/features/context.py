@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keel.errors import InvalidRequest
+from keel.features.result import Plan
 from keel.gateway.service import GatewayService
 from keel.text import estimate_tokens
 from keel.types import CallContext, ChatRequest
@@ -175,3 +176,34 @@ async def map_reduce(
         param="context",
         code="context_length_exceeded",
     )
+
+
+async def reduce_input(
+    service: GatewayService, plan: Plan, inputs: dict[str, Any], window: int, messages: list[dict[str, Any]]
+) -> tuple[str, str]:
+    """``context.policy: map_reduce``: the input to reduce (``context.input``, else the longest text)
+    and its map-reduced text, sized so the rendered prompt fits the window."""
+    spec = plan.spec
+    key = spec.context.input or max(
+        (k for k, v in inputs.items() if isinstance(v, str)), key=lambda k: len(inputs[k]), default=None
+    )
+    if key is None or not isinstance(inputs.get(key), str):
+        raise InvalidRequest(
+            f"map_reduce needs a text input to reduce (context.input: {key or 'none found'})", param="context"
+        )
+    document = str(inputs[key])
+    others = estimate_tokens(" ".join(m["content"] for m in messages)) - estimate_tokens(document)
+    fits = window - plan.max_output - others - 64
+    task = " ".join(str(v) for k, v in inputs.items() if k != key and isinstance(v, str)) or spec.description
+    reduced = await map_reduce(
+        service,
+        model=plan.model,
+        text=document,
+        task=task or spec.name,
+        fits_tokens=fits,
+        window=window,
+        ctx=plan.ctx,
+        summary_tokens=spec.context.summary_tokens,
+    )
+    plan.result.notes.append(f"context: '{key}' map-reduced in {reduced.rounds} round(s) of {reduced.calls} summaries")
+    return key, reduced.text

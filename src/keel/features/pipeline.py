@@ -30,10 +30,9 @@ import orjson
 from keel.cache.store import AnswerCache
 from keel.checks import CheckContext
 from keel.config.settings import BudgetSettings, KeelSettings
-from keel.cost.prices import total_cost
-from keel.errors import ConfigError, InjectionBlocked, InputTooLong, InvalidRequest, UserError
+from keel.errors import ConfigError, InjectionBlocked, InputTooLong, InvalidRequest
 from keel.features.caching import index_version, recall, remember
-from keel.features.context import fit, map_reduce
+from keel.features.context import fit, reduce_input
 from keel.features.experiments import Arm, Experiments
 from keel.features.guarding import (
     OutputBlocked,
@@ -41,24 +40,20 @@ from keel.features.guarding import (
     guard_output,
     redact_inputs,
     screen_inputs,
-    screen_sources,
-    unrestored,
 )
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
-from keel.features.result import Delta, Done, FeatureEvent, FeatureResult, Plan, Started, event_dict, pieces, text_input
+from keel.features.recording import feature_record, summed_cost
+from keel.features.result import Delta, Done, FeatureEvent, FeatureResult, Plan, Started, event_dict, pieces
+from keel.features.retrieving import retrieve_sources, with_context
 from keel.features.spec import FeatureSpec, load_feature
 from keel.features.structured import Partial, StructuredResult, structured_events
 from keel.features.templates import Rendered
 from keel.gateway.runtime import build_service, close_service
 from keel.gateway.service import GatewayService
 from keel.guards.pii import restore
-from keel.rag.answer import NOTHING_FOUND, SYSTEM, check_citations, render_context, select_sources
-from keel.rag.backends import CollectionNotFound, Collections
-from keel.rag.retrieval import Query, retrieve
+from keel.rag.answer import NOTHING_FOUND, check_citations
+from keel.rag.backends import Collections
 from keel.store import DEFAULT_TENANT, Store, open_store
-from keel.store.traces import TraceRecord, outcome
-from keel.text import estimate_tokens
-from keel.tracing.redact import capture
 from keel.types import CallContext, ChatRequest
 
 __all__ = [  # what callers import from here: the pipeline, its results and events, its refusals
@@ -89,19 +84,6 @@ def _refuse_unbuilt(spec: FeatureSpec) -> None:
                 f"features/{spec.name}.yaml: '{section}' is declared, but its step arrives with "
                 f"{issue}; remove it to run this feature now"
             )
-
-
-def _query(spec: FeatureSpec, inputs: dict[str, Any]) -> str:
-    key = text_input(inputs)
-    if key is None:
-        raise UserError(f"feature '{spec.name}' retrieves, so it needs a text input (question or query)")
-    return str(inputs[key])
-
-
-def _with_context(messages: list[dict[str, str]], context: str) -> list[dict[str, str]]:
-    if messages and messages[0]["role"] == "system":
-        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{context}"}, *messages[1:]]
-    return [{"role": "system", "content": context}, *messages]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +175,7 @@ class FeaturePipeline:
             error = exc
             raise
         finally:
-            self._record(ctx, plan, inputs, started, error)
+            self.service.record(feature_record(ctx, plan, inputs, started, error, self.service.capture_policy))
 
     # -- steps ---------------------------------------------------------------------------------
     def resolve(
@@ -268,11 +250,11 @@ class FeaturePipeline:
         if spec.cache is not None and not flagged and await recall(self.cache, self.collections, plan, inputs):
             return plan
         window = self.service.gateway.route(model).info.context_window or 8192
-        context = await self._retrieve(plan, inputs, window)
+        context = await retrieve_sources(plan, inputs, window, self.collections, self.service)
         if result.found_nothing:
             result.answer = NOTHING_FOUND
             return plan
-        messages = _with_context(rendered.messages, context) if context else rendered.messages
+        messages = with_context(rendered.messages, context) if context else rendered.messages
         policy = spec.context.policy
         try:
             fitted = fit(
@@ -282,7 +264,7 @@ class FeaturePipeline:
             if policy != "map_reduce" or exc.code != "context_length_exceeded":
                 raise
             rendered = await self._reduce(plan, inputs, rendered, window, messages)
-            messages = _with_context(rendered.messages, context) if context else rendered.messages
+            messages = with_context(rendered.messages, context) if context else rendered.messages
             fitted = fit(messages, window=window, max_output=plan.max_output, policy="fail")
         if fitted.dropped:
             result.notes.append(f"context: dropped the {fitted.dropped} oldest turn(s) to fit the window")
@@ -299,78 +281,11 @@ class FeaturePipeline:
             return None, None
         return experiment.name, experiment.arm_for(user)
 
-    async def _retrieve(self, plan: Plan, inputs: dict[str, Any], window: int) -> str:
-        spec, result = plan.spec, plan.result
-        if spec.retrieval is None:
-            return ""
-        name = spec.retrieval.collection
-        if self.collections is None:
-            raise ConfigError(f"feature '{spec.name}' retrieves from '{name}' but no retrieval backend is configured")
-        try:
-            collection = self.collections.get(name, tenant=plan.ctx.tenant)  # opened once; indexes stay in memory
-        except CollectionNotFound:
-            raise ConfigError(
-                f"feature '{spec.name}' retrieves from collection '{name}', which does not exist: "
-                f"create it with `keel ingest {name} PATH`"
-            ) from None
-        query = Query(
-            _query(spec, inputs),
-            top_k=spec.retrieval.top_k,
-            mode=spec.retrieval.mode,
-            min_score=spec.retrieval.min_score,
-            rerank=None if spec.retrieval.rerank else "none",  # rerank: true → the collection's own
-            feedback=spec.retrieval.feedback,
-        )
-        found = await retrieve(
-            collection,
-            query,
-            service=self.service,
-            default_model=plan.model,
-            tenant=plan.ctx.tenant,
-            run=self.collections.run,
-        )
-        found = screen_sources(plan, found)
-        if not found:
-            result.found_nothing = True
-            result.notes.append("retrieval: nothing cleared min_score; answered without a model call")
-            return ""
-        result.sources = select_sources(found, max(256, window - plan.max_output - 512))
-        return f"{SYSTEM}\n\n{render_context(result.sources)}"
-
     async def _reduce(
-        self,
-        plan: Plan,
-        inputs: dict[str, Any],
-        rendered: Rendered,
-        window: int,
-        messages: list[dict[str, Any]],
+        self, plan: Plan, inputs: dict[str, Any], rendered: Rendered, window: int, messages: Any
     ) -> Rendered:
-        spec = plan.spec
-        key = spec.context.input or max(
-            (k for k, v in inputs.items() if isinstance(v, str)), key=lambda k: len(inputs[k]), default=None
-        )
-        if key is None or not isinstance(inputs.get(key), str):
-            raise InvalidRequest(
-                f"map_reduce needs a text input to reduce (context.input: {key or 'none found'})", param="context"
-            )
-        document = str(inputs[key])
-        others = estimate_tokens(" ".join(m["content"] for m in messages)) - estimate_tokens(document)
-        fits = window - plan.max_output - others - 64
-        task = " ".join(str(v) for k, v in inputs.items() if k != key and isinstance(v, str)) or spec.description
-        reduced = await map_reduce(
-            self.service,
-            model=plan.model,
-            text=document,
-            task=task or spec.name,
-            fits_tokens=fits,
-            window=window,
-            ctx=plan.ctx,
-            summary_tokens=spec.context.summary_tokens,
-        )
-        plan.result.notes.append(
-            f"context: '{key}' map-reduced in {reduced.rounds} round(s) of {reduced.calls} summaries"
-        )
-        again = self.registry.render(spec.prompt, {**inputs, key: reduced.text}, version=rendered.version)
+        key, text = await reduce_input(self.service, plan, inputs, window, messages)
+        again = self.registry.render(plan.spec.prompt, {**inputs, key: text}, version=rendered.version)
         again.fallback_reason = rendered.fallback_reason
         return again
 
@@ -417,7 +332,7 @@ class FeaturePipeline:
             invalid = [c.number for c in result.citations if not c.valid]
             if invalid:
                 result.notes.append(f"citations: {invalid} name sources that were not given")
-        result.cost_usd = _summed_cost(plan.ctx)
+        result.cost_usd = summed_cost(plan.ctx)
 
     async def _ask(self, plan: Plan, stream: bool) -> AsyncIterator[FeatureEvent]:
         request = ChatRequest(
@@ -454,55 +369,6 @@ class FeaturePipeline:
         plan.model = result.model = route.escalate_to
         return False
 
-    def _record(
-        self, ctx: CallContext, plan: Plan | None, inputs: dict[str, Any], started: float, error: BaseException | None
-    ) -> None:
-        """The feature run's own trace row: the parent of every model call it made."""
-        records = [c.record for c in ctx.children if c.record is not None]
-        cancelled = isinstance(error, GeneratorExit)
-        result = plan.result if plan is not None else None
-        rec = TraceRecord(
-            id=ctx.trace_id,
-            ts=ctx.started,
-            operation="feature",
-            tenant=ctx.tenant,
-            user=ctx.user,
-            feature=ctx.feature,
-            alias=plan.model if plan else None,
-            deployment=records[-1].deployment if records else None,
-            provider=records[-1].provider if records else None,
-            model=records[-1].model if records else None,
-            stream=False,
-            **outcome(None if cancelled else error, cancelled=cancelled),
-            input_tokens=sum(r.input_tokens for r in records),
-            output_tokens=sum(r.output_tokens for r in records),
-            cached_tokens=sum(r.cached_tokens for r in records),
-            reasoning_tokens=sum(r.reasoning_tokens for r in records),
-            usage_source="calls" if records else "none",
-            cost_usd=_summed_cost(ctx),
-            cost_source=_cost_source(records),
-            latency_ms=(time.perf_counter() - started) * 1000,
-            request=capture(
-                plan.inputs if plan is not None and plan.inputs is not None else inputs, self.service.capture_policy
-            ),
-            response=capture(unrestored(result.answer, plan), self.service.capture_policy)
-            if result and result.answer
-            else None,
-            prompt=ctx.prompt,
-            prompt_version=ctx.prompt_version,
-            experiment=ctx.experiment,
-            arm=ctx.arm,
-            notes=(result.notes or None) if result else None,
-        )
-        self.service.record(rec)
-
-
-def _cost_source(records: list[TraceRecord]) -> str | None:
-    sources = {r.cost_source for r in records}
-    if len(sources) == 1:
-        return next(iter(sources))  # e.g. every call ran on the local model
-    return f"sum of {len(records)} calls" if records else None
-
 
 @asynccontextmanager
 async def open_pipeline(settings: KeelSettings, home: Path, root: Path) -> AsyncIterator[FeaturePipeline]:
@@ -514,8 +380,3 @@ async def open_pipeline(settings: KeelSettings, home: Path, root: Path) -> Async
             yield FeaturePipeline(service, root, store, collections=collections)
     finally:
         await close_service(service)
-
-
-def _summed_cost(ctx: CallContext) -> float | None:
-    """What the run's calls cost together; None when any of them is unpriced."""
-    return total_cost(c.record.cost_usd for c in ctx.children if c.record is not None)

@@ -1,0 +1,72 @@
+"""The retrieval step of a feature run: the query from its text input, one ``retrieve()`` call
+(keel.rag.retrieval: pool, search in a worker thread, rerank), the sources screened for injection,
+then as many as fit the window, numbered for citation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keel.errors import ConfigError, UserError
+from keel.features.guarding import screen_sources
+from keel.features.result import Plan, text_input
+from keel.features.spec import FeatureSpec
+from keel.gateway.service import GatewayService
+from keel.rag.answer import SYSTEM, render_context, select_sources
+from keel.rag.backends import CollectionNotFound, Collections
+from keel.rag.retrieval import Query, retrieve
+
+
+def query_of(spec: FeatureSpec, inputs: dict[str, Any]) -> str:
+    key = text_input(inputs)
+    if key is None:
+        raise UserError(f"feature '{spec.name}' retrieves, so it needs a text input (question or query)")
+    return str(inputs[key])
+
+
+def with_context(messages: list[dict[str, str]], context: str) -> list[dict[str, str]]:
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{context}"}, *messages[1:]]
+    return [{"role": "system", "content": context}, *messages]
+
+
+async def retrieve_sources(
+    plan: Plan, inputs: dict[str, Any], window: int, collections: Collections | None, service: GatewayService
+) -> str:
+    """Retrieval for a feature that declares it: its sources numbered, screened and fitted to the
+    window; the context block for the system message, or "" (``found_nothing`` when none cleared)."""
+    spec, result = plan.spec, plan.result
+    if spec.retrieval is None:
+        return ""
+    name = spec.retrieval.collection
+    if collections is None:
+        raise ConfigError(f"feature '{spec.name}' retrieves from '{name}' but no retrieval backend is configured")
+    try:
+        collection = collections.get(name, tenant=plan.ctx.tenant)  # opened once; indexes stay in memory
+    except CollectionNotFound:
+        raise ConfigError(
+            f"feature '{spec.name}' retrieves from collection '{name}', which does not exist: "
+            f"create it with `keel ingest {name} PATH`"
+        ) from None
+    query = Query(
+        query_of(spec, inputs),
+        top_k=spec.retrieval.top_k,
+        mode=spec.retrieval.mode,
+        min_score=spec.retrieval.min_score,
+        rerank=None if spec.retrieval.rerank else "none",  # rerank: true → the collection's own
+        feedback=spec.retrieval.feedback,
+    )
+    found = await retrieve(
+        collection,
+        query,
+        service=service,
+        default_model=plan.model,
+        tenant=plan.ctx.tenant,
+        run=collections.run,
+    )
+    found = screen_sources(plan, found)
+    if not found:
+        result.found_nothing = True
+        result.notes.append("retrieval: nothing cleared min_score; answered without a model call")
+        return ""
+    result.sources = select_sources(found, max(256, window - plan.max_output - 512))
+    return f"{SYSTEM}\n\n{render_context(result.sources)}"
