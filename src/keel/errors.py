@@ -1,25 +1,39 @@
 """The error tree. Classes drive policy: retry and fallback match on classes, never on messages.
 
-KeelError
- ├── UserError                      a caller or operator mistake; never retried
- │    ├── ConfigError               keel.yaml / price table / model catalogue problems
- │    ├── InvalidRequest            a malformed request (HTTP 400, names the ``param``)
- │    ├── AuthError                 missing / invalid / revoked key (HTTP 401)
- │    ├── ModelNotFound             unknown model or alias (HTTP 404)
- │    ├── PayloadTooLarge           body over the limit (HTTP 413)
- │    ├── InputTooLong              input over a size guard (HTTP 400 input_too_long)
- │    ├── InjectionBlocked          the injection guard blocked an input (HTTP 400)
- │    └── ModelFileError            a model file is missing or fails its checksum
- └── ProviderError(status, body, provider)   an upstream fault
-      ├── RateLimited(retry_after)           429 from upstream
-      ├── ContextWindowExceeded              the prompt does not fit the model
-      ├── UpstreamTimeout                    connect / first-token / total deadline passed
-      ├── UpstreamUnavailable                5xx, connection refused or reset
-      ├── BadUpstreamResponse                garbage: malformed JSON, wrong content type
-      ├── UpstreamRejected                   4xx the upstream blames on the request
-      ├── CircuitOpen                        the breaker refused the call without trying
-      ├── Overloaded                         the local concurrency queue is full
-      └── StreamInterrupted                  a stream failed after its first token
+KeelError                                          HTTP status · OpenAI error code
+ ├── UserError                                     a caller or operator mistake; never retried
+ │    ├── ConfigError                              keel.yaml, price table, model catalogue (500)
+ │    │    └── CheckError                          a check misconfigured, or lacking what it needs
+ │    ├── InvalidRequest(param)                    a malformed request (400, names the ``param``)
+ │    ├── AuthError                                missing / invalid / revoked key (401)
+ │    ├── ModelNotFound                            unknown model or alias (404)
+ │    ├── FeatureNotFound                          no such feature (404)
+ │    ├── CollectionNotFound                       no such collection, or another tenant's (404)
+ │    ├── TraceNotFound                            no such trace (404)
+ │    ├── UnknownRoute · MethodNotAllowed          404 · 405
+ │    ├── PayloadTooLarge                          body over server.max_body_bytes (413)
+ │    ├── InputTooLong                             input over a size guard (400 input_too_long)
+ │    ├── InjectionBlocked                         the injection guard blocked an input (400)
+ │    ├── OutputBlocked                            an output guard blocked the answer (422)
+ │    ├── PolicyViolation                          the data policy refused the call (403)
+ │    ├── DocumentError                            a document that cannot be indexed
+ │    └── ModelFileError                           a model file is missing or fails its checksum
+ ├── Forbidden                                     the key's role may not do this (403)
+ ├── BudgetExceeded(retry_after)                   a hard budget is spent (429 insufficient_quota)
+ ├── RateLimitExceeded(retry_after)                a rate limit is reached (429)
+ ├── LedgerUnavailable · StoreUnavailable          the ledger / the shared store is unreachable (503)
+ ├── JudgeError                                    an LLM judge's reply could not be read
+ ├── StructuredOutputError(attempts)               no attempt validated against the schema (502)
+ └── ProviderError(status, body, provider)         an upstream fault (502 unless below)
+      ├── RateLimited(retry_after)                 429 from upstream
+      ├── ContextWindowExceeded                    the prompt does not fit the model (400)
+      ├── UpstreamTimeout                          connect / first-token / total deadline passed (504)
+      ├── UpstreamUnavailable                      5xx, connection refused or reset
+      ├── BadUpstreamResponse                      garbage: malformed JSON, wrong content type
+      ├── UpstreamRejected                         4xx the upstream blames on the request (400)
+      ├── CircuitOpen                              the breaker refused the call without trying (503)
+      ├── Overloaded                               the local concurrency queue is full (503)
+      └── StreamInterrupted                        a stream failed after its first token
 """
 
 from __future__ import annotations
@@ -108,6 +122,95 @@ class ModelFileError(UserError):
     status = 500
     error_type = "server_error"
     code = "model_file_error"
+
+
+class CheckError(ConfigError):
+    """A check is misconfigured (unknown type, missing or wrong parameter) or lacks what it needs."""
+
+
+class DocumentError(UserError):
+    """A document that cannot be indexed; the message says which and why."""
+
+
+class FeatureNotFound(UserError):
+    status = 404
+    code = "feature_not_found"
+
+
+class CollectionNotFound(UserError):
+    status = 404
+    code = "collection_not_found"
+
+
+class TraceNotFound(UserError):
+    status = 404
+    code = "trace_not_found"
+
+
+class OutputBlocked(UserError):
+    status = 422
+    code = "output_blocked"
+
+
+class PolicyViolation(UserError):
+    status = 403
+    code = "data_policy"
+
+
+class Forbidden(KeelError):
+    status = 403
+    error_type = "permission_error"
+    code = "forbidden"
+
+
+class BudgetExceeded(KeelError):
+    status = 429
+    error_type = "insufficient_quota"
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimitExceeded(KeelError):
+    status = 429
+    error_type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LedgerUnavailable(KeelError):
+    status = 503
+    code = "ledger_unavailable"
+
+
+class StoreUnavailable(KeelError):
+    """The shared store cannot be reached: requests that need it fail, nothing half-done."""
+
+    status = 503
+    code = "store_unavailable"
+
+
+class JudgeError(KeelError):
+    """An LLM judge's reply could not be read as a verdict. An error of the case, never a score."""
+
+    code = "judge_unparseable"
+
+
+class StructuredOutputError(KeelError):
+    """Every attempt returned something that is not valid against the schema."""
+
+    status = 502
+    error_type = "upstream_error"
+    code = "invalid_structured_output"
+
+    def __init__(self, message: str, attempts: list[str]) -> None:
+        super().__init__(message)
+        self.attempts = attempts
 
 
 class ProviderError(KeelError):

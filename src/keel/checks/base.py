@@ -6,17 +6,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from keel.errors import ConfigError, KeelError
-
-
-class CheckError(ConfigError):
-    """A check is misconfigured (unknown type, missing or wrong parameter) or lacks what it needs."""
-
-
-class JudgeError(KeelError):
-    """An LLM judge's reply could not be read as a verdict. An error of the case, never a score."""
-
-    code = "judge_unparseable"
+from keel.errors import CheckError as CheckError
+from keel.errors import JudgeError as JudgeError
 
 
 class Judge(Protocol):

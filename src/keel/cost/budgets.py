@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from keel.config.settings import BudgetSettings, RateLimitSettings
-from keel.errors import KeelError
+from keel.errors import BudgetExceeded as BudgetExceeded
+from keel.errors import LedgerUnavailable as LedgerUnavailable
+from keel.errors import RateLimitExceeded as RateLimitExceeded
 
 NANO = 1_000_000_000
 NOBODY = "-"  # a per-user budget's bucket for calls that name no user: they share one, never none
@@ -132,31 +134,6 @@ def rate_claims_for(limits: Mapping[str, RateLimitSettings], subject: Subject) -
 
 
 # -- refusals ------------------------------------------------------------------------------------
-
-
-class BudgetExceeded(KeelError):
-    status = 429
-    error_type = "insufficient_quota"
-    code = "budget_exceeded"
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class RateLimitExceeded(KeelError):
-    status = 429
-    error_type = "requests"
-    code = "rate_limit_exceeded"
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class LedgerUnavailable(KeelError):
-    status = 503
-    code = "ledger_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

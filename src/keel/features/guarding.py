@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from keel.checks import CheckContext
-from keel.errors import UserError
+from keel.errors import OutputBlocked as OutputBlocked
 from keel.features.result import Plan
 from keel.features.spec import FeatureSpec
 from keel.guards.actions import decide
@@ -19,11 +19,6 @@ from keel.guards.screen import screen
 from keel.rag.answer import NOTHING_FOUND
 from keel.rag.backends import Collections
 from keel.rag.found import Found
-
-
-class OutputBlocked(UserError):
-    status = 422
-    code = "output_blocked"
 
 
 def screen_inputs(spec: FeatureSpec, inputs: dict[str, Any]) -> str | None:

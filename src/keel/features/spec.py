@@ -16,15 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from keel.checks import CheckError, make_check
 from keel.checks.registry import BoundCheck
 from keel.config.yamlfile import LocatedYAML, describe_error, read_yaml
-from keel.errors import ConfigError, UserError
+from keel.errors import ConfigError
+from keel.errors import FeatureNotFound as FeatureNotFound
 from keel.guards.actions import ActionSpec
 
 _SCHEMAS: dict[Path, tuple[Any, dict[str, Any]]] = {}
-
-
-class FeatureNotFound(UserError):
-    status = 404
-    code = "feature_not_found"
 
 
 SCHEMA_KEYS = {"type", "properties", "$ref", "anyOf", "oneOf", "allOf", "enum"}

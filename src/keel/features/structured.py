@@ -17,21 +17,10 @@ import orjson
 from pydantic import BaseModel
 
 from keel.checks.schema import check_schema, parse_and_validate
-from keel.errors import ConfigError, KeelError
+from keel.errors import ConfigError
+from keel.errors import StructuredOutputError as StructuredOutputError
 from keel.gateway.service import GatewayService
 from keel.types import CallContext, ChatRequest, Usage
-
-
-class StructuredOutputError(KeelError):
-    """Every attempt returned something that is not valid against the schema."""
-
-    status = 502
-    error_type = "upstream_error"
-    code = "invalid_structured_output"
-
-    def __init__(self, message: str, attempts: list[str]) -> None:
-        super().__init__(message)
-        self.attempts = attempts
 
 
 @dataclass(slots=True)

@@ -15,15 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.config.settings import PII_KINDS, DataPolicySettings
-from keel.errors import UserError
+from keel.errors import PolicyViolation as PolicyViolation
 from keel.guards.pii import Finding, redact_many, restore
 
 ALL = frozenset(PII_KINDS)
-
-
-class PolicyViolation(UserError):
-    status = 403
-    code = "data_policy"
 
 
 @dataclass(slots=True)

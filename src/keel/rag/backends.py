@@ -11,7 +11,8 @@ from typing import Any, Protocol
 import anyio.to_thread
 
 from keel.config.settings import KeelSettings
-from keel.errors import ConfigError, UserError
+from keel.errors import CollectionNotFound as CollectionNotFound
+from keel.errors import ConfigError
 from keel.rag.embedder import TextEmbedder, make_embedder
 from keel.rag.found import Found
 from keel.rag.plugins import BACKENDS
@@ -149,11 +150,6 @@ def _connection_lost(exc: BaseException) -> bool:
     except ImportError:
         return False
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-
-
-class CollectionNotFound(UserError):
-    status = 404
-    code = "collection_not_found"
 
 
 class Collections:

@@ -11,15 +11,11 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-from keel.errors import UserError
+from keel.errors import DocumentError as DocumentError
 from keel.rag.documents import Document, Section
 
 MAX_BYTES = 50 * 1024 * 1024
 KINDS = {".md": "md", ".markdown": "md", ".txt": "txt", ".text": "txt", ".html": "html", ".htm": "html", ".pdf": "pdf"}
-
-
-class DocumentError(UserError):
-    """A document that cannot be indexed; the message says which and why."""
 
 
 def supported(path: Path) -> bool:

@@ -15,7 +15,8 @@ from functools import wraps
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keel.errors import AuthError, KeelError
+from keel.errors import AuthError
+from keel.errors import Forbidden as Forbidden
 from keel.store.keys import DEFAULT_TENANT, Caller, Keys, check_tenant
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -29,12 +30,6 @@ def caller_of(request: Request) -> Caller:
     """The caller a guarded route's request carries (see ``Authenticator.guard``)."""
     caller: Caller = request.state.caller
     return caller
-
-
-class Forbidden(KeelError):
-    status = 403
-    error_type = "permission_error"
-    code = "forbidden"
 
 
 def bearer(header: str | None) -> str | None:

@@ -26,18 +26,11 @@ from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
 
-from keel.errors import KeelError
+from keel.errors import StoreUnavailable as StoreUnavailable
 
 Dialect = Literal["sqlite", "postgres"]
 T = TypeVar("T")
 _QMARK = re.compile(r"\?")
-
-
-class StoreUnavailable(KeelError):
-    """The shared store cannot be reached: requests that need it fail, nothing half-done."""
-
-    status = 503
-    code = "store_unavailable"
 
 
 class Where:

@@ -15,16 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from keel.config.settings import FeedbackSettings, ScoreConfig
-from keel.errors import InvalidRequest, UserError
+from keel.errors import InvalidRequest
+from keel.errors import TraceNotFound as TraceNotFound
 from keel.store.db import Database, Where
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 MAX_TEXT = 20_000
-
-
-class TraceNotFound(UserError):
-    status = 404
-    code = "trace_not_found"
 
 
 @dataclass(frozen=True, slots=True)
