@@ -219,12 +219,18 @@ async def run_case(
             out.checks.append(CheckResult(check.name, verdict.passed, verdict.score, verdict.reason, check.weight))
     finally:
         out.judge_cost_usd, out.judge_calls = judge.cost, len(judge.costs)
-    total = sum(c.weight for c in out.checks) or 1.0
-    out.score = sum(c.weight * c.score for c in out.checks) / total
-    out.passed = sum(c.weight for c in out.checks if c.passed) / total >= suite.spec.threshold - 1e-9
+    _score(out, suite.spec.threshold)
     if cache is not None and key is not None:
         cache.put(key, suite.name, out)
     return out
+
+
+def _score(out: CaseResult, threshold: float) -> None:
+    """The weighted mean of the checks' scores; passed when the weighted share that passed reaches
+    the suite's threshold."""
+    total = sum(c.weight for c in out.checks) or 1.0
+    out.score = sum(c.weight * c.score for c in out.checks) / total
+    out.passed = sum(c.weight for c in out.checks if c.passed) / total >= threshold - 1e-9
 
 
 async def run_suite(

@@ -168,12 +168,7 @@ class Recorded(WrapperProvider):
         """Build the call's trace row, put it on ``ctx.record``, queue it, count it and span it."""
         latency = (time.perf_counter() - t0) * 1000
         attempts = ctx.attempts
-        ok = [a for a in attempts if a.ok]
-        last = ok[-1] if ok else (attempts[-1] if attempts else None)
-        if last is None and served is not None:
-            last = Attempt(
-                deployment=served.deployment, provider=served.provider, model=served.model, started=ctx.started
-            )
+        last = _served_by(ctx, served)
         adapter = self.gateway.adapters.get(last.deployment) if last else None
         local = bool(adapter is not None and adapter.info.local)
         usage = usage or Usage(source="none")
@@ -212,14 +207,20 @@ class Recorded(WrapperProvider):
         )
         ctx.record = rec
         self.record(rec)
-        label = alias if alias in self.gateway.routes else "(unknown)"  # clients must not mint labels
-        self.metrics.observe(operation, label, rec.status, latency, usage.input_tokens, usage.output_tokens, cost)
-        for attempt in attempts:
-            if attempt.error_type:
-                self.metrics.attempt_errors[(attempt.deployment, attempt.error_type)] += 1
+        self._observe(rec, t0)
+        return rec
+
+    def _observe(self, rec: TraceRecord, t0: float) -> None:
+        """Metrics for every call and every failed attempt, and a span when a tracer is set."""
+        label = rec.alias if rec.alias in self.gateway.routes else "(unknown)"  # clients must not mint labels
+        self.metrics.observe(
+            rec.operation, label, rec.status, rec.latency_ms or 0.0, rec.input_tokens, rec.output_tokens, rec.cost_usd
+        )
+        for attempt in rec.attempts:
+            if attempt.get("error_type"):
+                self.metrics.attempt_errors[(attempt["deployment"], attempt["error_type"])] += 1
         if not isinstance(self.tracer, NullTracer):
             self._span(rec, t0)
-        return rec
 
     def _span(self, rec: TraceRecord, t0: float) -> None:
         start_ns = int((time.time() - (time.perf_counter() - t0)) * 1e9)
@@ -241,3 +242,12 @@ class Recorded(WrapperProvider):
         with self.tracer.trace(f"{rec.operation} {rec.alias}", attrs, start_ns=start_ns) as span:
             for attempt in rec.attempts:
                 span.add_event("keel.attempt", {k: v for k, v in attempt.items() if v is not None})
+
+
+def _served_by(ctx: CallContext, served: Any) -> Attempt | None:
+    """The attempt that answered (else the last one tried; else the route's first deployment)."""
+    ok = [a for a in ctx.attempts if a.ok]
+    last = ok[-1] if ok else (ctx.attempts[-1] if ctx.attempts else None)
+    if last is None and served is not None:
+        last = Attempt(deployment=served.deployment, provider=served.provider, model=served.model, started=ctx.started)
+    return last

@@ -144,30 +144,10 @@ def run_search(
         hits = keep(fuse(keyword, vector))
         top = feedback_docs(hits, feedback.docs) if feedback is not None and qvec is not None else []
         if top and feedback is not None and qvec is not None:
-            clock.start("feedback_ms")
-            counts = keyword_index.term_counts(top)
-            idf = keyword_index.idfs({term for c in counts for term in c})  # one lookup, not one per term
-            weights = expand_terms(
-                Counter(terms(query)),
-                counts,
-                idf.__getitem__,
-                n_terms=feedback.terms,
-                weight=feedback.weight,
-            )
-            moved = rocchio(qvec, [v for v in map(vector_index.vector, top) if v is not None], feedback.beta)
-            hits = keep(fuse(keyword_index.search_weighted(weights, pool), vector_index.search(moved, pool)))
-            clock.stop("feedback_ms")
-    # walk the ranking only as far as needed: cosine scores for the hits we may keep, not all of them
-    selected: list[Hit] = []
-    for hit in keep(hits):
-        if qvec is not None and hit.vector_score is None:
-            v = vector_index.vector(hit.chunk_id)
-            hit.vector_score = float(v @ qvec) if v is not None else None
-        if min_score is not None and (hit.vector_score is None or hit.vector_score < min_score):
-            continue
-        selected.append(hit)
-        if len(selected) >= top_k * 3:
-            break
+            with clock("feedback_ms"):
+                kw, vec = _expanded(query, qvec, top, feedback, keyword_index, vector_index, pool)
+                hits = keep(fuse(kw, vec))
+    selected = _floored(keep(hits), qvec, vector_index, min_score, limit=top_k * 3)
     with clock("dedup_ms"):
         hits = dedup(selected, vector_index.vector, threshold=dedup_threshold)[:top_k]
     found = fetch(hits)
@@ -183,3 +163,41 @@ def run_search(
         with tracer.trace(f"retrieval {name}", attrs):
             pass
     return found
+
+
+def _expanded(
+    query: str,
+    qvec: Vector,
+    top: list[str],
+    feedback: Feedback,
+    keyword_index: KeywordSearch,
+    vector_index: VectorSearch,
+    pool: int,
+) -> tuple[Hits, Hits]:
+    """Pseudo-relevance feedback: the keyword query expanded with the top documents' terms (RM3-like)
+    and the query vector moved toward theirs (Rocchio), each searched again."""
+    counts = keyword_index.term_counts(top)
+    idf = keyword_index.idfs({term for c in counts for term in c})  # one lookup, not one per term
+    weights = expand_terms(
+        Counter(terms(query)), counts, idf.__getitem__, n_terms=feedback.terms, weight=feedback.weight
+    )
+    moved = rocchio(qvec, [v for v in map(vector_index.vector, top) if v is not None], feedback.beta)
+    return keyword_index.search_weighted(weights, pool), vector_index.search(moved, pool)
+
+
+def _floored(
+    hits: list[Hit], qvec: Vector | None, vector_index: VectorSearch, min_score: float | None, *, limit: int
+) -> list[Hit]:
+    """The hits over the relevance floor, walking the ranking only as far as needed: cosine scores
+    for the hits we may keep, not all of them."""
+    selected: list[Hit] = []
+    for hit in hits:
+        if qvec is not None and hit.vector_score is None:
+            v = vector_index.vector(hit.chunk_id)
+            hit.vector_score = float(v @ qvec) if v is not None else None
+        if min_score is not None and (hit.vector_score is None or hit.vector_score < min_score):
+            continue
+        selected.append(hit)
+        if len(selected) >= limit:
+            break
+    return selected
