@@ -6,6 +6,8 @@ streamed chunk), and RSS. Keel runs its production path: API-key auth, tracing t
 
     python bench/gateway/run.py                 # everything (installs LiteLLM into bench/.venv-litellm)
     python bench/gateway/run.py --skip-litellm  # Keel vs direct only
+    git worktree add /tmp/base REV && python bench/gateway/run.py --skip-litellm --baseline-src /tmp/base/src
+                                                # and Keel at REV beside it, in the same run
 """
 
 from __future__ import annotations
@@ -201,11 +203,39 @@ def ensure_litellm() -> Path | None:
     return exe if result.returncode == 0 and exe.exists() else None
 
 
+def start_keel(name: str, src: Path | None, cfg: Path, work: Path) -> tuple[subprocess.Popen[bytes], Target]:
+    """``keel serve`` on its production path; ``src``: another checkout's ``src`` (a baseline commit)."""
+    port = free_port()
+    env = {"KEEL_HOME": str(work / f"home-{name}")}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    keel_bin = str(Path(sys.executable).parent / "keel")
+    key = subprocess.run(
+        [keel_bin, "keys", "create", "--tenant", "bench"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    cmd = [keel_bin, "serve", "--port", str(port), "-c", str(cfg), "--no-warm"]
+    keel = start(cmd, env=env, log=work / f"{name}.log")
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    time.sleep(1)
+    target = Target(name, f"http://127.0.0.1:{port}/v1", keel.pid, {"Authorization": f"Bearer {key}"})
+    target.idle_rss = rss_mb(keel.pid)
+    return keel, target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="a second Keel from another checkout's src/ (e.g. a worktree at the commit before a refactor)",
+    )
     parser.add_argument("--words", type=int, default=40, help="words in the mock's reply (chunks per stream)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -223,31 +253,18 @@ def main() -> None:
         wait_http(f"{up_url}/models")
         targets = [Target("direct", up_url, upstream.pid)]
 
-        keel_port = free_port()
         cfg = work / "keel.yaml"
         cfg.write_text(
             f"deployments:\n  up: {{provider: openai, model: gpt-4o-mini, base_url: '{up_url}',"
             " max_concurrency: 1024, max_queue: 4096}\nmodels:\n  m: {deployments: [up]}\n"
         )
-        env = {"KEEL_HOME": str(work / "home")}
-        keel_bin = str(Path(sys.executable).parent / "keel")
-        key = subprocess.run(
-            [keel_bin, "keys", "create", "--tenant", "bench"],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()[0]
-        keel = start(
-            [keel_bin, "serve", "--port", str(keel_port), "-c", str(cfg), "--no-warm"], env=env, log=work / "keel.log"
-        )
-        procs.append(keel)
-        keel_url = f"http://127.0.0.1:{keel_port}/v1"
-        wait_http(f"http://127.0.0.1:{keel_port}/healthz")
-        time.sleep(1)
-        targets.append(
-            Target("keel", keel_url, keel.pid, {"Authorization": f"Bearer {key}"}, idle_rss=rss_mb(keel.pid))
-        )
+        keels = [("keel", None)]
+        if args.baseline_src is not None:
+            keels.append(("keel@base", args.baseline_src.resolve()))
+        for name, src in keels:
+            proc, target = start_keel(name, src, cfg, work)
+            procs.append(proc)
+            targets.append(target)
 
         if not args.skip_litellm:
             exe = ensure_litellm()

@@ -72,10 +72,15 @@ class Admission:
     _last_open_log: float = 0.0
 
     # -- before ----------------------------------------------------------------------------------
+    def applies(self, req: ChatRequest) -> bool:
+        """Whether any budget, limit or feature budget could count this call."""
+        ctx = req.ctx
+        return bool(self.settings.budgets or self.settings.limits or ctx.budgets or ctx.per_call_usd is not None)
+
     async def admit(self, req: ChatRequest) -> Ticket | None:
         """None when nothing applies (no budget, limit or feature budget): the call pays nothing."""
         ctx = req.ctx
-        if not (self.settings.budgets or self.settings.limits or ctx.budgets or ctx.per_call_usd is not None):
+        if not self.applies(req):
             return None
         subject = Subject(ctx.tenant, ctx.key, ctx.user, ctx.feature, req.model)
         input_tokens = upper_bound_tokens(req.messages)

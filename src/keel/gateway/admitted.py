@@ -23,13 +23,21 @@ class Admitted(WrapperProvider):
         self.admission = admission
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
+        if not self.admission.applies(req):
+            return await self.wrapped.complete(req)
         ticket = await self.admission.admit(req)
         try:
             return await self.wrapped.complete(req)
         finally:
             await self._settle(ticket, req)
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+    def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """A call no budget or limit applies to is the wrapped stream itself (no step per chunk)."""
+        if not self.admission.applies(req):
+            return self.wrapped.stream(req)
+        return self._admitted(req)
+
+    async def _admitted(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
         ticket = await self.admission.admit(req)
         try:
             async with inner(self.wrapped.stream(req)) as chunks:

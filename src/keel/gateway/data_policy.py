@@ -46,13 +46,18 @@ class DataPolicy(WrapperProvider):
             _restore_body(response, decision)
         return response
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+    def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """Applied before the stream starts; with nothing to restore, the wrapped stream itself (no
+        extra step per chunk)."""
         decision = self.apply(req)
-        restorer = StreamRestorer(decision.mapping) if decision is not None and decision.mapping else None
+        if decision is None or not decision.mapping:
+            return self.wrapped.stream(req)
+        return self._restoring(req, StreamRestorer(decision.mapping))
+
+    async def _restoring(self, req: ChatRequest, restorer: StreamRestorer) -> AsyncIterator[ChatChunk]:
         async with inner(self.wrapped.stream(req)) as chunks:
             async for chunk in chunks:
-                if restorer is not None:
-                    _restore_chunk(chunk, restorer)
+                _restore_chunk(chunk, restorer)
                 yield chunk
 
 

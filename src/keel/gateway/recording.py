@@ -63,6 +63,7 @@ class Recorded(WrapperProvider):
             error = exc
             raise
         finally:
+            usage, output = (response.usage, response.text) if response else (None, None)
             self.finish(
                 req.ctx,
                 "chat",
@@ -70,9 +71,9 @@ class Recorded(WrapperProvider):
                 t0,
                 stream=False,
                 request=req.messages,
+                usage=usage,
+                output=output,
                 error=error,
-                usage=response.usage if response else None,
-                output=response.text if response else None,
             )
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
@@ -100,19 +101,9 @@ class Recorded(WrapperProvider):
             error = exc
             raise
         finally:
-            self.finish(
-                req.ctx,
-                "chat",
-                req.model,
-                t0,
-                stream=True,
-                request=req.messages,
-                usage=usage,
-                output="".join(parts),
-                ttft=ttft,
-                error=error,
-                cancelled=cancelled,
-            )
+            output = "".join(parts)
+            self.finish(req.ctx, "chat", req.model, t0, stream=True, request=req.messages, usage=usage, output=output,
+                        ttft=ttft, error=error, cancelled=cancelled)  # fmt: skip
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         t0 = time.perf_counter()

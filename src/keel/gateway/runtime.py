@@ -8,6 +8,7 @@ from pathlib import Path
 from keel.config.settings import KeelSettings
 from keel.cost.prices import PriceTable
 from keel.gateway.admission import build_admission
+from keel.gateway.recording import Recorded
 from keel.gateway.retry import Sleep
 from keel.gateway.router import Gateway
 from keel.gateway.service import GatewayService
@@ -39,14 +40,8 @@ def build_service(
     chosen: Tracer = tracer or (OTelTracer() if tcfg.otel else NullTracer())
     installed = home / "prices.yaml"  # `keel prices update` puts one here; keel.yaml's prices: wins
     prices = PriceTable.load(settings.prices or (installed if installed.is_file() else None))
-    return GatewayService(
-        gateway,
-        prices,
-        writer=writer,
-        tracer=chosen,
-        capture_policy=tcfg.capture,
-        admission=build_admission(settings, home, gateway, prices),
-    )
+    recorder = Recorded(gateway, prices, writer=writer, tracer=chosen, capture_policy=tcfg.capture)
+    return GatewayService(recorder, admission=build_admission(settings, home, gateway, prices))
 
 
 async def close_service(service: GatewayService) -> None:

@@ -32,27 +32,15 @@ from keel.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, E
 
 
 class GatewayService:
-    def __init__(
-        self,
-        gateway: Gateway,
-        prices: PriceTable,
-        *,
-        writer: BatchWriter | None = None,
-        tracer: Tracer | None = None,
-        capture_policy: str = "redacted",
-        metrics: Metrics | None = None,
-        admission: Admission | None = None,
-    ) -> None:
-        self.gateway = gateway
-        self.prices = prices
+    def __init__(self, recorder: Recorded, *, admission: Admission | None = None) -> None:
+        self.gateway: Gateway = recorder.gateway
+        self.prices: PriceTable = recorder.prices
         self.admission = admission
-        self.recorder = Recorded(
-            gateway, prices, writer=writer, tracer=tracer, capture_policy=capture_policy, metrics=metrics
-        )
-        chain: Endpoint = self.recorder
+        self.recorder = recorder
+        chain: Endpoint = recorder
         if admission is not None:
             chain = Admitted(chain, admission)
-        self.chain: Endpoint = DataPolicy(chain, gateway)
+        self.chain: Endpoint = DataPolicy(chain, self.gateway)
 
     # -- calls -----------------------------------------------------------------------------------
     async def chat(self, req: ChatRequest) -> ChatResponse:
