@@ -5,6 +5,7 @@ overspend under concurrency."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,9 @@ from keel.cost.ledger import Ledger, RedisLedger, StoreLedger
 from keel.cost.limits import MemoryLimiter, RateLimiter, RedisLimiter
 from keel.store import Store, db_path
 from keel.store.engines import open_postgres
-from keel.testing.ledger_conformance import NOW, LedgerConformance, LimiterConformance, claim
+from keel.testing.ledger_conformance import LedgerConformance, LimiterConformance, claim
+
+NOON = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)  # bucket names are pure functions of the time
 
 
 class TestSQLiteLedger(LedgerConformance):
@@ -68,15 +71,15 @@ def test_claims_follow_match_per_and_window() -> None:
         "acme": BudgetSettings(match={"tenant": "acme"}, period="month", tokens=1000),
         "other": BudgetSettings(match={"tenant": "globex"}, usd=1),
     }
-    got = claims_for(budgets, Subject(tenant="acme", user="u1"), 5, 7, NOW)
+    got = claims_for(budgets, Subject(tenant="acme", user="u1"), 5, 7, NOON)
     assert [(c.name, c.bucket, c.resets.isoformat()) for c in got] == [
         ("user-daily", "user-daily|user u1 @acme|2026-11-30", "2026-12-01T00:00:00+00:00"),
         ("acme", "acme||2026-11", "2026-12-01T00:00:00+00:00"),
     ]
-    anonymous = claims_for(budgets, Subject(tenant="acme"), 5, 7, NOW)[0]
+    anonymous = claims_for(budgets, Subject(tenant="acme"), 5, 7, NOON)[0]
     assert anonymous.bucket == "user-daily|user - @acme|2026-11-30"  # calls without a user share one budget
     # the same user id in another tenant is another person: its own bucket (issue 12)
-    globex = claims_for(budgets, Subject(tenant="globex", user="u1"), 5, 7, NOW)[0]
+    globex = claims_for(budgets, Subject(tenant="globex", user="u1"), 5, 7, NOON)[0]
     assert globex.bucket == "user-daily|user u1 @globex|2026-11-30" and globex.who == "user u1"
     limits = {"per-key": RateLimitSettings(per="key", rpm=10), "gpt": RateLimitSettings(match={"model": "big"}, tpm=5)}
     assert [r.key for r in rate_claims_for(limits, Subject(key="k1", model="small"))] == ["per-key|key k1 @-"]

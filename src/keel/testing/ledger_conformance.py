@@ -18,14 +18,16 @@ from keel.cost.budgets import Claim, Subject, rate_claims_for, to_nano
 from keel.cost.ledger import Ledger
 from keel.cost.limits import RateLimiter
 
-NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+#: Noon today: the claims' budget periods are live, so a ledger that expires finished periods (Redis)
+#: keeps them — a fixed date here made the suite fail once that day's period had expired.
+NOW = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 
 
 def claim(name: str = "b", *, usd: float | None = 1.0, tokens: int | None = None, cost: float = 0.1,
           used: int = 0, hard: bool = True, alerts: tuple[float, ...] = (0.5, 0.8, 1.0)) -> Claim:  # fmt: skip
     return Claim(
         name=name,
-        bucket=f"{name}||2026-11-30",
+        bucket=f"{name}||{NOW:%Y-%m-%d}",
         who="",
         resets=NOW + dt.timedelta(hours=12),
         limit_nusd=to_nano(usd) if usd is not None else None,
