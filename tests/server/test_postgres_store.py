@@ -90,7 +90,8 @@ def test_postgres_going_away_is_a_503_then_recovers(served: Any) -> None:
     again = httpx.post(f"{base}/feedback", json=body, headers=auth)
     assert again.status_code == 201, again.text  # reconnected
     assert httpx.post(f"{base}/chat/completions", json={"model": "up", "messages": MSG}, headers=auth).is_success
-    assert app.service.writer.flush(10) and admin.traces.count(tenant="acme") == 2
+    assert app.service.writer.flush(10) and admin.traces.count(tenant="acme") == 4  # 2 calls, the 2 refusals
+    assert len(admin.traces.find(tenant="acme", operation="chat")) == 2
 
 
 def test_a_postgres_that_is_down_at_start_stops_the_server_with_a_clear_error(

@@ -91,6 +91,14 @@ def _own_empty_view(r: httpx.Response) -> None:
     assert "acme" not in r.text and "refunds" not in r.text.lower() and "docs" not in r.text
 
 
+def _own_traces_only(w: World, r: httpx.Response) -> None:
+    """B sees its own traces — its refused probes of A's objects among them, which echo only what B
+    sent — and nothing of A's: no A trace, no A content."""
+    assert r.status_code == 200, r.text
+    assert all(t["tenant"] == "globex" for t in r.json()["data"])
+    assert w.trace_id not in r.text and "five business days" not in r.text
+
+
 MSG = [{"role": "user", "content": "hello"}]
 Row = Callable[[World], None]
 
@@ -127,7 +135,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/v1/feedback"): lambda w: _not_found(
         w.call("b", "POST", "/feedback", {"trace_id": w.trace_id, "name": "helpful", "value": False})
     ),
-    ("GET", "/v1/traces"): lambda w: _own_empty_view(w.call("b", "GET", "/traces?feature=&limit=200")),
+    ("GET", "/v1/traces"): lambda w: _own_traces_only(w, w.call("b", "GET", "/traces?feature=&limit=200")),
     ("GET", "/v1/traces/{trace_id}"): lambda w: _not_found(w.call("b", "GET", f"/traces/{w.trace_id}")),
     ("POST", "/v1/features/{name}/run"): lambda w: _not_found(
         w.call("b", "POST", "/features/vip/run", {"inputs": {"name": "x"}})

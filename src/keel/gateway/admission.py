@@ -82,6 +82,7 @@ class Admission:
         ctx = req.ctx
         if not self.applies(req):
             return None
+        self.gateway.chat_route(req)  # a request the gateway would refuse reserves nothing
         subject = Subject(ctx.tenant, ctx.key, ctx.user, ctx.feature, req.model)
         input_tokens = upper_bound_tokens(req.messages)
         rates = rate_claims_for(self.settings.limits, subject)

@@ -105,7 +105,9 @@ class Gateway:
             raise ModelNotFound(model, list(self.routes))
         return found
 
-    def _chat_route(self, req: ChatRequest) -> Route:
+    def chat_route(self, req: ChatRequest) -> Route:
+        """The route that will serve ``req``, or the error a malformed call gets (unknown model, an
+        embeddings model, max_tokens over the window): raised before anything is reserved or sent."""
         route = self.route(req.model)
         if route.chat is None:
             raise InvalidRequest(f"the model '{req.model}' serves embeddings, not chat", param="model")
@@ -119,7 +121,7 @@ class Gateway:
         return route
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
-        route = self._chat_route(req)
+        route = self.chat_route(req)
         assert route.chat is not None
         try:
             return await route.chat.complete(req)
@@ -130,7 +132,7 @@ class Gateway:
             return await self.complete(_with_model(req, bigger))
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
-        route = self._chat_route(req)
+        route = self.chat_route(req)
         assert route.chat is not None
         bigger = route.settings.context_fallback
         try:

@@ -24,7 +24,7 @@ from keel.gateway.streams import prime
 from keel.rag.backends import Collections
 from keel.server.auth import Authenticator, caller_of
 from keel.server.collections import CollectionRoutes
-from keel.server.errors import error_body, error_response
+from keel.server.errors import error_body, error_response, refused_record
 from keel.server.features import FeatureRoutes
 from keel.server.guards import guard_chat
 from keel.server.traces import TraceRoutes
@@ -95,13 +95,27 @@ class KeelApp:
             await self._on_shutdown()
 
     async def _not_found(self, request: Request, exc: Exception) -> Response:
-        return error_response(UnknownRoute(f"no route {request.method} {request.url.path}"))
+        return self.refuse(UnknownRoute(f"no route {request.method} {request.url.path}"), request)
 
     async def _not_allowed(self, request: Request, exc: Exception) -> Response:
-        return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
+        return self.refuse(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"), request)
 
     async def _keel_error(self, request: Request, exc: Exception) -> Response:
-        return error_response(exc)
+        return self.refuse(exc, request)
+
+    def refuse(
+        self, exc: BaseException, request: Request, ctx: CallContext | None = None, operation: str = "http"
+    ) -> Response:
+        """Every error response: its trace id in ``x-keel-trace-id``, a trace row under that id (unless
+        the call already left one), and a count in ``keel_http_errors_total``."""
+        if ctx is None:
+            caller = getattr(request.state, "caller", None)
+            ctx = CallContext(tenant=caller.tenant if caller is not None else None)
+        status = exc.status if isinstance(exc, KeelError) else 500
+        self.service.metrics.http_errors[(operation, status)] += 1
+        if ctx.record is None:
+            self.service.record(refused_record(ctx, operation, exc, f"{request.method} {request.url.path}"))
+        return error_response(exc, _trace_headers(ctx))
 
     async def feedback(self, request: Request) -> Response:
         """``POST /v1/feedback``: attach a score, comment or correction to a trace of the caller's tenant."""
@@ -135,7 +149,7 @@ class KeelApp:
         return parse_json(await self._body(request))
 
     async def _crashed(self, request: Request, exc: Exception) -> Response:
-        return error_response(exc)
+        return self.refuse(exc, request)
 
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -166,18 +180,18 @@ class KeelApp:
                 req.model = self.service.gateway.settings.model_for_mode(ctx.mode)
             guard_chat(self.service.gateway.settings.guards, req)
             if req.stream:
-                return await self._stream(req, wants_usage)
+                return await self._stream(req, wants_usage, request)
             response = await self.service.chat(req)
-        except KeelError as exc:
-            return error_response(exc, _trace_headers(ctx))
+        except Exception as exc:  # a KeelError, or a bug: either way the answer names a trace that exists
+            return self.refuse(exc, request, ctx, "chat")
         return Response(orjson.dumps(response.body), media_type=JSON_TYPE, headers=_trace_headers(ctx))
 
-    async def _stream(self, req: ChatRequest, wants_usage: bool) -> Response:
+    async def _stream(self, req: ChatRequest, wants_usage: bool, request: Request) -> Response:
         upstream = self.service.chat_stream(req)
         try:
             head = await prime(upstream)  # errors before the first token get a real HTTP status
-        except KeelError as exc:
-            return error_response(exc, _trace_headers(req.ctx))
+        except Exception as exc:
+            return self.refuse(exc, request, req.ctx, "chat")
 
         async def events() -> AsyncIterator[bytes]:
             try:
@@ -207,8 +221,8 @@ class KeelApp:
             ctx = self._context(request)
             req, fmt = parse_embeddings(parse_json(await self._body(request)), ctx)
             response = await self.service.embed(req)
-        except KeelError as exc:
-            return error_response(exc, _trace_headers(ctx))
+        except Exception as exc:
+            return self.refuse(exc, request, ctx, "embeddings")
         body = response.to_openai(req.model)
         if fmt == "base64":
             for item in body["data"]:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import orjson
 from starlette.responses import Response
 
 from keel.errors import KeelError
+from keel.store.keys import DEFAULT_TENANT
+from keel.store.traces import TraceRecord, outcome
+from keel.tracing.redact import redact
+from keel.types import CallContext
 
 log = logging.getLogger("keel.server")
 
@@ -45,3 +50,22 @@ def error_response(exc: BaseException, headers: dict[str, str] | None = None) ->
     elif status in (429, 503):
         out["retry-after"] = "1"
     return Response(orjson.dumps(error_body(exc)), status_code=status, media_type="application/json", headers=out)
+
+
+def refused_record(ctx: CallContext, operation: str, exc: BaseException, where: str) -> TraceRecord:
+    """The trace row of a request answered with an error before any call recorded one: who, what
+    was refused and why (the reason redacted like captured text: it may quote the request)."""
+    rec = TraceRecord(
+        id=ctx.trace_id,
+        ts=ctx.started,
+        operation=operation,
+        tenant=ctx.tenant or DEFAULT_TENANT,
+        user=ctx.user,
+        feature=ctx.feature,
+        **outcome(exc),
+        usage_source="none",
+        latency_ms=(time.time() - ctx.started) * 1000,
+        notes=[where],
+    )
+    rec.error = redact(rec.error) if rec.error is not None else None
+    return rec

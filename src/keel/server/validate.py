@@ -16,6 +16,11 @@ ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 MAX_EMBED_INPUTS = 2048
 
 
+#: The deepest nesting a request body may have. Real requests (tool schemas included) stay far below;
+#: deeper bodies only exhaust the recursion of whatever serialises them next.
+MAX_DEPTH = 32
+
+
 def parse_json(raw: bytes) -> JSON:
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object")
@@ -25,7 +30,21 @@ def parse_json(raw: bytes) -> JSON:
         raise InvalidRequest(f"the request body is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise InvalidRequest(f"the request body must be a JSON object, not {type(data).__name__}")
+    if _depth_over(data, MAX_DEPTH):
+        raise InvalidRequest(f"the request body nests deeper than {MAX_DEPTH} levels; flatten it")
     return data
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest deeper than ``limit`` (iteratively: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _type(value: Any) -> str:
@@ -77,7 +96,7 @@ def _messages(data: JSON) -> list[JSON]:
         if not isinstance(msg, dict):
             raise InvalidRequest(f"'{where}' must be an object (got a {_type(msg)})", param=where)
         role = msg.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a type check first: [] or {} are unhashable
             raise InvalidRequest(
                 f"'{where}.role' must be one of {', '.join(sorted(ROLES))} (got {role!r})", param=f"{where}.role"
             )

@@ -16,6 +16,7 @@ class Metrics:
         self.latency: dict[str, list[int]] = {}
         self.latency_sum: dict[str, float] = defaultdict(float)
         self.attempt_errors: dict[tuple[str, str], int] = defaultdict(int)  # (deployment, error type)
+        self.http_errors: dict[tuple[str, int], int] = defaultdict(int)  # (operation, status)
 
     def observe(
         self,
@@ -55,6 +56,9 @@ class Metrics:
         head("keel_attempt_errors_total", "counter", "Failed attempts by deployment and error class.")
         for (dep, err), n in sorted(self.attempt_errors.items()):
             out.append(f'keel_attempt_errors_total{{deployment="{dep}",error="{err}"}} {n}')
+        head("keel_http_errors_total", "counter", "Error responses, by operation (chat, embeddings, http) and status.")
+        for (op, code), n in sorted(self.http_errors.items()):
+            out.append(f'keel_http_errors_total{{operation="{op}",status="{code}"}} {n}')
         head("keel_request_latency_ms", "histogram", "Call latency in milliseconds.")
         for alias, buckets in sorted(self.latency.items()):
             running = 0
