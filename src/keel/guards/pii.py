@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.errors import ConfigError
+from keel.tracing.secrets import SHAPES
 
 os.environ.setdefault("TLDEXTRACT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "keel-tldextract"))
 
@@ -87,16 +88,6 @@ _PHONE = re.compile(
     r"(?<![\w+.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,8}){1,4}(?![\w-]|\.\d)"
     r"|(?<![\w+])\+\d{8,14}(?![\w-]|\.\d)"
 )
-_SECRETS = re.compile(
-    r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"  # OpenAI, Anthropic
-    r"|\bAKIA[0-9A-Z]{16}\b"  # AWS access key id
-    r"|\bgh[pousr]_[A-Za-z0-9]{30,}"  # GitHub tokens
-    r"|\bxox[abpors]-[A-Za-z0-9-]{10,}"  # Slack
-    r"|\bhb_(?:live|test)_[A-Za-z0-9]{12,}"  # keys in the demo handbook's format
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/-]{20,}=*"
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
-    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWT
-)
 _ADDRESS = re.compile(
     r"\b\d{1,5}\s+(?:[A-Z][a-z]+\s){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Way|Court|Ct|"
     r"Place|Pl|Square|Sq|Terrace|Strasse|Straße)\b\.?(?:,\s*(?:Apt|Suite|Unit)\.?\s*\w+)?"
@@ -126,8 +117,10 @@ def _phone_ok(raw: str, before: str) -> bool:
 
 def _structured(text: str) -> list[Finding]:
     out: list[Finding] = []
-    for m in _SECRETS.finditer(text):
-        out.append(Finding("SECRET", m.start(), m.end(), m.group(0)))
+    low = text.lower()
+    for shape in SHAPES:  # the secret shapes trace redaction uses too
+        if shape.maybe(low):
+            out.extend(Finding("SECRET", a, b, text[a:b]) for a, b in shape.spans(text))
     for m in _EMAIL.finditer(text):
         out.append(Finding("EMAIL", m.start(), m.end(), m.group(0)))
     for m in _IBAN.finditer(text):
