@@ -117,6 +117,8 @@ def test_a_redis_that_is_down_fails_as_configured(
     assert r.status_code == status, r.text
     if mode == "closed":
         assert r.json()["error"]["code"] == "ledger_unavailable" and "unreachable" in r.json()["error"]["message"]
+        assert "127.0.0.1" not in r.text and "redis://" not in r.text  # where it lives is for the log
+        assert "127.0.0.1" in caplog.text
     assert f"failing {mode}" in caplog.text
 
 

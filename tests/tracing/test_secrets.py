@@ -3,10 +3,16 @@ ordinary support text reads on untouched."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from keel.guards.pii import detect
 from keel.tracing.redact import redact_text
+from keel.types import CallContext, ChatRequest
+from tests.conftest import read_trace
 
 # (text with a planted secret, the secret itself, what the trace keeps instead)
 PLANTED = [
@@ -54,3 +60,24 @@ def test_each_shape_is_hidden_in_traces_and_found_by_the_guard(text: str, secret
 def test_ordinary_text_reads_on(text: str) -> None:
     assert redact_text(text) == text
     assert [f for f in detect(text, ner=False) if f.kind == "SECRET"] == []
+
+
+def test_a_trace_rows_own_columns_are_scrubbed(home: Path) -> None:
+    from keel.gateway.runtime import close_service
+    from tests.conftest import scripted_service
+
+    async def run() -> Any:
+        service, _ = scripted_service(home)
+        ctx = CallContext(user="jo@example.com", feature="sk-proj-AbCdEf0123456789xyz")
+        await service.chat(ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}], ctx=ctx))
+        other = CallContext(user="jo@example.com", feature="support")
+        await service.chat(ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}], ctx=other))
+        plain = CallContext(user="1234567890", feature="support")
+        await service.chat(ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}], ctx=plain))
+        await close_service(service)
+        return ctx.trace_id, other.trace_id, plain.trace_id
+
+    first, second, third = (read_trace(home, t) for t in asyncio.run(run()))
+    assert "jo@example.com" not in str(first) and "AbCdEf0123456789xyz" not in str(first)
+    assert first.user == second.user and first.user.startswith("~")  # one pseudonym per user: still groups
+    assert second.feature == "support" and third.user == "1234567890"  # ordinary ids stay readable

@@ -112,7 +112,10 @@ class Admission:
         except LedgerUnavailable as exc:
             if self.settings.ledger.on_error == "closed":
                 log.error("%s; failing closed (ledger.on_error: closed): the call is refused", exc.message)
-                raise LedgerUnavailable(f"{exc.message}; calls are refused until it is back") from None
+                # where the ledger lives is the operator's to read in the log, not the client's
+                raise LedgerUnavailable(
+                    "the budget ledger is unreachable; calls are refused until it is back"
+                ) from None
             self._log_open(exc)
             ticket.counted = False
         return ticket

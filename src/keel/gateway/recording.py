@@ -19,7 +19,7 @@ from keel.store.keys import DEFAULT_TENANT
 from keel.store.traces import TraceRecord, outcome
 from keel.store.writer import BatchWriter
 from keel.tracing.metrics import Metrics
-from keel.tracing.redact import capture
+from keel.tracing.redact import capture, scrub
 from keel.tracing.tracer import NullTracer, Tracer
 from keel.types import (
     Attempt,
@@ -124,6 +124,8 @@ class Recorded(WrapperProvider):
         row has a tenant: calls made without one (no-auth mode, the CLI) are the default tenant's."""
         if rec.tenant is None:
             rec.tenant = DEFAULT_TENANT
+        if self.capture_policy != "full":
+            scrub(rec)  # every row passes here: calls, feature runs, refusals
         if self.writer is not None:
             self.writer.submit(rec)
 

@@ -13,7 +13,6 @@ from starlette.responses import Response
 from keel.errors import KeelError
 from keel.store.keys import DEFAULT_TENANT
 from keel.store.traces import TraceRecord, outcome
-from keel.tracing.redact import redact
 from keel.types import CallContext
 
 log = logging.getLogger("keel.server")
@@ -54,7 +53,7 @@ def error_response(exc: BaseException, headers: dict[str, str] | None = None) ->
 
 def refused_record(ctx: CallContext, operation: str, exc: BaseException, where: str) -> TraceRecord:
     """The trace row of a request answered with an error before any call recorded one: who, what
-    was refused and why (the reason redacted like captured text: it may quote the request)."""
+    was refused and why."""
     rec = TraceRecord(
         id=ctx.trace_id,
         ts=ctx.started,
@@ -67,5 +66,4 @@ def refused_record(ctx: CallContext, operation: str, exc: BaseException, where: 
         latency_ms=(time.time() - ctx.started) * 1000,
         notes=[where],
     )
-    rec.error = redact(rec.error) if rec.error is not None else None
-    return rec
+    return rec  # its columns are scrubbed as it is recorded, like every row

@@ -4,6 +4,7 @@ phones here are the always-on floor beneath the guard's detection."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -69,3 +70,22 @@ def capture(value: Any, policy: str) -> Any:
     if policy == "full":
         return value
     return redact(value)
+
+
+def identifier(value: str | None) -> str | None:
+    """An id column (user, feature, model alias) as a trace keeps it: itself, or — when it carries a
+    secret or an address (a user id that is an email) — a stable pseudonym, so that grouping and
+    filtering by it still work while the value itself never reaches the store."""
+    if value is None or (redact_secrets(value) == value and "@" not in value):
+        return value  # numeric ids stay readable: the phone and card floor is for free text
+    return "~" + hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def scrub(rec: Any) -> None:
+    """A trace row's own columns under the redaction floor: ids pseudonymised, error text and notes
+    redacted (what a call sent and said is ``capture``'s)."""
+    rec.user, rec.feature, rec.alias = identifier(rec.user), identifier(rec.feature), identifier(rec.alias)
+    if rec.error is not None:
+        rec.error = redact_text(rec.error)
+    if rec.notes:
+        rec.notes = [redact_text(n) for n in rec.notes]
