@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from keel.errors import ContextWindowExceeded, InvalidRequest, ModelNotFound, UpstreamUnavailable
+from keel.errors import ContextWindowExceeded, InvalidRequest, ModelNotFound, StreamInterrupted, UpstreamUnavailable
 from keel.gateway.runtime import build_service, close_service
 from keel.gateway.service import GatewayService
 from keel.testing import Reply, ScriptedProvider, SpanCapture
 from keel.types import CallContext, ChatRequest, EmbeddingRequest, Usage
-from tests.conftest import make_settings, no_sleep, read_trace
+from tests.conftest import make_settings, no_sleep, read_trace, scripted_service
 
 CONFIG = """
 deployments:
@@ -165,3 +165,18 @@ async def test_embeddings_route_and_trace(service: GatewayService) -> None:
     assert len(response.vectors) == 2 and req.ctx.record.operation == "embeddings"
     with pytest.raises(InvalidRequest, match="does not serve embeddings"):
         await service.embed(EmbeddingRequest(model="local", inputs=["x"]))
+
+
+async def test_a_stream_cut_mid_way_is_charged_for_what_it_produced(home: Path) -> None:
+    service, provider = scripted_service(home)
+    provider.enqueue(Reply("one two three four five six", fail_after=3, error=UpstreamUnavailable("cut")))
+    req = ChatRequest(model="m", messages=[{"role": "user", "content": "count"}], stream=True)
+    got = []
+    with pytest.raises(StreamInterrupted):
+        async for chunk in service.chat_stream(req):
+            got.append(chunk.text)
+    rec = req.ctx.record
+    assert "".join(got) == "one two three " and rec.status == "error"
+    assert rec.usage_source == "estimated" and rec.output_tokens == len("one two three ") // 4 + 1
+    assert rec.cost_usd is not None and rec.cost_usd > 0 and "estimated" in rec.cost_source
+    await close_service(service)

@@ -18,6 +18,7 @@ from keel.gateway.wrapper import WrapperProvider, inner
 from keel.store.keys import DEFAULT_TENANT
 from keel.store.traces import TraceRecord, outcome
 from keel.store.writer import BatchWriter
+from keel.text import CHARS_PER_TOKEN, upper_bound_tokens
 from keel.tracing.metrics import Metrics
 from keel.tracing.redact import capture, scrub
 from keel.tracing.tracer import NullTracer, Tracer
@@ -82,6 +83,7 @@ class Recorded(WrapperProvider):
         ttft: float | None = None
         parts: list[str] = []
         keep = self.capture_policy != "off"
+        streamed = 0  # characters of content: what a cut stream is charged for when no usage came
         error: BaseException | None = None
         cancelled = False
         try:
@@ -91,8 +93,10 @@ class Recorded(WrapperProvider):
                         ttft = (time.perf_counter() - t0) * 1000
                     if chunk.usage is not None:
                         usage = chunk.usage
+                    text = chunk.text
+                    streamed += len(text)
                     if keep:
-                        parts.append(chunk.text)
+                        parts.append(text)
                     yield chunk
         except GeneratorExit:
             cancelled = True
@@ -101,6 +105,8 @@ class Recorded(WrapperProvider):
             error = exc
             raise
         finally:
+            if usage is None and streamed:  # cut or abandoned after it produced tokens: still paid for
+                usage = _estimated(req, streamed)
             output = "".join(parts)
             self.finish(req.ctx, "chat", req.model, t0, stream=True, request=req.messages, usage=usage, output=output,
                         ttft=ttft, error=error, cancelled=cancelled)  # fmt: skip
@@ -140,6 +146,8 @@ class Recorded(WrapperProvider):
         cost = self.prices.cost(key, usage, dt.date.today())
         if cost is None:
             return None, f"unpriced: '{key}' is not in price table {self.prices.version}"
+        if usage.source == "estimated":
+            return cost, f"price table {self.prices.version} × usage estimated from the streamed text (no report came)"
         return cost, f"price table {self.prices.version} × provider-reported usage"
 
     def finish(
@@ -244,3 +252,13 @@ def _served_by(ctx: CallContext, served: Any) -> Attempt | None:
     if last is None and served is not None:
         last = Attempt(deployment=served.deployment, provider=served.provider, model=served.model, started=ctx.started)
     return last
+
+
+def _estimated(req: ChatRequest, streamed_chars: int) -> Usage:
+    """Usage for a stream that ended before the provider reported any: the input at its upper bound
+    (what admission reserved against), the output from the characters that were streamed."""
+    return Usage(
+        input_tokens=upper_bound_tokens(req.messages),
+        output_tokens=streamed_chars // CHARS_PER_TOKEN + 1,
+        source="estimated",
+    )
