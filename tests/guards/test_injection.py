@@ -183,3 +183,26 @@ async def test_output_guards_flag_block_and_fall_back(pipeline: Any, project: Pa
     provider.responder = lambda req: Reply("Sure: our key is sk-proj-abcdefghijklmnopqrstuvwxyz123456.")
     with pytest.raises(OutputBlocked, match="guard 'unsafe' blocked the answer: echoes a secret"):
         await pipe.run("support", {"question": "How long do refunds take?"})
+
+
+async def test_the_pii_output_guard_flags_redacts_or_blocks(pipeline: Any, project: Path) -> None:
+    from keel.features.pipeline import OutputBlocked
+    from keel.testing import Reply
+
+    pipe, provider, _ = pipeline
+    spec = "prompt: support\nmodel: m\n"
+    leak = "Write to ana.lopez@example.com or call +44 20 7946 0958; refunds take five days."
+    provider.responder = lambda req: Reply(leak)
+    (project / "features" / "support.yaml").write_text(spec + "guards: {output: [pii]}\n")
+    flagged = await pipe.run("support", {"question": "Who do I contact?"})
+    assert flagged.answer == leak and flagged.guards == {"pii": 0.0} and flagged.confidence == 0.0
+    assert any("guard pii (flag): the answer carries EMAIL, PHONE" in n for n in flagged.notes)
+    (project / "features" / "support.yaml").write_text(spec + "guards: {output: [{name: pii, action: redact}]}\n")
+    redacted = await pipe.run("support", {"question": "Who do I contact?"})
+    assert redacted.answer == "Write to [EMAIL] or call [PHONE]; refunds take five days."
+    (project / "features" / "support.yaml").write_text(spec + "guards: {output: [{name: pii, action: block}]}\n")
+    with pytest.raises(OutputBlocked, match="guard 'pii' blocked the answer: the answer carries EMAIL, PHONE"):
+        await pipe.run("support", {"question": "Who do I contact?"})
+    provider.responder = lambda req: Reply("Refunds take five business days.")
+    clean = await pipe.run("support", {"question": "How long do refunds take?"})
+    assert clean.guards == {"pii": 1.0}

@@ -13,7 +13,7 @@ from keel.features.result import Plan
 from keel.features.spec import FeatureSpec
 from keel.guards.actions import decide
 from keel.guards.inputs import InputGuard
-from keel.guards.output import guard_check
+from keel.guards.output import guard_check, redact_answer
 from keel.guards.pii import redact_many
 from keel.guards.screen import screen
 from keel.rag.answer import NOTHING_FOUND
@@ -98,6 +98,8 @@ def guard_output(plan: Plan, collections: Collections | None) -> None:
         result.notes.append(f"guard {rule.name} ({action}): {verdict.reason}")
         if action == "block":
             raise OutputBlocked(f"guard '{rule.name}' blocked the answer: {verdict.reason}")
+        if action == "redact" and rule.name == "pii":
+            result.answer = ctx.output = redact_answer(result.answer)
         if action == "fallback":
             fallback = spec.output.fallback if spec.output is not None else None
             result.answer = fallback if isinstance(fallback, str) else NOTHING_FOUND

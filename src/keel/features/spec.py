@@ -25,7 +25,7 @@ _SCHEMAS: dict[Path, tuple[Any, dict[str, Any]]] = {}
 
 SCHEMA_KEYS = {"type", "properties", "$ref", "anyOf", "oneOf", "allOf", "enum"}
 INPUT_GUARDS = {"injection", "pii_redact", "max_tokens"}
-OUTPUT_GUARDS = {"grounded", "citations", "unsafe", "schema"}
+OUTPUT_GUARDS = {"grounded", "citations", "unsafe", "schema", "pii"}
 
 
 class Section(BaseModel):

@@ -9,11 +9,15 @@ the one registry (``keel.checks``), so a guard and an eval that share a name are
   documented policy — instructions for weapons, self-harm encouragement, hate slurs, sexual content
   involving minors, malware, credentials or secrets echoed back — by phrase lists and the secret
   patterns of the PII guard; a hit scores 0;
-- ``schema``: a structured answer none of whose attempts validated (its fallback served) scores 0.
+- ``schema``: a structured answer none of whose attempts validated (its fallback served) scores 0;
+- ``pii`` (registered here too): the answer carries personal data or a secret — an email, phone,
+  card, IBAN, SSN or any secret shape — found by the same detectors as the input guard; with
+  ``action: redact`` each is replaced by its kind (``[EMAIL]``) before the user sees it.
 
 Their verdicts' scores make the answer's **confidence** (the lowest), which the "I don't know" path
 and review use. Actions: ``flag`` (the default: keep the answer, lower the confidence, note it),
-``block`` (refuse with the reason), ``fallback`` (serve the declared fallback answer instead).
+``block`` (refuse with the reason), ``fallback`` (serve the declared fallback answer instead),
+``redact`` (``pii`` only: hide what it found, keep the rest).
 """
 
 from __future__ import annotations
@@ -52,9 +56,33 @@ def unsafe(p: Params) -> Run:
     return run
 
 
+#: What the ``pii`` guard looks for in answers (names and places are left to the input guard: in an
+#: answer they are mostly the product's own words).
+OUTPUT_PII = frozenset({"EMAIL", "PHONE", "CARD", "IBAN", "SSN", "SECRET"})
+
+
+def pii(p: Params) -> Run:
+    def run(ctx: CheckContext) -> Verdict:
+        kinds = sorted({f.kind for f in detect(ctx.output, ner=False) if f.kind in OUTPUT_PII})
+        if kinds:
+            return Verdict(False, 0.0, f"the answer carries {', '.join(kinds)}")
+        return Verdict(True, 1.0, "no personal data or secret in the answer")
+
+    return run
+
+
+def redact_answer(answer: str) -> str:
+    """The answer with each personal datum or secret the ``pii`` guard finds replaced by its kind."""
+    for f in sorted(detect(answer, ner=False), key=lambda f: -f.start):
+        if f.kind in OUTPUT_PII:
+            answer = f"{answer[: f.start]}[{f.kind}]{answer[f.end :]}"
+    return answer
+
+
 def register(add: Callable[..., None]) -> None:
     """The ``keel.checks`` entry point: the guards' own checks, through the plugin door."""
     add("unsafe", unsafe)
+    add("pii", pii)
 
 
 def guard_check(name: str, threshold: float | None) -> BoundCheck:
