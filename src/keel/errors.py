@@ -12,6 +12,7 @@ KeelError                                          HTTP status · OpenAI error c
  │    ├── TraceNotFound                            no such trace (404)
  │    ├── UnknownRoute · MethodNotAllowed          404 · 405
  │    ├── PayloadTooLarge                          body over server.max_body_bytes (413)
+ │    ├── RequestTimeout                           body not sent within server.body_timeout_s (408)
  │    ├── InputTooLong                             input over a size guard (400 input_too_long)
  │    ├── InjectionBlocked                         the injection guard blocked an input (400)
  │    ├── OutputBlocked                            an output guard blocked the answer (422)
@@ -104,6 +105,13 @@ class MethodNotAllowed(UserError):
 class PayloadTooLarge(UserError):
     status = 413
     code = "payload_too_large"
+
+
+class RequestTimeout(UserError):
+    """The client did not send its request body within ``server.body_timeout_s``."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class InputTooLong(UserError):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from keel.cli.common import Env, console, load_env
+from keel.config.settings import KeelSettings
 from keel.errors import UserError
 
 
@@ -43,7 +46,17 @@ def register(app: typer.Typer) -> None:
             loop="auto",
             http="auto",
             timeout_graceful_shutdown=10,
+            **edge_limits(env.settings),
         )
+
+
+def edge_limits(settings: KeelSettings) -> dict[str, Any]:
+    """uvicorn's share of the edge limits: open connections per process (beyond them, 503) and the
+    keep-alive idle timeout. The body read timeout is the app's (408)."""
+    return {
+        "limit_concurrency": settings.server.max_connections,
+        "timeout_keep_alive": settings.server.keep_alive_s,
+    }
 
 
 def _serve_workers(env: Env, config: str | None, host: str, port: int, workers: int, no_auth: bool, warm: bool) -> None:
@@ -85,4 +98,5 @@ def _serve_workers(env: Env, config: str | None, host: str, port: int, workers: 
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=10,
+        **edge_limits(env.settings),
     )

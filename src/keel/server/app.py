@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -18,7 +19,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from keel.errors import InvalidRequest, KeelError, MethodNotAllowed, PayloadTooLarge, StreamInterrupted, UnknownRoute
+from keel.errors import (
+    InvalidRequest,
+    KeelError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RequestTimeout,
+    StreamInterrupted,
+    UnknownRoute,
+)
 from keel.gateway.service import GatewayService
 from keel.gateway.streams import prime
 from keel.rag.backends import Collections
@@ -48,6 +57,7 @@ class KeelApp:
         auth: bool = True,
         max_body_bytes: int,
         auth_cache_s: float = 1.0,
+        body_timeout_s: float = 30.0,
         collections: Collections | None = None,
         project_root: Path | None = None,
         on_startup: Any = None,
@@ -57,6 +67,7 @@ class KeelApp:
         self.store = store
         self.authenticate = Authenticator(store.keys if store is not None and auth else None, cache_s=auth_cache_s)
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.started = time.time()
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
@@ -156,11 +167,17 @@ class KeelApp:
         if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {self.max_body_bytes}")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLarge(f"the body exceeds the limit of {self.max_body_bytes} bytes")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.body_timeout_s):  # a slow-body client is cut, not waited for
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        raise PayloadTooLarge(f"the body exceeds the limit of {self.max_body_bytes} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.body_timeout_s:g} s (server.body_timeout_s)"
+            ) from None
         return b"".join(chunks)
 
     def _context(self, request: Request) -> CallContext:

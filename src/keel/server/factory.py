@@ -57,6 +57,7 @@ def build_app(
         auth=auth,
         max_body_bytes=settings.server.max_body_bytes,
         auth_cache_s=settings.server.auth_cache_s,
+        body_timeout_s=settings.server.body_timeout_s,
         collections=collections,
         project_root=settings.project_root,
         on_startup=startup,

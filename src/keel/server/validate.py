@@ -10,10 +10,13 @@ import orjson
 
 from keel.errors import InvalidRequest
 from keel.rag.search import Filters
+from keel.text import estimate_tokens
 from keel.types import JSON, CallContext, ChatRequest, EmbeddingRequest
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
-MAX_EMBED_INPUTS = 2048
+MAX_EMBED_INPUTS = 2048  # OpenAI's own limits: 2,048 inputs, 8,192 tokens each, 300,000 per request
+MAX_EMBED_ITEM_TOKENS = 8192
+MAX_EMBED_TOTAL_TOKENS = 300_000
 
 
 #: The deepest nesting a request body may have. Real requests (tool schemas included) stay far below;
@@ -178,6 +181,17 @@ def parse_embeddings(data: JSON, ctx: CallContext) -> tuple[EmbeddingRequest, st
             raise InvalidRequest(f"'input[{i}]' must be a string (token arrays are not supported)", param=f"input[{i}]")
         if not item:
             raise InvalidRequest(f"'input[{i}]' is empty", param=f"input[{i}]")
+        if estimate_tokens(item) > MAX_EMBED_ITEM_TOKENS:
+            raise InvalidRequest(
+                f"'input[{i}]' is ~{estimate_tokens(item):,} tokens; an input may have {MAX_EMBED_ITEM_TOKENS:,}",
+                param=f"input[{i}]",
+            )
+    total = sum(estimate_tokens(item) for item in inputs)
+    if total > MAX_EMBED_TOTAL_TOKENS:
+        raise InvalidRequest(
+            f"'input' is ~{total:,} tokens in all; a request may carry {MAX_EMBED_TOTAL_TOKENS:,}: split it",
+            param="input",
+        )
     fmt = data.get("encoding_format") or "float"
     if fmt not in ("float", "base64"):
         raise InvalidRequest(f"'encoding_format' must be 'float' or 'base64' (got {fmt!r})", param="encoding_format")

@@ -1,0 +1,79 @@
+"""Limits at the edge: a slow body is cut with a 408, embeddings carry at most what OpenAI's do,
+and `keel serve` caps open connections (beyond them, uvicorn's own plain-text 503)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from keel.server import build_app
+from keel.testing import FaultServer
+from keel.testing.processes import serve_keel, stop_keel
+from tests.conftest import RunningServer, make_settings, new_key, read_trace
+
+CONFIG = """
+server: {{body_timeout_s: 0.5, max_connections: 3}}
+deployments:
+  up: {{provider: openai, model: text-embedding-3-small, base_url: "{url}"}}
+models:
+  up: {{deployments: [up]}}
+"""
+
+
+def test_a_body_that_never_finishes_is_a_408(home: Path, upstream: FaultServer) -> None:
+    app = build_app(make_settings(CONFIG.format(url=upstream.base_url)), home)
+    key, _ = new_key(home, "acme")
+    with RunningServer(app) as server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+        head = (
+            f"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n"
+            "content-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b'{"model": "up", ')  # …and never the rest
+        sock.settimeout(5)
+        started = time.monotonic()
+        answer = sock.recv(65536).decode()
+        assert time.monotonic() - started < 3
+        assert answer.startswith("HTTP/1.1 408") and '"code":"request_timeout"' in answer
+        trace_id = next(line.split(": ")[1] for line in answer.split("\r\n") if line.startswith("x-keel-trace-id"))
+        assert app.service.writer is not None and app.service.writer.flush()
+        assert read_trace(home, trace_id).http_status == 408
+
+
+def test_embeddings_carry_at_most_what_openai_takes(home: Path, upstream: FaultServer) -> None:
+    app = build_app(make_settings(CONFIG.format(url=upstream.base_url)), home)
+    key, _ = new_key(home, "acme")
+    auth = {"authorization": f"Bearer {key}"}
+    with RunningServer(app) as server:
+        long_one = httpx.post(
+            f"{server.base_url}/embeddings", json={"model": "up", "input": ["x" * 40_000]}, headers=auth
+        )
+        assert long_one.status_code == 400 and long_one.json()["error"]["param"] == "input[0]"
+        many = httpx.post(
+            f"{server.base_url}/embeddings", json={"model": "up", "input": ["word " * 1500] * 200}, headers=auth
+        )
+        assert many.status_code == 400 and "a request may carry 300,000" in many.json()["error"]["message"]
+        assert upstream.requests == []  # refused before anything was sent
+
+
+def test_keel_serve_caps_open_connections(tmp_path: Path, home: Path, upstream: FaultServer) -> None:
+    config = tmp_path / "keel.yaml"
+    config.write_text(CONFIG.format(url=upstream.base_url))
+    served = serve_keel(config, home, {}, no_auth=True)
+    _, base = served
+    port = int(base.split(":")[2].split("/")[0])
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        over = httpx.post(f"{base}/embeddings", json={"model": "up", "input": "hi"}, timeout=5)
+        assert over.status_code == 503
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    again = httpx.post(f"{base}/embeddings", content=orjson.dumps({"model": "up", "input": "hi"}), timeout=5)
+    assert again.status_code == 200, again.text
+    stop_keel([served])
