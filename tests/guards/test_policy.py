@@ -119,3 +119,50 @@ def test_keel_yaml_guards_screen_raw_chat_calls(home: Path, upstream: FaultServe
     assert attack.status_code == 400 and attack.json()["error"]["code"] == "prompt_injection"
     assert huge.status_code == 400 and huge.json()["error"]["code"] == "input_too_long"
     assert fine.status_code == 200 and upstream.chat_calls == 1
+
+
+def test_canaries_in_every_field_never_reach_the_upstream(home: Path, upstream: FaultServer) -> None:
+    """Content parts, tool-call arguments, tool descriptions, user, metadata and unknown forwarded
+    fields are all held to the policy (issue 14): the upstream sees placeholders only."""
+    server, key = serve(home, upstream)
+    body = {
+        "model": "up",
+        "messages": [
+            {"role": "system", "content": f"Escalate to {EMAIL}."},
+            {"role": "user", "content": [{"type": "text", "text": f"card {CARD}"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "lookup", "arguments": json.dumps({"email": EMAIL})},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": f"found key {KEY}"},
+            {"role": "user", "content": "and now?"},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "lookup",
+                    "description": f"Look up a customer, e.g. {EMAIL}",
+                    "parameters": {"type": "object"},
+                },
+            }
+        ],
+        "user": EMAIL,
+        "metadata": {"owner": EMAIL, "note": f"card {CARD}"},
+        "x_custom": {"nested": [KEY]},
+    }
+    with server:
+        got = httpx.post(f"{server.base_url}/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
+    assert got.status_code == 200, got.text
+    sent = json.dumps([b for _, b in upstream.requests])
+    for canary in (CARD, EMAIL, KEY, "CANARY"):
+        assert canary not in sent, canary
+    assert sent.count("<EMAIL_1>") >= 4 and "<CARD_1>" in sent and "<SECRET_1>" in sent
+    assert upstream.requests[-1][1]["tools"][0]["function"]["parameters"] == {"type": "object"}  # schemas untouched

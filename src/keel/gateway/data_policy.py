@@ -32,7 +32,8 @@ class DataPolicy(WrapperProvider):
             if adapter is not None:
                 targets.append((name, adapter.info.provider, bool(adapter.info.local)))
         req.messages = list(req.messages)  # rewritten per message, never the caller's list
-        decision = enforce(policy, req.messages, targets)
+        req.params = dict(req.params)  # and per field
+        decision = enforce(policy, req.messages, targets, req.params)
         if decision.note:
             req.ctx.notes.append(decision.note)
         if decision.reroute:
@@ -75,7 +76,12 @@ def _restore_chunk(chunk: ChatChunk, restorer: StreamRestorer) -> None:
 
 
 def _restore_body(response: ChatResponse, decision: Decision) -> None:
+    """The redacted values back in every text of the answer: its content and its tool calls' arguments."""
     for choice in response.body.get("choices") or []:
         message = choice.get("message") or {}
         if isinstance(message.get("content"), str):
             message["content"] = restore_answer(message["content"], decision)
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                function["arguments"] = restore_answer(function["arguments"], decision)

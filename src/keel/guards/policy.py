@@ -5,8 +5,10 @@ that would send more is redacted (placeholders, restored in the answer), reroute
 or refused, as ``on_violation`` says; the trace notes which kinds were kept back from whom.
 
 Because an alias may fall back from one deployment to another, a call is held to the strictest
-deployment it could reach. Names and places (spaCy) are looked for in user turns only; every message
-gets the checksummed patterns.
+deployment it could reach. Every text the request sends is held to it (``keel.guards.outbound``):
+contents of every shape, tool-call arguments, tool descriptions, ``user``, ``metadata`` and other
+forwarded fields. Names and places (spaCy) are looked for in user turns only; every text gets the
+checksummed patterns.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from keel.config.settings import PII_KINDS, DataPolicySettings
 from keel.errors import PolicyViolation as PolicyViolation
+from keel.guards.outbound import outbound_texts, rewrite
 from keel.guards.pii import Finding, redact_many, restore
 
 ALL = frozenset(PII_KINDS)
@@ -41,32 +44,40 @@ def allowed_for(policy: DataPolicySettings, deployment: str, provider: str, loca
     return ALL if "all" in granted else frozenset(granted)
 
 
-def _texts(messages: list[Any]) -> list[tuple[int, str]]:
-    return [
-        (i, m["content"]) for i, m in enumerate(messages) if isinstance(m, dict) and isinstance(m.get("content"), str)
-    ]
-
-
-def enforce(policy: DataPolicySettings, messages: list[Any], targets: list[tuple[str, str, bool]]) -> Decision:
-    """Check (and, for ``redact``, rewrite in place) the messages bound for ``targets`` —
-    (deployment, provider, local) of every deployment the call could reach."""
+def enforce(
+    policy: DataPolicySettings,
+    messages: list[Any],
+    targets: list[tuple[str, str, bool]],
+    params: dict[str, Any] | None = None,
+) -> Decision:
+    """Check (and, for ``redact``, rewrite) every text bound for ``targets`` — (deployment,
+    provider, local) of every deployment the call could reach: ``messages`` in place (each changed
+    message replaced, never edited), ``params`` (the other forwarded fields) in place by key."""
     allowed = ALL
     for deployment, provider, local in targets:
         allowed &= allowed_for(policy, deployment, provider, local)
     decision = Decision(allowed)
     if not policy.enabled or allowed == ALL:
         return decision
-    positions = _texts(messages)
-    # names are looked for in what people wrote (user turns); system prompts and the retrieved
-    # documents inside them get the checksummed patterns only — spaCy over kilobytes of context on
-    # every call would cost tens of milliseconds
-    people = [policy.names and messages[i].get("role") == "user" for i, _ in positions]
-    texts, mapping, found = redact_many([t for _, t in positions], ner=people, keep=allowed)
+    params = params if params is not None else {}
+    found_texts = outbound_texts(messages, params)
+    # names are looked for in what people wrote (user turns); system prompts, the retrieved
+    # documents inside them, tool arguments and other fields get the checksummed patterns only —
+    # spaCy over kilobytes of context on every call would cost tens of milliseconds
+    people = [policy.names and t.written_by_user for t in found_texts]
+    texts, mapping, found = redact_many([t.text for t in found_texts], ner=people, keep=allowed)
     decision.found = found
     if policy.on_violation == "redact" and found:
         decision.mapping = mapping
-        for (i, _), text in zip(positions, texts, strict=True):
-            messages[i] = {**messages[i], "content": text}
+        for where, new in zip(found_texts, texts, strict=True):
+            if new == where.text:
+                continue
+            if where.where == "messages":
+                i = int(where.path[0])
+                messages[i] = rewrite(messages[i], where.path[1:], new)
+            else:
+                key = str(where.path[0])
+                params[key] = rewrite(params[key], where.path[1:], new)
     if not decision.found:
         return decision
     kinds = ", ".join(decision.withheld)
