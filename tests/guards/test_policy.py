@@ -166,3 +166,19 @@ def test_canaries_in_every_field_never_reach_the_upstream(home: Path, upstream: 
         assert canary not in sent, canary
     assert sent.count("<EMAIL_1>") >= 4 and "<CARD_1>" in sent and "<SECRET_1>" in sent
     assert upstream.requests[-1][1]["tools"][0]["function"]["parameters"] == {"type": "object"}  # schemas untouched
+
+
+def test_places_go_by_default_and_stay_when_the_policy_says_so(home: Path, upstream: FaultServer) -> None:
+    question = "Can I ship from Ulaanbaatar in Mongolia to Lisbon?"
+    server, key = serve(home, upstream)
+    with server:
+        httpx.post(f"{server.base_url}/chat/completions", headers={"authorization": f"Bearer {key}"},
+                   json={"model": "up", "messages": [{"role": "user", "content": question}]})  # fmt: skip
+    assert "Mongolia" in json.dumps(upstream.requests[-1][1])  # geography is not personal data by default
+    strict, key2 = serve(home, upstream, "data_policy: {default: []}\n")
+    with strict:
+        httpx.post(f"{strict.base_url}/chat/completions", headers={"authorization": f"Bearer {key2}"},
+                   json={"model": "up", "messages": [{"role": "user", "content": question}]})  # fmt: skip
+    assert "Mongolia" not in json.dumps(upstream.requests[-1][1]) and "<LOCATION_" in json.dumps(
+        upstream.requests[-1][1]
+    )

@@ -118,7 +118,7 @@ class TracingSettings(Strict):
     capture: Literal["off", "redacted", "full"] = "redacted"
     queue_size: int = Field(10_000, ge=1)
     batch_size: int = Field(256, ge=1)
-    flush_interval_s: float = Field(0.2, gt=0)
+    flush_interval_s: float = Field(0.1, gt=0, description="group commit: rows reach the store within this")
     otel: bool = False
 
 
@@ -242,10 +242,14 @@ PII_KINDS = ("EMAIL", "PHONE", "CARD", "IBAN", "SSN", "IP", "SECRET", "PERSON", 
 
 class DataPolicySettings(Strict):
     """Which kinds of personal data may leave the machine, to which provider. Local models may see
-    everything; a deployment or provider kind not listed may see ``default`` (nothing, unless said)."""
+    everything; a deployment or provider kind not listed may see ``default`` (places only, unless said)."""
 
     enabled: bool = True
-    default: list[str] = Field(default_factory=list, description="kinds any unlisted remote deployment may see")
+    default: list[str] = Field(
+        default_factory=lambda: ["LOCATION"],
+        description="kinds any unlisted remote deployment may see: places by default (a question about "
+        "Mongolia means nothing with <LOCATION_1> in it); [] to withhold them too",
+    )
     allow: dict[str, list[str]] = Field(
         default_factory=dict, description="deployment name or provider kind → kinds it may see (or [all])"
     )

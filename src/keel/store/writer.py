@@ -34,7 +34,7 @@ class BatchWriter:
         *,
         queue_size: int = 10_000,
         batch_size: int = 256,
-        flush_interval: float = 0.2,
+        flush_interval: float = 0.1,
         retry_max_s: float = 5.0,
         retention_days: float | None = None,
         purge_every_s: float = 600.0,
