@@ -159,43 +159,19 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     mp.undo()
 
 
+BODIES = {
+    "/chat/completions": chat_bodies,
+    "/embeddings": embedding_bodies,
+    "/features/greet/run": feature_bodies,
+    "/collections": collection_bodies,
+    "/collections/docs/documents": document_bodies,
+    "/collections/docs/search": search_bodies,
+    "/feedback": feedback_bodies,
+}
+
+
+@pytest.mark.parametrize("path", list(BODIES))
 @FUZZ
-@given(body=chat_bodies | raw_bodies)
-def test_chat(fuzzed: Fuzzed, body: Any) -> None:
-    fuzzed.check("/chat/completions", body)
-
-
-@FUZZ
-@given(body=embedding_bodies | raw_bodies)
-def test_embeddings(fuzzed: Fuzzed, body: Any) -> None:
-    fuzzed.check("/embeddings", body)
-
-
-@FUZZ
-@given(body=feature_bodies | raw_bodies)
-def test_feature_runs(fuzzed: Fuzzed, body: Any) -> None:
-    fuzzed.check("/features/greet/run", body)
-
-
-@FUZZ
-@given(body=collection_bodies | raw_bodies)
-def test_collections(fuzzed: Fuzzed, body: Any) -> None:
-    fuzzed.check("/collections", body)
-
-
-@FUZZ
-@given(body=document_bodies | raw_bodies)
-def test_documents(fuzzed: Fuzzed, body: Any) -> None:
-    fuzzed.check("/collections/docs/documents", body)
-
-
-@FUZZ
-@given(body=search_bodies | raw_bodies)
-def test_search(fuzzed: Fuzzed, body: Any) -> None:
-    fuzzed.check("/collections/docs/search", body)
-
-
-@FUZZ
-@given(body=feedback_bodies | raw_bodies)
-def test_feedback(fuzzed: Fuzzed, body: Any) -> None:
-    fuzzed.check("/feedback", body)
+@given(data=st.data())
+def test_no_body_gets_a_5xx_or_moves_money(fuzzed: Fuzzed, path: str, data: st.DataObject) -> None:
+    fuzzed.check(path, data.draw(BODIES[path] | raw_bodies, label="body"))
