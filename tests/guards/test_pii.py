@@ -98,3 +98,10 @@ async def test_canaries_never_reach_the_model_or_the_trace(pipeline: Any, projec
     rows = pipe.store.db.conn.execute("SELECT request, response FROM traces").fetchall()
     dump = " ".join(str(r[0]) + str(r[1]) for r in rows)
     assert canary_card not in dump and canary_email not in dump and "4000" not in dump
+
+
+def test_product_nouns_capitalised_mid_sentence_are_not_names() -> None:
+    from keel.guards.pii import detect
+
+    found = [(f.kind, f.text) for f in detect("My name is John Smith and my Email changed.")]
+    assert ("PERSON", "John Smith") in found and ("PERSON", "Email") not in found

@@ -165,8 +165,10 @@ _CANDIDATE = re.compile(r"(?<![.!?]\s)(?<!^)(?<!\n)\b[A-Z][a-z]{1,}(?:[-'][A-Z][
 NOT_NAMES = frozenset(
     """I Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July
     August September October November December API SDK URL HTTP HTTPS JSON CSV PDF Team Business Enterprise Free
-    Pro Plan Harbor Keel Error Warning Info Debug Please Thanks Hello Hi Dear OK""".split()
-)
+    Pro Plan Harbor Keel Error Warning Info Debug Please Thanks Hello Hi Dear OK
+    Email E-mail Phone Account Billing Settings Password Invoice Invoices Support Order Refund Login Dashboard
+    Profile Admin Customer Security Subscription Payment Checkout Cart Help Home Inbox Chat""".split()
+)  # the last line: product and UI nouns support text capitalises mid-sentence ("my Email changed")
 
 
 class _Names:
