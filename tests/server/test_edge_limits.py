@@ -77,3 +77,48 @@ def test_keel_serve_caps_open_connections(tmp_path: Path, home: Path, upstream: 
     again = httpx.post(f"{base}/embeddings", content=orjson.dumps({"model": "up", "input": "hi"}), timeout=5)
     assert again.status_code == 200, again.text
     stop_keel([served])
+
+
+SLOT = """
+deployments:
+  up:
+    provider: openai
+    model: gpt-4o-mini
+    base_url: "{url}"
+    max_concurrency: 1
+    max_queue: 0
+    timeout: {{first_token: 5, total: 1.5}}
+models:
+  up: {{deployments: [up], retry: {{attempts: 1}}}}
+"""
+
+
+def test_a_client_that_stops_reading_is_cut_at_total_and_frees_its_slot(home: Path) -> None:
+    with FaultServer(reply="word " * 400_000) as upstream:  # ~2 MB of stream: more than the socket buffers
+        app = build_app(make_settings(SLOT.format(url=upstream.base_url)), home, auth=False)
+        with RunningServer(app) as server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            body = orjson.dumps({"model": "up", "stream": True, "messages": [{"role": "user", "content": "go"}]})
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\n\r\n".encode()
+                + body
+            )  # …and never reads the answer
+            time.sleep(0.5)
+            busy = httpx.post(
+                f"{server.base_url}/chat/completions",
+                json={"model": "up", "messages": [{"role": "user", "content": "hi"}]},
+                timeout=10,
+            )
+            assert busy.status_code == 503  # the one slot is the non-reader's
+            deadline = time.monotonic() + 6
+            while True:
+                freed = httpx.post(
+                    f"{server.base_url}/chat/completions",
+                    json={"model": "up", "messages": [{"role": "user", "content": "hi"}]},
+                    timeout=10,
+                )
+                if freed.status_code == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert freed.status_code == 200, freed.text  # cut at total (1.5 s) + 1 s grace, not held

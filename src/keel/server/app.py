@@ -6,7 +6,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.errors import (
@@ -36,6 +36,7 @@ from keel.server.collections import CollectionRoutes
 from keel.server.errors import error_body, error_response, refused_record
 from keel.server.features import FeatureRoutes
 from keel.server.guards import guard_chat
+from keel.server.streaming import ReadingStream
 from keel.server.traces import TraceRoutes
 from keel.server.validate import parse_chat, parse_embeddings, parse_json
 from keel.store import Store
@@ -210,7 +211,7 @@ class KeelApp:
         except Exception as exc:
             return self.refuse(exc, request, req.ctx, "chat")
 
-        async def events() -> AsyncIterator[bytes]:
+        async def events() -> AsyncGenerator[bytes, None]:
             try:
                 for chunk in head:
                     if _send(chunk, wants_usage):
@@ -230,7 +231,15 @@ class KeelApp:
             yield b"data: [DONE]\n\n"
 
         headers = {**_trace_headers(req.ctx), "cache-control": "no-cache", "x-accel-buffering": "no"}
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        return ReadingStream(events(), deadline_s=self._total_s(req), headers=headers)
+
+    def _total_s(self, req: ChatRequest) -> float:
+        """The whole-call timeout of the deployment serving ``req`` (the longest of its route's, if
+        none has answered yet): how long its client may take to read the stream."""
+        deployments = self.service.gateway.settings.deployments
+        served = [a.deployment for a in req.ctx.attempts if a.error_type is None]  # the one streaming
+        names = served[-1:] or self.service.gateway.route(req.model).settings.deployments
+        return max(deployments[n].timeout.total for n in names if n in deployments)
 
     async def embeddings(self, request: Request) -> Response:
         ctx: CallContext | None = None
