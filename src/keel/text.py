@@ -35,7 +35,12 @@ CHARS_PER_TOKEN = 4  # English prose averages ~4 characters a token on GPT-style
 
 def estimate_tokens(text: str) -> int:
     """The usual estimate of a text's tokens (≥ 1): what size checks and context fitting use."""
-    return len(text) // CHARS_PER_TOKEN + 1
+    return tokens_for_chars(len(text))
+
+
+def tokens_for_chars(chars: int) -> int:
+    """The same estimate from a character count alone (a stream's text, counted as it passed)."""
+    return chars // CHARS_PER_TOKEN + 1
 
 
 def upper_bound_tokens(messages: Sequence[Any]) -> int:

@@ -18,7 +18,7 @@ from keel.gateway.wrapper import WrapperProvider, inner
 from keel.store.keys import DEFAULT_TENANT
 from keel.store.traces import TraceRecord, outcome
 from keel.store.writer import BatchWriter
-from keel.text import CHARS_PER_TOKEN, upper_bound_tokens
+from keel.text import tokens_for_chars, upper_bound_tokens
 from keel.tracing.metrics import Metrics
 from keel.tracing.redact import capture, scrub
 from keel.tracing.tracer import NullTracer, Tracer
@@ -259,6 +259,6 @@ def _estimated(req: ChatRequest, streamed_chars: int) -> Usage:
     (what admission reserved against), the output from the characters that were streamed."""
     return Usage(
         input_tokens=upper_bound_tokens(req.messages),
-        output_tokens=streamed_chars // CHARS_PER_TOKEN + 1,
+        output_tokens=tokens_for_chars(streamed_chars),
         source="estimated",
     )

@@ -176,17 +176,19 @@ def parse_embeddings(data: JSON, ctx: CallContext) -> tuple[EmbeddingRequest, st
         raise InvalidRequest("'input' must be a non-empty string or array of strings", param="input")
     if len(inputs) > MAX_EMBED_INPUTS:
         raise InvalidRequest(f"'input' may hold at most {MAX_EMBED_INPUTS} items (got {len(inputs)})", param="input")
+    total = 0
     for i, item in enumerate(inputs):
         if not isinstance(item, str):
             raise InvalidRequest(f"'input[{i}]' must be a string (token arrays are not supported)", param=f"input[{i}]")
         if not item:
             raise InvalidRequest(f"'input[{i}]' is empty", param=f"input[{i}]")
-        if estimate_tokens(item) > MAX_EMBED_ITEM_TOKENS:
+        tokens = estimate_tokens(item)
+        if tokens > MAX_EMBED_ITEM_TOKENS:
             raise InvalidRequest(
-                f"'input[{i}]' is ~{estimate_tokens(item):,} tokens; an input may have {MAX_EMBED_ITEM_TOKENS:,}",
+                f"'input[{i}]' is ~{tokens:,} tokens; an input may have {MAX_EMBED_ITEM_TOKENS:,}",
                 param=f"input[{i}]",
             )
-    total = sum(estimate_tokens(item) for item in inputs)
+        total += tokens
     if total > MAX_EMBED_TOTAL_TOKENS:
         raise InvalidRequest(
             f"'input' is ~{total:,} tokens in all; a request may carry {MAX_EMBED_TOTAL_TOKENS:,}: split it",
