@@ -22,6 +22,7 @@ and review use. Actions: ``flag`` (the default: keep the answer, lower the confi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -85,8 +86,10 @@ def register(add: Callable[..., None]) -> None:
     add("pii", pii)
 
 
+@functools.lru_cache(maxsize=64)
 def guard_check(name: str, threshold: float | None) -> BoundCheck:
-    """The registry's check for an output-guard rule, with the guard's defaults."""
+    """The registry's check for an output-guard rule, with the guard's defaults: built once per rule
+    (a bound check is immutable), not on every feature run."""
     spec: dict[str, Any] = {"type": name}
     if name == "grounded":
         spec["threshold"] = threshold or GROUNDED_THRESHOLD
