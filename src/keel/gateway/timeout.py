@@ -17,7 +17,7 @@ from keel.providers.base import Adapter
 from keel.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 
 
-class _Watchdog:
+class Watchdog:
     """Cancels the waiting task when the current deadline passes."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -69,7 +69,7 @@ class Timeout:
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        dog = _Watchdog(loop)
+        dog = Watchdog(loop)
         dog.arm(start + min(self.first_token, self.total))
         first = True
         try:

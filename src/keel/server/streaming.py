@@ -13,6 +13,8 @@ from collections.abc import AsyncGenerator
 from starlette.responses import StreamingResponse
 from starlette.types import Send
 
+from keel.gateway.timeout import Watchdog
+
 log = logging.getLogger("keel.server")
 GRACE_S = 1.0
 
@@ -24,16 +26,31 @@ class ReadingStream(StreamingResponse):
         self.deadline_s = deadline_s
 
     async def stream_response(self, send: Send) -> None:
-        deadline = asyncio.get_running_loop().time() + self.deadline_s + GRACE_S
+        # one timer for the whole response, as the upstream Timeout does: a timeout scope per chunk
+        # would cost a loop timer per write on the hottest path
+        loop = asyncio.get_running_loop()
+        dog = Watchdog(loop)
+        dog.arm(loop.time() + self.deadline_s + GRACE_S)
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for chunk in self.events:
+                if dog.fired:
+                    return self._cut()
+                task = asyncio.current_task()
+                dog.waiter = task  # only a write blocked on the client is cancelled
                 try:
-                    async with asyncio.timeout_at(deadline):
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except TimeoutError:
-                    log.warning("a client stopped reading its stream; cut at %.0f s", self.deadline_s + GRACE_S)
-                    return  # the connection is closed with the response unfinished
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                except asyncio.CancelledError:
+                    if dog.fired and task is not None and task.uncancel() == 0:
+                        return self._cut()
+                    raise
+                finally:
+                    dog.waiter = None
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            dog.disarm()
             await self.events.aclose()  # the upstream stream and its slot, released now
+
+    def _cut(self) -> None:
+        """The connection is closed with the response unfinished."""
+        log.warning("a client stopped reading its stream; cut at %.0f s", self.deadline_s + GRACE_S)
