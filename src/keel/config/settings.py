@@ -119,6 +119,9 @@ class TracingSettings(Strict):
     queue_size: int = Field(10_000, ge=1)
     batch_size: int = Field(256, ge=1)
     flush_interval_s: float = Field(0.1, gt=0, description="group commit: rows reach the store within this")
+    journal: bool = Field(
+        True, description="crash journal: calls in flight and unstored rows survive a kill -9 and settle at start-up"
+    )
     otel: bool = False
 
 

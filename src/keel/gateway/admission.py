@@ -121,10 +121,13 @@ class Admission:
         return ticket
 
     def _max_output(self, req: ChatRequest) -> int:
-        asked = req.max_tokens or req.params.get("max_completion_tokens")
+        return self.max_output(req.model, req.max_tokens or req.params.get("max_completion_tokens"))
+
+    def max_output(self, model: str, asked: Any) -> int:
+        """The most output a call may produce: what it asked for, else its deployments' cap."""
         if isinstance(asked, int) and asked > 0:
             return asked
-        caps = [d.max_output_tokens for d in self._deployments(req.model) if d.max_output_tokens]
+        caps = [d.max_output_tokens for d in self._deployments(model) if d.max_output_tokens]
         return min(caps) if caps else DEFAULT_MAX_OUTPUT
 
     def _names(self, model: str) -> list[str]:
@@ -154,16 +157,12 @@ class Admission:
             log.warning("%s; failing open (ledger.on_error: open): calls pass uncounted", exc.message)
 
     # -- after -----------------------------------------------------------------------------------
-    async def settle(self, ticket: Ticket, record: Any) -> None:
-        """Release the hold and spend what the call cost (``record`` is its trace row)."""
+    async def settle(self, ticket: Ticket, record: Any) -> bool:
+        """Release the hold and spend what the call cost (``record`` is its trace row). False when
+        the ledger could not be reached (the spend is not counted)."""
         if not ticket.counted:
-            return
-        tokens = (record.input_tokens + record.output_tokens) if record is not None else 0
-        reached = record is not None and record.provider is not None
-        if record is not None and record.cost_usd is not None:
-            nusd = to_nano(record.cost_usd)
-        else:
-            nusd = ticket.worst_nusd if reached else 0  # unpriced but paid for: keep the worst case
+            return True
+        nusd, tokens = spend(ticket.worst_nusd, record)
         steps: list[Any] = []
         if ticket.claims and self.ledger is not None:
             steps.append(self.ledger.settle(ticket.reservation, ticket.claims, nusd, tokens))
@@ -175,6 +174,8 @@ class Admission:
                 self._alert(crossing)
         except LedgerUnavailable as exc:
             log.error("%s; this call's spend was not recorded (its hold expires on its own)", exc.message)
+            return False
+        return True
 
     def _alert(self, crossing: Crossing) -> None:
         c = crossing.claim
@@ -212,6 +213,18 @@ class Admission:
             await self.ledger.aclose()
         if self.limiter is not None:
             await self.limiter.aclose()
+
+
+def spend(worst_nusd: int, record: Any) -> tuple[int, int]:
+    """What a finished call is charged (nano-USD, tokens), from its trace row: the priced cost; an
+    unpriced call that reached a provider keeps its worst case (never under-counted); a call that
+    reached none costs nothing."""
+    if record is None:
+        return 0, 0
+    tokens = record.input_tokens + record.output_tokens
+    if record.cost_usd is not None:
+        return to_nano(record.cost_usd), tokens
+    return (worst_nusd if record.provider is not None else 0), tokens
 
 
 async def _post(url: str, body: dict[str, Any]) -> None:

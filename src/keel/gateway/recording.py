@@ -2,6 +2,9 @@
 
 Recording never blocks or fails a call: rows go to the batched writer, which drops and counts
 on overflow; every attempt (retries and fallbacks included) is kept on the record.
+
+With a crash journal, a call is journaled as begun before anything is sent and as ended when its
+row is queued: a kill -9 loses neither a call in flight nor a row the writer had not stored yet.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from typing import Any
 from keel.cost.prices import PriceTable
 from keel.gateway.router import Gateway
 from keel.gateway.wrapper import WrapperProvider, inner
+from keel.store.journal import Journal
 from keel.store.keys import DEFAULT_TENANT
 from keel.store.traces import TraceRecord, outcome
 from keel.store.writer import BatchWriter
 from keel.text import tokens_for_chars, upper_bound_tokens
 from keel.tracing.metrics import Metrics
-from keel.tracing.redact import capture, scrub
+from keel.tracing.redact import capture, identifier, scrub
 from keel.tracing.tracer import NullTracer, Tracer
 from keel.types import (
     Attempt,
@@ -44,8 +48,10 @@ class Recorded(WrapperProvider):
         tracer: Tracer | None = None,
         capture_policy: str = "redacted",
         metrics: Metrics | None = None,
+        journal: Journal | None = None,
     ) -> None:
         super().__init__(gateway)
+        self.journal = journal
         self.gateway = gateway
         self.prices = prices
         self.writer = writer
@@ -55,6 +61,8 @@ class Recorded(WrapperProvider):
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
         t0 = time.perf_counter()
+        if self.journal is not None:
+            self._begin(req.ctx, "chat", req.model, False, req)
         response: ChatResponse | None = None
         error: BaseException | None = None
         try:
@@ -86,6 +94,8 @@ class Recorded(WrapperProvider):
         streamed = 0  # characters of content: what a cut stream is charged for when no usage came
         error: BaseException | None = None
         cancelled = False
+        if self.journal is not None:
+            self._begin(req.ctx, "chat", req.model, True, req)
         try:
             async with inner(self.wrapped.stream(req)) as chunks:
                 async for chunk in chunks:
@@ -114,6 +124,8 @@ class Recorded(WrapperProvider):
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         t0 = time.perf_counter()
         route = None
+        if self.journal is not None:
+            self._begin(req.ctx, "embeddings", req.model, False, None)
         try:
             route = self.gateway.route(req.model)
             response = await self.wrapped.embed(req)
@@ -132,8 +144,34 @@ class Recorded(WrapperProvider):
             rec.tenant = DEFAULT_TENANT
         if self.capture_policy != "full":
             scrub(rec)  # every row passes here: calls, feature runs, refusals
+        if self.journal is not None:
+            self.journal.ended(rec)
         if self.writer is not None:
             self.writer.submit(rec)
+
+    def _begin(self, ctx: CallContext, operation: str, alias: str, stream: bool, req: ChatRequest | None) -> None:
+        """Journal a call before it is sent: what a crash leaves of it is settled at its worst case."""
+        assert self.journal is not None
+        full = self.capture_policy == "full"
+        self.journal.begin(
+            {
+                "id": ctx.trace_id,
+                "ts": ctx.started,
+                "operation": operation,
+                "tenant": ctx.tenant or DEFAULT_TENANT,
+                "user": ctx.user if full else identifier(ctx.user),
+                "feature": ctx.feature if full else identifier(ctx.feature),
+                "alias": alias if full else identifier(alias),
+                "stream": stream,
+                "parent": ctx.parent,
+                "prompt": ctx.prompt,
+                "prompt_version": ctx.prompt_version,
+                "experiment": ctx.experiment,
+                "arm": ctx.arm,
+                "in": upper_bound_tokens(req.messages) if req is not None else 0,
+                "out": (req.max_tokens or req.params.get("max_completion_tokens")) if req is not None else 0,
+            }
+        )
 
     def _cost(self, served: Attempt | None, local: bool, usage: Usage) -> tuple[float | None, str]:
         if served is None:

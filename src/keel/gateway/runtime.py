@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from keel.config.settings import KeelSettings
 from keel.cost.prices import PriceTable
-from keel.gateway.admission import build_admission
+from keel.gateway.admission import Admission, build_admission
 from keel.gateway.recording import Recorded
+from keel.gateway.recovery import Recovered, recover
 from keel.gateway.retry import Sleep
 from keel.gateway.router import Gateway
 from keel.gateway.service import GatewayService
 from keel.providers.base import ProviderFactory
 from keel.store import open_database
+from keel.store.journal import Journal
 from keel.store.writer import BatchWriter
 from keel.tracing.otel import OTelTracer
 from keel.tracing.tracer import NullTracer, Tracer
+
+log = logging.getLogger("keel.gateway")
 
 
 def build_service(
@@ -40,8 +45,25 @@ def build_service(
     chosen: Tracer = tracer or (OTelTracer() if tcfg.otel else NullTracer())
     installed = home / "prices.yaml"  # `keel prices update` puts one here; keel.yaml's prices: wins
     prices = PriceTable.load(settings.prices or (installed if installed.is_file() else None))
-    recorder = Recorded(gateway, prices, writer=writer, tracer=chosen, capture_policy=tcfg.capture)
-    return GatewayService(recorder, admission=build_admission(settings, home, gateway, prices))
+    admission = build_admission(settings, home, gateway, prices)
+    journal, recovered = _journal(settings, home, admission, writer) if tcfg.journal else (None, Recovered())
+    recorder = Recorded(gateway, prices, writer=writer, tracer=chosen, capture_policy=tcfg.capture, journal=journal)
+    service = GatewayService(recorder, admission=admission)
+    service.recovered = recovered
+    return service
+
+
+def _journal(
+    settings: KeelSettings, home: Path, admission: Admission, writer: BatchWriter
+) -> tuple[Journal | None, Recovered]:
+    """This process's crash journal, after settling what dead processes left in theirs."""
+    root = home / "journal"
+    try:
+        journal = Journal(root, rounds=lambda: writer.rounds)
+    except OSError as exc:
+        log.warning("no crash journal (%s): calls in flight are not crash-safe", exc)
+        return None, Recovered()
+    return journal, recover(root, settings, home, admission, writer)
 
 
 async def close_service(service: GatewayService) -> None:
@@ -50,3 +72,6 @@ async def close_service(service: GatewayService) -> None:
         await service.admission.aclose()
     if service.writer is not None:
         service.writer.close()
+    journal = service.recorder.journal
+    if journal is not None:  # rows the writer could not store stay journaled for the next start
+        journal.close(keep=service.writer is not None and service.writer.pending > 0)

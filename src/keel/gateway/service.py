@@ -22,6 +22,7 @@ from keel.gateway.admission import Admission
 from keel.gateway.admitted import Admitted
 from keel.gateway.data_policy import DataPolicy
 from keel.gateway.recording import Recorded
+from keel.gateway.recovery import Recovered
 from keel.gateway.router import Gateway
 from keel.gateway.wrapper import Endpoint
 from keel.store.traces import TraceRecord
@@ -37,9 +38,10 @@ class GatewayService:
         self.prices: PriceTable = recorder.prices
         self.admission = admission
         self.recorder = recorder
+        self.recovered: Recovered | None = None  # what start-up settled from crashed processes' journals
         chain: Endpoint = recorder
         if admission is not None:
-            chain = Admitted(chain, admission)
+            chain = Admitted(chain, admission, recorder.journal)
         self.chain: Endpoint = DataPolicy(chain, self.gateway)
 
     # -- calls -----------------------------------------------------------------------------------

@@ -184,6 +184,15 @@ class Traces:
         where = Where().eq("id", trace_id).eq("tenant", tenant)
         return self.db.scalar(f"SELECT 1 FROM traces WHERE {where}", where.args) is not None
 
+    def present(self, ids: Sequence[str]) -> set[str]:
+        """Which of these trace ids have a row (any tenant)."""
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = self.db.all(f"SELECT id FROM traces WHERE id IN ({', '.join('?' * len(chunk))})", tuple(chunk))
+            found.update(str(r["id"]) for r in rows)
+        return found
+
     def children(self, parent: str, *, tenant: str | None) -> list[TraceRecord]:
         where = Where().eq("parent", parent).eq("tenant", tenant)
         return [_from_row(r) for r in self.db.all(f"SELECT * FROM traces WHERE {where} ORDER BY ts", where.args)]

@@ -72,6 +72,11 @@ class BatchWriter:
     def pending(self) -> int:
         return len(self._rows)
 
+    @property
+    def rounds(self) -> int:
+        """Completed write rounds: a row submitted at round r is in the store by round r + 2."""
+        return self._generation
+
     def submit(self, rec: TraceRecord) -> bool:
         """Hand one row over without blocking. False (and counted) if it had to be dropped."""
         if len(self._rows) >= self.queue_size:
