@@ -10,7 +10,7 @@ import pytest
 
 from keel.config.defaults import BUILTIN_LOCAL_MODELS, SMOLLM
 from keel.config.settings import DeploymentSettings, LocalModelSettings
-from keel.errors import ContextWindowExceeded
+from keel.errors import ContextWindowExceeded, UpstreamRejected
 from keel.providers.base import ProviderEnv
 from keel.providers.local_llama import LocalLlamaProvider
 from keel.providers.onnx_embed import MiniLMEmbedder, OnnxEmbedProvider
@@ -57,6 +57,20 @@ async def test_local_stream_can_be_abandoned(smollm: LocalLlamaProvider) -> None
 async def test_local_context_window_exceeded(smollm: LocalLlamaProvider) -> None:
     with pytest.raises(ContextWindowExceeded, match="context"):
         await smollm.complete(ask("word " * 3000, max_tokens=4))
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_content_part_the_local_model_lacks_is_a_400_not_a_crash(
+    smollm: LocalLlamaProvider, streamed: bool
+) -> None:
+    parts = [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]  # found by schemathesis
+    req = ChatRequest(model="local", messages=[{"role": "user", "content": parts}], max_tokens=4, stream=streamed)
+    with pytest.raises(UpstreamRejected, match=r"takes text only; messages\[0\] has a 'input_audio' part") as caught:
+        if streamed:
+            _ = [c async for c in smollm.stream(req)]
+        else:
+            await smollm.complete(req)
+    assert caught.value.status == 400 and not caught.value.retryable
 
 
 async def test_local_json_schema_is_grammar_constrained(smollm: LocalLlamaProvider) -> None:

@@ -101,6 +101,6 @@ def test_search_filters_over_http(gateway: Gateway) -> None:
     hits = call(gateway, "POST", "/collections/f/search", {"query": "refunds", "filters": {"kinds": ["md"]}})
     assert [h["doc_id"] for h in hits.json()["data"]] == ["faq/a.md"]
     bad = call(gateway, "POST", "/collections/f/search", {"query": "refunds", "filters": {"colour": "red"}})
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "filters"
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "filters.colour"
     bad = call(gateway, "POST", "/collections/f/search", {"query": "refunds", "filters": {"kinds": ["exe"]}})
     assert bad.status_code == 400 and "unknown document kind" in bad.json()["error"]["message"]

@@ -72,6 +72,17 @@ class LocalLlamaProvider:
         return self._server
 
     def _payload(self, req: ChatRequest) -> JSON:
+        for i, msg in enumerate(req.messages):
+            content = msg.get("content") if isinstance(msg, dict) else None
+            for part in content if isinstance(content, list) else ():
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind != "text":
+                    raise UpstreamRejected(
+                        f"{self.info.deployment}: the local model takes text only; messages[{i}] has a "
+                        f"'{kind}' part (route images and audio to a deployment that takes them)",
+                        provider=self.info.deployment,
+                        status=400,
+                    )
         body = req.to_openai(model=self.info.model)
         body.pop("model", None)
         return body
@@ -79,7 +90,12 @@ class LocalLlamaProvider:
     async def complete(self, req: ChatRequest) -> ChatResponse:
         server = await self._ready()
         payload = self._payload(req)
-        result = await anyio.to_thread.run_sync(server.handle_chat_completions, payload)
+        try:
+            result = await anyio.to_thread.run_sync(server.handle_chat_completions, payload)
+        except ValueError as exc:  # llama.cpp refusing the request's shape
+            raise self._rejected(exc) from None
+        except Exception as exc:
+            raise BadUpstreamResponse(f"{self.info.deployment}: {exc}") from exc
         if not isinstance(result, dict):
             raise BadUpstreamResponse(f"{self.info.deployment}: no answer from the local model")
         if "error" in result:
@@ -113,6 +129,8 @@ class LocalLlamaProvider:
                 item = await queue.get()
                 if item is _DONE:
                     break
+                if isinstance(item, ValueError):
+                    raise self._rejected(item) from None
                 if isinstance(item, Exception):
                     raise BadUpstreamResponse(f"{self.info.deployment}: {item}") from item
                 if isinstance(item, dict) and "error" in item:
@@ -123,6 +141,10 @@ class LocalLlamaProvider:
         finally:
             cancelled.set()
             await asyncio.shield(worker)
+
+    def _rejected(self, exc: ValueError) -> UpstreamRejected:
+        name = self.info.deployment
+        return UpstreamRejected(f"{name}: the local model cannot take this request ({exc})", provider=name, status=400)
 
     async def aclose(self) -> None:
         self._server = None  # llama.cpp's destructor stops its loop and frees the model

@@ -20,7 +20,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.errors import (
-    InvalidRequest,
     KeelError,
     MethodNotAllowed,
     PayloadTooLarge,
@@ -36,9 +35,10 @@ from keel.server.collections import CollectionRoutes
 from keel.server.errors import error_body, error_response, refused_record
 from keel.server.features import FeatureRoutes
 from keel.server.guards import guard_chat
+from keel.server.openapi import document
 from keel.server.streaming import ReadingStream
 from keel.server.traces import TraceRoutes
-from keel.server.validate import parse_chat, parse_embeddings, parse_json
+from keel.server.validate import CHAT, EMBEDDINGS, FEEDBACK, parse_chat, parse_embeddings, parse_json
 from keel.store import Store
 from keel.store.feedback import TraceNotFound
 from keel.types import CallContext, ChatChunk, ChatRequest
@@ -73,6 +73,7 @@ class KeelApp:
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
         self.collections = collections
+        self._openapi: bytes | None = None
         guard = self.authenticate.guard
         extra = CollectionRoutes(collections, guard, self.json_body, service).routes() if collections else []
         if store is not None:
@@ -88,6 +89,7 @@ class KeelApp:
                 Route("/v1/feedback", guard(self.feedback), methods=["POST"]),
                 Route("/healthz", self.health, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
+                Route("/openapi.json", self.openapi, methods=["GET"]),
             ],
             exception_handlers={
                 404: self._not_found,
@@ -133,9 +135,7 @@ class KeelApp:
         """``POST /v1/feedback``: attach a score, comment or correction to a trace of the caller's tenant."""
         caller = caller_of(request)
         body = await self.json_body(request)
-        unknown = sorted(set(body) - {"trace_id", "name", "value", "comment", "correction", "user"})
-        if unknown:
-            raise InvalidRequest(f"unknown field(s) {unknown}", param=unknown[0])
+        FEEDBACK.check(body)
         if self.store is None:
             raise UnknownRoute("feedback needs the store; this app has none")
         fields: dict[str, Any] = {
@@ -262,6 +262,18 @@ class KeelApp:
             for name in self.service.gateway.routes
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        if self._openapi is None:
+            settings = self.service.gateway.settings
+            routes = self.service.gateway.routes
+            models = {
+                CHAT.name: [a for a, r in routes.items() if r.chat is not None],
+                EMBEDDINGS.name: [a for a, r in routes.items() if r.embed is not None],
+            }
+            doc = document(self.asgi.routes, models=models, modes=list(settings.modes))
+            self._openapi = orjson.dumps(doc)
+        return Response(self._openapi, media_type=JSON_TYPE)
 
     async def health(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON_TYPE)

@@ -4,7 +4,7 @@ is ``keel.rag``'s, run in worker threads (embedding and SQLite block)."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from starlette.requests import Request
@@ -17,10 +17,10 @@ from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.ingest import ingest_documents
 from keel.rag.loaders import load_bytes
 from keel.rag.retrieval import Query, retrieve
+from keel.rag.search import Mode
 from keel.server.auth import caller_of
-from keel.server.validate import bounded_int, parse_document, parse_filters
+from keel.server.validate import COLLECTION, DOCUMENTS_ADD, SEARCH, parse_document, parse_filters
 
-MAX_DOCUMENTS_PER_REQUEST = 100
 DOCUMENTS = ("member", "ingest")  # the roles that may manage documents; search and answers need member
 
 
@@ -54,16 +54,9 @@ class CollectionRoutes:
             rows = await self.collections.run(lambda: self.collections.backend().list(tenant))
             return _json({"object": "list", "data": rows})
         body = await self.parse_body(request)
-        name = body.get("name")
-        if not isinstance(name, str):
-            raise InvalidRequest("'name' must be a string", param="name")
-        options = {
-            "chunk_tokens": bounded_int(body, "chunk_tokens", 128, 16, 256),
-            "overlap": bounded_int(body, "overlap", 0, 0, 128),
-        }
-        spec = body.get("rerank")
-        if spec is not None and not isinstance(spec, str):
-            raise InvalidRequest("'rerank' must be a string", param="rerank")
+        COLLECTION.check(body)
+        name, spec = body["name"], body.get("rerank")
+        options = {"chunk_tokens": body.get("chunk_tokens") or 128, "overlap": body.get("overlap") or 0}
         col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant, create=True, **options))
         if spec is not None:
             await self.collections.run(col.set_rerank, spec)
@@ -79,11 +72,8 @@ class CollectionRoutes:
             rows = await self.collections.run(col.list_documents)
             return _json({"object": "list", "data": rows})
         body = await self.parse_body(request)
-        items = body.get("documents")
-        if not isinstance(items, list) or not items:
-            raise InvalidRequest("'documents' must be a non-empty array", param="documents")
-        if len(items) > MAX_DOCUMENTS_PER_REQUEST:
-            raise InvalidRequest(f"send at most {MAX_DOCUMENTS_PER_REQUEST} documents per request", param="documents")
+        DOCUMENTS_ADD.check(body)
+        items = body["documents"]
         decoded = [parse_document(item, i) for i, item in enumerate(items)]
         ids = [d[0] for d in decoded]
         if len(set(ids)) != len(ids):
@@ -115,19 +105,11 @@ class CollectionRoutes:
         tenant = caller_of(request).tenant
         name = request.path_params["name"]
         body = await self.parse_body(request)
-        query = body.get("query")
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidRequest("'query' must be a non-empty string", param="query")
-        top_k = bounded_int(body, "top_k", 5, 1, 1000)
-        mode = body.get("mode", "hybrid")
-        if mode not in ("hybrid", "keyword", "vector"):
-            raise InvalidRequest("'mode' must be hybrid, keyword or vector", param="mode")
-        min_score = body.get("min_score")
-        if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)):
-            raise InvalidRequest("'min_score' must be a number", param="min_score")
-        filters = parse_filters(body.get("filters"))
+        SEARCH.check(body)
+        query, top_k, mode = body["query"], body.get("top_k") or 5, body.get("mode") or "hybrid"
+        min_score, filters = body.get("min_score"), parse_filters(body.get("filters"))
         col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant))
-        asked = Query(query, top_k=top_k, mode=mode, min_score=min_score, filters=filters)
+        asked = Query(query, top_k=top_k, mode=cast(Mode, mode), min_score=min_score, filters=filters)
         found = await retrieve(
             col, asked, service=self.service, default_model=self.default_model, tenant=tenant, run=self.collections.run
         )

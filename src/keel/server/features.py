@@ -13,13 +13,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from keel.errors import InvalidRequest, KeelError
+from keel.errors import KeelError
 from keel.features.pipeline import FeatureEvent, FeaturePipeline, Started, event_dict
 from keel.features.prompts import DEFAULT_LABEL
 from keel.gateway.service import GatewayService
 from keel.rag.backends import Collections
 from keel.server.auth import caller_of
 from keel.server.errors import error_body
+from keel.server.validate import FEATURE_RUN
 from keel.store import Store
 
 
@@ -55,19 +56,12 @@ class FeatureRoutes:
         caller = caller_of(request)
         tenant, key = caller.tenant, caller.key
         body = await self.parse_body(request)
-        inputs = body.get("inputs", {})
-        if not isinstance(inputs, dict):
-            raise InvalidRequest("'inputs' must be an object of name → value", param="inputs")
+        FEATURE_RUN.check(body)
+        inputs = body.get("inputs") or {}
         user = body.get("user") or request.headers.get("x-keel-user")
-        if user is not None and not isinstance(user, str):
-            raise InvalidRequest("'user' must be a string", param="user")
-        label = body.get("label", DEFAULT_LABEL)
-        if not isinstance(label, str):
-            raise InvalidRequest("'label' must be a string", param="label")
-        stream = body.get("stream", False)
-        if not isinstance(stream, bool):
-            raise InvalidRequest("'stream' must be true or false", param="stream")
-        mode = body.get("mode", request.headers.get("x-keel-mode"))
+        label = body.get("label") or DEFAULT_LABEL
+        stream = bool(body.get("stream"))
+        mode = body.get("mode") or request.headers.get("x-keel-mode")
         model = None if mode is None else self.service.gateway.settings.model_for_mode(mode)
         pipeline = self.pipeline()
         name = request.path_params["name"]

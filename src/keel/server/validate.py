@@ -10,6 +10,7 @@ import orjson
 
 from keel.errors import InvalidRequest
 from keel.rag.search import Filters
+from keel.server.schema import Array, Boolean, Integer, Number, Obj, OneOf, RequiredUnless, Text, type_name
 from keel.text import estimate_tokens
 from keel.types import JSON, CallContext, ChatRequest, EmbeddingRequest
 
@@ -51,80 +52,76 @@ def _depth_over(value: Any, limit: int) -> bool:
 
 
 def _type(value: Any) -> str:
-    return {
-        dict: "object",
-        list: "array",
-        str: "string",
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
+    return type_name(value)
+
+
+PART = Obj({"type": Text(nonempty=True)}, required=("type",), says="an object with a 'type'")
+TOOL_CALL = Obj(
+    {
+        "id": Text(),
+        "type": Text(),
+        "function": Obj({"name": Text(), "arguments": Text(description="JSON text, as the model wrote it")}),
+    }
+)
+MESSAGE = Obj(
+    {
+        "role": Text(choices=tuple(sorted(ROLES))),
+        "content": OneOf(
+            (Text(), Array(PART, noun="parts")),
+            says="a string or an array of parts",
+            description="required, except on an assistant turn that carries tool_calls",
+        ),
+        "name": Text(),
+        "tool_calls": Array(TOOL_CALL, noun="tool calls"),
+        "tool_call_id": Text(),
+    },
+    required=("role",),
+    rules=(RequiredUnless("content", {"role": "assistant"}, ("tool_calls", "function_call")),),
+    name="ChatMessage",
+)
+CHAT = Obj(
+    {
+        "model": Text(nonempty=True, description="a model alias from keel.yaml (GET /v1/models lists them)"),
+        "messages": Array(MESSAGE, min_items=1, noun="messages"),
+        "stream": Boolean(),
+        "stream_options": Obj({"include_usage": Boolean()}),
+        "max_tokens": Integer(1),
+        "max_completion_tokens": Integer(1),
+        "temperature": Number(0, 2),
+        "top_p": Number(0, 1),
+        "n": Integer(1, 1, says="1 (send separate requests for more choices)"),
+        "user": Text(description="the end user, for per-user budgets and traces"),
+        "metadata": Obj(description="metadata.feature names the feature for budgets and traces"),
+        "mode": Text(nonempty=True, description="fast, accurate…: chooses the model by keel.yaml's modes"),
+        "tools": Array(Obj({"type": Text()}), noun="tools"),
+    },
+    required=("model", "messages"),
+    name="ChatCompletionRequest",
+    description="OpenAI's chat completion body; fields Keel does not know are forwarded to the provider",
+)
+EMBEDDINGS = Obj(
+    {
+        "model": Text(nonempty=True),
+        "input": OneOf(
+            (
+                Text(nonempty=True),
+                Array(Text(nonempty=True), min_items=1, max_items=MAX_EMBED_INPUTS, noun="strings"),
+            ),
+            says="a non-empty string or array of strings",
+        ),
+        "encoding_format": Text(choices=("float", "base64")),
+        "user": Text(),
+        "dimensions": Integer(1),
+    },
+    required=("model", "input"),
+    name="EmbeddingRequest",
+)
 
 
 def _model(data: JSON) -> str:
     model = data.get("model")
-    if not isinstance(model, str) or not model.strip():
-        got = "missing" if model is None else f"a {_type(model)}"
-        raise InvalidRequest(f"'model' must be a non-empty string (got {got})", param="model")
+    assert isinstance(model, str)
     return model
-
-
-def _positive_int(data: JSON, key: str) -> int | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidRequest(f"'{key}' must be a positive integer (got {value!r})", param=key)
-    return value
-
-
-def _number(data: JSON, key: str, low: float, high: float) -> None:
-    value = data.get(key)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise InvalidRequest(f"'{key}' must be a number from {low:g} to {high:g} (got {value!r})", param=key)
-
-
-def _messages(data: JSON) -> list[JSON]:
-    messages = data.get("messages")
-    if not isinstance(messages, list):
-        got = "missing" if messages is None else f"a {_type(messages)}"
-        raise InvalidRequest(f"'messages' must be an array of messages (got {got})", param="messages")
-    if not messages:
-        raise InvalidRequest("'messages' must contain at least one message", param="messages")
-    for i, msg in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise InvalidRequest(f"'{where}' must be an object (got a {_type(msg)})", param=where)
-        role = msg.get("role")
-        if not isinstance(role, str) or role not in ROLES:  # a type check first: [] or {} are unhashable
-            raise InvalidRequest(
-                f"'{where}.role' must be one of {', '.join(sorted(ROLES))} (got {role!r})", param=f"{where}.role"
-            )
-        content = msg.get("content")
-        if content is None and not (role == "assistant" and (msg.get("tool_calls") or msg.get("function_call"))):
-            raise InvalidRequest(f"'{where}.content' is required", param=f"{where}.content")
-        if content is not None and not isinstance(content, str | list):
-            raise InvalidRequest(
-                f"'{where}.content' must be a string or an array of parts (got a {_type(content)})",
-                param=f"{where}.content",
-            )
-        if isinstance(content, list):
-            for j, part in enumerate(content):
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise InvalidRequest(
-                        f"'{where}.content[{j}]' must be an object with a 'type'", param=f"{where}.content[{j}]"
-                    )
-    return messages
-
-
-def _string_or_none(data: JSON, key: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise InvalidRequest(f"'{key}' must be a string (got a {_type(value)})", param=key)
-    return value
 
 
 def parse_chat(data: JSON, ctx: CallContext) -> tuple[ChatRequest, bool]:
@@ -132,27 +129,14 @@ def parse_chat(data: JSON, ctx: CallContext) -> tuple[ChatRequest, bool]:
     accurate…) is kept on the context for the app to map to a model; ``model`` may then be omitted."""
     mode = data.get("mode", ctx.mode)
     if mode is not None:
-        if not isinstance(mode, str) or not mode:
-            raise InvalidRequest("'mode' must be a string such as fast or accurate", param="mode")
+        CHAT.fields["mode"].check(mode, "mode")
         ctx.mode = mode
         data = {"model": f"mode:{mode}", **data}
+    CHAT.check(data)
     model = _model(data)
-    messages = _messages(data)
-    stream = data.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidRequest(f"'stream' must be a boolean (got {stream!r})", param="stream")
-    max_tokens = _positive_int(data, "max_tokens")
-    completion = _positive_int(data, "max_completion_tokens")
-    _number(data, "temperature", 0, 2)
-    _number(data, "top_p", 0, 1)
-    n = _positive_int(data, "n")
-    if n is not None and n != 1:
-        raise InvalidRequest("'n' other than 1 is not supported; send separate requests", param="n")
-    options = data.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise InvalidRequest("'stream_options' must be an object", param="stream_options")
-    user = _string_or_none(data, "user")
-    ctx.user = ctx.user or user
+    messages: list[JSON] = data["messages"]
+    options = data.get("stream_options") or {}
+    ctx.user = ctx.user or data.get("user")
     params = {
         k: v
         for k, v in data.items()
@@ -162,26 +146,24 @@ def parse_chat(data: JSON, ctx: CallContext) -> tuple[ChatRequest, bool]:
     if isinstance(metadata, dict) and isinstance(metadata.get("feature"), str):
         ctx.feature = ctx.feature or metadata["feature"]
     req = ChatRequest(
-        model=model, messages=messages, stream=bool(stream), max_tokens=completion or max_tokens, params=params, ctx=ctx
+        model=model,
+        messages=messages,
+        stream=bool(data.get("stream")),
+        max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
+        params=params,
+        ctx=ctx,
     )
-    return req, bool((options or {}).get("include_usage"))
+    return req, bool(options.get("include_usage"))
 
 
 def parse_embeddings(data: JSON, ctx: CallContext) -> tuple[EmbeddingRequest, str]:
     """Return the request and its encoding format (``float`` or ``base64``)."""
+    EMBEDDINGS.check(data)
     model = _model(data)
-    raw = data.get("input")
-    inputs = [raw] if isinstance(raw, str) else raw
-    if not isinstance(inputs, list) or not inputs:
-        raise InvalidRequest("'input' must be a non-empty string or array of strings", param="input")
-    if len(inputs) > MAX_EMBED_INPUTS:
-        raise InvalidRequest(f"'input' may hold at most {MAX_EMBED_INPUTS} items (got {len(inputs)})", param="input")
+    raw = data["input"]
+    inputs: list[str] = [raw] if isinstance(raw, str) else raw
     total = 0
     for i, item in enumerate(inputs):
-        if not isinstance(item, str):
-            raise InvalidRequest(f"'input[{i}]' must be a string (token arrays are not supported)", param=f"input[{i}]")
-        if not item:
-            raise InvalidRequest(f"'input[{i}]' is empty", param=f"input[{i}]")
         tokens = estimate_tokens(item)
         if tokens > MAX_EMBED_ITEM_TOKENS:
             raise InvalidRequest(
@@ -194,36 +176,90 @@ def parse_embeddings(data: JSON, ctx: CallContext) -> tuple[EmbeddingRequest, st
             f"'input' is ~{total:,} tokens in all; a request may carry {MAX_EMBED_TOTAL_TOKENS:,}: split it",
             param="input",
         )
-    fmt = data.get("encoding_format") or "float"
-    if fmt not in ("float", "base64"):
-        raise InvalidRequest(f"'encoding_format' must be 'float' or 'base64' (got {fmt!r})", param="encoding_format")
-    ctx.user = ctx.user or _string_or_none(data, "user")
-    return EmbeddingRequest(model=model, inputs=inputs, ctx=ctx), fmt
+    ctx.user = ctx.user or data.get("user")
+    return EmbeddingRequest(model=model, inputs=inputs, ctx=ctx), data.get("encoding_format") or "float"
 
 
 # -- collections ----------------------------------------------------------------------------------
 
 
-def bounded_int(body: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = body.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidRequest(f"'{key}' must be an integer from {low} to {high} (got {value!r})", param=key)
-    return value
+MAX_DOCUMENTS_PER_REQUEST = 100
+KINDS = ("md", "txt", "html", "pdf")
+
+COLLECTION = Obj(
+    {
+        "name": Text(nonempty=True, max_length=200),
+        "chunk_tokens": Integer(16, 256, description="128 when not given"),
+        "overlap": Integer(0, 128),
+        "rerank": Text(description="a reranker spec, e.g. local or llm:<alias>"),
+    },
+    required=("name",),
+    name="CollectionCreate",
+)
+DOCUMENT = Obj(
+    {
+        "id": Text(nonempty=True, max_length=512),
+        "kind": Text(choices=KINDS),
+        "text": Text(description="the document's text (or content_base64)"),
+        "content_base64": Text(description="the file's bytes, base64 (a PDF, say)"),
+    },
+    required=("id",),
+    says="an object with an 'id' and 'text' or 'content_base64'",
+    name="Document",
+)
+DOCUMENTS_ADD = Obj(
+    {"documents": Array(DOCUMENT, min_items=1, max_items=MAX_DOCUMENTS_PER_REQUEST, noun="documents")},
+    required=("documents",),
+    name="DocumentsAdd",
+)
+FILTERS = Obj(
+    {"doc_ids": Array(Text(), noun="strings"), "doc_prefix": Text(), "kinds": Array(Text(), noun="strings")},
+    extra=False,
+    name="SearchFilters",
+)
+SEARCH = Obj(
+    {
+        "query": Text(nonempty=True),
+        "top_k": Integer(1, 1000),
+        "mode": Text(choices=("hybrid", "keyword", "vector")),
+        "min_score": Number(),
+        "filters": FILTERS,
+    },
+    required=("query",),
+    name="SearchRequest",
+)
+FEATURE_RUN = Obj(
+    {
+        "inputs": Obj(values=None, says="an object of input names to values"),
+        "user": Text(),
+        "label": Text(nonempty=True, description="the prompt label to run (production by default)"),
+        "stream": Boolean(),
+        "mode": Text(nonempty=True),
+    },
+    name="FeatureRun",
+)
+FEEDBACK = Obj(
+    {
+        "trace_id": Text(nonempty=True, description="from the answer's x-keel-trace-id header"),
+        "name": Text(nonempty=True, description="helpful, rating…"),
+        "value": OneOf((Boolean(), Number(), Text()), says="a boolean, number or string"),
+        "comment": Text(),
+        "correction": Text(),
+        "user": Text(),
+    },
+    required=("trace_id",),
+    extra=False,
+    name="FeedbackCreate",
+)
 
 
-def parse_document(item: Any, index: int) -> tuple[str, str, bytes]:
+def parse_document(item: JSON, index: int) -> tuple[str, str, bytes]:
+    """One document of a ``DOCUMENTS`` body that has passed its check: (id, kind, bytes)."""
     where = f"documents[{index}]"
-    if not isinstance(item, dict):
-        raise InvalidRequest(f"'{where}' must be an object", param=where)
-    doc_id = item.get("id")
-    if not isinstance(doc_id, str) or not doc_id.strip() or len(doc_id) > 512:
-        raise InvalidRequest(f"'{where}.id' must be a non-empty string of at most 512 characters", param=f"{where}.id")
-    kind = item.get("kind", "txt")
-    if kind not in ("md", "txt", "html", "pdf"):
-        raise InvalidRequest(f"'{where}.kind' must be md, txt, html or pdf", param=f"{where}.kind")
-    if isinstance(item.get("text"), str):
+    doc_id, kind = item["id"], item.get("kind") or "txt"
+    if item.get("text") is not None:
         return doc_id, kind, item["text"].encode("utf-8")
-    if isinstance(item.get("content_base64"), str):
+    if item.get("content_base64") is not None:
         try:
             return doc_id, kind, base64.b64decode(item["content_base64"], validate=True)
         except (binascii.Error, ValueError):
@@ -233,17 +269,11 @@ def parse_document(item: Any, index: int) -> tuple[str, str, bytes]:
     raise InvalidRequest(f"'{where}' needs 'text' or 'content_base64'", param=where)
 
 
-def parse_filters(raw: Any) -> Filters | None:
+def parse_filters(raw: JSON | None) -> Filters | None:
+    """The ``filters`` of a ``SEARCH`` body that has passed its check."""
     if raw is None:
         return None
-    if not isinstance(raw, dict) or set(raw) - {"doc_ids", "doc_prefix", "kinds"}:
-        raise InvalidRequest("'filters' takes doc_ids (array), doc_prefix (string) and kinds (array)", param="filters")
     doc_ids, prefix, kinds = raw.get("doc_ids"), raw.get("doc_prefix"), raw.get("kinds")
-    for key, value in (("doc_ids", doc_ids), ("kinds", kinds)):
-        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-            raise InvalidRequest(f"'filters.{key}' must be an array of strings", param=f"filters.{key}")
-    if prefix is not None and not isinstance(prefix, str):
-        raise InvalidRequest("'filters.doc_prefix' must be a string", param="filters.doc_prefix")
     return Filters(
         frozenset(doc_ids) if doc_ids is not None else None, prefix, frozenset(kinds) if kinds is not None else None
     )
