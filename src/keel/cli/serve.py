@@ -44,18 +44,22 @@ def register(app: typer.Typer) -> None:
             log_level="warning",
             access_log=False,
             loop="auto",
-            http="auto",
             timeout_graceful_shutdown=10,
             **edge_limits(env.settings),
         )
 
 
 def edge_limits(settings: KeelSettings) -> dict[str, Any]:
-    """uvicorn's share of the edge limits: open connections per process (beyond them, 503) and the
-    keep-alive idle timeout. The body read timeout is the app's (408)."""
+    """uvicorn's share of the edge limits: the protocol with a header deadline and eviction of idle
+    connections past the cap (``keel.server.protocol``), requests in flight past the cap (503), and
+    the keep-alive idle timeout. The body read timeout is the app's (408)."""
+    from keel.server.protocol import edge_protocol
+
+    server = settings.server
     return {
-        "limit_concurrency": settings.server.max_connections,
-        "timeout_keep_alive": settings.server.keep_alive_s,
+        "http": edge_protocol(server.header_timeout_s, server.max_connections),
+        "limit_concurrency": server.max_connections + 1,  # the protocol keeps open connections to the cap
+        "timeout_keep_alive": server.keep_alive_s,
     }
 
 

@@ -110,7 +110,15 @@ class ServerSettings(Strict):
         1.0, ge=0, description="how long a key lookup is reused; revocations by another process take effect within this"
     )
     body_timeout_s: float = Field(30.0, gt=0, le=3600, description="a request body not read in full by then: 408")
-    max_connections: int = Field(1000, ge=1, le=1_000_000, description="open connections per process; beyond: 503")
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="a connection that has not sent a request's headers by then is closed"
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="open connections per process; beyond, the oldest one still sending headers is closed (or 503)",
+    )
     keep_alive_s: float = Field(5.0, gt=0, le=600, description="an idle keep-alive connection is closed after this")
 
 

@@ -1,0 +1,83 @@
+"""The HTTP protocol at the edge: uvicorn's httptools protocol with the two limits it lacks.
+
+- **A header deadline.** A connection must finish a request's headers within ``header_timeout_s``
+  of opening, or of its last response, or it is closed. uvicorn holds a connection that sends
+  nothing, or sends its headers a byte at a time, for as long as the client likes: that is
+  slowloris.
+- **Open connections are capped by eviction.** Past ``max_connections``, a new connection makes
+  room by closing the oldest one still waiting for its headers. A flood of idle sockets therefore
+  cannot shut real clients out. When every open connection is busy with a request, uvicorn's own
+  ``limit_concurrency`` answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    header_timeout_s = 10.0
+    max_connections = 1000
+    evicted = 0  # connections closed to make room, since start (per process)
+    timed_out = 0  # connections closed for not sending their headers in time
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._waiting_since: float | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._arm()
+        if len(self.connections) > self.max_connections:
+            self._evict()
+
+    def _arm(self) -> None:
+        self._waiting_since = time.monotonic()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
+
+    def _disarm(self) -> None:
+        self._waiting_since = None
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            type(self).timed_out += 1
+            self.transport.close()
+            self.connections.discard(self)
+
+    def _evict(self) -> None:
+        waiting = [c for c in self.connections if getattr(c, "_waiting_since", None) is not None and c is not self]
+        if not waiting:
+            return  # every other connection is busy: uvicorn's limit answers 503 to the next request
+        oldest: Any = min(waiting, key=lambda c: c._waiting_since)
+        oldest._disarm()
+        type(self).evicted += 1
+        oldest.transport.close()
+        self.connections.discard(oldest)  # now, not when the loop gets to its connection_lost
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline:
+            self._arm()  # the next request's headers get the same deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def edge_protocol(header_timeout_s: float, max_connections: int) -> type[EdgeProtocol]:
+    """The protocol class for one server, with its limits (uvicorn takes a class)."""
+    return type(
+        "EdgeProtocol",
+        (EdgeProtocol,),
+        {"header_timeout_s": header_timeout_s, "max_connections": max_connections, "evicted": 0, "timed_out": 0},
+    )
