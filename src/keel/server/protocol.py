@@ -51,10 +51,12 @@ class EdgeProtocol(HttpToolsProtocol):
             self.connections.discard(self)
 
     def _evict(self) -> None:
-        waiting = [c for c in self.connections if getattr(c, "_waiting_since", None) is not None and c is not self]
+        waiting: list[Any] = [
+            c for c in self.connections if getattr(c, "_waiting_since", None) is not None and c is not self
+        ]
         if not waiting:
             return  # every other connection is busy: uvicorn's limit answers 503 to the next request
-        oldest: Any = min(waiting, key=lambda c: c._waiting_since)
+        oldest = min(waiting, key=lambda c: c._waiting_since)
         oldest._disarm()
         type(self).evicted += 1
         oldest.transport.close()
