@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -116,6 +118,51 @@ def test_minilm_truncates_and_batches_without_changing_results() -> None:
     assert tokens <= 256 + 3 + 16
     alone, _ = model.embed(["short"])
     assert np.allclose(vectors[1], alone[0], atol=1e-5)  # padding in a batch does not change a vector
+
+
+async def test_a_small_embeddings_request_waits_one_turn_not_a_whole_big_one() -> None:
+    """The local embedder works in turns of ``chunk`` inputs, first come first served, so one huge
+    request cannot hold the model while a one-input request waits (issue 14)."""
+    provider = OnnxEmbedProvider("m", DeploymentSettings(provider="onnx-embed", model="all-minilm-l6-v2"))
+    model = provider.load()
+    provider.chunk = 4
+    texts = [f"document {i} about refunds and returns " * 8 for i in range(48)]  # 12 turns
+    finished: list[str] = []
+    running, most = [0], [0]
+    embed_batch = model.embed
+
+    def counted(batch: list[str]) -> Any:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            return embed_batch(batch)
+        finally:
+            running[0] -= 1
+
+    model.embed = counted  # type: ignore[method-assign]
+
+    async def embed(name: str, inputs: list[str]) -> list[list[float]]:
+        response = await provider.embed(EmbeddingRequest(model="m", inputs=inputs))
+        finished.append(name)
+        return response.vectors
+
+    big = asyncio.create_task(embed("big", texts))
+    await asyncio.sleep(0.05)  # the big one has begun its turns
+    small = await embed("small", ["where is my refund"])
+    whole = await big
+    assert finished == ["small", "big"]
+    assert most[0] == 1  # one turn at a time: onnxruntime already uses every core
+    assert len(small) == 1 and len(whole) == 48
+    alone, _ = embed_batch(texts[-4:])
+    assert np.allclose(np.asarray(whole[-4:]), alone, atol=1e-5)  # turns do not change the vectors
+
+
+def test_long_inputs_go_in_smaller_batches_with_the_same_vectors() -> None:
+    model = OnnxEmbedProvider("m", DeploymentSettings(provider="onnx-embed", model="all-minilm-l6-v2")).load()
+    texts = ["refund policy " * 120] * 5 + ["short one"] * 3  # 240 tokens: batches of 4 by the attention bound
+    together, _ = model.embed(texts)
+    one_by_one = np.vstack([model.embed([t])[0] for t in texts])
+    assert np.allclose(together, one_by_one, atol=1e-5)
 
 
 @pytest.mark.slow

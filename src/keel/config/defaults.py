@@ -32,7 +32,7 @@ def default_config() -> dict[str, Any]:
         "local_models": BUILTIN_LOCAL_MODELS,
         "deployments": {
             "local": {"provider": "local", "model": local},
-            "minilm": {"provider": "onnx-embed", "model": MINILM, "max_concurrency": 4},
+            "minilm": {"provider": "onnx-embed", "model": MINILM, "max_concurrency": 8},
         },
         "models": {
             "local": {"deployments": ["local"], "description": f"the embedded local model ({local})"},
