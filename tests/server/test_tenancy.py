@@ -147,6 +147,7 @@ MATRIX: dict[tuple[str, str], Row] = {
 TENANT_FREE = {  # routes that hold no tenant data, with the reason
     ("GET", "/healthz"): "liveness only",
     ("GET", "/metrics"): "process counters, no tenant data",
+    ("GET", "/openapi.json"): "the API contract: routes and body schemas, no tenant data",
 }
 
 
