@@ -46,6 +46,10 @@ class RetrySettings(Strict):
     base_delay_s: float = Field(0.25, ge=0)
     max_delay_s: float = Field(8.0, ge=0)
     max_retry_after_s: float = Field(30.0, ge=0, description="a longer Retry-After is not waited for")
+    resume_streams: bool = Field(
+        False, description="continue a stream cut after its first token, so the client sees one answer"
+    )
+    resume_attempts: int = Field(2, ge=1, le=10, description="with resume_streams: continuations per stream")
 
 
 FallbackOn = Literal["rate_limit", "server_error", "timeout", "context_window", "circuit_open", "overloaded"]

@@ -32,6 +32,7 @@ from keel.gateway.attempts import RecordAttempts
 from keel.gateway.breaker import CircuitBreaker
 from keel.gateway.fallback import Fallback
 from keel.gateway.limit import ConcurrencyLimit
+from keel.gateway.resume import PREFILL, Resumable
 from keel.gateway.retry import Retry, Sleep
 from keel.gateway.timeout import Timeout
 from keel.providers.base import Adapter, Embedder, Provider, ProviderEnv, ProviderFactory, ProviderInfo
@@ -97,7 +98,11 @@ class Gateway:
             return Fallback(tries, on=on) if tries else None
 
         first = self.adapters[cfg.deployments[0]]
-        return Route(alias, cfg, chain("complete"), chain("embed"), first.info)
+        chat: Provider | None = chain("complete")
+        if chat is not None and cfg.retry.resume_streams:
+            prefill = first.info.provider in PREFILL
+            chat = Resumable(chat, attempts=cfg.retry.resume_attempts, prefill=prefill)
+        return Route(alias, cfg, chat, chain("embed"), first.info)
 
     def route(self, model: str) -> Route:
         found = self.routes.get(model)

@@ -80,8 +80,14 @@ class FaultServer:
         port: int = 0,
         chunk_delay: float = 0.0,
         model: str = "fault-model",
+        resume_overlap: int = 0,
     ) -> None:
+        """With a fixed ``reply`` the server acts as a temperature-0 model: asked to continue a
+        partial answer (a trailing assistant prefix, or one followed by a request to continue), it
+        answers with the rest of ``reply``, first repeating ``resume_overlap`` words of the prefix
+        (as real models sometimes do at a seam)."""
         self.reply = reply
+        self.resume_overlap = resume_overlap
         self.host = host
         self.port = port
         self.chunk_delay = chunk_delay
@@ -247,7 +253,7 @@ class FaultServer:
 
     def _answer(self, req: dict[str, Any], anthropic: bool) -> str:
         if self.reply is not None:
-            return self.reply
+            return self._rest_of_reply(req.get("messages") or [], self.reply)
         for msg in reversed(req.get("messages") or []):
             if msg.get("role") == "user":
                 content = msg.get("content")
@@ -255,6 +261,16 @@ class FaultServer:
                     content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
                 return f"You said: {content}"
         return "Hello."
+
+    def _rest_of_reply(self, messages: list[Any], reply: str) -> str:
+        tail = messages[-2:] if len(messages) >= 2 and messages[-1].get("role") == "user" else messages[-1:]
+        partial = next((m for m in tail if m.get("role") == "assistant" and isinstance(m.get("content"), str)), None)
+        prefix = (partial or {}).get("content", "").rstrip()
+        if not prefix or not reply.startswith(prefix):
+            return reply
+        repeated = " ".join(prefix.split(" ")[-self.resume_overlap :]) if self.resume_overlap else ""
+        rest = reply[len(prefix) :]
+        return (" " + repeated if repeated else "") + rest if rest.startswith(" ") else repeated + rest
 
     def _openai_body(self, req: dict[str, Any], text: str, prompt_tokens: int) -> dict[str, Any]:
         return {
