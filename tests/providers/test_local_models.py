@@ -159,7 +159,7 @@ async def test_a_small_embeddings_request_waits_one_turn_not_a_whole_big_one() -
 
 def test_long_inputs_go_in_smaller_batches_with_the_same_vectors() -> None:
     model = OnnxEmbedProvider("m", DeploymentSettings(provider="onnx-embed", model="all-minilm-l6-v2")).load()
-    texts = ["refund policy " * 120] * 5 + ["short one"] * 3  # 240 tokens: batches of 4 by the attention bound
+    texts = ["refund policy " * 120] * 5 + ["short one"] * 3  # ~240 tokens: one at a time under the attention bound
     together, _ = model.embed(texts)
     one_by_one = np.vstack([model.embed([t])[0] for t in texts])
     assert np.allclose(together, one_by_one, atol=1e-5)
