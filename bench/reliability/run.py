@@ -34,17 +34,22 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: tests/ holds the fuzz bodies
 
-from keel.config.loader import load_settings  # noqa: E402
-from keel.cost.budgets import NANO  # noqa: E402
-from keel.cost.ledger import StoreLedger  # noqa: E402
-from keel.gateway.runtime import build_service, close_service  # noqa: E402
-from keel.store import open_store  # noqa: E402
-from keel.testing import Fault, FaultServer  # noqa: E402
-from keel.testing.processes import serve_keel, stop_keel  # noqa: E402
+from keel.config.loader import load_settings
+from keel.cost.budgets import NANO
+from keel.cost.ledger import StoreLedger
+from keel.gateway.runtime import build_service, close_service
+from keel.store import open_store
+from keel.testing import Fault, FaultServer
+from keel.testing.processes import serve_keel, stop_keel
 
 console = Console(width=150)
 ROWS: list[tuple[str, str, str, bool]] = []
-CARD, EMAIL, KEY, PASSWORD = "4000 0566 5566 5556", "canary.91c2@example.com", "sk_live_CANARY4eC39HqLyjWDarjtT1zdp7dc", "CanaryPass!9"
+CARD, EMAIL, KEY, PASSWORD = (
+    "4000 0566 5566 5556",
+    "canary.91c2@example.com",
+    "sk_live_CANARY4eC39HqLyjWDarjtT1zdp7dc",
+    "CanaryPass!9",
+)
 
 
 def row(name: str, measured: str, target: str, ok: bool) -> None:
@@ -87,7 +92,10 @@ def canaries(tmp: Path, n: int) -> None:
             "x_unknown": {"nested": [f"password={PASSWORD}", KEY]},
         }
         with httpx.Client(timeout=30) as client:
-            codes = [client.post(f"{base}/chat/completions", json={**body, "stream": i % 2 == 1}).status_code for i in range(n)]
+            codes = [
+                client.post(f"{base}/chat/completions", json={**body, "stream": i % 2 == 1}).status_code
+                for i in range(n)
+            ]
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         _, log = proc.communicate(timeout=20)
@@ -95,17 +103,25 @@ def canaries(tmp: Path, n: int) -> None:
     stored = b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
     found = {
         where: sum(text.count(c) for c in (CARD, EMAIL, KEY, PASSWORD))
-        for where, text in (("upstream", sent), ("store+journal", stored.decode("utf-8", "replace")), ("log", log.decode()))
+        for where, text in (
+            ("upstream", sent),
+            ("store+journal", stored.decode("utf-8", "replace")),
+            ("log", log.decode()),
+        )
     }
     ok = all(v == 0 for v in found.values()) and codes == [200] * n
-    row("canaries in every field", f"{n} calls, found: " + ", ".join(f"{k} {v}" for k, v in found.items()), "0 anywhere", ok)
+    row(
+        "canaries in every field",
+        f"{n} calls, found: " + ", ".join(f"{k} {v}" for k, v in found.items()),
+        "0 anywhere",
+        ok,
+    )
 
 
 # -- fuzz -------------------------------------------------------------------------------------------
 def fuzz(tmp: Path, per_body: int) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
-
     from tests.server.test_fuzz import BODIES, raw_bodies
 
     root = tmp / "fuzz-project"
@@ -119,6 +135,7 @@ def fuzz(tmp: Path, per_body: int) -> None:
         proc, base = serve_keel(config(tmp, upstream, extra), tmp / "fuzz", dict(os.environ), no_auth=True)
         client = httpx.Client(base_url=base, timeout=30)
         client.post("/collections", json={"name": "docs"})
+
         def fuzzer(path: str, bodies: Any) -> Callable[[], None]:
             @settings(max_examples=per_body, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
             @given(data=st.data())
@@ -158,7 +175,10 @@ def floods(tmp: Path, n: int) -> None:
         with httpx.Client(timeout=10) as client:
             while time.monotonic() - started < timeout + 1.5:
                 t0 = time.perf_counter()
-                ok += client.get(f"{base.removesuffix('/v1')}/healthz", headers={"connection": "close"}).status_code == 200
+                ok += (
+                    client.get(f"{base.removesuffix('/v1')}/healthz", headers={"connection": "close"}).status_code
+                    == 200
+                )
                 probes.append((time.perf_counter() - t0) * 1000)
         closed_at = []
         for s in socks:
@@ -207,8 +227,10 @@ def non_readers(tmp: Path) -> None:
         small = {"model": "up", "messages": [{"role": "user", "content": "hi"}]}
         with httpx.Client(timeout=10) as client:
             while time.monotonic() - t0 < total + 5:
-                if client.post(f"{base}/chat/completions", json=small).status_code == 200:
-                    freed = time.monotonic() - t0
+                sent = time.monotonic() - t0
+                got = client.post(f"{base}/chat/completions", json=small)
+                if "waiting for a free slot" not in got.text:  # admitted (the mock itself may still be busy)
+                    freed = sent
                     break
                 time.sleep(0.05)
         for s in socks:
@@ -255,27 +277,42 @@ def embeddings(tmp: Path) -> None:
             four_mb.start()
             four_mb.join()
             largest = ["lorem ipsum dolor sit amet " * 21] * 2048  # the most a request may carry: ~300k tokens
+            small = {"model": "all-minilm-l6-v2", "input": "where is my refund"}
+            idle: list[float] = []
+            for _ in range(40):  # the same small request with the server idle: the baseline
+                t0 = time.perf_counter()
+                client.post(f"{base}/embeddings", json=small)
+                idle.append((time.perf_counter() - t0) * 1000)
+                time.sleep(0.05)
             worker = threading.Thread(target=big, args=("largest allowed", largest))
             worker.start()
-            small = {"model": "up", "messages": [{"role": "user", "content": "hi"}]}
-            while worker.is_alive():
+            time.sleep(0.2)
+            while worker.is_alive():  # small embeddings requests, paced, while the big one runs
                 t0 = time.perf_counter()
-                client.post(f"{base}/chat/completions", json=small)
+                client.post(f"{base}/embeddings", json=small)
                 others.append((time.perf_counter() - t0) * 1000)
+                time.sleep(0.05)
             worker.join()
             stop.set()
         stop_keel([(proc, base)])
     grew = max(peak) - before
     p99 = statistics.quantiles(others, n=100)[98] if len(others) > 2 else float("nan")
     p50 = statistics.median(others) if others else float("nan")
+    idle_p99 = statistics.quantiles(idle, n=100)[98]
     code4, t4 = results["4 MB"]
     code, took = results["largest allowed"]
-    row("a 4 MB embeddings request", f"{code4} in {t4:.2f} s (over the 300k-token limit)", "refused, bounded", code4 == 400)
+    row(
+        "a 4 MB embeddings request",
+        f"{code4} in {t4:.2f} s (over the 300k-token limit)",
+        "refused, bounded",
+        code4 == 400,
+    )
     row(
         "the largest allowed embeddings request (local MiniLM)",
-        f"{code} in {took:.1f} s; RSS +{grew:.0f} MB; other calls meanwhile p50 {p50:.1f} / p99 {p99:.1f} ms ({len(others)})",
-        "≤ +200 MB; others' p99 unaffected",
-        code == 200 and grew <= 200,
+        f"{code} in {took:.1f} s; RSS +{grew:.0f} MB; a one-input request meanwhile: p50 {p50:.0f} / "
+        f"p99 {p99:.0f} ms ({len(others)}; idle p99 {idle_p99:.0f} ms)",
+        "≤ +200 MB; small requests wait one turn, not the whole job",
+        code == 200 and grew <= 200 and p99 < 5_000,
     )
 
 
@@ -301,7 +338,7 @@ def kill9(tmp: Path, burst: int) -> None:
                         pass
 
                 tasks = [asyncio.create_task(one()) for _ in range(burst)]
-                while len(answered) < burst // 2:
+                while len(answered) < burst // 2:  # noqa: ASYNC110 - polling the answers is the point
                     await asyncio.sleep(0.001)
                 proc.send_signal(signal.SIGKILL)  # mid-burst, inside the group-commit window
                 await asyncio.gather(*tasks)
@@ -340,7 +377,13 @@ def kill9(tmp: Path, burst: int) -> None:
 
 
 # -- chaos --------------------------------------------------------------------------------------------
-def chaos(tmp: Path, calls: int) -> None:
+REPLY = (
+    "Refunds are issued to the original payment method within five business days. If you paid by card, "
+    "the refund shows on your statement as a credit from the same merchant name."
+)
+
+
+def chaos(tmp: Path, calls: int, resume: bool) -> None:
     rng = random.Random(14)
     kinds: list[Callable[[], Fault]] = [
         lambda: Fault.status_code(500),
@@ -348,30 +391,38 @@ def chaos(tmp: Path, calls: int) -> None:
         Fault.reset,
         lambda: Fault.cut(after_chunks=rng.randrange(0, 6)),
     ]
-    with FaultServer() as one, FaultServer() as two:
+    with FaultServer(reply=REPLY, resume_overlap=2) as one, FaultServer(reply=REPLY, resume_overlap=2) as two:
         for upstream in (one, two):
             upstream.inject(*[rng.choice(kinds)() if rng.random() < 0.3 else Fault.stall(0) for _ in range(calls * 3)])
-        path = tmp / "chaos.yaml"
+        path = tmp / f"chaos-{resume}.yaml"
         path.write_text(
             f"deployments:\n  a: {{provider: openai, model: gpt-4o-mini, base_url: '{one.base_url}'}}\n"
             f"  b: {{provider: openai, model: gpt-4o-mini, base_url: '{two.base_url}'}}\n"
-            "models:\n  up: {deployments: [a, b], retry: {attempts: 2, base_delay_s: 0}}\n"
+            "models:\n  up: {deployments: [a, b], retry: {attempts: 3, base_delay_s: 0, "
+            f"resume_streams: {'true' if resume else 'false'}}}}}\n"
         )
-        proc, base = serve_keel(path, tmp / "chaos", dict(os.environ), no_auth=True)
+        proc, base = serve_keel(path, tmp / f"chaos-{resume}", dict(os.environ), no_auth=True)
         good = 0
         with httpx.Client(timeout=30) as client:
             for i in range(calls):
-                body = {"model": "up", "stream": True, "messages": [{"role": "user", "content": f"tell me {i}"}]}
+                body = {"model": "up", "stream": True, "messages": [{"role": "user", "content": f"refunds? {i}"}]}
                 with client.stream("POST", f"{base}/chat/completions", json=body) as got:
-                    text = "".join(got.iter_text()) if got.status_code == 200 else ""
-                good += got.status_code == 200 and "data: [DONE]" in text and "event: error" not in text
+                    raw = "".join(got.iter_text()) if got.status_code == 200 else ""
+                text = "".join(
+                    (c.get("delta") or {}).get("content") or ""
+                    for line in raw.split("\n")
+                    if line.startswith("data: {")
+                    for c in orjson.loads(line[6:]).get("choices") or []
+                )
+                good += got.status_code == 200 and text == REPLY and "event: error" not in raw
         stop_keel([(proc, base)])
     share = good / calls
+    target = 0.999 if resume else 0.97
     row(
-        "chaos: 30% faults, mid-stream cuts included (no resume_streams)",
-        f"{good}/{calls} good answers ({share:.1%})",
-        "≥ 97% (≥ 99.9% with resume_streams: not built yet)",
-        share >= 0.97,
+        f"chaos: 30% faults, cuts included, resume_streams {'on' if resume else 'off'}",
+        f"{good}/{calls} exact, uninterrupted answers ({share:.1%})",
+        f"≥ {target:.1%}",
+        share >= target,
     )
 
 
@@ -389,7 +440,8 @@ def main() -> None:
             ("non-readers", lambda: non_readers(tmp)),
             ("embeddings", lambda: embeddings(tmp)),
             ("kill -9", lambda: kill9(tmp, 100 if q else 400)),
-            ("chaos", lambda: chaos(tmp, 200 if q else 1000)),
+            ("chaos", lambda: chaos(tmp, 200 if q else 1000, resume=False)),
+            ("chaos, resuming", lambda: chaos(tmp, 200 if q else 1000, resume=True)),
         ]
         for name, step in steps:
             console.print(f"[bold]{name}[/bold]")
