@@ -118,8 +118,9 @@ def test_a_live_journal_is_never_recovered_and_a_dead_one_is_found(tmp_path: Pat
     live = Journal(tmp_path)
     live.begin({"id": "t1", "ts": 1.0, "operation": "chat"})
     assert list(dead(tmp_path)) == []  # its process (this one) holds the lock
-    live._fd, fd = -1, live._fd  # what a kill leaves: the lines, and a lock nobody holds
-    os.close(fd)
+    assert live._map is not None
+    live._map.close()  # what a kill leaves: the lines in the file, and a lock nobody holds
+    live._map = None
     os.close(live._lock)
     found = list(dead(tmp_path))
     assert len(found) == 1 and set(found[0].orphans) == {"t1"} and found[0].orphans["t1"].begun is not None

@@ -113,9 +113,11 @@ def _recover(
     for _, nusd in landed:
         found.settled += 1
         found.settled_usd += nusd / NANO
-    if landed:
-        with journal.paths[0].open("ab") as f:  # a retried recovery must not charge these again
+    if landed:  # a retried recovery must not charge these again: their settlements join the journal
+        done = journal.paths[0].with_name(f"{journal.instance}.settled.jsonl")
+        with done.open("ab") as f:
             f.write(b"".join(orjson.dumps({"k": "s", "id": o.trace_id}) + b"\n" for o, _ in landed))
+        journal.paths.append(done)
     return len(landed) == len(holds)
 
 

@@ -7,8 +7,10 @@ Every process that serves calls appends to its own journal under ``KEEL_HOME/jou
     e  a trace row is queued for the store (without its captured content)
     s  the call's spend is settled in the ledger
 
-Each line is one ``write(2)`` to a file opened with ``O_APPEND``. Once written it survives the
-process (kill -9, the OOM killer, a crash) though not a power cut: there is no fsync per call.
+Each line is copied into a memory-mapped segment file (``MAP_SHARED``). The kernel owns those pages,
+so once copied a line survives the process (kill -9, the OOM killer, a crash), though not a power
+cut: there is no fsync per call. A copy into the mapping keeps the GIL; ``write(2)`` releases it, and
+measured in the gateway that let the trace writer's thread cut in, at ~20 µs a line instead of ~1.
 
 A live journal is ``flock``-ed by its process. ``dead`` finds the journals whose lock is free,
 because their process died, so that start-up can settle them (``keel.gateway.recovery``).
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -90,7 +93,7 @@ class Journal:
         self._live: dict[str, list[bytes]] = {}  # a call in flight → its lines so far
         self._held: set[str] = set()
         self._segment = -1
-        self._fd = -1
+        self._map: mmap.mmap | None = None
         self._size = 0
         self._retired: list[tuple[Path, int]] = []  # (segment, writer rounds when it was retired)
         self.lines = 0
@@ -128,19 +131,15 @@ class Journal:
         data = orjson.dumps(line) + b"\n"
         if keep:
             self._live.setdefault(trace_id, []).append(data)
-        if self._fd < 0:
+        if self._map is None:
             return
-        try:
-            os.write(self._fd, data)
-        except OSError as exc:  # a full disk must not fail calls: the journal stops, loudly
-            log.error("the crash journal stopped (%s): calls are no longer crash-safe", exc)
-            os.close(self._fd)
-            self._fd = -1
-            return
+        if self._size + len(data) > self.segment_bytes:
+            self._rotate()  # carries the calls in flight, this one's earlier lines included
+            if self._map is None or self._size + len(data) > self.segment_bytes:
+                return
+        self._map[self._size : self._size + len(data)] = data
         self.lines += 1
         self._size += len(data)
-        if self._size >= self.segment_bytes:
-            self._rotate()
         if self._retired and self.rounds() >= self._retired[0][1] + 2:
             self._prune()
 
@@ -148,14 +147,25 @@ class Journal:
         return self.root / f"{self.instance}.{segment:06d}.jsonl"
 
     def _rotate(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
+        if self._map is not None:
+            self._map.close()
+            self._map = None
             self._retired.append((self._path(self._segment), self.rounds()))
         self._segment += 1
-        self._fd = os.open(self._path(self._segment), os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
         carried = b"".join(b"".join(lines) for lines in self._live.values())
-        if carried:
-            os.write(self._fd, carried)
+        size = max(self.segment_bytes, 2 * len(carried))
+        try:
+            fd = os.open(self._path(self._segment), os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o600)
+            try:
+                os.ftruncate(fd, size)  # sparse: pages are allocated as lines reach them
+                self._map = mmap.mmap(fd, size)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # a full disk must not fail calls: the journal stops, loudly
+            log.error("the crash journal stopped (%s): calls are no longer crash-safe", exc)
+            return
+        self.segment_bytes = size
+        self._map[: len(carried)] = carried
         self._size = len(carried)
 
     def _prune(self) -> None:
@@ -165,9 +175,9 @@ class Journal:
 
     def close(self, *, keep: bool = False) -> None:
         """Delete the journal (``keep``: leave it for the next start to recover), then unlock."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._map is not None:
+            self._map.close()
+            self._map = None
         if not keep and not self._live:
             for path in self.root.glob(f"{self.instance}.*.jsonl"):
                 path.unlink(missing_ok=True)
@@ -197,7 +207,8 @@ def dead(root: Path) -> Iterator[DeadJournal]:
 
 def _read(path: Path, journal: DeadJournal) -> None:
     with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
-        for raw in f:
+        written = f.read().split(b"\x00", 1)[0]  # a segment is zeros past its last line
+        for raw in written.splitlines():
             try:
                 line = orjson.loads(raw)
                 kind = line["k"]

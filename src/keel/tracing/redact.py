@@ -4,6 +4,7 @@ phones here are the always-on floor beneath the guard's detection."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable
@@ -72,11 +73,21 @@ def capture(value: Any, policy: str) -> Any:
     return redact(value)
 
 
+SHORTEST_SECRET = 15  # the shortest shape without '=' or ':' (a Slack token, xoxb- and ten more)
+
+
 def identifier(value: str | None) -> str | None:
     """An id column (user, feature, model alias) as a trace keeps it: itself, or — when it carries a
     secret or an address (a user id that is an email) — a stable pseudonym, so that grouping and
     filtering by it still work while the value itself never reaches the store."""
-    if value is None or (redact_secrets(value) == value and "@" not in value):
+    if value is None or (len(value) < SHORTEST_SECRET and not any(c in value for c in "=:@")):
+        return value  # too short to be any secret shape: the common case, without a scan
+    return _identifier(value)
+
+
+@functools.lru_cache(maxsize=8192)  # ids repeat (the same users, features and aliases, call after call)
+def _identifier(value: str) -> str:
+    if redact_secrets(value) == value and "@" not in value:
         return value  # numeric ids stay readable: the phone and card floor is for free text
     return "~" + hashlib.sha256(value.encode()).hexdigest()[:16]
 
