@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 
 from keel.server import build_app
+from keel.store import Store, db_path
 from keel.testing import FaultServer
 from tests.conftest import RunningServer, make_settings, new_key
 
@@ -62,6 +64,18 @@ def test_feature_errors_keep_the_openai_shape(
     r = httpx.post(f"{base}{path}", json=body, headers={"authorization": f"Bearer {key}"}, timeout=30)
     assert r.status_code == status and fragment in r.json()["error"]["message"]
     assert httpx.post(f"{base}{path}", json=body, timeout=30).status_code == 401
+
+
+def test_a_failed_run_has_one_row_and_the_header_names_it(served: tuple[str, str], home: Path) -> None:
+    base, key = served
+    r = httpx.post(
+        f"{base}/features/greet/run", json={"inputs": {}}, headers={"authorization": f"Bearer {key}"}, timeout=30
+    )
+    assert r.status_code == 400
+    time.sleep(0.5)  # the writer's group commit
+    with Store.at(db_path(home)) as store:
+        rows = store.traces.find(tenant="acme", limit=10)
+    assert [(row.id, row.operation, row.status) for row in rows] == [(r.headers["x-keel-trace-id"], "feature", "error")]
 
 
 def test_stream_a_feature_over_sse(served: tuple[str, str]) -> None:

@@ -18,6 +18,7 @@ refused with a clear error rather than silently served without.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager, closing
@@ -175,7 +176,11 @@ class FeaturePipeline:
             error = exc
             raise
         finally:
-            self.service.record(feature_record(ctx, plan, inputs, started, error, self.service.capture_policy))
+            ctx.record = feature_record(ctx, plan, inputs, started, error, self.service.capture_policy)
+            self.service.record(ctx.record)
+            if error is not None:
+                with contextlib.suppress(AttributeError):  # the edge names this run's row, not a new one
+                    error.keel_call = ctx  # type: ignore[attr-defined]
 
     # -- steps ---------------------------------------------------------------------------------
     def resolve(

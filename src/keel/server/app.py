@@ -121,7 +121,9 @@ class KeelApp:
         self, exc: BaseException, request: Request, ctx: CallContext | None = None, operation: str = "http"
     ) -> Response:
         """Every error response: its trace id in ``x-keel-trace-id``, a trace row under that id (unless
-        the call already left one), and a count in ``keel_http_errors_total``."""
+        the call already left one, as a feature run that failed does), and a count in
+        ``keel_http_errors_total``."""
+        ctx = ctx or getattr(exc, "keel_call", None)
         if ctx is None:
             caller = getattr(request.state, "caller", None)
             ctx = CallContext(tenant=caller.tenant if caller is not None else None)
