@@ -136,3 +136,48 @@ def test_a_client_that_stops_reading_is_cut_at_total_and_frees_its_slot(home: Pa
                     break
                 time.sleep(0.2)
             assert freed.status_code == 200, freed.text  # cut at total (1.5 s) + 1 s grace, not held
+
+
+FEATURE_SLOT = """
+project_root: '{root}'
+server: {{stream_write_timeout_s: 1}}
+deployments:
+  up:
+    provider: openai
+    model: gpt-4o-mini
+    base_url: "{url}"
+    max_concurrency: 1
+    max_queue: 0
+    timeout: {{first_token: 5, total: 60}}
+models:
+  up: {{deployments: [up], retry: {{attempts: 1}}}}
+"""
+
+
+def test_a_feature_stream_client_that_stops_reading_is_cut_and_frees_its_slot(tmp_path: Path, home: Path) -> None:
+    """A feature run may outlast any one deployment's total, so its stream is cut per write: a client
+    that has not taken a write for server.stream_write_timeout_s is cut, and the slot freed."""
+    root = tmp_path / "project"
+    (root / "features").mkdir(parents=True)
+    (root / "prompts").mkdir()
+    (root / "prompts" / "greet.md").write_text("---\ninputs:\n  name: {type: str}\n---\nGreet {{ name }}")
+    (root / "features" / "greet.yaml").write_text("prompt: greet\nmodel: up\n")
+    with FaultServer(reply="word " * 400_000) as upstream:  # ~2 MB of stream: more than the socket buffers
+        app = build_app(make_settings(FEATURE_SLOT.format(root=root, url=upstream.base_url)), home, auth=False)
+        with RunningServer(app) as server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            body = orjson.dumps({"inputs": {"name": "Ada"}, "stream": True})
+            sock.sendall(
+                b"POST /v1/features/greet/run HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\n\r\n".encode()
+                + body
+            )  # …and never reads the answer
+            started = time.monotonic()
+            chat = {"model": "up", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+            while True:
+                got = httpx.post(f"{server.base_url}/chat/completions", json=chat, timeout=30)
+                if "waiting for a free slot" not in got.text or time.monotonic() - started > 15:
+                    break
+                time.sleep(0.1)
+            assert "waiting for a free slot" not in got.text, got.text  # the non-reader's slot came back
+            assert time.monotonic() - started < 10  # cut per write (1 s), not held for the upstream's 60 s

@@ -39,6 +39,7 @@ class Watchdog:
     def disarm(self) -> None:
         if self.handle is not None:
             self.handle.cancel()
+            self.handle = None
 
 
 class Timeout:

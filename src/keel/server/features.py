@@ -4,13 +4,13 @@ event). Routes only; the work is the feature pipeline's."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.errors import KeelError
@@ -20,6 +20,7 @@ from keel.gateway.service import GatewayService
 from keel.rag.backends import Collections
 from keel.server.auth import caller_of
 from keel.server.errors import error_body
+from keel.server.streaming import ReadingStream
 from keel.server.validate import FEATURE_RUN
 from keel.store import Store
 
@@ -81,7 +82,7 @@ class FeatureRoutes:
             raise
         assert isinstance(first, Started)
 
-        async def body() -> AsyncIterator[bytes]:
+        async def body() -> AsyncGenerator[bytes, None]:
             try:
                 yield _sse(first)
                 async for event in events:
@@ -97,7 +98,8 @@ class FeatureRoutes:
             "x-accel-buffering": "no",
             **_cache_header(first.result.cache),
         }
-        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+        write_timeout = self.service.gateway.settings.server.stream_write_timeout_s
+        return ReadingStream(body(), headers=headers, write_timeout_s=write_timeout)
 
 
 def _cache_header(cache: str | None) -> dict[str, str]:
