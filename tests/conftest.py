@@ -38,6 +38,15 @@ def upstream2() -> Iterator[FaultServer]:
         yield server
 
 
+def greet_project(root: Path) -> Path:
+    """A project with one feature, ``greet`` (prompt ``greet`` on the model ``up``, one input ``name``)."""
+    (root / "features").mkdir(parents=True)
+    (root / "prompts").mkdir()
+    (root / "prompts" / "greet.md").write_text("---\ninputs:\n  name: {type: str}\n---\nGreet {{ name }}")
+    (root / "features" / "greet.yaml").write_text("prompt: greet\nmodel: up\n")
+    return root
+
+
 def make_settings(text: str) -> KeelSettings:
     return settings_from_yaml(parse_yaml(text, "test.yaml"))
 

@@ -122,13 +122,10 @@ def canaries(tmp: Path, n: int) -> None:
 def fuzz(tmp: Path, per_body: int) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
+    from tests.conftest import greet_project
     from tests.server.test_fuzz import BODIES, raw_bodies
 
-    root = tmp / "fuzz-project"
-    (root / "features").mkdir(parents=True)
-    (root / "prompts").mkdir()
-    (root / "prompts" / "greet.md").write_text("---\ninputs:\n  name: {type: str}\n---\nGreet {{ name }}")
-    (root / "features" / "greet.yaml").write_text("prompt: greet\nmodel: up\n")
+    root = greet_project(tmp / "fuzz-project")
     statuses: dict[int, int] = {}
     with FaultServer() as upstream:
         extra = f"project_root: '{root}'\ndefault_model: up\nbudgets:\n  fuzz: {{usd: 1000}}\n"

@@ -13,7 +13,7 @@ import orjson
 from keel.server import build_app
 from keel.testing import FaultServer
 from keel.testing.processes import serve_keel, stop_keel
-from tests.conftest import RunningServer, make_settings, new_key, read_trace
+from tests.conftest import RunningServer, greet_project, make_settings, new_key, read_trace
 
 CONFIG = """
 server: {{body_timeout_s: 0.5, max_connections: 3}}
@@ -157,11 +157,7 @@ models:
 def test_a_feature_stream_client_that_stops_reading_is_cut_and_frees_its_slot(tmp_path: Path, home: Path) -> None:
     """A feature run may outlast any one deployment's total, so its stream is cut per write: a client
     that has not taken a write for server.stream_write_timeout_s is cut, and the slot freed."""
-    root = tmp_path / "project"
-    (root / "features").mkdir(parents=True)
-    (root / "prompts").mkdir()
-    (root / "prompts" / "greet.md").write_text("---\ninputs:\n  name: {type: str}\n---\nGreet {{ name }}")
-    (root / "features" / "greet.yaml").write_text("prompt: greet\nmodel: up\n")
+    root = greet_project(tmp_path / "project")
     with FaultServer(reply="word " * 400_000) as upstream:  # ~2 MB of stream: more than the socket buffers
         app = build_app(make_settings(FEATURE_SLOT.format(root=root, url=upstream.base_url)), home, auth=False)
         with RunningServer(app) as server, socket.create_connection(("127.0.0.1", server.port)) as sock:

@@ -12,16 +12,12 @@ import pytest
 from keel.server import build_app
 from keel.store import Store, db_path
 from keel.testing import FaultServer
-from tests.conftest import RunningServer, make_settings, new_key
+from tests.conftest import RunningServer, greet_project, make_settings, new_key
 
 
 @pytest.fixture
 def served(tmp_path: Path, home: Path, upstream: FaultServer) -> Iterator[tuple[str, str]]:
-    root = tmp_path / "project"
-    (root / "features").mkdir(parents=True)
-    (root / "prompts").mkdir()
-    (root / "prompts" / "greet.md").write_text("---\ninputs:\n  name: {type: str}\n---\nGreet {{ name }}")
-    (root / "features" / "greet.yaml").write_text("prompt: greet\nmodel: up\n")
+    root = greet_project(tmp_path / "project")
     settings = make_settings(
         f"project_root: '{root}'\ndeployments:\n  up: {{provider: openai, model: gpt-4o-mini, "
         f"base_url: '{upstream.base_url}'}}\nmodels:\n  up: {{deployments: [up]}}\n"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from keel.server import build_app
 from keel.store import Store, db_path
 from keel.testing import FaultServer
-from tests.conftest import RunningServer, make_settings, new_key
+from tests.conftest import RunningServer, greet_project, make_settings, new_key
 
 CONFIG = """
 project_root: '{root}'
@@ -141,11 +141,7 @@ class Fuzzed:
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     base = tmp_path_factory.mktemp("fuzz")
-    home, root = base / "home", base / "project"
-    (root / "features").mkdir(parents=True)
-    (root / "prompts").mkdir()
-    (root / "prompts" / "greet.md").write_text("---\ninputs:\n  name: {type: str}\n---\nGreet {{ name }}")
-    (root / "features" / "greet.yaml").write_text("prompt: greet\nmodel: up\n")
+    home, root = base / "home", greet_project(base / "project")
     mp = pytest.MonkeyPatch()
     mp.setenv("KEEL_HOME", str(home))
     with FaultServer() as upstream:

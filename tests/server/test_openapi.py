@@ -17,7 +17,7 @@ from keel.server import build_app
 from keel.server.openapi import OPERATIONS, routes_of
 from keel.server.validate import CHAT, MAX_EMBED_INPUTS
 from keel.testing import FaultServer
-from tests.conftest import RunningServer, make_settings, new_key
+from tests.conftest import RunningServer, greet_project, make_settings, new_key
 from tests.server.test_fuzz import CONFIG
 
 
@@ -42,11 +42,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     base = tmp_path_factory.mktemp("openapi")
-    home, root = base / "home", base / "project"
-    (root / "features").mkdir(parents=True)
-    (root / "prompts").mkdir()
-    (root / "prompts" / "greet.md").write_text("---\ninputs:\n  name: {type: str}\n---\nGreet {{ name }}")
-    (root / "features" / "greet.yaml").write_text("prompt: greet\nmodel: up\n")
+    home, root = base / "home", greet_project(base / "project")
     mp = pytest.MonkeyPatch()
     mp.setenv("KEEL_HOME", str(home))
     with FaultServer() as upstream:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from keel.server import build_app
 from keel.store import Store, db_path
 from keel.testing import FaultServer
-from tests.conftest import RunningServer, make_settings, new_key
+from tests.conftest import RunningServer, greet_project, make_settings, new_key
 
 
 @dataclass
@@ -44,11 +44,7 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, home: Path, upstream: FaultServer) -> Iterator[World]:
-    root = tmp_path / "project"
-    (root / "features").mkdir(parents=True)
-    (root / "prompts").mkdir()
-    (root / "prompts" / "greet.md").write_text("---\ninputs:\n  name: {type: str}\n---\nGreet {{ name }}")
-    (root / "features" / "greet.yaml").write_text("prompt: greet\nmodel: up\n")
+    root = greet_project(tmp_path / "project")
     (root / "features" / "vip.yaml").write_text("prompt: greet\nmodel: up\ntenants: [acme]\n")
     settings = make_settings(
         f"project_root: '{root}'\ndeployments:\n  up: {{provider: openai, model: gpt-4o-mini, "

@@ -53,11 +53,11 @@ def edge_limits(settings: KeelSettings) -> dict[str, Any]:
     """uvicorn's share of the edge limits: the protocol with a header deadline and eviction of idle
     connections past the cap (``keel.server.protocol``), requests in flight past the cap (503), and
     the keep-alive idle timeout. The body read timeout is the app's (408)."""
-    from keel.server.protocol import edge_protocol
+    from keel.server.protocol import configure
 
     server = settings.server
     return {
-        "http": edge_protocol(server.header_timeout_s, server.max_connections),
+        "http": configure(server.header_timeout_s, server.max_connections),
         "limit_concurrency": server.max_connections + 1,  # the protocol keeps open connections to the cap
         "timeout_keep_alive": server.keep_alive_s,
     }

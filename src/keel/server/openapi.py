@@ -77,6 +77,11 @@ ERROR = {
         }
     },
 }
+SSE_EVENT = {  # each server-sent event (a chunk, or an `event: error` with the error body as its data)
+    "type": "object",
+    "required": ["data"],
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}},
+}
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 
 
@@ -138,7 +143,7 @@ def _operation(method: str, path: str, op: Operation, schemas: dict[str, Any]) -
         else {"application/json": {"schema": {"type": "object"}}}
     )
     if op.streams:
-        ok["text/event-stream"] = {"schema": {"type": "string"}}
+        ok["text/event-stream"] = {"schema": SSE_EVENT}
     slug = _PARAM.sub(r"by_\1", path).replace("/", "_").replace(".", "_")
     out: dict[str, Any] = {
         "operationId": f"{method.lower()}{slug}",

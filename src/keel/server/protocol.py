@@ -13,17 +13,33 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+HEADER_TIMEOUT = "KEEL_EDGE_HEADER_TIMEOUT_S"
+MAX_CONNECTIONS = "KEEL_EDGE_MAX_CONNECTIONS"
+
+
+def configure(header_timeout_s: float, max_connections: int) -> str:
+    """Set the limits for the protocol of servers started from here (uvicorn's worker processes
+    inherit them: it takes the protocol as an import string, since a class cannot cross to a spawned
+    worker), and return that import string."""
+    os.environ[HEADER_TIMEOUT] = repr(header_timeout_s)
+    os.environ[MAX_CONNECTIONS] = str(max_connections)
+    return "keel.server.protocol:EdgeProtocol"
+
 
 class EdgeProtocol(HttpToolsProtocol):
-    header_timeout_s = 10.0
-    max_connections = 1000
     evicted = 0  # connections closed to make room, since start (per process)
     timed_out = 0  # connections closed for not sending their headers in time
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout_s = float(os.environ.get(HEADER_TIMEOUT, "10"))
+        self.max_connections = int(os.environ.get(MAX_CONNECTIONS, "1000"))
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -46,7 +62,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def _too_slow(self) -> None:
         self._header_timer = None
         if not self.transport.is_closing():
-            type(self).timed_out += 1
+            EdgeProtocol.timed_out += 1
             self.transport.close()
             self.connections.discard(self)
 
@@ -58,7 +74,7 @@ class EdgeProtocol(HttpToolsProtocol):
             return  # every other connection is busy: uvicorn's limit answers 503 to the next request
         oldest = min(waiting, key=lambda c: c._waiting_since)
         oldest._disarm()
-        type(self).evicted += 1
+        EdgeProtocol.evicted += 1
         oldest.transport.close()
         self.connections.discard(oldest)  # now, not when the loop gets to its connection_lost
 
@@ -74,12 +90,3 @@ class EdgeProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
-
-
-def edge_protocol(header_timeout_s: float, max_connections: int) -> type[EdgeProtocol]:
-    """The protocol class for one server, with its limits (uvicorn takes a class)."""
-    return type(
-        "EdgeProtocol",
-        (EdgeProtocol,),
-        {"header_timeout_s": header_timeout_s, "max_connections": max_connections, "evicted": 0, "timed_out": 0},
-    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, cast
 
 from keel.errors import InvalidRequest
 
@@ -99,11 +99,38 @@ class Text(Kind):
 
 
 @dataclass(frozen=True)
-class Integer(Kind):
+class _Bounded(Kind):
+    """A JSON number within optional bounds (booleans, which Python counts as ints, are not numbers)."""
+
+    low: float | None = None
+    high: float | None = None
+    description: str = ""
+    json_type: ClassVar[str] = "number"
+    python: ClassVar[type | tuple[type, ...]] = (int, float)
+
+    def check(self, value: Any, where: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, self.python) or value != value:
+            raise self.refuse(value, where)
+        number = float(cast(float, value))  # an int or a float, checked above
+        if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
+            raise self.refuse(value, where)
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.json_type}
+        if self.low is not None:
+            out["minimum"] = self.low
+        if self.high is not None:
+            out["maximum"] = self.high
+        return out
+
+
+@dataclass(frozen=True)
+class Integer(_Bounded):
     low: int | None = None
     high: int | None = None
-    description: str = ""
     says: str | None = None  # what to expect, when the range alone would read oddly
+    json_type: ClassVar[str] = "integer"
+    python: ClassVar[type | tuple[type, ...]] = int
 
     @property
     def expect(self) -> str:  # type: ignore[override]
@@ -115,46 +142,14 @@ class Integer(Kind):
             return f"an integer from {self.low} to {self.high}"
         return "an integer" if self.low is None else f"an integer of at least {self.low}"
 
-    def check(self, value: Any, where: str) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.refuse(value, where)
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise self.refuse(value, where)
-
-    def schema(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "integer"}
-        if self.low is not None:
-            out["minimum"] = self.low
-        if self.high is not None:
-            out["maximum"] = self.high
-        return out
-
 
 @dataclass(frozen=True)
-class Number(Kind):
-    low: float | None = None
-    high: float | None = None
-    description: str = ""
-
+class Number(_Bounded):
     @property
     def expect(self) -> str:  # type: ignore[override]
         if self.low is not None and self.high is not None:
             return f"a number from {self.low:g} to {self.high:g}"
         return "a number"
-
-    def check(self, value: Any, where: str) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            raise self.refuse(value, where)
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise self.refuse(value, where)
-
-    def schema(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "number"}
-        if self.low is not None:
-            out["minimum"] = self.low
-        if self.high is not None:
-            out["maximum"] = self.high
-        return out
 
 
 @dataclass(frozen=True)
