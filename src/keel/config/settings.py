@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from keel.config.secrets import SecretRef
 
@@ -129,6 +129,28 @@ class ServerSettings(Strict):
     )
 
 
+class OtlpSettings(Strict):
+    """Export spans and the GenAI metrics over OTLP/HTTP to a collector (Langfuse, Phoenix, Jaeger, an
+    OpenTelemetry Collector…). Needs ``keel[otel]``."""
+
+    endpoint: str | None = Field(
+        None, description="e.g. http://collector:4318 (None: the standard OTEL_EXPORTER_OTLP_* variables)"
+    )
+    headers: dict[str, Secret] = Field(default_factory=dict, description='e.g. {authorization: {"$env": VAR}}')
+    protocol: Literal["http/protobuf"] = "http/protobuf"
+    capture_content: bool = Field(
+        False, description="add gen_ai.input.messages / gen_ai.output.messages, as tracing.capture left them"
+    )
+    timeout_s: float = Field(10.0, gt=0, le=120)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("the OTLP endpoint must be an http(s) URL, e.g. http://localhost:4318")
+        return value
+
+
 class TracingSettings(Strict):
     capture: Literal["off", "redacted", "full"] = "redacted"
     queue_size: int = Field(10_000, ge=1)
@@ -137,7 +159,12 @@ class TracingSettings(Strict):
     journal: bool = Field(
         True, description="crash journal: calls in flight and unstored rows survive a kill -9 and settle at start-up"
     )
-    otel: bool = False
+    otel: bool = Field(
+        False,
+        description="spans through OpenTelemetry: an application's SDK provider if it installed one, else Keel's "
+        "own exporting to the standard OTEL_EXPORTER_OTLP_* variables",
+    )
+    otlp: OtlpSettings | None = None
 
 
 class StoreSettings(Strict):

@@ -10,10 +10,14 @@ row is queued: a kill -9 loses neither a call in flight nor a row the writer had
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import urlparse
+
+import orjson
 
 from keel.cost.prices import PriceTable
 from keel.gateway.router import Gateway
@@ -23,9 +27,10 @@ from keel.store.keys import DEFAULT_TENANT
 from keel.store.traces import TraceRecord, outcome
 from keel.store.writer import BatchWriter
 from keel.text import tokens_for_chars, upper_bound_tokens
+from keel.tracing import otel
 from keel.tracing.metrics import Metrics
 from keel.tracing.redact import capture, identifier, scrub
-from keel.tracing.tracer import NullTracer, Tracer
+from keel.tracing.tracer import NullTracer, SpanData, Tracer
 from keel.types import (
     Attempt,
     CallContext,
@@ -36,6 +41,8 @@ from keel.types import (
     EmbeddingResponse,
     Usage,
 )
+
+log = logging.getLogger("keel.gateway")
 
 
 class Recorded(WrapperProvider):
@@ -58,6 +65,11 @@ class Recorded(WrapperProvider):
         self.tracer: Tracer = tracer or NullTracer()
         self.capture_policy = capture_policy
         self.metrics = metrics or Metrics()
+        self._servers = {  # deployment → the host and port a span names as server.address
+            name: (url.hostname, url.port)
+            for name, dep in gateway.settings.deployments.items()
+            if dep.base_url and (url := urlparse(dep.base_url)).hostname
+        }
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
         t0 = time.perf_counter()
@@ -73,6 +85,8 @@ class Recorded(WrapperProvider):
             raise
         finally:
             usage, output = (response.usage, response.text) if response else (None, None)
+            body = response.body if response else {}
+            reasons = [c.get("finish_reason") for c in body.get("choices") or [] if c.get("finish_reason")]
             self.finish(
                 req.ctx,
                 "chat",
@@ -83,6 +97,7 @@ class Recorded(WrapperProvider):
                 usage=usage,
                 output=output,
                 error=error,
+                details=self._details(req, body.get("id"), reasons) if self.spans else None,
             )
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
@@ -94,6 +109,9 @@ class Recorded(WrapperProvider):
         streamed = 0  # characters of content: what a cut stream is charged for when no usage came
         error: BaseException | None = None
         cancelled = False
+        response_id: Any = None
+        spans = self.spans
+        reasons: list[Any] = []
         if self.journal is not None:
             self._begin(req.ctx, "chat", req.model, True, req)
         try:
@@ -101,8 +119,13 @@ class Recorded(WrapperProvider):
                 async for chunk in chunks:
                     if ttft is None and chunk.has_content:
                         ttft = (time.perf_counter() - t0) * 1000
+                        response_id = chunk.body.get("id")
                     if chunk.usage is not None:
                         usage = chunk.usage
+                    if spans:
+                        reasons += [
+                            c["finish_reason"] for c in chunk.body.get("choices") or () if c.get("finish_reason")
+                        ]
                     text = chunk.text
                     streamed += len(text)
                     if keep:
@@ -118,8 +141,13 @@ class Recorded(WrapperProvider):
             if usage is None and streamed:  # cut or abandoned after it produced tokens: still paid for
                 usage = _estimated(req, streamed)
             output = "".join(parts)
+            details = (
+                self._details(req, response_id, ["stop"] if error is None and not cancelled else [])
+                if self.spans
+                else None
+            )
             self.finish(req.ctx, "chat", req.model, t0, stream=True, request=req.messages, usage=usage, output=output,
-                        ttft=ttft, error=error, cancelled=cancelled)  # fmt: skip
+                        ttft=ttft, error=error, cancelled=cancelled, details=details)  # fmt: skip
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         t0 = time.perf_counter()
@@ -203,8 +231,10 @@ class Recorded(WrapperProvider):
         error: BaseException | None = None,
         cancelled: bool = False,
         served: Any = None,
+        details: dict[str, Any] | None = None,
     ) -> TraceRecord:
-        """Build the call's trace row, put it on ``ctx.record``, queue it, count it and span it."""
+        """Build the call's trace row, put it on ``ctx.record``, queue it, count it and span it
+        (``details``: what only the span carries, the request's parameters and the response's id)."""
         latency = (time.perf_counter() - t0) * 1000
         attempts = ctx.attempts
         last = _served_by(ctx, served)
@@ -246,10 +276,14 @@ class Recorded(WrapperProvider):
         )
         ctx.record = rec
         self.record(rec)
-        self._observe(rec, t0)
+        self._observe(rec, details)
         return rec
 
-    def _observe(self, rec: TraceRecord, t0: float) -> None:
+    @property
+    def spans(self) -> bool:
+        return not isinstance(self.tracer, NullTracer)
+
+    def _observe(self, rec: TraceRecord, details: dict[str, Any] | None) -> None:
         """Metrics for every call and every failed attempt, and a span when a tracer is set."""
         label = rec.alias if rec.alias in self.gateway.routes else "(unknown)"  # clients must not mint labels
         self.metrics.observe(
@@ -258,29 +292,89 @@ class Recorded(WrapperProvider):
         for attempt in rec.attempts:
             if attempt.get("error_type"):
                 self.metrics.attempt_errors[(attempt["deployment"], attempt["error_type"])] += 1
-        if not isinstance(self.tracer, NullTracer):
-            self._span(rec, t0)
+        if self.spans:
+            self.span(rec, details)
 
-    def _span(self, rec: TraceRecord, t0: float) -> None:
-        start_ns = int((time.time() - (time.perf_counter() - t0)) * 1e9)
-        attrs = {
-            "gen_ai.operation.name": rec.operation,
-            "gen_ai.provider.name": rec.provider,
-            "gen_ai.request.model": rec.alias,
-            "gen_ai.response.model": rec.model,
-            "gen_ai.usage.input_tokens": rec.input_tokens,
-            "gen_ai.usage.output_tokens": rec.output_tokens,
+    def _details(self, req: ChatRequest, response_id: Any, reasons: list[Any]) -> dict[str, Any]:
+        params = req.params
+        return {
+            otel.RESPONSE_ID: response_id if isinstance(response_id, str) else None,
+            otel.FINISH_REASONS: [str(r) for r in reasons] or None,
+            otel.TEMPERATURE: params.get("temperature"),
+            otel.TOP_P: params.get("top_p"),
+            otel.SEED: params.get("seed"),
+            otel.MAX_TOKENS: req.max_tokens,
+        }
+
+    def span(self, rec: TraceRecord, details: dict[str, Any] | None = None) -> None:
+        """The row as a finished span: a call (CLIENT, with the GenAI attributes and metrics) or a
+        feature run (INTERNAL, the parent of its calls). Tracing never fails a call."""
+        try:
+            self.tracer.emit(self._span_data(rec, details or {}))
+        except Exception:
+            log.exception("could not emit a span for trace %s", rec.id)
+
+    def _span_data(self, rec: TraceRecord, details: dict[str, Any]) -> SpanData:
+        start_ns = int(rec.ts * 1e9)
+        end_ns = start_ns + int((rec.latency_ms or 0.0) * 1e6)
+        feature_run = rec.operation == "feature"
+        host, port = self._servers.get(rec.deployment or "", (None, None))
+        attrs: dict[str, Any] = {
+            otel.OPERATION: "invoke_agent" if feature_run else rec.operation,
+            otel.PROVIDER: rec.provider,
+            otel.REQUEST_MODEL: rec.alias,
+            otel.RESPONSE_MODEL: rec.model,
+            otel.INPUT_TOKENS: rec.input_tokens,
+            otel.OUTPUT_TOKENS: rec.output_tokens,
+            otel.CACHE_READ: rec.cached_tokens or None,
+            otel.ERROR_TYPE: rec.error_type,
+            otel.SERVER_ADDRESS: host,
+            otel.SERVER_PORT: port,
+            **details,
             "keel.trace_id": rec.id,
             "keel.deployment": rec.deployment,
             "keel.tenant": rec.tenant,
             "keel.feature": rec.feature,
             "keel.cost_usd": rec.cost_usd,
             "keel.status": rec.status,
-            "error.type": rec.error_type,
+            "keel.prompt": rec.prompt,
+            "keel.prompt_version": rec.prompt_version,
         }
-        with self.tracer.trace(f"{rec.operation} {rec.alias}", attrs, start_ns=start_ns) as span:
-            for attempt in rec.attempts:
-                span.add_event("keel.attempt", {k: v for k, v in attempt.items() if v is not None})
+        if getattr(self.tracer, "capture_content", False):
+            attrs[otel.INPUT_MESSAGES] = _messages(rec.request)
+            if rec.response is not None:
+                parts = [{"type": "text", "content": rec.response}]
+                attrs[otel.OUTPUT_MESSAGES] = orjson.dumps([{"role": "assistant", "parts": parts}]).decode()
+        metrics = None
+        if not feature_run:
+            duration_s = (rec.latency_ms or 0.0) / 1000
+            metrics = {"duration_s": duration_s, "input_tokens": rec.input_tokens, "output_tokens": rec.output_tokens}
+        return SpanData(
+            name=f"feature {rec.feature}" if feature_run else f"{rec.operation} {rec.alias}",
+            keel_id=rec.id,
+            root=rec.parent or rec.id,
+            parent=rec.parent,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            attributes=attrs,
+            kind="internal" if feature_run else "client",
+            events=[("keel.attempt", {k: v for k, v in a.items() if v is not None}) for a in rec.attempts],
+            error=rec.error if rec.status in ("error", "interrupted") else None,
+            metrics=metrics,
+        )
+
+
+def _messages(captured: Any) -> str | None:
+    """The captured request as GenAI input messages (role and text parts)."""
+    if not isinstance(captured, list):
+        return None
+    out = []
+    for m in captured:
+        if isinstance(m, dict):
+            content = m.get("content")
+            text = content if isinstance(content, str) else orjson.dumps(content).decode()
+            out.append({"role": m.get("role"), "parts": [{"type": "text", "content": text}]})
+    return orjson.dumps(out).decode()
 
 
 def _served_by(ctx: CallContext, served: Any) -> Attempt | None:

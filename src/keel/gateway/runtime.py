@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 from keel.config.settings import KeelSettings
@@ -42,7 +43,7 @@ def build_service(
         flush_interval=tcfg.flush_interval_s,
         retention_days=settings.store.retention_days,
     ).start()
-    chosen: Tracer = tracer or (OTelTracer() if tcfg.otel else NullTracer())
+    chosen: Tracer = tracer or tracer_for(settings)
     installed = home / "prices.yaml"  # `keel prices update` puts one here; keel.yaml's prices: wins
     prices = PriceTable.load(settings.prices or (installed if installed.is_file() else None))
     admission = build_admission(settings, home, gateway, prices)
@@ -66,12 +67,43 @@ def _journal(
     return journal, recover(root, settings, home, admission, writer)
 
 
+def tracer_for(settings: KeelSettings) -> Tracer:
+    """What ``tracing:`` asks for: Keel's own OTLP export, an application's OTel provider, or none."""
+    tcfg = settings.tracing
+    if tcfg.otlp is not None:
+        headers = {k: v.resolve() for k, v in tcfg.otlp.headers.items() if v is not None}
+        return OTelTracer.exporting(
+            tcfg.otlp.endpoint,
+            headers=headers,
+            capture_content=tcfg.otlp.capture_content,
+            timeout_s=tcfg.otlp.timeout_s,
+        )
+    if not tcfg.otel:
+        return NullTracer()
+    from opentelemetry import trace as otel_trace
+
+    if not isinstance(otel_trace.get_tracer_provider(), otel_trace.ProxyTracerProvider):
+        return OTelTracer()  # the application installed an SDK provider: its exporters, its sampling
+    if any(os.environ.get(v) for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) or (
+        os.environ.get("OTEL_TRACES_EXPORTER", "").strip() == "console"
+    ):
+        return OTelTracer.exporting(None)
+    log.warning(
+        "tracing.otel is on but nothing exports: set tracing.otlp.endpoint, OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "or install an OpenTelemetry SDK TracerProvider in your application"
+    )
+    return OTelTracer()
+
+
 async def close_service(service: GatewayService) -> None:
     await service.gateway.aclose()
     if service.admission is not None:
         await service.admission.aclose()
     if service.writer is not None:
         service.writer.close()
+    shutdown = getattr(service.tracer, "shutdown", None)
+    if shutdown is not None:  # flush the spans and metrics still queued for the collector
+        await asyncio.to_thread(shutdown)
     journal = service.recorder.journal
     if journal is not None:  # rows the writer could not store stay journaled for the next start
         journal.close(keep=service.writer is not None and service.writer.pending > 0)

@@ -55,8 +55,11 @@ class GatewayService:
         return await self.chain.embed(req)
 
     def record(self, rec: TraceRecord) -> None:
-        """Queue a row that did not come from a call through here (a feature run's parent trace)."""
+        """Queue a row that did not come from a call through here (a feature run's parent trace,
+        which is also the parent span of its calls)."""
         self.recorder.record(rec)
+        if rec.operation == "feature" and self.recorder.spans:
+            self.recorder.span(rec)
 
     # -- the recorder's parts, for the server's /metrics and health, and tests -------------------
     @property

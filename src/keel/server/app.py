@@ -295,6 +295,10 @@ class KeelApp:
                 "Times the trace writer found the store unreachable.",
                 writer.outages if writer else 0,
             ),
+            "keel_otel_spans_dropped": (
+                "Spans the OpenTelemetry collector did not take (down, refusing or too slow).",
+                getattr(self.service.tracer, "dropped", 0),
+            ),
             "keel_uptime_seconds": ("Seconds since the server started.", time.time() - self.started),
         }
         text = self.service.metrics.render(gauges)

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.tracing.tracer import Span
+from keel.tracing.tracer import Span, SpanData
 
 
 @dataclass
@@ -16,6 +16,7 @@ class CapturedSpan:
     attributes: dict[str, Any]
     start_ns: int | None = None
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    emitted: SpanData | None = None  # for finished spans: their ids, kind, end and status
 
     def set_attribute(self, key: str, value: Any) -> None:
         self.attributes[key] = value
@@ -28,6 +29,9 @@ class SpanCapture:
     def __init__(self) -> None:
         self.spans: list[CapturedSpan] = []
         self._stack: list[CapturedSpan] = []
+
+    def emit(self, span: SpanData) -> None:
+        self.spans.append(CapturedSpan(span.name, dict(span.attributes), span.start_ns, list(span.events), span))
 
     @contextmanager
     def trace(

@@ -1,10 +1,30 @@
-"""Tracing behind a two-method interface: ``trace()`` opens a span, ``current_span()`` finds it."""
+"""Tracing behind a small interface: ``emit()`` sends a finished span (a call or a feature run, made
+from its trace row), ``trace()`` opens a live one, ``current_span()`` finds it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+
+@dataclass(slots=True)
+class SpanData:
+    """A finished span, with Keel's ids: ``keel_id`` is the row's trace id, ``parent`` the id of the
+    feature run it belongs to (None at the root) and ``root`` the id that names the whole trace."""
+
+    name: str
+    keel_id: str
+    root: str
+    parent: str | None
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    kind: Literal["client", "internal"] = "client"
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    error: str | None = None  # the error's message: the span's status is ERROR
+    metrics: dict[str, float] | None = None  # duration_s, input_tokens, output_tokens: the GenAI metrics
 
 
 class Span(Protocol):
@@ -14,6 +34,10 @@ class Span(Protocol):
 
 
 class Tracer(Protocol):
+    def emit(self, span: SpanData) -> None:
+        """Send a finished span (and its GenAI metrics). Never blocks or fails the call."""
+        ...
+
     def trace(self, name: str, attributes: dict[str, Any] | None = None, *, start_ns: int | None = None) -> Any:
         """A context manager yielding a :class:`Span` (``start_ns`` backdates its start)."""
         ...
@@ -33,6 +57,9 @@ class NullTracer:
     """Does nothing, cheaply."""
 
     _span = NullSpan()
+
+    def emit(self, span: SpanData) -> None:
+        pass
 
     @contextmanager
     def trace(
