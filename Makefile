@@ -21,6 +21,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -c $(CONSTRAINTS) -e '.[dev]'
 	command -v redis-server >/dev/null 2>&1 || apt-get install -y -qq redis-server >/dev/null 2>&1 \
 		|| { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	command -v chromium >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	touch $@
 
 install: $(VENV)/.installed

@@ -13,6 +13,30 @@ from keel.errors import UserError
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    def ui(
+        host: str | None = typer.Option(None, help="where keel serve listens (default from keel.yaml)"),
+        port: int | None = typer.Option(None, help="its port (default from keel.yaml: 8080)"),
+        config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
+        open_browser: bool = typer.Option(True, "--open/--no-open", help="open it in the default browser"),
+    ) -> None:
+        """Open the dashboard of a running `keel serve` (sign in there with an API key)."""
+        import webbrowser
+
+        import httpx
+
+        env = load_env(config)
+        shown = host or env.settings.server.host
+        shown = "127.0.0.1" if shown in ("0.0.0.0", "::") else shown
+        url = f"http://{shown}:{env.settings.server.port if port is None else port}/ui"
+        try:
+            httpx.get(url.removesuffix("/ui") + "/healthz", timeout=2)
+        except httpx.HTTPError:
+            raise UserError(f"nothing answers at {url}: start the server first with `keel serve`") from None
+        console.print(f"the dashboard: {url}  (sign in with a key from `keel keys create`)")
+        if open_browser:
+            webbrowser.open(url)
+
+    @app.command()
     def serve(
         host: str | None = typer.Option(None, help="interface to bind (default from keel.yaml: 127.0.0.1)"),
         port: int | None = typer.Option(None, help="port (default from keel.yaml: 8080)"),
@@ -21,7 +45,8 @@ def register(app: typer.Typer) -> None:
         warm: bool = typer.Option(True, help="load local models at startup"),
         workers: int = typer.Option(1, min=1, max=64, help="processes sharing the port (and the store)"),
     ) -> None:
-        """Serve /v1/chat/completions, /v1/embeddings, /v1/models, /v1/traces, /healthz and /metrics."""
+        """Serve /v1/chat/completions, /v1/embeddings, /v1/models, /v1/traces, /healthz, /metrics and the
+        dashboard at /ui."""
         import uvicorn
 
         from keel.server import build_app

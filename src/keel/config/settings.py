@@ -124,6 +124,9 @@ class ServerSettings(Strict):
         description="open connections per process; beyond, the oldest one still sending headers is closed (or 503)",
     )
     keep_alive_s: float = Field(5.0, gt=0, le=600, description="an idle keep-alive connection is closed after this")
+    session_secret: Secret = Field(
+        None, description='{"$env": VAR}: signs dashboard sessions (shared by replicas); else one per KEEL_HOME'
+    )
     stream_write_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="a feature stream whose client has not taken a write for this long is cut"
     )

@@ -63,6 +63,7 @@ class KeelApp:
         project_root: Path | None = None,
         on_startup: Any = None,
         on_shutdown: Any = None,
+        ui: Any = None,
     ) -> None:
         self.service = service
         self.store = store
@@ -80,6 +81,8 @@ class KeelApp:
             extra += TraceRoutes(store, guard).routes()
         if collections is not None and project_root is not None and store is not None:
             extra += FeatureRoutes(service, collections, project_root, store, guard, self.json_body).routes()
+        if ui is not None:
+            extra += ui.routes()  # the dashboard at /ui (keel.server.ui)
         self.asgi = Starlette(
             routes=[
                 *extra,

@@ -14,6 +14,8 @@ from keel.providers.base import ProviderFactory
 from keel.rag.backends import Collections
 from keel.server.app import KeelApp
 from keel.server.auth import LOOPBACK
+from keel.server.ui import UI
+from keel.server.ui.session import Sessions, load_secret
 from keel.store import open_store
 from keel.tracing.tracer import Tracer
 
@@ -38,6 +40,8 @@ def build_app(
     store = open_store(settings, home)  # a Postgres that is down stops here, before anything starts
     service = build_service(settings, home, factories=factories, sleep=sleep, tracer=tracer)
     collections = Collections(settings, home)
+    secret = settings.server.session_secret.resolve() if settings.server.session_secret is not None else None
+    ui = UI(store, Sessions(load_secret(home, secret))) if auth else None  # sessions are API keys'
 
     async def startup() -> None:
         if warm:
@@ -62,6 +66,7 @@ def build_app(
         project_root=settings.project_root,
         on_startup=startup,
         on_shutdown=shutdown,
+        ui=ui,
     )
 
 

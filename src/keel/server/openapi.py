@@ -86,10 +86,11 @@ _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 
 
 def routes_of(routes: Sequence[BaseRoute]) -> list[tuple[str, str]]:
-    """Every (method, OpenAPI path) the route table serves (HEAD aside)."""
+    """Every (method, OpenAPI path) of the API the route table serves (HEAD aside; the dashboard's
+    HTML pages under /ui are not API)."""
     out = []
     for route in routes:
-        if isinstance(route, Route):
+        if isinstance(route, Route) and not route.path.startswith("/ui"):
             for method in sorted((route.methods or set()) - {"HEAD"}):
                 out.append((method, _PARAM.sub(r"{\1}", route.path)))
     return out

@@ -105,6 +105,15 @@ class Keys:
         )
         return None if row is None else Caller(str(row["tenant"]), str(row["id"]), str(row["role"]))
 
+    def live(self, key_id: str) -> Caller | None:
+        """Who a key id belongs to while the key is live (a dashboard session checks it each page)."""
+        row = self.db.one(
+            "SELECT k.tenant, k.id, k.role FROM api_keys k LEFT JOIN tenants t ON t.name = k.tenant "
+            "WHERE k.id = ? AND k.revoked IS NULL AND t.deleted IS NULL",
+            (key_id,),
+        )
+        return None if row is None else Caller(str(row["tenant"]), str(row["id"]), str(row["role"]))
+
     # -- tenants -----------------------------------------------------------------------------------
     def tenants(self) -> list[dict[str, object]]:
         return self.db.all(
