@@ -37,6 +37,8 @@ PAGES = [
     ("traces, errors of one feature", "/ui/traces?status=error&feature=support"),
     ("traces, one user", "/ui/traces?user=u7"),
     ("a trace", None),
+    ("failures 7d", "/ui/failures"),
+    ("failures 30d", "/ui/failures?window=30d"),
 ]
 console = Console(width=140)
 

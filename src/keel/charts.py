@@ -54,3 +54,16 @@ def histogram(scores: list[float], *, bins: int = 10, width: int = 640, height: 
             parts.append(f'<text x="{i * bar + bar / 2 - 4:.1f}" y="{height - h - 3:.1f}" font-size="11">{c}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def sparkline(values: list[float], *, width: int = 120, height: int = 24, label: str = "trend") -> str:
+    """A small inline line of ``values`` (oldest first), scaled to its own peak."""
+    if not values:
+        return ""
+    peak = max(values) or 1.0
+    step = width / max(1, len(values) - 1)
+    points = " ".join(f"{i * step:.1f},{height - 2 - (v / peak) * (height - 4):.1f}" for i, v in enumerate(values))
+    return (
+        f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(label)}">'
+        f'<polyline points="{points}" fill="none" stroke="#b3261e" stroke-width="1.5"/></svg>'
+    )

@@ -16,7 +16,7 @@ import pytest
 
 from keel.server import build_app
 from keel.store import Store, db_path
-from keel.testing import FaultServer
+from keel.testing import Fault, FaultServer
 from tests.conftest import RunningServer, greet_project, make_settings, new_key
 
 SCRIPT = "<script>window.pwned = 1</script>"
@@ -71,6 +71,13 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
                 headers={"authorization": f"Bearer {keys['acme']}"}, timeout=30,
             )  # fmt: skip
             traces["run"] = run.json()["trace_id"]
+            upstream.inject(Fault.status_code(500), Fault.status_code(500), Fault.status_code(500))
+            failed = httpx.post(
+                f"{api}/chat/completions", json={"model": "up", "messages": [{"role": "user", "content": "x"}]},
+                headers={"authorization": f"Bearer {keys['acme']}"}, timeout=30,
+            )  # fmt: skip
+            assert failed.status_code >= 500
+            traces["failed"] = failed.headers["x-keel-trace-id"]
             assert app.service.writer is not None and app.service.writer.flush()
             yield Dash(server, api.removesuffix("/v1"), keys, home, traces)
     mp.undo()
@@ -129,6 +136,16 @@ def test_traced_html_is_escaped_and_filters_and_bad_values_are_pages(dash: Dash)
     assert cursor.status_code == 400 and "cursor" in cursor.text
     run = client.get(f"/ui/traces/{dash.traces['run']}").text
     assert "Calls in this run" in run  # a feature run lists its calls
+
+
+def test_failures_are_grouped_with_an_example(dash: Dash) -> None:
+    client = dash.signed_in("acme")
+    page = client.get("/ui/failures")
+    assert page.status_code == 200
+    assert "UpstreamUnavailable" in page.text and dash.traces["failed"][:12] in page.text
+    assert "<svg" in page.text  # the daily sparkline
+    assert dash.signed_in("globex").get("/ui/failures").text.count("UpstreamUnavailable") == 0
+    assert client.get("/ui/failures?window=2y").status_code == 400
 
 
 def test_feedback_needs_its_csrf_token(dash: Dash) -> None:
@@ -199,6 +216,10 @@ def test_every_page_in_a_real_browser(dash: Dash, tmp_path: Path) -> None:
             page.wait_for_url(re.compile(r".*saved=1$"))
             assert page.get_by_text(f"from the browser {width}").is_visible()
             page.screenshot(path=str(shots / f"trace{suffix}.png"), full_page=True)
+            page.get_by_role("link", name="Failures").click()
+            page.wait_for_url(re.compile(r".*/ui/failures$"))
+            assert page.get_by_role("link", name=dash.traces["failed"][:12]).is_visible()
+            page.screenshot(path=str(shots / f"failures{suffix}.png"), full_page=True)
             page.keyboard.press("Tab")  # keyboard navigation reaches the first link
             assert page.evaluate("document.activeElement.tagName") in ("A", "SELECT", "BUTTON", "INPUT")
             page.close()

@@ -294,6 +294,32 @@ class Traces:
             row["feature"] = row["feature"] or None
         return rows
 
+    def failures(self, *, tenant: str | None, since: float, limit: int = 50) -> list[dict[str, Any]]:
+        """Failed calls and runs since ``since`` grouped by error type, operation, feature and
+        deployment: count, first and last seen, an example trace, and counts per day (newest groups
+        first). Reads only failed rows (a partial index), whatever the volume of good ones."""
+        where = Where("status <> 'ok'").eq("tenant", tenant).add("ts >= ?", since)
+        groups = self.db.all(
+            "SELECT coalesce(error_type, status) AS error_type, operation, feature, deployment, count(*) AS n, "
+            f"min(ts) AS first, max(ts) AS last, max(id) AS example FROM traces WHERE {where} "
+            "GROUP BY 1, 2, 3, 4 ORDER BY n DESC, last DESC LIMIT ?",
+            (*where.args, limit),
+        )
+        day = self.db.day("ts")
+        daily = self.db.all(
+            f"SELECT coalesce(error_type, status) AS error_type, operation, feature, deployment, {day} AS day, "
+            f"count(*) AS n FROM traces WHERE {where} GROUP BY 1, 2, 3, 4, 5",
+            where.args,
+        )
+        per: dict[tuple[Any, ...], dict[str, int]] = {}
+        for d in daily:
+            per.setdefault((d["error_type"], d["operation"], d["feature"], d["deployment"]), {})[str(d["day"])] = int(
+                d["n"]
+            )
+        for g in groups:
+            g["days"] = per.get((g["error_type"], g["operation"], g["feature"], g["deployment"]), {})
+        return groups
+
     def purge(self, before: float, *, batch: int = 5000, max_batches: int | None = None) -> int:
         """Delete rows older than ``before`` in bounded batches (short transactions, no long lock),
         and the rollups of the hours that ended before it."""

@@ -30,8 +30,16 @@ from keel.store.keys import Caller
 HERE = Path(__file__).parent
 PageHandler = Callable[[Request], Awaitable[Response]]
 
-#: (path, label) of every page in the navigation, in order; page modules append to it
-PAGES: list[tuple[str, str]] = []
+#: (place, path, label) of every page in the navigation; a page module adds itself with ``nav``
+PAGES: list[tuple[int, str, str]] = []
+
+
+def nav(place: int, path: str, label: str) -> None:
+    """Put a page in the navigation at ``place`` (10 overview, 20 traces, 30 failures; the jobs,
+    review and drift pages take theirs)."""
+    if not any(p == path for _, p, _ in PAGES):
+        PAGES.append((place, path, label))
+        PAGES.sort()
 
 
 class Forbidden403(UserError):
@@ -55,7 +63,7 @@ class UI:
         self.assets = json.loads((HERE / "static" / "assets.json").read_text())
 
     def routes(self) -> list[BaseRoute]:
-        from keel.server.ui.pages import login, overview, traces
+        from keel.server.ui.pages import failures, login, overview, traces
 
         return [
             Route("/ui", self._home, methods=["GET"]),
@@ -63,6 +71,7 @@ class UI:
             *login.routes(self),
             *overview.routes(self),
             *traces.routes(self),
+            *failures.routes(self),
         ]
 
     async def _home(self, request: Request) -> Response:
@@ -125,7 +134,7 @@ class UI:
         if caller is not None and caller.admin:
             tenants = [str(t["name"]) for t in self.store.keys.tenants()]
         html = self.env.get_template(template).render(
-            pages=PAGES,
+            pages=[(path, label) for _, path, label in PAGES],
             path=request.url.path,
             caller=caller,
             tenants=tenants,

@@ -13,12 +13,12 @@ from starlette.routing import BaseRoute, Route
 
 from keel import charts
 from keel.errors import InvalidRequest
-from keel.server.ui import PAGES
+from keel.server.ui import nav
 
 if TYPE_CHECKING:
     from keel.server.ui import UI
 
-PAGES.append(("/ui/overview", "Overview"))
+nav(10, "/ui/overview", "Overview")
 WINDOWS = {"24h": (86_400, 3600), "7d": (7 * 86_400, 6 * 3600), "30d": (30 * 86_400, 24 * 3600)}
 
 

@@ -11,13 +11,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from keel.errors import TraceNotFound
-from keel.server.ui import PAGES
+from keel.server.ui import nav
 from keel.store.traces import as_dict, encode_cursor
 
 if TYPE_CHECKING:
     from keel.server.ui import UI
 
-PAGES.append(("/ui/traces", "Traces"))
+nav(20, "/ui/traces", "Traces")
 FILTERS = ("feature", "user", "status", "model", "operation")
 PAGE = 50
 
