@@ -17,6 +17,7 @@ KeelError                                          HTTP status · OpenAI error c
  │    ├── InjectionBlocked                         the injection guard blocked an input (400)
  │    ├── OutputBlocked                            an output guard blocked the answer (422)
  │    ├── PolicyViolation                          the data policy refused the call (403)
+ │    ├── CsrfFailed                               a dashboard form without its CSRF token (403)
  │    ├── DocumentError                            a document that cannot be indexed
  │    └── ModelFileError                           a model file is missing or fails its checksum
  ├── Forbidden                                     the key's role may not do this (403)
@@ -163,6 +164,12 @@ class OutputBlocked(UserError):
 class PolicyViolation(UserError):
     status = 403
     code = "data_policy"
+
+
+class CsrfFailed(UserError):
+    status = 403
+    error_type = "permission_error"
+    code = "csrf_failed"
 
 
 class Forbidden(KeelError):

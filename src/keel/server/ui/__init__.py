@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from keel.errors import KeelError, StoreUnavailable, TraceNotFound, UserError
+from keel.errors import CsrfFailed, KeelError, StoreUnavailable, TraceNotFound, UserError
 from keel.server.ui.session import COOKIE, LIFETIME_S, Session, Sessions
 from keel.store import Store
 from keel.store.keys import Caller
@@ -40,12 +40,6 @@ def nav(place: int, path: str, label: str) -> None:
     if not any(p == path for _, p, _ in PAGES):
         PAGES.append((place, path, label))
         PAGES.sort()
-
-
-class Forbidden403(UserError):
-    status = 403
-    error_type = "permission_error"
-    code = "csrf_failed"
 
 
 class UI:
@@ -116,7 +110,7 @@ class UI:
         data: dict[str, Any] = await self.fields(request)
         session: Session = request.state.session
         if not self.sessions.csrf_ok(session, str(data.get("csrf") or request.headers.get("x-csrf-token") or "")):
-            raise Forbidden403("the form's CSRF token is missing or wrong: reload the page and try again")
+            raise CsrfFailed("the form's CSRF token is missing or wrong: reload the page and try again")
         return data
 
     def tenant_for(self, request: Request) -> str | None:
