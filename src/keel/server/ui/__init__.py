@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from keel.errors import CsrfFailed, KeelError, StoreUnavailable, TraceNotFound, UserError
+from keel.errors import CsrfFailed, InvalidRequest, KeelError, StoreUnavailable, TraceNotFound, UserError
 from keel.server.ui.session import COOKIE, LIFETIME_S, Session, Sessions
 from keel.store import Store
 from keel.store.keys import Caller
@@ -112,6 +112,13 @@ class UI:
         if not self.sessions.csrf_ok(session, str(data.get("csrf") or request.headers.get("x-csrf-token") or "")):
             raise CsrfFailed("the form's CSRF token is missing or wrong: reload the page and try again")
         return data
+
+    def window(self, request: Request, windows: dict[str, Any], default: str) -> str:
+        """The ``?window=`` a page was asked for, one of ``windows`` (a bad one is a 400 page)."""
+        window = request.query_params.get("window", default)
+        if window not in windows:
+            raise InvalidRequest(f"window must be one of {', '.join(windows)} (got {window!r})")
+        return window
 
     def tenant_for(self, request: Request) -> str | None:
         """The tenant a page shows: the caller's; an admin may pick one (``?tenant=``) or all (``*``)."""

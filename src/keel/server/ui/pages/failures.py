@@ -14,7 +14,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from keel import charts
-from keel.errors import InvalidRequest
 from keel.server.ui import nav
 
 if TYPE_CHECKING:
@@ -26,9 +25,7 @@ WINDOWS = {"24h": 1, "7d": 7, "30d": 30}
 
 def routes(ui: UI) -> list[BaseRoute]:
     async def failures(request: Request) -> Response:
-        window = request.query_params.get("window", "7d")
-        if window not in WINDOWS:
-            raise InvalidRequest(f"window must be one of {', '.join(WINDOWS)} (got {window!r})")
+        window = ui.window(request, WINDOWS, "7d")
         days = WINDOWS[window]
         tenant = ui.tenant_for(request)
         since = time.time() - days * 86_400

@@ -12,7 +12,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from keel import charts
-from keel.errors import InvalidRequest
 from keel.server.ui import nav
 
 if TYPE_CHECKING:
@@ -24,9 +23,7 @@ WINDOWS = {"24h": (86_400, 3600), "7d": (7 * 86_400, 6 * 3600), "30d": (30 * 86_
 
 def routes(ui: UI) -> list[BaseRoute]:
     async def overview(request: Request) -> Response:
-        window = request.query_params.get("window", "24h")
-        if window not in WINDOWS:
-            raise InvalidRequest(f"window must be one of {', '.join(WINDOWS)} (got {window!r})")
+        window = ui.window(request, WINDOWS, "24h")
         span, bucket = WINDOWS[window]
         tenant = ui.tenant_for(request)
         rows = await ui.store.db.call(
