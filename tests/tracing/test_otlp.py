@@ -60,6 +60,7 @@ async def test_calls_are_gen_ai_client_spans_with_metrics(
     assert "gen_ai.input.messages" not in attrs  # content is opt-in
     assert "gen_ai.prompt" not in attrs and "gen_ai.completion" not in attrs  # never the deprecated names
     assert span.end_ns > span.start_ns and span.resource["service.name"] == "keel"
+    assert "user.id" not in attrs  # no user on this call: nothing made up
     stream_span = next(s for s in spans if s is not span)
     assert stream_span.attributes["gen_ai.response.finish_reasons"] == ["stop"]
     duration = collector.metric("gen_ai.client.operation.duration")
@@ -108,7 +109,7 @@ async def test_a_collector_that_is_down_costs_spans_not_calls(
     service = build_service(make_settings(config(upstream, collector, ", timeout_s: 1")), home)
     started = time.perf_counter()
     for i in range(5):
-        ctx = CallContext(user=f"u{i}")
+        ctx = CallContext(user=f"u{i}")  # user.id on the span
         response = await service.chat(ChatRequest(model="fast", messages=[{"role": "user", "content": "hi"}], ctx=ctx))
         assert response.text
     took = time.perf_counter() - started

@@ -331,6 +331,7 @@ class Recorded(WrapperProvider):
             otel.SERVER_ADDRESS: host,
             otel.SERVER_PORT: port,
             **details,
+            "user.id": rec.user,  # as the trace keeps it (pseudonymised when it carries an address)
             "keel.trace_id": rec.id,
             "keel.deployment": rec.deployment,
             "keel.tenant": rec.tenant,
