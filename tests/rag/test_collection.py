@@ -169,6 +169,16 @@ def test_retrieval_is_a_span_with_stage_timings(collection: Collection, folder: 
     assert len(attrs["keel.retrieval.scores"]) == len(found)
     for stage in ("keyword_ms", "embed_ms", "vector_ms", "feedback_ms", "dedup_ms"):
         assert attrs[f"keel.retrieval.{stage}"] >= 0
+    assert span.emitted is not None and span.emitted.parent is None and span.emitted.kind == "internal"
+    from keel.tracing.tracer import CURRENT_RUN
+
+    token = CURRENT_RUN.set("run-1234")  # inside a feature run, retrieval is the run's child span
+    try:
+        collection.search("rotate api key", top_k=2, tracer=tracer)
+    finally:
+        CURRENT_RUN.reset(token)
+    nested = tracer.spans[-1].emitted
+    assert nested is not None and nested.parent == "run-1234" and nested.root == "run-1234"
 
 
 def test_metadata_filters(collection: Collection, folder: Path) -> None:

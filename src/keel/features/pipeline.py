@@ -55,6 +55,7 @@ from keel.guards.pii import restore
 from keel.rag.answer import NOTHING_FOUND, check_citations
 from keel.rag.backends import Collections
 from keel.store import DEFAULT_TENANT, Store, open_store
+from keel.tracing.tracer import CURRENT_RUN
 from keel.types import CallContext, ChatRequest
 
 __all__ = [  # what callers import from here: the pipeline, its results and events, its refusals
@@ -157,6 +158,7 @@ class FeaturePipeline:
         ctx = CallContext(tenant=tenant, user=user, feature=name, key=key)
         plan: Plan | None = None
         error: BaseException | None = None
+        run = CURRENT_RUN.set(ctx.trace_id)  # spans below (retrieval) nest under this run's
         try:
             plan = await self._prepare(name, inputs, ctx, label, _Pins(version, model))
             result = plan.result
@@ -176,6 +178,8 @@ class FeaturePipeline:
             error = exc
             raise
         finally:
+            with contextlib.suppress(ValueError):  # a generator closed from another context
+                CURRENT_RUN.reset(run)
             ctx.record = feature_record(ctx, plan, inputs, started, error, self.service.capture_policy)
             self.service.record(ctx.record)
             if error is not None:

@@ -4,6 +4,7 @@ pseudo-relevance feedback, the relevance floor, dedup, and the retrieval span.""
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from keel.rag.embedder import TextEmbedder
 from keel.rag.found import Found
 from keel.rag.index import Hits, Vector
 from keel.rag.retrieve import Feedback, Hit, convex, dedup, expand_terms, feedback_docs, rocchio, rrf
-from keel.tracing.tracer import Tracer
+from keel.tracing.tracer import CURRENT_RUN, SpanData, Tracer
 
 Mode = Literal["hybrid", "keyword", "vector"]
 DEFAULT_FEEDBACK = Feedback()
@@ -114,6 +115,7 @@ def run_search(
         raise UserError("top_k must be between 1 and 1000")
     timings: dict[str, float] = {}
     clock = _Stopwatch(timings)
+    started_ns = time.time_ns()
     pool = max(candidates, top_k) * (5 if filters is not None else 1)  # filters thin the pool
 
     def keep(found_hits: list[Hit]) -> list[Hit]:
@@ -160,8 +162,11 @@ def run_search(
             "keel.retrieval.scores": [round(f.score, 6) for f in found],
             **{f"keel.retrieval.{k}": round(v, 3) for k, v in timings.items()},
         }
-        with tracer.trace(f"retrieval {name}", attrs):
-            pass
+        run = CURRENT_RUN.get()  # inside a feature run, the retrieval span is its child
+        span_id = uuid.uuid4().hex
+        tracer.emit(
+            SpanData(f"retrieval {name}", span_id, run or span_id, run, started_ns, time.time_ns(), attrs, "internal")
+        )
     return found
 
 

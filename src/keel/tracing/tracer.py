@@ -3,10 +3,15 @@ from its trace row), ``trace()`` opens a live one, ``current_span()`` finds it."
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+#: the trace id of the feature run the current work belongs to (the pipeline sets it), so that spans
+#: made below it (retrieval) nest under the run's span
+CURRENT_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("keel_current_run", default=None)
 
 
 @dataclass(slots=True)
