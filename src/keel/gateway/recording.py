@@ -21,12 +21,13 @@ import orjson
 
 from keel.cost.prices import PriceTable
 from keel.gateway.router import Gateway
+from keel.gateway.streams import estimated_usage
 from keel.gateway.wrapper import WrapperProvider, inner
 from keel.store.journal import Journal
 from keel.store.keys import DEFAULT_TENANT
 from keel.store.traces import TraceRecord, outcome
 from keel.store.writer import BatchWriter
-from keel.text import tokens_for_chars, upper_bound_tokens
+from keel.text import upper_bound_tokens
 from keel.tracing import otel
 from keel.tracing.metrics import Metrics
 from keel.tracing.redact import capture, identifier, scrub
@@ -139,7 +140,7 @@ class Recorded(WrapperProvider):
             raise
         finally:
             if usage is None and streamed:  # cut or abandoned after it produced tokens: still paid for
-                usage = _estimated(req, streamed)
+                usage = estimated_usage(req, streamed)
             output = "".join(parts)
             details = (
                 self._details(req, response_id, ["stop"] if error is None and not cancelled else [])
@@ -385,13 +386,3 @@ def _served_by(ctx: CallContext, served: Any) -> Attempt | None:
     if last is None and served is not None:
         last = Attempt(deployment=served.deployment, provider=served.provider, model=served.model, started=ctx.started)
     return last
-
-
-def _estimated(req: ChatRequest, streamed_chars: int) -> Usage:
-    """Usage for a stream that ended before the provider reported any: the input at its upper bound
-    (what admission reserved against), the output from the characters that were streamed."""
-    return Usage(
-        input_tokens=upper_bound_tokens(req.messages),
-        output_tokens=tokens_for_chars(streamed_chars),
-        source="estimated",
-    )

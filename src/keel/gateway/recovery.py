@@ -123,7 +123,7 @@ def _recover(
 
 def _row(orphan: Orphan, admission: Admission | None) -> TraceRecord | None:
     if orphan.row is not None:
-        rec = TraceRecord(**{k: v for k, v in orphan.row.items() if k in _COLUMNS})
+        rec = _record(orphan.row)
         rec.notes = [*(rec.notes or []), REBUILT]
         return rec
     begun = orphan.begun
@@ -173,7 +173,7 @@ def _settle(holds: list[Orphan], settings: KeelSettings, home: Path, admission: 
                 claims = [_claim(c) for c in held["claims"]]
                 worst = int(held.get("worst") or 0)
                 if orphan.row is not None:
-                    nusd, tokens = spend(worst, TraceRecord(**{k: v for k, v in orphan.row.items() if k in _COLUMNS}))
+                    nusd, tokens = spend(worst, _record(orphan.row))
                 else:
                     nusd, tokens = worst, max((c.tokens for c in claims), default=0)
                 await ledger.settle(str(held["res"]), claims, nusd, tokens)
@@ -188,6 +188,11 @@ def _settle(holds: list[Orphan], settings: KeelSettings, home: Path, admission: 
 
     with ThreadPoolExecutor(1, thread_name_prefix="keel-recovery") as pool:
         return pool.submit(asyncio.run, run()).result()
+
+
+def _record(row: dict[str, Any]) -> TraceRecord:
+    """A trace row as the journal kept it (its known columns; content was never journaled)."""
+    return TraceRecord(**{k: v for k, v in row.items() if k in _COLUMNS})
 
 
 def _claim(data: dict[str, Any]) -> Claim:

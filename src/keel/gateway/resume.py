@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from keel.errors import StreamInterrupted
+from keel.gateway.streams import estimated_usage
 from keel.gateway.wrapper import inner
 from keel.providers.base import Provider
-from keel.text import tokens_for_chars, upper_bound_tokens
+from keel.text import tokens_for_chars
 from keel.types import ChatChunk, ChatRequest, ChatResponse, Usage
 
 CONTINUE = (
@@ -80,7 +81,7 @@ class Resumable:
             except StreamInterrupted as exc:
                 if tools or resumes >= self.attempts or not written:
                     raise
-                spent = _plus(spent, _produced(request, len(part)))
+                spent = _plus(spent, estimated_usage(request, len(part)))
                 resumes += 1
                 req.ctx.notes.append(f"stream resumed after {len(written):,} characters ({exc.message})")
                 left = None if req.max_tokens is None else req.max_tokens - tokens_for_chars(len(written))
@@ -148,12 +149,6 @@ def _continuation(req: ChatRequest, written: str, max_tokens: int | None, prefil
         messages.append({"role": "user", "content": CONTINUE})
     return ChatRequest(
         model=req.model, messages=messages, stream=True, max_tokens=max_tokens, params=req.params, ctx=req.ctx
-    )
-
-
-def _produced(req: ChatRequest, chars: int) -> Usage:
-    return Usage(
-        input_tokens=upper_bound_tokens(req.messages), output_tokens=tokens_for_chars(chars), source="estimated"
     )
 
 

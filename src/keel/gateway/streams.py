@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from keel.errors import ProviderError, StreamInterrupted
-from keel.types import ChatChunk
+from keel.text import tokens_for_chars, upper_bound_tokens
+from keel.types import ChatChunk, ChatRequest, Usage
 
 
 def _is_token(chunk: ChatChunk) -> bool:
@@ -41,3 +42,13 @@ async def relay(head: list[ChatChunk], stream: AsyncIterator[ChatChunk]) -> Asyn
             raise StreamInterrupted(
                 f"the stream failed after it started: {exc.message}", provider=exc.provider
             ) from exc
+
+
+def estimated_usage(req: ChatRequest, streamed_chars: int) -> Usage:
+    """Usage for a stream that ended before the provider reported any: the input at its upper bound
+    (what admission reserved against), the output from the characters that were streamed."""
+    return Usage(
+        input_tokens=upper_bound_tokens(req.messages),
+        output_tokens=tokens_for_chars(streamed_chars),
+        source="estimated",
+    )
