@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from keel.server import build_app
 from keel.testing import FaultServer
-from tests.conftest import RunningServer, make_settings, new_key, no_sleep
+from tests.conftest import RunningServer, greet_project, make_settings, new_key, no_sleep
 
 
 def gateway_config(primary: FaultServer, secondary: FaultServer) -> str:
@@ -48,3 +49,19 @@ def gateway(home: Path, upstream: FaultServer, upstream2: FaultServer) -> Iterat
     key, _ = new_key(home, "acme")
     with RunningServer(app) as server:
         yield Gateway(server, key, home)
+
+
+@contextmanager
+def greet_server(base: Path, config: Callable[[Path, str], str]) -> Iterator[tuple[RunningServer, Path, FaultServer]]:
+    """``keel serve``'s app on loopback for a module's tests: a greet project under ``base``, a fault
+    upstream and KEEL_HOME set; ``config(project root, upstream URL)`` is its keel.yaml."""
+    home, root = base / "home", greet_project(base / "project")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KEEL_HOME", str(home))
+    try:
+        with FaultServer() as upstream:
+            app = build_app(make_settings(config(root, upstream.base_url)), home)
+            with RunningServer(app) as server:
+                yield server, home, upstream
+    finally:
+        mp.undo()

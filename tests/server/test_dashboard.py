@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from keel.server import build_app
 from keel.store import Store, db_path
-from keel.testing import Fault, FaultServer
-from tests.conftest import RunningServer, greet_project, make_settings, new_key
+from keel.testing import Fault
+from tests.conftest import RunningServer, new_key
+from tests.server.conftest import greet_server
 
 SCRIPT = "<script>window.pwned = 1</script>"
 
@@ -39,48 +39,43 @@ class Dash:
 
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
-    base = tmp_path_factory.mktemp("dash")
-    home, root = base / "home", greet_project(base / "project")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KEEL_HOME", str(home))
-    with FaultServer() as upstream:
-        settings = make_settings(
+    def config(root: Path, url: str) -> str:
+        return (
             f"project_root: '{root}'\ndeployments:\n  up: {{provider: openai, model: gpt-4o-mini, "
-            f"base_url: '{upstream.base_url}'}}\nmodels:\n  up: {{deployments: [up]}}\n"
+            f"base_url: '{url}'}}\nmodels:\n  up: {{deployments: [up]}}\n"
         )
-        app = build_app(settings, home)
+
+    with greet_server(tmp_path_factory.mktemp("dash"), config) as (server, home, upstream):
         keys = {
             "acme": new_key(home, "acme")[0],
             "globex": new_key(home, "globex")[0],
             "admin": new_key(home, "ops", role="admin")[0],
         }
-        with RunningServer(app) as server:
-            api = server.base_url
-            traces = {}
-            for who, text in (("acme", f"hello {SCRIPT}"), ("globex", "globex secret plans")):
-                r = httpx.post(
-                    f"{api}/chat/completions",
-                    json={"model": "up", "messages": [{"role": "user", "content": text}]},
-                    headers={"authorization": f"Bearer {keys[who]}"},
-                    timeout=30,
-                )
-                assert r.status_code == 200
-                traces[who] = r.headers["x-keel-trace-id"]
-            run = httpx.post(
-                f"{api}/features/greet/run", json={"inputs": {"name": "Ada"}},
-                headers={"authorization": f"Bearer {keys['acme']}"}, timeout=30,
-            )  # fmt: skip
-            traces["run"] = run.json()["trace_id"]
-            upstream.inject(Fault.status_code(500), Fault.status_code(500), Fault.status_code(500))
-            failed = httpx.post(
-                f"{api}/chat/completions", json={"model": "up", "messages": [{"role": "user", "content": "x"}]},
-                headers={"authorization": f"Bearer {keys['acme']}"}, timeout=30,
-            )  # fmt: skip
-            assert failed.status_code >= 500
-            traces["failed"] = failed.headers["x-keel-trace-id"]
-            assert app.service.writer is not None and app.service.writer.flush()
-            yield Dash(server, api.removesuffix("/v1"), keys, home, traces)
-    mp.undo()
+        api = server.base_url
+        traces = {}
+        for who, text in (("acme", f"hello {SCRIPT}"), ("globex", "globex secret plans")):
+            r = httpx.post(
+                f"{api}/chat/completions",
+                json={"model": "up", "messages": [{"role": "user", "content": text}]},
+                headers={"authorization": f"Bearer {keys[who]}"},
+                timeout=30,
+            )
+            assert r.status_code == 200
+            traces[who] = r.headers["x-keel-trace-id"]
+        run = httpx.post(
+            f"{api}/features/greet/run", json={"inputs": {"name": "Ada"}},
+            headers={"authorization": f"Bearer {keys['acme']}"}, timeout=30,
+        )  # fmt: skip
+        traces["run"] = run.json()["trace_id"]
+        upstream.inject(Fault.status_code(500), Fault.status_code(500), Fault.status_code(500))
+        failed = httpx.post(
+            f"{api}/chat/completions", json={"model": "up", "messages": [{"role": "user", "content": "x"}]},
+            headers={"authorization": f"Bearer {keys['acme']}"}, timeout=30,
+        )  # fmt: skip
+        assert failed.status_code >= 500
+        traces["failed"] = failed.headers["x-keel-trace-id"]
+        assert server.app.service.writer is not None and server.app.service.writer.flush()
+        yield Dash(server, api.removesuffix("/v1"), keys, home, traces)
 
 
 def test_pages_need_a_session_and_a_forged_or_expired_one_is_refused(dash: Dash) -> None:

@@ -16,10 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keel.server import build_app
 from keel.store import Store, db_path
-from keel.testing import FaultServer
-from tests.conftest import RunningServer, greet_project, make_settings, new_key
+from tests.conftest import RunningServer, new_key
+from tests.server.conftest import greet_server
 
 CONFIG = """
 project_root: '{root}'
@@ -140,19 +139,15 @@ class Fuzzed:
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
-    base = tmp_path_factory.mktemp("fuzz")
-    home, root = base / "home", greet_project(base / "project")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KEEL_HOME", str(home))
-    with FaultServer() as upstream:
-        app = build_app(make_settings(CONFIG.format(root=root, url=upstream.base_url)), home)
+    def config(root: Path, url: str) -> str:
+        return CONFIG.format(root=root, url=url)
+
+    with greet_server(tmp_path_factory.mktemp("fuzz"), config) as (server, home, _):
         key, _ = new_key(home, "acme")
-        with RunningServer(app) as server:
-            fuzz = Fuzzed(server, key, home)
-            assert fuzz.client.post("/collections", json={"name": "docs"}).status_code == 201
-            yield fuzz
-            fuzz.client.close()
-    mp.undo()
+        fuzz = Fuzzed(server, key, home)
+        assert fuzz.client.post("/collections", json={"name": "docs"}).status_code == 201
+        yield fuzz
+        fuzz.client.close()
 
 
 BODIES = {

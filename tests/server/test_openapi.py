@@ -5,6 +5,7 @@ document. Bounded (a few examples per operation, derandomised); ``bench/reliabil
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,11 +14,10 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 
-from keel.server import build_app
 from keel.server.openapi import OPERATIONS, routes_of
 from keel.server.validate import CHAT, MAX_EMBED_INPUTS
-from keel.testing import FaultServer
-from tests.conftest import RunningServer, greet_project, make_settings, new_key
+from tests.conftest import RunningServer, new_key
+from tests.server.conftest import greet_server
 from tests.server.test_fuzz import CONFIG
 
 
@@ -41,20 +41,13 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    base = tmp_path_factory.mktemp("openapi")
-    home, root = base / "home", greet_project(base / "project")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KEEL_HOME", str(home))
-    with FaultServer() as upstream:
-        config = CONFIG.format(root=root, url=upstream.base_url).replace(  # the built-in aliases reach the fake too
-            "deployments:\n",
-            f"deployments:\n  local: {{provider: openai, model: gpt-4o-mini, base_url: '{upstream.base_url}'}}\n",
-        )
-        app = build_app(make_settings(config), home)
+    def config(root: Path, url: str) -> str:  # the built-in aliases reach the fake too
+        local = f"deployments:\n  local: {{provider: openai, model: gpt-4o-mini, base_url: '{url}'}}\n"
+        return CONFIG.format(root=root, url=url).replace("deployments:\n", local)
+
+    with greet_server(tmp_path_factory.mktemp("openapi"), config) as (server, home, _):
         key, _ = new_key(home, "acme")
-        with RunningServer(app) as server:
-            yield Served(server, key)
-    mp.undo()
+        yield Served(server, key)
 
 
 def test_every_route_is_in_the_document_and_nothing_else(served: Served) -> None:
