@@ -48,6 +48,8 @@ def test_copy_moves_every_row_and_keeps_ids(tmp_path: Path, pg_url: str) -> None
             got = target.traces.get(trace_id, tenant="acme")
             assert got is not None and got.user == "ü-user" and got.request == {"q": "ü"}
             assert [m["actor"] for m in target.prompts.moves("support")][-1] == "os:ann"
+            rolled = target.traces.dashboard(tenant=None, since=time.time() - 3600, by="tenant", bucket_s=0)
+            assert [(r["value"], r["calls"]) for r in rolled] == [("acme", 1), ("globex", 250)]  # the dashboard's too
             assert target.answers.vectors("s", 5) == [("a1", b"\x00\x00\x80?")]
             again = target.feedback.add(trace_id, "rating", 4, tenant="acme")  # the id sequence moved past the copy
             assert again.id > source.feedback.for_trace(trace_id, tenant="acme")[0].id

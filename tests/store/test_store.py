@@ -62,6 +62,8 @@ def test_an_old_embedded_database_is_migrated_and_loses_nothing(tmp_path: Path) 
     with Store.at(path) as store:
         assert store.keys.find()[0].role == "member" and [t["name"] for t in store.keys.tenants()] == ["acme"]
         assert {r.id: r.tenant for r in store.traces.find(tenant=None)} == {"t-no-tenant": "default", "t-acme": "acme"}
+        rolled = store.traces.dashboard(tenant=None, since=0, by="tenant", bucket_s=0)  # backfilled on the way
+        assert [(r["value"], r["calls"]) for r in rolled] == [("acme", 1), ("default", 1)]
         assert [f.name for f in store.feedback.for_trace("t-acme", tenant="acme")] == ["helpful"]
         moves = store.prompts.moves("p", "production")
         assert [(m["from_version"], m["to_version"]) for m in moves] == [(None, 1), (1, 2)]

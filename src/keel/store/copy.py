@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from keel.errors import UserError
 from keel.store.db import Database
+from keel.store.rollups import backfill
 
 # (table, its columns), parents before children
 TABLES: list[tuple[str, tuple[str, ...]]] = [
@@ -81,6 +82,8 @@ def copy_store(
                 f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), (SELECT max({column}) FROM {table}))"
             )
         out.append(Copied(table, total, int(target.scalar(f"SELECT count(*) FROM {table}"))))
+    with target.transaction():  # the dashboard's rollups, rebuilt from the traces copied
+        backfill(target)
     wrong = [c for c in out if c.source != c.target]
     if wrong:
         said = ", ".join(f"{c.table} {c.source} → {c.target}" for c in wrong)

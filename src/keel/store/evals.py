@@ -61,6 +61,15 @@ class EvalStore:
             (*where.args, limit),
         )
 
+    def suites(self, tenant: str | None) -> list[dict[str, Any]]:
+        """Each suite with runs: how many, and when the newest started."""
+        where = Where().eq("tenant", tenant)
+        return self.db.all(
+            f"SELECT suite, count(*) AS runs, max(started) AS last FROM eval_runs WHERE {where} "
+            "GROUP BY suite ORDER BY suite",
+            where.args,
+        )
+
     # -- the result cache --------------------------------------------------------------------------
     @staticmethod
     def _key(tenant: str, key: str) -> str:

@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - Windows: no journal (the README says s
 
 log = logging.getLogger("keel.store")
 
-CONTENT = ("request", "response")  # captured content stays out of the journal
+CONTENT = ("request", "response", "steps")  # captured content stays out of the journal
 
 
 @dataclass(slots=True)

@@ -206,8 +206,48 @@ POSTGRES: list[str] = [
     """,
     # 3: what failed, found without scanning what did not (the dashboard's Failures page)
     "CREATE INDEX traces_failures ON traces(tenant, ts) WHERE status <> 'ok';",
+    # 4: rollups by feature, model, user and tenant at five minutes, hours and days, with time to first
+    # token and cache reads (the dashboard's Overview), replacing the hourly ones; backfilled. And a
+    # feature run's steps (the trace page's span tree)
+    """
+    DROP TABLE trace_hours;
+    DROP TABLE trace_latency;
+    CREATE TABLE trace_rollup (
+        tenant TEXT NOT NULL,
+        grain INTEGER NOT NULL,
+        bucket BIGINT NOT NULL,
+        dim TEXT NOT NULL,
+        value TEXT NOT NULL,
+        runs BIGINT NOT NULL,
+        calls BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cached_tokens BIGINT NOT NULL,
+        cost_usd DOUBLE PRECISION NOT NULL,
+        latency_ms_sum DOUBLE PRECISION NOT NULL,
+        ttft_ms_sum DOUBLE PRECISION NOT NULL,
+        ttft_n BIGINT NOT NULL,
+        PRIMARY KEY (tenant, grain, dim, bucket, value)
+    );
+    CREATE INDEX trace_rollup_all ON trace_rollup(grain, dim, bucket);
+    CREATE TABLE trace_bins (
+        tenant TEXT NOT NULL,
+        grain INTEGER NOT NULL,
+        bucket BIGINT NOT NULL,
+        dim TEXT NOT NULL,
+        value TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        bin INTEGER NOT NULL,
+        n BIGINT NOT NULL,
+        PRIMARY KEY (tenant, grain, dim, bucket, value, kind, bin)
+    );
+    CREATE INDEX trace_bins_all ON trace_bins(grain, dim, bucket);
+    ALTER TABLE traces ADD COLUMN steps TEXT;
+    """,
 ]
-BACKFILL = {2}
+BACKFILL = {4}  # migrations followed, in their transaction, by the rollup backfill (the first rollups' step
+# has nothing left to fill: their tables are dropped by this one)
 
 MIGRATION_LOCK = 7271000  # one advisory lock id for Keel's schema; retrieval's own is 7271001
 

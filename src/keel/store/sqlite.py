@@ -302,8 +302,48 @@ MIGRATIONS: list[str] = [
     """,
     # 12: what failed, found without scanning what did not (the dashboard's Failures page)
     "CREATE INDEX traces_failures ON traces(tenant, ts) WHERE status <> 'ok';",
+    # 13: rollups by feature, model, user and tenant at five minutes, hours and days, with time to first
+    # token and cache reads (the dashboard's Overview), replacing the hourly ones; backfilled. And a
+    # feature run's steps (the trace page's span tree)
+    """
+    DROP TABLE trace_hours;
+    DROP TABLE trace_latency;
+    CREATE TABLE trace_rollup (
+        tenant TEXT NOT NULL,
+        grain INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        dim TEXT NOT NULL,
+        value TEXT NOT NULL,
+        runs INTEGER NOT NULL,
+        calls INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        latency_ms_sum REAL NOT NULL,
+        ttft_ms_sum REAL NOT NULL,
+        ttft_n INTEGER NOT NULL,
+        PRIMARY KEY (tenant, grain, dim, bucket, value)
+    );
+    CREATE INDEX trace_rollup_all ON trace_rollup(grain, dim, bucket);
+    CREATE TABLE trace_bins (
+        tenant TEXT NOT NULL,
+        grain INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        dim TEXT NOT NULL,
+        value TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        bin INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (tenant, grain, dim, bucket, value, kind, bin)
+    );
+    CREATE INDEX trace_bins_all ON trace_bins(grain, dim, bucket);
+    ALTER TABLE traces ADD COLUMN steps TEXT;
+    """,
 ]
-BACKFILL = {11}  # migrations followed, in their transaction, by the rollup backfill
+BACKFILL = {13}  # migrations followed, in their transaction, by the rollup backfill (the first rollups' step
+# has nothing left to fill: their tables are dropped by this one)
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:

@@ -50,16 +50,18 @@ class TraceRecord:
     experiment: str | None = None
     arm: str | None = None
     notes: list[str] | None = None  # what a feature run wants remembered: prompt fallback, bad citations…
+    steps: list[dict[str, Any]] | None = None  # a feature run's steps: name, start and length (ms), what each found
 
 
 COLUMNS = [f.name for f in fields(TraceRecord)]
-JSON_COLUMNS = {"attempts", "request", "response", "notes"}
+JSON_COLUMNS = {"attempts", "request", "response", "notes", "steps"}
 _QUOTED = [f'"{c}"' if c == "user" else c for c in COLUMNS]  # USER is a reserved word in Postgres
 INSERT_SQL = (
     f"INSERT INTO traces({', '.join(_QUOTED)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
     f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{q} = excluded.{q}' for q in _QUOTED[1:])}"
 )
-FILTERS = ("feature", "user", "status", "model", "operation", "tenant")
+FILTERS = ("feature", "user", "status", "model", "operation", "error_type", "tenant")
+TEXT_SCAN = 20_000  # rows a free-text filter reads per page, at most
 
 
 def outcome(error: BaseException | None, *, cancelled: bool = False) -> dict[str, Any]:
@@ -147,10 +149,17 @@ class Traces:
         since: float | None = None,
         after_ts: float | None = None,
         cursor: str | None = None,
+        text: str | None = None,
+        min_cost: float | None = None,
+        min_latency_ms: float | None = None,
+        scan: int = TEXT_SCAN,
         **filters: str | None,
     ) -> list[TraceRecord]:
         """Newest first (``after_ts``: oldest first, for tailing). ``filters`` are exact matches on
-        feature, user, status, model (or its alias), operation and tenant."""
+        feature, user, status, model (or its alias), operation, error type and tenant; ``min_cost`` and
+        ``min_latency_ms`` floors. ``text`` matches inside the captured (redacted) input and output,
+        case-folded, among the newest ``scan`` rows past the cursor that the other filters keep — a
+        bounded scan per page, never one over every trace."""
         where = Where().eq("tenant", tenant)
         for name, value in filters.items():
             if name not in FILTERS:
@@ -162,23 +171,34 @@ class Traces:
             else:
                 where.eq(COST_DIMENSIONS["user"] if name == "user" else name, value)
         where.add("ts >= ?", since).add("ts > ?", after_ts)
+        where.add("cost_usd >= ?", min_cost).add("latency_ms >= ?", min_latency_ms)
         if cursor is not None:
             ts, trace_id = decode_cursor(cursor)
             where.add("(ts < ? OR (ts = ? AND id < ?))", ts, ts, trace_id)
         order = "ASC" if after_ts is not None else "DESC"
         sql = f"SELECT * FROM traces WHERE {where} ORDER BY ts {order}, id {order} LIMIT ?"
-        return [_from_row(r) for r in self.db.all(sql, (*where.args, limit))]
+        if not text:
+            return [_from_row(r) for r in self.db.all(sql, (*where.args, limit))]
+        pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        matched = (
+            f"SELECT * FROM ({sql}) AS newest WHERE lower(coalesce(request, '')) LIKE ? ESCAPE '\\' "
+            f"OR lower(coalesce(response, '')) LIKE ? ESCAPE '\\' ORDER BY ts {order}, id {order} LIMIT ?"
+        )
+        return [_from_row(r) for r in self.db.all(matched, (*where.args, scan, pattern, pattern, limit))]
 
     def get(self, trace_id: str, *, tenant: str | None) -> TraceRecord | None:
         """A trace by its id or an unambiguous prefix of at least 6 characters."""
         if not trace_id or len(trace_id) < 6:
             raise UserError("give at least 6 characters of the trace id")
+        whole = Where().eq("id", trace_id).eq("tenant", tenant)  # the whole id: one index probe
+        found = self.db.one(f"SELECT * FROM traces WHERE {whole}", whole.args)
+        if found is not None:
+            return _from_row(found)
         where = Where().add("id LIKE ?", trace_id.replace("%", "").replace("_", "") + "%").eq("tenant", tenant)
         rows = self.db.all(f"SELECT * FROM traces WHERE {where} ORDER BY id LIMIT 2", where.args)
-        exact = [r for r in rows if r["id"] == trace_id]
-        if len(rows) > 1 and not exact:
+        if len(rows) > 1:
             raise UserError(f"'{trace_id}' matches more than one trace; give more of the id")
-        return _from_row((exact or rows)[0]) if rows else None
+        return _from_row(rows[0]) if rows else None
 
     def exists(self, trace_id: str, *, tenant: str | None) -> bool:
         where = Where().eq("id", trace_id).eq("tenant", tenant)
@@ -264,35 +284,27 @@ class Traces:
         )
 
     def dashboard(
-        self, *, tenant: str | None, since: float, feature: str | None = None, bucket_s: int = rollups.HOUR
+        self,
+        *,
+        tenant: str | None,
+        since: float,
+        by: str | None = None,
+        bucket_s: int = rollups.HOUR,
+        feature: str | None = None,
+        values: Sequence[str | None] | None = None,
+        percentiles: bool = True,
     ) -> list[dict[str, Any]]:
-        """Per feature per hour (or per ``bucket_s``, a multiple of an hour): calls, errors, tokens,
-        cost, and latency p50/p95 — read from the hourly rollups, so a month of traffic is a few
-        thousand rows whatever the trace volume. Percentiles come from the rollups' log histogram
-        (within ±5%); counts and cost are exact. Model calls only (feature rows sum their calls)."""
-        if bucket_s % rollups.HOUR:
-            raise UserError("dashboard buckets are whole hours")
-        where = Where().add("bucket >= ?", int(since // rollups.HOUR) * rollups.HOUR)
-        where.eq("tenant", tenant).eq("feature", feature)
-        clause, args = str(where), where.args
-        span = f"(bucket / {bucket_s}) * {bucket_s}"  # integer division on both engines
-        rows = self.db.all(
-            f"SELECT {span} AS bucket, feature, sum(calls) AS calls, sum(errors) AS errors, "
-            "sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd "
-            f"FROM trace_hours WHERE {clause} GROUP BY 1, 2 ORDER BY 1, 2",
-            args,
+        """The rollups read for a dashboard (see :func:`keel.store.rollups.read`)."""
+        return rollups.read(
+            self.db,
+            tenant=tenant,
+            since=since,
+            by=by,
+            bucket_s=bucket_s,
+            feature=feature,
+            values=values,
+            percentiles=percentiles,
         )
-        joined = self.db.concat("bin || ':' || n")
-        histograms = self.db.all(
-            f"SELECT {span} AS bucket, feature, {joined} AS hist FROM trace_latency WHERE {clause} GROUP BY 1, 2",
-            args,
-        )
-        found = {(h["bucket"], h["feature"]): h["hist"] for h in histograms}
-        for row in rows:
-            hist = found.get((row["bucket"], row["feature"]))
-            row["p50_ms"], row["p95_ms"] = rollups.percentiles(hist, (0.5, 0.95)) if hist else (None, None)
-            row["feature"] = row["feature"] or None
-        return rows
 
     def failures(self, *, tenant: str | None, since: float, limit: int = 50) -> list[dict[str, Any]]:
         """Failed calls and runs since ``since`` grouped by error type, operation, feature and
@@ -319,6 +331,10 @@ class Traces:
         for g in groups:
             g["days"] = per.get((g["error_type"], g["operation"], g["feature"], g["deployment"]), {})
         return groups
+
+    def prune_rollups(self) -> int:
+        """Forget the five-minute rollups older than two days (the writer does it, retention or not)."""
+        return rollups.purge(self.db, None)
 
     def purge(self, before: float, *, batch: int = 5000, max_batches: int | None = None) -> int:
         """Delete rows older than ``before`` in bounded batches (short transactions, no long lock),

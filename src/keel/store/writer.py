@@ -133,15 +133,20 @@ class BatchWriter:
 
     def _purge(self) -> None:
         """Retention: delete traces older than ``retention_days``, a few bounded batches at a time
-        (every replica may do it; each batch is a short transaction)."""
-        if self.retention_days is None or self._db is None:
+        (every replica may do it; each batch is a short transaction). Without retention, only the
+        five-minute rollups past their two days go."""
+        if self._db is None:
             return
         now = time.monotonic()
         if self._purged_at and now - self._purged_at < self.purge_every_s:
             return
         self._purged_at = now
         try:
-            self.purged += Traces(self._db).purge(time.time() - self.retention_days * 86_400, max_batches=20)
+            traces = Traces(self._db)
+            if self.retention_days is None:
+                traces.prune_rollups()
+            else:
+                self.purged += traces.purge(time.time() - self.retention_days * 86_400, max_batches=20)
         except Exception as exc:  # retention is housekeeping: it never takes the writer down
             log.warning("trace retention could not run: %s", _short(exc))
 

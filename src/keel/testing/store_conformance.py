@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -130,6 +131,31 @@ class StoreConformance:
         with pytest.raises(UserError, match="cursor"):
             store.traces.find(tenant="acme", cursor="not a cursor")
 
+    def test_traces_filter_by_free_text_cost_latency_and_error_type(self, store: Store) -> None:
+        now = time.time()
+        rows = [
+            trace("acme", ts=now - 3, request={"q": "Where is my REFUND?"}, cost_usd=0.5, latency_ms=900.0),
+            trace("acme", ts=now - 2, response="50% off_today", status="error", error_type="UpstreamTimeout"),
+            trace("acme", ts=now - 1, request={"q": "ünïcode refund"}, latency_ms=10.0),
+            trace("globex", ts=now, request={"q": "refund please"}),
+        ]
+        store.traces.write(rows)
+
+        def ids(**kw: Any) -> list[str]:
+            return [r.id for r in store.traces.find(tenant="acme", **kw)]
+
+        assert ids(text="refund") == [rows[2].id, rows[0].id]  # case-folded, newest first, this tenant only
+        assert ids(text="50%") == [rows[1].id] and ids(text="%") == [rows[1].id]  # wildcards are literals
+        assert ids(text="o_f") == [] and ids(text="off_t") == [rows[1].id]  # "_" is no wildcard either
+        assert ids(text="ünïcode") == [rows[2].id]
+        assert ids(text="refund", scan=1) == [rows[2].id]  # only the newest row past the cursor was read
+        assert ids(min_cost=0.1) == [rows[0].id] and ids(min_latency_ms=100) == [rows[0].id]
+        assert ids(error_type="UpstreamTimeout") == [rows[1].id]
+        first = store.traces.find(tenant="acme", text="refund", limit=1)
+        assert [r.id for r in store.traces.find(tenant="acme", text="refund", cursor=encode_cursor(first[0]))] == [
+            rows[0].id
+        ]
+
     def test_rewriting_a_trace_replaces_it_and_retention_deletes_old_rows(self, store: Store) -> None:
         old = trace("acme", ts=time.time() - 40 * 86400)
         fresh = trace("acme", status="ok")
@@ -144,21 +170,43 @@ class StoreConformance:
     def test_the_dashboard_query_buckets_by_hour_with_percentiles(self, store: Store) -> None:
         hour = 7200 * (int(time.time()) // 7200 - 3)  # aligned to two hours: the 7,200 s buckets below
         rows = [trace("acme", ts=hour + i, feature="a", latency_ms=float(i + 1), cost_usd=0.01) for i in range(10)]
-        rows += [trace("acme", ts=hour + 3600 + 1, feature="a", latency_ms=5.0, status="error")]
-        rows += [trace("acme", ts=hour + 2, feature="b", latency_ms=None), trace("globex", ts=hour, feature="a")]
+        rows += [trace("acme", ts=hour + 3600 + 1, feature="a", latency_ms=5.0, status="error", ttft_ms=2.0)]
+        rows += [trace("acme", ts=hour + 2, feature="b", latency_ms=None, user="u1", cached_tokens=7)]
+        rows += [trace("globex", ts=hour, feature="a")]
         rows += [trace("acme", ts=hour + 3, feature="a", operation="feature")]  # a run: its calls are counted
         store.traces.write(rows)
-        got = store.traces.dashboard(tenant="acme", since=hour - 1)
-        shape = [(r["bucket"], r["feature"], r["calls"], r["errors"]) for r in got]
-        assert shape == [(hour, "a", 10, 0), (hour, "b", 1, 0), (hour + 3600, "a", 1, 1)]
+        got = store.traces.dashboard(tenant="acme", since=hour - 1, by="feature")
+        shape = [(r["bucket"], r["value"], r["calls"], r["errors"], r["runs"]) for r in got]
+        assert shape == [(hour, "a", 10, 0, 1), (hour, "b", 1, 0, 0), (hour + 3600, "a", 1, 1, 0)]
         first = got[0]  # percentiles from the log histogram: within 5% of the sample at that rank
         assert first["cost_usd"] == pytest.approx(0.1) and first["p50_ms"] == pytest.approx(5.0, rel=0.05)
-        assert first["p95_ms"] == pytest.approx(10.0, rel=0.05) and got[1]["p50_ms"] is None
-        assert (
-            first["input_tokens"] == 0
-            and store.traces.dashboard(tenant="acme", since=hour - 1, bucket_s=7200)[0]["calls"] == 11
-        )
+        assert first["p75_ms"] == pytest.approx(8.0, rel=0.05) and first["p95_ms"] == pytest.approx(10.0, rel=0.05)
+        assert got[1]["p50_ms"] is None and got[1]["cached_tokens"] == 7
+        assert got[2]["ttft_p50_ms"] == pytest.approx(2.0, rel=0.05) and first["ttft_p50_ms"] is None
+        two_hours = store.traces.dashboard(tenant="acme", since=hour - 1, bucket_s=7200)
+        assert [(r["value"], r["calls"], r["runs"]) for r in two_hours] == [(None, 12, 1)]
         assert [r["calls"] for r in store.traces.dashboard(tenant="acme", since=hour - 1, feature="b")] == [1]
+        whole = store.traces.dashboard(tenant=None, since=hour - 1, by="tenant", bucket_s=0)
+        assert [(r["value"], r["calls"]) for r in whole] == [("acme", 12), ("globex", 1)]
+        users = store.traces.dashboard(tenant="acme", since=hour - 1, by="user", bucket_s=0)
+        assert sorted((r["value"] or "", r["calls"]) for r in users) == [("", 11), ("u1", 1)]
+        assert users[0]["p95_ms"] is None  # users keep no histogram
+        only = store.traces.dashboard(tenant="acme", since=hour - 1, by="user", bucket_s=0, values=["u1"])
+        assert [(r["value"], r["calls"]) for r in only] == [("u1", 1)]
+        assert store.traces.dashboard(tenant="acme", since=hour - 1, by="feature", values=[]) == []
+
+    def test_five_minute_rollups_are_pruned_after_two_days_and_hours_kept(self, store: Store) -> None:
+        now = time.time()
+        store.traces.write([trace("acme", ts=now - 3 * 86_400, feature="a"), trace("acme", ts=now, feature="a")])
+
+        def rows(grain: int) -> int:
+            return int(store.db.scalar("SELECT count(*) FROM trace_rollup WHERE grain = ? AND dim = ''", (grain,)))
+
+        assert rows(300) == 2 and rows(3600) == 2
+        assert store.traces.prune_rollups() == 3  # the old call's five minutes: tenant, feature and model rows
+        assert rows(300) == 1 and rows(3600) == 2
+        week = store.traces.dashboard(tenant="acme", since=now - 7 * 86_400, bucket_s=0)
+        assert week[0]["calls"] == 2  # the hours still count it
 
     def test_concurrent_writers_lose_no_trace(self, store: Store, opener: Opener) -> None:
         def write(i: int) -> None:
