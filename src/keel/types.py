@@ -79,6 +79,7 @@ class CallContext:
     experiment: str | None = None
     arm: str | None = None
     children: list[CallContext] = field(default_factory=list, repr=False)
+    steps: list[dict[str, Any]] = field(default_factory=list, repr=False)  # a feature run's, for its trace
 
     def child(self, **overrides: Any) -> CallContext:
         """A new call inside this one: same tenant, user, feature and tags; its own trace id; kept in

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,3 +126,91 @@ def test_an_endpoint_that_is_not_a_url_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="must be an http"):
         make_settings("tracing: {otlp: {endpoint: 'collector:4318'}}\n")
+
+
+async def test_an_eval_run_is_one_trace_of_its_cases_runs_steps_and_calls(
+    tmp_path: Path, home: Path, upstream: FaultServer, collector: OTLPReceiver
+) -> None:
+    from keel.evals.runner import run_suite
+    from keel.evals.suite import load_suite
+
+    root = greet_project(tmp_path / "project")
+    (root / "features" / "greet.yaml").write_text("prompt: greet\nmodel: up\nguards: {input: [injection]}\n")
+    (root / "evals").mkdir()
+    (root / "evals" / "greet.yaml").write_text(
+        "feature: greet\ncases:\n  - {id: ada, inputs: {name: Ada}, checks: [{type: icontains, value: ada}]}\n"
+        "  - {id: bo, inputs: {name: Bo}, checks: [{type: icontains, value: bo}]}\n"
+    )
+    settings = make_settings(config(upstream, collector).replace("fast: {", "up: {") + f"project_root: '{root}'\n")
+    service = build_service(settings, home)
+    with open_store(settings, home) as store:
+        run = await run_suite(FeaturePipeline(service, root, store), load_suite(root / "evals" / "greet.yaml"))
+    await close_service(service)
+    (top,) = collector.spans_named("eval greet")
+    assert (
+        top.parent_id == "" and top.attributes["keel.eval.pass_rate"] == 1.0 and top.attributes["keel.eval.cases"] == 2
+    )
+    runs, calls = collector.spans_named("feature greet"), collector.spans_named("chat up")
+    guards, prompts = collector.spans_named("input guards greet"), collector.spans_named("prompt greet")
+    assert len(runs) == len(calls) == len(guards) == len(prompts) == 2
+    everything = [*runs, *calls, *guards, *prompts]
+    assert {s.trace_id for s in everything} == {top.trace_id}  # one trace for the whole run
+    assert all(r.parent_id == top.span_id for r in runs)
+    by_run = {r.span_id for r in runs}
+    assert all(s.parent_id in by_run for s in [*calls, *guards, *prompts])  # each under its case's run
+    assert (
+        all(s.kind == "INTERNAL" for s in [*guards, *prompts]) and guards[0].attributes["keel.step"] == "input guards"
+    )
+    assert prompts[0].attributes["keel.prompt.version"] == 1
+    assert run.id == top.attributes["keel.eval.run_id"]
+
+
+# What Langfuse's OTLP ingestion reads off a span, as its source does it (langfuse/langfuse,
+# packages/shared/src/server/otel/OtelIngestionProcessor.ts: extractInputAndOutput takes the first
+# of these sources present — its own attributes, GenAI message events, framework attributes — before
+# gen_ai.input.messages / gen_ai.output.messages; extractUsageDetails maps gen_ai.usage.* by name).
+SHADOWING_KEYS = {
+    "langfuse.observation.input", "langfuse.observation.output", "ai.prompt.messages", "ai.prompt",
+    "gcp.vertex.agent.llm_request", "prompt", "all_messages_events", "events", "lk.input_text",
+    "mlflow.spanInputs", "traceloop.entity.input", "input.value", "output.value", "input", "output",
+    "tool_arguments", "tool_response",
+}  # fmt: skip
+SHADOWING_EVENTS = {"gen_ai.system.message", "gen_ai.user.message", "gen_ai.assistant.message", "gen_ai.choice",
+                    "gen_ai.tool.message", "gen_ai.content.prompt", "gen_ai.content.completion"}  # fmt: skip
+USAGE_NAMES = {"input_tokens": "input", "output_tokens": "output", "prompt_tokens": "input"}
+
+
+def langfuse_view(span: Any) -> dict[str, Any]:
+    attrs = span.attributes
+    shadowed = SHADOWING_KEYS & set(attrs) or SHADOWING_EVENTS & {name for name, *_ in span.events}
+    shadowed = shadowed or {k for k in attrs if k.startswith(("gen_ai.prompt", "gen_ai.completion", "llm.input_"))}
+    usage = {
+        USAGE_NAMES.get(k.removeprefix("gen_ai.usage."), k.removeprefix("gen_ai.usage.")): v
+        for k, v in attrs.items()
+        if k.startswith("gen_ai.usage.") and k != "gen_ai.usage.cost"
+    }
+    return {
+        "shadowed": shadowed,
+        "input": attrs.get("gen_ai.input.messages"),
+        "output": attrs.get("gen_ai.output.messages"),
+        "usage": usage,
+        "model": attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model"),
+        "user": attrs.get("user.id"),
+    }
+
+
+async def test_langfuse_ingestion_would_map_usage_input_and_output(
+    home: Path, upstream: FaultServer, collector: OTLPReceiver
+) -> None:
+    service = build_service(make_settings(config(upstream, collector, ", capture_content: true")), home)
+    request = ChatRequest(model="fast", messages=[{"role": "user", "content": "how long do refunds take"}])
+    request.ctx.user = "u-42"
+    await service.chat(request)
+    await close_service(service)
+    (span,) = collector.spans_named("chat fast")
+    view = langfuse_view(span)
+    assert not view["shadowed"]  # nothing Langfuse reads first hides the GenAI messages
+    assert json.loads(view["input"])[0]["parts"][0]["content"] == "how long do refunds take"
+    assert json.loads(view["output"])[0]["parts"][0]["content"].startswith("You said")
+    assert view["usage"]["input"] > 0 and view["usage"]["output"] > 0 and "input_tokens" not in view["usage"]
+    assert view["model"] == "gpt-4o-mini" and view["user"] == "u-42"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from keel.evals.suite import Case, Suite
 from keel.features.pipeline import FeaturePipeline, Resolved
 from keel.features.spec import load_feature
 from keel.store.keys import DEFAULT_TENANT
+from keel.tracing.tracer import CURRENT_ROOT, SpanData
 from keel.types import CallContext, ChatRequest
 
 __all__ = [  # the runner, and what callers have imported from here (results and the gate)
@@ -64,6 +66,8 @@ __all__ = [  # the runner, and what callers have imported from here (results and
     "save_run",
     "summarise",
 ]
+
+log = logging.getLogger("keel.evals")
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,8 +248,10 @@ async def run_suite(
     tenant: str = DEFAULT_TENANT,
 ) -> EvalRun:
     gate = asyncio.Semaphore(concurrency or suite.spec.concurrency)
-    started = time.time()
+    started, started_ns = time.time(), time.time_ns()
     results: dict[str, CaseResult] = {}
+    run_id = uuid.uuid4().hex[:12]
+    outer = CURRENT_ROOT.set(run_id)  # every case's feature run, calls and judges nest under the run's span
 
     async def one(case: Case) -> None:
         async with gate:
@@ -258,12 +264,36 @@ async def run_suite(
         await asyncio.gather(*(one(c) for c in suite.spec.cases))
     except (asyncio.CancelledError, KeyboardInterrupt):
         partial = True  # Ctrl-C: keep what finished, mark the run partial
+    finally:
+        CURRENT_ROOT.reset(outer)
     ordered = [results[c.id] for c in suite.spec.cases if c.id in results]
-    run = EvalRun(uuid.uuid4().hex[:12], suite.name, suite.spec.feature, started, ordered, summarise(ordered))
+    run = EvalRun(run_id, suite.name, suite.spec.feature, started, ordered, summarise(ordered))
     run.summary.partial = partial or len(ordered) < len(suite.spec.cases)
     run.summary.variant = variant.name if variant is not None else None
     run.status = "partial" if run.summary.partial else "done"
+    _emit(pipeline, run, started_ns)
     return run
+
+
+def _emit(pipeline: FeaturePipeline, run: EvalRun, started_ns: int) -> None:
+    """The run as the root span of its cases' feature runs (tracing never fails a run)."""
+    s = run.summary
+    attrs = {
+        "keel.eval.suite": run.suite,
+        "keel.eval.run_id": run.id,
+        "keel.feature": run.feature,
+        "keel.eval.cases": s.cases,
+        "keel.eval.passed": s.passed,
+        "keel.eval.pass_rate": s.pass_rate,
+        "keel.eval.mean_score": s.mean_score,
+        "keel.eval.variant": s.variant,
+        "keel.status": run.status,
+    }
+    span = SpanData(f"eval {run.suite}", run.id, run.id, None, started_ns, time.time_ns(), attrs, "internal")
+    try:
+        pipeline.service.tracer.emit(span)
+    except Exception:
+        log.exception("could not emit the span of eval run %s", run.id)
 
 
 def require_feature(pipeline: FeaturePipeline, suite: Suite, tenant: str = DEFAULT_TENANT) -> None:

@@ -30,7 +30,7 @@ import orjson
 
 from keel.cache.store import AnswerCache
 from keel.checks import CheckContext
-from keel.config.settings import BudgetSettings, KeelSettings
+from keel.config.settings import KeelSettings
 from keel.errors import ConfigError, InjectionBlocked, InputTooLong, InvalidRequest
 from keel.features.caching import index_version, recall, remember
 from keel.features.context import fit, reduce_input
@@ -47,6 +47,7 @@ from keel.features.recording import feature_record, summed_cost
 from keel.features.result import Delta, Done, FeatureEvent, FeatureResult, Plan, Started, event_dict, pieces
 from keel.features.retrieving import retrieve_sources, with_context
 from keel.features.spec import FeatureSpec, load_feature
+from keel.features.steps import retrieved, step
 from keel.features.structured import Partial, StructuredResult, structured_events
 from keel.features.templates import Rendered
 from keel.gateway.runtime import build_service, close_service
@@ -168,9 +169,14 @@ class FeaturePipeline:
                     for piece in pieces(result.answer):  # a replayed stream is still a stream
                         yield Delta(piece)
             elif not result.found_nothing:
-                async for event in self._complete(plan, stream):
-                    yield event
-                guard_output(plan, self.collections)
+                with step(ctx, "generation", model=plan.model) as found:
+                    async for event in self._complete(plan, stream):
+                        yield event
+                    found.update(attempts=result.attempts, calls=len(ctx.children))
+                if plan.spec.guards is not None and plan.spec.guards.output:
+                    with step(ctx, "output guards") as found:
+                        guard_output(plan, self.collections)
+                        found.update(scores=dict(result.guards), confidence=result.confidence)
                 remember(self.cache, plan)
             result.latency_ms = (time.perf_counter() - started) * 1000
             yield Done(result)
@@ -224,18 +230,16 @@ class FeaturePipeline:
     async def _prepare(self, name: str, inputs: dict[str, Any], ctx: CallContext, label: str, pins: _Pins) -> Plan:
         spec = load_feature(self.root, name)
         spec.check_tenant(ctx.tenant)
-        flagged = screen_inputs(spec, inputs)
-        inputs, mapping, redacted = redact_inputs(spec, inputs)
-        rendered, ctx.experiment, arm, model = self._choose(spec, inputs, ctx.user, label, pins, ctx.tenant)
+        with step(ctx, "input guards", on=spec.guards is not None) as found:
+            flagged = screen_inputs(spec, inputs)
+            inputs, mapping, redacted = redact_inputs(spec, inputs)
+            found.update(flagged=flagged, redacted=redacted)
+        with step(ctx, "prompt", prompt=spec.prompt, label=label) as found:
+            rendered, ctx.experiment, arm, model = self._choose(spec, inputs, ctx.user, label, pins, ctx.tenant)
+            found.update(version=rendered.version, model=model, arm=arm.name if arm else None)
         ctx.prompt, ctx.prompt_version = spec.prompt, rendered.version
         if spec.budget is not None:  # the feature's own budgets join keel.yaml's for its model calls
-            ctx.per_call_usd = spec.budget.per_call_usd
-            if spec.budget.per_user_day_usd is not None:
-                ctx.budgets = {
-                    f"{spec.name}.per_user_day": BudgetSettings(
-                        match={"feature": spec.name}, per="user", period="day", usd=spec.budget.per_user_day_usd
-                    )
-                }
+            ctx.per_call_usd, ctx.budgets = spec.budget.per_call_usd, spec.budget.budgets(spec.name)
         ctx.arm = arm.name if arm else None
         result = FeatureResult(
             name,
@@ -247,19 +251,21 @@ class FeaturePipeline:
             arm=ctx.arm,
             trace_id=ctx.trace_id,
         )
-        if rendered.fallback_reason:
-            result.notes.append(rendered.fallback_reason)
-        if flagged:
-            result.notes.append(flagged)
-        if redacted:
-            result.notes.append(redacted)
+        result.notes.extend(n for n in (rendered.fallback_reason, flagged, redacted) if n)
         plan = Plan(spec, result, ctx, model, max_output=int(rendered.params.get("max_tokens", 512)))
         plan.params = {k: v for k, v in rendered.params.items() if k != "max_tokens"}
         plan.pii, plan.inputs = mapping, inputs
-        if spec.cache is not None and not flagged and await recall(self.cache, self.collections, plan, inputs):
-            return plan
+        if spec.cache is not None and not flagged:
+            with step(ctx, "cache") as found:
+                hit = await recall(self.cache, self.collections, plan, inputs)
+                found["result"] = result.cache or "miss"
+            if hit:
+                return plan
         window = self.service.gateway.route(model).info.context_window or 8192
-        context = await retrieve_sources(plan, inputs, window, self.collections, self.service)
+        with step(ctx, "retrieval", on=spec.retrieval is not None) as found:
+            context = await retrieve_sources(plan, inputs, window, self.collections, self.service)
+            if spec.retrieval is not None:
+                found.update(retrieved(spec.retrieval.collection, result.sources, self.service.capture_policy))
         if result.found_nothing:
             result.answer = NOTHING_FOUND
             return plan

@@ -55,6 +55,7 @@ def feature_record(
         experiment=ctx.experiment,
         arm=ctx.arm,
         notes=(result.notes or None) if result else None,
+        steps=sorted(ctx.steps, key=lambda s: float(s["at_ms"])) or None,
     )
     return rec
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from keel.checks import CheckError, make_check
 from keel.checks.registry import BoundCheck
+from keel.config.settings import BudgetSettings
 from keel.config.yamlfile import LocatedYAML, describe_error, read_yaml
 from keel.errors import ConfigError
 from keel.errors import FeatureNotFound as FeatureNotFound
@@ -151,6 +152,13 @@ class RouteSpec(Section):
 class BudgetSpec(Section):
     per_call_usd: float | None = Field(None, gt=0)
     per_user_day_usd: float | None = Field(None, gt=0)
+
+    def budgets(self, feature: str) -> dict[str, BudgetSettings]:
+        """The feature's own budgets, joining keel.yaml's for its model calls."""
+        if self.per_user_day_usd is None:
+            return {}
+        daily = BudgetSettings(match={"feature": feature}, per="user", period="day", usd=self.per_user_day_usd)
+        return {f"{feature}.per_user_day": daily}
 
 
 class ReviewSpec(Section):

@@ -21,6 +21,7 @@ import orjson
 
 from keel.cost.prices import PriceTable
 from keel.gateway.router import Gateway
+from keel.gateway.spans import input_messages, step_span
 from keel.gateway.streams import estimated_usage
 from keel.gateway.wrapper import WrapperProvider, inner
 from keel.store.journal import Journal
@@ -31,7 +32,7 @@ from keel.text import upper_bound_tokens
 from keel.tracing import otel
 from keel.tracing.metrics import Metrics
 from keel.tracing.redact import capture, identifier, scrub
-from keel.tracing.tracer import NullTracer, SpanData, Tracer
+from keel.tracing.tracer import CURRENT_ROOT, NullTracer, SpanData, Tracer
 from keel.types import (
     Attempt,
     CallContext,
@@ -312,6 +313,9 @@ class Recorded(WrapperProvider):
         feature run (INTERNAL, the parent of its calls). Tracing never fails a call."""
         try:
             self.tracer.emit(self._span_data(rec, details or {}))
+            for step in rec.steps or []:
+                if step["name"] != "retrieval":  # retrieval emits its own, with its timings
+                    self.tracer.emit(step_span(rec, step))
         except Exception:
             log.exception("could not emit a span for trace %s", rec.id)
 
@@ -343,7 +347,7 @@ class Recorded(WrapperProvider):
             "keel.prompt_version": rec.prompt_version,
         }
         if getattr(self.tracer, "capture_content", False):
-            attrs[otel.INPUT_MESSAGES] = _messages(rec.request)
+            attrs[otel.INPUT_MESSAGES] = input_messages(rec.request)
             if rec.response is not None:
                 parts = [{"type": "text", "content": rec.response}]
                 attrs[otel.OUTPUT_MESSAGES] = orjson.dumps([{"role": "assistant", "parts": parts}]).decode()
@@ -354,8 +358,8 @@ class Recorded(WrapperProvider):
         return SpanData(
             name=f"feature {rec.feature}" if feature_run else f"{rec.operation} {rec.alias}",
             keel_id=rec.id,
-            root=rec.parent or rec.id,
-            parent=rec.parent,
+            root=CURRENT_ROOT.get() or rec.parent or rec.id,
+            parent=rec.parent or CURRENT_ROOT.get(),
             start_ns=start_ns,
             end_ns=end_ns,
             attributes=attrs,
@@ -364,19 +368,6 @@ class Recorded(WrapperProvider):
             error=rec.error if rec.status in ("error", "interrupted") else None,
             metrics=metrics,
         )
-
-
-def _messages(captured: Any) -> str | None:
-    """The captured request as GenAI input messages (role and text parts)."""
-    if not isinstance(captured, list):
-        return None
-    out = []
-    for m in captured:
-        if isinstance(m, dict):
-            content = m.get("content")
-            text = content if isinstance(content, str) else orjson.dumps(content).decode()
-            out.append({"role": m.get("role"), "parts": [{"type": "text", "content": text}]})
-    return orjson.dumps(out).decode()
 
 
 def _served_by(ctx: CallContext, served: Any) -> Attempt | None:

@@ -17,7 +17,7 @@ from keel.rag.embedder import TextEmbedder
 from keel.rag.found import Found
 from keel.rag.index import Hits, Vector
 from keel.rag.retrieve import Feedback, Hit, convex, dedup, expand_terms, feedback_docs, rocchio, rrf
-from keel.tracing.tracer import CURRENT_RUN, SpanData, Tracer
+from keel.tracing.tracer import CURRENT_ROOT, CURRENT_RUN, SpanData, Tracer
 
 Mode = Literal["hybrid", "keyword", "vector"]
 DEFAULT_FEEDBACK = Feedback()
@@ -164,9 +164,8 @@ def run_search(
         }
         run = CURRENT_RUN.get()  # inside a feature run, the retrieval span is its child
         span_id = uuid.uuid4().hex
-        tracer.emit(
-            SpanData(f"retrieval {name}", span_id, run or span_id, run, started_ns, time.time_ns(), attrs, "internal")
-        )
+        root = CURRENT_ROOT.get() or run or span_id
+        tracer.emit(SpanData(f"retrieval {name}", span_id, root, run, started_ns, time.time_ns(), attrs, "internal"))
     return found
 
 

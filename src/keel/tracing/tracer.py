@@ -12,6 +12,9 @@ from typing import Any, Literal, Protocol
 #: the trace id of the feature run the current work belongs to (the pipeline sets it), so that spans
 #: made below it (retrieval) nest under the run's span
 CURRENT_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("keel_current_run", default=None)
+#: the id of a span the current work nests under from outside any trace row — an eval run, whose
+#: cases' feature runs, calls and judges then share its trace (the runner sets it)
+CURRENT_ROOT: contextvars.ContextVar[str | None] = contextvars.ContextVar("keel_current_root", default=None)
 
 
 @dataclass(slots=True)
