@@ -181,3 +181,23 @@ def test_keel_budgets_shows_each_bucket(home: Path, upstream: FaultServer, ledge
     out = keel(home, "budgets", "-c", str(config), env={"KEEL_TEST_REDIS": os.environ.get("KEEL_TEST_REDIS", "")})
     assert out.returncode == 0, out.stderr
     assert "user u1" in out.stdout and "user u2" in out.stdout and "$1 + 100,000 tok" in out.stdout
+
+
+def test_an_error_status_is_not_charged_but_a_reset_keeps_its_worst_case(home: Path, upstream: FaultServer) -> None:
+    """A provider that answers 500 bills nothing; one that dropped the connection may have."""
+    assert WORST is not None
+    server, key = serve(home, upstream, "budgets:\n  d: {per: user, usd: 100}\n")
+    headers = {"authorization": f"Bearer {key}", "x-keel-user": "u1"}
+    with server:
+        upstream.inject(Fault.status_code(500))
+        assert httpx.post(f"{server.base_url}/chat/completions", json=BODY, headers=headers).status_code >= 500
+
+        def spent() -> int:
+            with connect(db_path(home)) as conn:
+                row = conn.execute("SELECT sum(spent_nusd) FROM budget_spend WHERE bucket LIKE 'd|%'").fetchone()
+            return int(row[0] or 0)
+
+        assert spent() == 0
+        upstream.inject(Fault.reset())
+        assert httpx.post(f"{server.base_url}/chat/completions", json=BODY, headers=headers).status_code >= 500
+        assert spent() >= int(WORST * 1e9) - 1  # nothing came back: it may have been billed in full

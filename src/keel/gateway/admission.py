@@ -217,14 +217,22 @@ class Admission:
 
 def spend(worst_nusd: int, record: Any) -> tuple[int, int]:
     """What a finished call is charged (nano-USD, tokens), from its trace row: the priced cost; an
-    unpriced call that reached a provider keeps its worst case (never under-counted); a call that
-    reached none costs nothing."""
+    unpriced call that reached a provider keeps its worst case (never under-counted) — unless every
+    attempt was answered with an HTTP error status, which providers do not bill; a call that reached
+    none costs nothing."""
     if record is None:
         return 0, 0
     tokens = record.input_tokens + record.output_tokens
     if record.cost_usd is not None:
         return to_nano(record.cost_usd), tokens
-    return (worst_nusd if record.provider is not None else 0), tokens
+    attempts = record.attempts or []
+    refused = bool(attempts) and all((_status(a) or 0) >= 400 for a in attempts)
+    return (worst_nusd if record.provider is not None and not refused else 0), tokens
+
+
+def _status(attempt: Any) -> int | None:
+    status = attempt.get("status") if isinstance(attempt, dict) else getattr(attempt, "status", None)
+    return status if isinstance(status, int) else None
 
 
 async def _post(url: str, body: dict[str, Any]) -> None:
