@@ -141,18 +141,22 @@ class DocumentError(UserError):
     """A document that cannot be indexed; the message says which and why."""
 
 
-class FeatureNotFound(UserError):
+class NotFound(UserError):
+    """Something asked for by name or id that does not exist — or is another tenant's."""
+
     status = 404
+    code = "not_found"
+
+
+class FeatureNotFound(NotFound):
     code = "feature_not_found"
 
 
-class CollectionNotFound(UserError):
-    status = 404
+class CollectionNotFound(NotFound):
     code = "collection_not_found"
 
 
-class TraceNotFound(UserError):
-    status = 404
+class TraceNotFound(NotFound):
     code = "trace_not_found"
 
 

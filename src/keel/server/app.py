@@ -127,6 +127,7 @@ class KeelApp:
         the call already left one, as a feature run that failed does), and a count in
         ``keel_http_errors_total``."""
         ctx = ctx or getattr(exc, "keel_call", None)
+        operation = getattr(exc, "keel_operation", operation)
         if ctx is None:
             caller = getattr(request.state, "caller", None)
             ctx = CallContext(tenant=caller.tenant if caller is not None else None)

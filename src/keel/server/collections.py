@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from keel.errors import InvalidRequest
+from keel.errors import DocumentError, InvalidRequest, KeelError
 from keel.gateway.service import GatewayService
 from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.ingest import ingest_documents
@@ -19,7 +19,9 @@ from keel.rag.loaders import load_bytes
 from keel.rag.retrieval import Query, retrieve
 from keel.rag.search import Mode
 from keel.server.auth import caller_of
+from keel.server.errors import refused_record
 from keel.server.validate import COLLECTION, DOCUMENTS_ADD, SEARCH, parse_document, parse_filters
+from keel.types import CallContext
 
 DOCUMENTS = ("member", "ingest")  # the roles that may manage documents; search and answers need member
 
@@ -65,12 +67,20 @@ class CollectionRoutes:
         )
 
     async def documents(self, request: Request) -> Response:
-        tenant = caller_of(request).tenant
-        name = request.path_params["name"]
-        col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant))
         if request.method == "GET":
-            rows = await self.collections.run(col.list_documents)
-            return _json({"object": "list", "data": rows})
+            tenant, name = caller_of(request).tenant, request.path_params["name"]
+            col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant))
+            return _json({"object": "list", "data": await self.collections.run(col.list_documents)})
+        try:
+            return await self._add_documents(request)
+        except KeelError as exc:
+            exc.keel_operation = "ingest"  # type: ignore[attr-defined]  # its refusal row: an ingest failure
+            raise
+
+    async def _add_documents(self, request: Request) -> Response:
+        caller, name = caller_of(request), request.path_params["name"]
+        tenant = caller.tenant
+        col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant))
         body = await self.parse_body(request)
         DOCUMENTS_ADD.check(body)
         items = body["documents"]
@@ -91,7 +101,14 @@ class CollectionRoutes:
                 "chunks": report.chunks,
             }
 
-        return _json(await self.collections.run(work))
+        done = await self.collections.run(work)
+        if done["skipped"]:  # a partial ingest is a failure an admin should see (the Failures page)
+            said = "; ".join(f"{d['id']}: {d['reason']}" for d in done["skipped"][:5])
+            problem = DocumentError(f"{len(done['skipped'])} of {len(items)} document(s) skipped: {said}")
+            rec = refused_record(CallContext(tenant=tenant), "ingest", problem, f"POST {request.url.path}")
+            rec.http_status = 200
+            self.service.record(rec)
+        return _json(done)
 
     async def delete_document(self, request: Request) -> Response:
         tenant = caller_of(request).tenant

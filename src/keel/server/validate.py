@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from pathlib import PurePosixPath
 from typing import Any
 
 import orjson
 
 from keel.errors import InvalidRequest
+from keel.rag.loaders import KINDS as BY_EXTENSION
 from keel.rag.search import Filters
 from keel.server.schema import Array, Boolean, Integer, Number, Obj, OneOf, RequiredUnless, Text, type_name
 from keel.text import estimate_tokens
@@ -199,7 +201,7 @@ COLLECTION = Obj(
 DOCUMENT = Obj(
     {
         "id": Text(nonempty=True, max_length=512),
-        "kind": Text(choices=KINDS),
+        "kind": Text(choices=KINDS, description="by default from the id's extension (.md, .html, .pdf…), else txt"),
         "text": Text(description="the document's text (or content_base64)"),
         "content_base64": Text(description="the file's bytes, base64 (a PDF, say)"),
     },
@@ -256,7 +258,8 @@ FEEDBACK = Obj(
 def parse_document(item: JSON, index: int) -> tuple[str, str, bytes]:
     """One document of a ``DOCUMENTS`` body that has passed its check: (id, kind, bytes)."""
     where = f"documents[{index}]"
-    doc_id, kind = item["id"], item.get("kind") or "txt"
+    doc_id = item["id"]
+    kind = item.get("kind") or BY_EXTENSION.get(PurePosixPath(doc_id).suffix.lower(), "txt")  # refunds.md: md
     if item.get("text") is not None:
         return doc_id, kind, item["text"].encode("utf-8")
     if item.get("content_base64") is not None:
