@@ -31,14 +31,23 @@ from keel.server import build_app
 from keel.store import Store, open_database
 
 PAGES = [
+    ("overview 1h", "/ui/overview?window=1h"),
     ("overview 24h", "/ui/overview"),
     ("overview 30d", "/ui/overview?window=30d"),
+    ("overview 30d by model", "/ui/overview?window=30d&by=model"),
+    ("overview 30d by user", "/ui/overview?window=30d&by=user"),
+    ("overview 30d by tenant, all", "/ui/overview?window=30d&by=tenant&tenant=*"),
     ("traces", "/ui/traces"),
     ("traces, errors of one feature", "/ui/traces?status=error&feature=support"),
     ("traces, one user", "/ui/traces?user=u7"),
+    ("traces, cost ≥ $0.0001", "/ui/traces?min_cost=0.0001"),
+    ("traces, free text (no match)", "/ui/traces?text=no+such+words"),
     ("a trace", None),
     ("failures 7d", "/ui/failures"),
     ("failures 30d", "/ui/failures?window=30d"),
+    ("budgets", "/ui/budgets"),
+    ("features", "/ui/features"),
+    ("evals", "/ui/evals"),
 ]
 console = Console(width=140)
 
@@ -48,7 +57,7 @@ def measure(settings_text: str, home: Path, rows: int, label: str) -> list[tuple
     db = open_database(settings, home)
     fill(db, rows, label)
     store = Store(db)
-    key, _ = store.keys.create("acme")
+    key, _ = store.keys.create("acme", role="admin")  # admin: the all-tenants split too
     trace_id = store.traces.find(tenant="acme", limit=1)[0].id
     store.close()
     app = build_app(settings, home)

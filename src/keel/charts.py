@@ -67,3 +67,40 @@ def sparkline(values: list[float], *, width: int = 120, height: int = 24, label:
         f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(label)}">'
         f'<polyline points="{points}" fill="none" stroke="#b3261e" stroke-width="1.5"/></svg>'
     )
+
+
+def columns(
+    points: list[tuple[str, float]],
+    *,
+    title: str,
+    shown: list[str] | None = None,
+    width: int = 360,
+    height: int = 110,
+    fill: str = "#1a73e8",
+) -> str:
+    """A small time series as vertical columns, oldest first: ``points`` are (bucket label, value),
+    ``shown`` the text each column's tooltip and the peak label use. Empty buckets are gaps."""
+    if not points:
+        return ""
+    texts = shown or [f"{v:g}" for _, v in points]
+    peak = max(v for _, v in points) or 1.0
+    step = width / len(points)
+    top = texts[max(range(len(points)), key=lambda i: points[i][1])]
+    parts = [
+        f'<svg class="series" width="{width}" height="{height + 34}" viewBox="0 0 {width} {height + 34}" role="img" '
+        f'aria-label="{escape(title)}: {len(points)} buckets from {escape(points[0][0])} to {escape(points[-1][0])}, '
+        f'peak {escape(top)}"><text x="0" y="12" font-size="12" font-weight="600">{escape(title)}</text>'
+        f'<text x="{width}" y="12" font-size="11" text-anchor="end" fill="#57606a">peak {escape(top)}</text>'
+    ]
+    for i, (label, value) in enumerate(points):
+        h = max(0.0, value) / peak * height
+        parts.append(
+            f'<rect x="{i * step + 1:.1f}" y="{18 + height - h:.1f}" width="{max(1.0, step - 2):.1f}" height="{h:.1f}" '
+            f'fill="{fill}"><title>{escape(label)}: {escape(texts[i])}</title></rect>'
+        )
+    parts.append(
+        f'<text x="0" y="{height + 32}" font-size="11" fill="#57606a">{escape(points[0][0])}</text>'
+        f'<text x="{width}" y="{height + 32}" font-size="11" text-anchor="end" fill="#57606a">{escape(points[-1][0])}'
+        "</text></svg>"
+    )
+    return "".join(parts)

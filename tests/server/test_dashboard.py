@@ -4,18 +4,21 @@ rendering data that real requests made."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from keel.store import Store, db_path
 from keel.testing import Fault
+from tests.cli.test_cli import keel
 from tests.conftest import RunningServer, new_key
 from tests.server.conftest import greet_server
 
@@ -37,43 +40,91 @@ class Dash:
         return client
 
 
+ANSWER_PROMPT = "---\ninputs:\n  question: {type: str}\n---\n[user]\n{{ question }}\n"
+ANSWER = (
+    "prompt: answer\nmodel: up\nretrieval: {collection: handbook, top_k: 2}\n"
+    "guards: {input: [injection], output: [citations]}\nbudget: {per_call_usd: 0.01}\n"
+)
+SUITE = """feature: greet
+cases:
+  - id: ada
+    inputs: {name: Ada}
+    checks: [{type: icontains, value: greet ada}]
+  - id: bo
+    inputs: {name: Bo}
+    checks: [{type: icontains, value: greet bo}]
+gate: {min_pass_rate: 1.0, max_pass_rate_drop: 0.0}
+"""
+
+
+def config(root: Path, url: str) -> str:
+    return (
+        f"project_root: '{root}'\ndeployments:\n  up: {{provider: openai, model: gpt-4o-mini, "
+        f"base_url: '{url}'}}\nmodels:\n  up: {{deployments: [up]}}\n"
+        "budgets:\n  daily: {per: user, usd: 0.0001, mode: soft, alerts: [0.5, 1.0]}\n"
+        "limits:\n  keys: {per: key, rpm: 100000}\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
-    def config(root: Path, url: str) -> str:
-        return (
-            f"project_root: '{root}'\ndeployments:\n  up: {{provider: openai, model: gpt-4o-mini, "
-            f"base_url: '{url}'}}\nmodels:\n  up: {{deployments: [up]}}\n"
-        )
-
-    with greet_server(tmp_path_factory.mktemp("dash"), config) as (server, home, upstream):
+    base = tmp_path_factory.mktemp("dash")
+    with greet_server(base, config) as (server, home, upstream):
+        root = base / "project"  # greet_server's
+        (root / "prompts" / "answer.md").write_text(ANSWER_PROMPT)
+        (root / "features" / "answer.yaml").write_text(ANSWER)
+        (root / "evals").mkdir()
+        (root / "evals" / "greet.yaml").write_text(SUITE)
+        (root / "keel.yaml").write_text(config(root, upstream.base_url))
         keys = {
             "acme": new_key(home, "acme")[0],
             "globex": new_key(home, "globex")[0],
             "admin": new_key(home, "ops", role="admin")[0],
         }
         api = server.base_url
+
+        def post(path: str, body: dict[str, Any], who: str = "acme") -> httpx.Response:
+            auth = {"authorization": f"Bearer {keys[who]}"}
+            return httpx.post(f"{api}{path}", json=body, headers=auth, timeout=60)
+
         traces = {}
         for who, text in (("acme", f"hello {SCRIPT}"), ("globex", "globex secret plans")):
-            r = httpx.post(
-                f"{api}/chat/completions",
-                json={"model": "up", "messages": [{"role": "user", "content": text}]},
-                headers={"authorization": f"Bearer {keys[who]}"},
-                timeout=30,
-            )
+            r = post("/chat/completions", {"model": "up", "user": f"{who}-user", "messages": [
+                {"role": "user", "content": text}]}, who)  # fmt: skip
             assert r.status_code == 200
             traces[who] = r.headers["x-keel-trace-id"]
-        run = httpx.post(
-            f"{api}/features/greet/run", json={"inputs": {"name": "Ada"}},
-            headers={"authorization": f"Bearer {keys['acme']}"}, timeout=30,
-        )  # fmt: skip
-        traces["run"] = run.json()["trace_id"]
+        traces["run"] = post("/features/greet/run", {"inputs": {"name": "Ada"}, "user": "u1"}).json()["trace_id"]
+        (root / "prompts" / "greet.md").write_text("---\ninputs:\n  name: {type: str}\n---\nGreet {{ name }}, warmly")
+        assert post("/features/greet/run", {"inputs": {"name": "Bo"}}).status_code == 200  # prompt v2 recorded
+        assert post("/collections", {"name": "handbook"}).status_code in (200, 201)
+        docs = [{"id": "refunds.md", "text": "# Refunds\n\nRefunds take five business days."},
+                {"id": "shipping.md", "text": "# Shipping\n\nParcels ship within two days."}]  # fmt: skip
+        assert post("/collections/handbook/documents", {"documents": docs}).status_code in (200, 201, 202)
+        broken = [{"id": "broken.pdf", "content_base64": base64.b64encode(b"not a pdf at all").decode()}]
+        partial = post("/collections/handbook/documents", {"documents": broken})
+        assert partial.status_code == 200 and partial.json()["skipped"], partial.text
+        assert post("/collections/nope/documents", {"documents": docs}).status_code == 404
+        answered = post("/features/answer/run", {"inputs": {"question": "How long do refunds take?"}})
+        assert answered.status_code == 200, answered.text
+        traces["answer"] = answered.json()["trace_id"]
         upstream.inject(Fault.status_code(500), Fault.status_code(500), Fault.status_code(500))
-        failed = httpx.post(
-            f"{api}/chat/completions", json={"model": "up", "messages": [{"role": "user", "content": "x"}]},
-            headers={"authorization": f"Bearer {keys['acme']}"}, timeout=30,
-        )  # fmt: skip
+        failed = post("/chat/completions", {"model": "up", "messages": [{"role": "user", "content": "x"}]})
         assert failed.status_code >= 500
         traces["failed"] = failed.headers["x-keel-trace-id"]
+        cli = ("-c", str(root / "keel.yaml"), "--tenant", "acme")
+        for args in (
+            ("eval", "greet", "--root", str(root), "--label", "main", *cli),
+            ("experiments", "start", "tone", "-f", "greet", "--arm", "control", "--arm", "warm:version=2",
+             "--root", str(root), *cli),
+        ):  # fmt: skip
+            done = keel(home, *args)
+            assert done.returncode == 0, done.stdout + done.stderr
+        (root / "evals" / "greet.yaml").write_text(SUITE.replace("greet bo", "farewell bo"))
+        assert keel(home, "eval", "greet", "--root", str(root), "--baseline", "main", *cli).returncode == 100
+        for user in ("u1", "u2", "u3", "u4"):
+            again = post("/features/greet/run", {"inputs": {"name": user}, "user": user})
+            assert again.status_code == 200
+            traces[user] = again.json()["trace_id"]
         assert server.app.service.writer is not None and server.app.service.writer.flush()
         yield Dash(server, api.removesuffix("/v1"), keys, home, traces)
 
@@ -115,6 +166,8 @@ def test_a_member_sees_only_their_tenant_and_an_admin_switches(dash: Dash) -> No
     admin = dash.signed_in("admin")
     everyone = admin.get("/ui/traces?tenant=*").text
     assert dash.traces["acme"][:12] in everyone and dash.traces["globex"][:12] in everyone
+    link = re.search(rf'href="(/ui/traces/{dash.traces["globex"]}[^"]*)"', everyone)
+    assert link is not None and admin.get(link[1].replace("&amp;", "&")).status_code == 200  # the link opens it
     assert '<option value="globex"' in admin.get("/ui/overview").text  # the tenant switcher
 
 
@@ -130,7 +183,7 @@ def test_traced_html_is_escaped_and_filters_and_bad_values_are_pages(dash: Dash)
     cursor = client.get("/ui/traces?cursor=%%%")
     assert cursor.status_code == 400 and "cursor" in cursor.text
     run = client.get(f"/ui/traces/{dash.traces['run']}").text
-    assert "Calls in this run" in run  # a feature run lists its calls
+    assert "chat gpt-4o-mini" in run and "Spans" in run  # a feature run shows its calls in its span tree
 
 
 def test_failures_are_grouped_with_an_example(dash: Dash) -> None:
@@ -139,6 +192,8 @@ def test_failures_are_grouped_with_an_example(dash: Dash) -> None:
     assert page.status_code == 200
     assert "UpstreamUnavailable" in page.text and dash.traces["failed"][:12] in page.text
     assert "<svg" in page.text  # the daily sparkline
+    ingest = re.findall(r'<td class="error-text">(\w+)</td><td>ingest</td>', page.text)
+    assert sorted(ingest) == ["CollectionNotFound", "DocumentError"]  # a refused and a partial ingest
     assert dash.signed_in("globex").get("/ui/failures").text.count("UpstreamUnavailable") == 0
     assert client.get("/ui/failures?window=2y").status_code == 400
 
@@ -162,6 +217,123 @@ def test_feedback_needs_its_csrf_token(dash: Dash) -> None:
     assert theirs.status_code == 404  # another tenant's trace, even with a valid token
 
 
+def csrf_of(client: httpx.Client, page: str = "/ui/overview") -> str:
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get(page).text)
+    assert token is not None
+    return token[1]
+
+
+def test_the_overview_splits_by_feature_model_tenant_and_user(dash: Dash) -> None:
+    acme = dash.signed_in("acme")
+    features = acme.get("/ui/overview").text
+    assert '<a href="/ui/features/answer">answer</a>' in features and "within</span>" in features  # vs its target
+    assert "gpt-4o-mini</td>" in acme.get("/ui/overview?by=model&window=1h").text
+    users = acme.get("/ui/overview?by=user&window=7d").text
+    assert "u1</td>" in users and "acme-user</td>" in users and "globex-user" not in users
+    admin = dash.signed_in("admin")
+    tenants = admin.get("/ui/overview?by=tenant&tenant=*").text
+    assert "acme</td>" in tenants and "globex</td>" in tenants
+    bad = acme.get("/ui/overview?by=colour")
+    assert bad.status_code == 400 and "by must be one of feature, model, tenant, user" in bad.text
+
+
+def test_budgets_show_each_tenants_own_buckets(dash: Dash) -> None:
+    acme = dash.signed_in("acme").get("/ui/budgets").text
+    assert "user acme-user" in acme and "user globex-user" not in acme and "rpm" not in acme
+    assert "100,000" in acme  # the rate limit, per key
+    globex = dash.signed_in("globex").get("/ui/budgets").text
+    assert "user globex-user" in globex and "user acme-user" not in globex
+    everyone = dash.signed_in("admin").get("/ui/budgets?tenant=*").text
+    assert "user acme-user" in everyone and "user globex-user" in everyone
+
+
+def test_features_show_versions_a_diff_and_labels_move_only_for_admins(dash: Dash) -> None:
+    acme = dash.signed_in("acme")
+    listing = acme.get("/ui/features").text
+    assert "/ui/features/greet" in listing and "/ui/features/answer" in listing and "tone running" in listing
+    page = acme.get("/ui/features/greet?a=1&b=2").text
+    assert '<span class="add">+Greet {{ name }}, warmly</span>' in page and "Report: tone" in page
+    assert acme.get("/ui/features/greet?a=1&b=9").status_code == 400
+    assert "versions to compare are numbers" in acme.get("/ui/features/greet?a=one&b=2").text
+    assert acme.get("/ui/features/nope").status_code == 404
+    assert acme.get("/ui/features/..%2Fkeel").status_code == 404
+    move = {"label": "production", "version": "2", "reason": "warmer", "csrf": csrf_of(acme)}
+    refused = acme.post("/ui/features/greet/label", data=move)
+    assert refused.status_code == 403 and "admin" in refused.text
+    admin = dash.signed_in("admin")
+    assert admin.post("/ui/features/greet/label", data={**move, "csrf": "forged"}).status_code == 403
+    token = csrf_of(admin)
+    assert "say why" in admin.post("/ui/features/greet/label", data={**move, "reason": "", "csrf": token}).text
+    bad = admin.post("/ui/features/greet/label", data={**move, "label": "no spaces!", "csrf": token})
+    assert bad.status_code == 400 and "is not a label" in bad.text
+    moved = admin.post("/ui/features/greet/label", data={**move, "csrf": token})
+    assert moved.status_code == 303
+    history = admin.get(moved.headers["location"]).text
+    assert "Label moved: production → v2" in history and "warmer" in history and "key:" in history
+
+
+def test_evals_show_runs_verdicts_and_what_broke(dash: Dash) -> None:
+    acme = dash.signed_in("acme")
+    assert '<a href="/ui/evals/greet">greet</a>' in acme.get("/ui/evals").text
+    suite = acme.get("/ui/evals/greet").text
+    assert '<span class="pill ok">passed</span>' in suite and '<span class="pill error">failed</span>' in suite
+    runs = re.findall(r'href="/ui/evals/greet/([0-9a-f]+)\?', suite)
+    assert len(runs) == 2
+    newest = acme.get(f"/ui/evals/greet/{runs[0]}").text
+    assert "Broke (1):" in newest and "<code>bo</code>" in newest and "pass rate vs baseline" in newest
+    report = acme.get(f"/ui/evals/greet/{runs[0]}/report")
+    assert report.status_code == 200 and "frame-ancestors 'self'" in report.headers["content-security-policy"]
+    assert "Worst" in report.text
+    assert dash.signed_in("globex").get("/ui/evals/greet").status_code == 404  # acme's runs
+    assert acme.get("/ui/evals/greet/0123456789ab").status_code == 404
+    assert acme.get("/ui/evals/greet?baseline=" + "x" * 200).status_code == 400
+
+
+def test_a_trace_shows_its_steps_and_becomes_an_eval_case(dash: Dash) -> None:
+    acme = dash.signed_in("acme")
+    answer = acme.get(f"/ui/traces/{dash.traces['answer']}").text
+    assert "refunds.md#0" in answer and "Refunds take five business days." in answer and "Confidence" in answer
+    assert "citations: <b>" in answer and "attempt up" in answer
+    token = csrf_of(acme)
+    wrong = acme.post(f"/ui/traces/{dash.traces['answer']}/feedback", data={"action": "case", "suite": "greet",
+                                                                            "csrf": token})  # fmt: skip
+    assert wrong.status_code == 400 and "not a suite of feature answer" in wrong.text
+    run = dash.traces["u3"]
+    kept = acme.post(f"/ui/traces/{run}/feedback", data={"action": "case", "suite": "greet", "expected": "Hi u3",
+                                                         "csrf": token})  # fmt: skip
+    assert kept.status_code == 303 and "keel+eval+promote" in kept.headers["location"]
+    assert "eval_case" in acme.get(kept.headers["location"]).text and "Hi u3" in acme.get(f"/ui/traces/{run}").text
+    refused = acme.post(f"/ui/traces/{run}/feedback", data={"action": "case", "suite": "greet", "now": "yes",
+                                                            "csrf": token})  # fmt: skip
+    assert refused.status_code == 403
+    admin = dash.signed_in("admin")
+    case = {"action": "case", "suite": "greet", "now": "yes", "csrf": csrf_of(admin)}
+    added = admin.post(f"/ui/traces/{run}/feedback?tenant=acme", data=case)
+    assert added.status_code == 303 and "Added+case" in added.headers["location"]
+    assert "tenant=acme" in added.headers["location"] and admin.get(added.headers["location"]).status_code == 200
+    again = admin.post(f"/ui/traces/{run}/feedback?tenant=acme", data=case).headers["location"]
+    assert "has+this+case+already" in again
+    suite = (dash.home.parent / "project" / "evals" / "greet.yaml").read_text()
+    assert f"id: fb-{run[:10]}" in suite and "expected: Hi u3" in suite
+
+
+def test_trace_filters_free_text_cost_latency_and_bad_values(dash: Dash) -> None:
+    acme = dash.signed_in("acme")
+    assert dash.traces["globex"][:12] not in acme.get("/ui/traces?text=secret+plans").text  # another tenant's
+    admin = dash.signed_in("admin")
+    found = admin.get("/ui/traces?tenant=*&text=SECRET+plans").text
+    assert dash.traces["globex"][:12] in found and dash.traces["acme"][:12] not in found
+    assert "No traces match" in admin.get("/ui/traces?tenant=*&text=%25").text  # a LIKE wildcard is a literal
+    costly = acme.get("/ui/traces?min_cost=1").text
+    assert "No traces match" in costly
+    shared = acme.get("/ui/traces?operation=feature&min_latency_ms=0").text
+    assert "/ui/traces?operation=feature&amp;min_latency_ms=0.0" in shared  # the link to share this view
+    for query, message in (("min_cost=abc", "min_cost must be a number"), ("min_latency_ms=-1", "zero or more"),
+                           ("status=bogus", "status must be one of"), ("min_cost=nan", "zero or more")):  # fmt: skip
+        bad = acme.get(f"/ui/traces?{query}")
+        assert bad.status_code == 400 and message in bad.text, query
+
+
 def test_the_vendored_htmx_matches_its_recorded_integrity() -> None:
     import base64
     import hashlib
@@ -175,11 +347,19 @@ def test_the_vendored_htmx_matches_its_recorded_integrity() -> None:
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is installed by make install-dev")
 def test_every_page_in_a_real_browser(dash: Dash, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import Page, sync_playwright
 
     shots = Path(os.environ.get("KEEL_SCREENSHOTS") or tmp_path)  # KEEL_SCREENSHOTS=docs/screenshots refreshes README's
     shots.mkdir(parents=True, exist_ok=True)
     outside: list[str] = []
+
+    def shoot(page: Page, name: str, suffix: str) -> None:
+        page.screenshot(path=str(shots / f"{name}{suffix}.png"), full_page=True)
+
+    def go(page: Page, link: str, url: str) -> None:
+        page.get_by_role("navigation").get_by_role("link", name=link).click()
+        page.wait_for_url(re.compile(url))
+
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=shutil.which("chromium"),
@@ -194,27 +374,61 @@ def test_every_page_in_a_real_browser(dash: Dash, tmp_path: Path) -> None:
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url(re.compile(r".*/ui/overview$"))
             assert page.get_by_role("heading", name="Overview").is_visible()
-            page.screenshot(path=str(shots / f"overview{suffix}.png"), full_page=True)
-            page.get_by_role("link", name="Traces").click()
-            page.wait_for_url(re.compile(r".*/ui/traces"))
+            assert page.get_by_role("link", name="answer").is_visible()  # the split by feature
+            page.get_by_label("Split by").select_option("model")
+            page.get_by_role("button", name="Show").click()
+            page.wait_for_url(re.compile(r".*by=model.*"))
+            assert page.get_by_role("cell", name="gpt-4o-mini", exact=True).first.is_visible()
+            page.get_by_label("Split by").select_option("feature")
+            page.get_by_role("button", name="Show").click()
+            page.wait_for_url(re.compile(r".*by=feature.*"))
+            shoot(page, "overview", suffix)
+            go(page, "Traces", r".*/ui/traces")
             page.get_by_label("Status").select_option("ok")
             page.get_by_role("button", name="Filter").click()
             page.wait_for_url(re.compile(r".*status=ok.*"))
             assert page.get_by_role("link", name=dash.traces["acme"][:12]).is_visible()
-            page.screenshot(path=str(shots / f"traces{suffix}.png"), full_page=True)
+            shoot(page, "traces", suffix)
             page.get_by_role("link", name=dash.traces["acme"][:12]).click()
             page.wait_for_url(re.compile(rf".*/ui/traces/{dash.traces['acme']}$"))
             assert page.evaluate("window.pwned") is None  # the planted <script> never ran
             page.get_by_label("Yes").check()
             page.get_by_label("Comment").fill(f"from the browser {width}")
             page.get_by_role("button", name="Send feedback").click()
-            page.wait_for_url(re.compile(r".*saved=1$"))
+            page.wait_for_url(re.compile(r".*saved=.*"))
             assert page.get_by_text(f"from the browser {width}").is_visible()
-            page.screenshot(path=str(shots / f"trace{suffix}.png"), full_page=True)
-            page.get_by_role("link", name="Failures").click()
-            page.wait_for_url(re.compile(r".*/ui/failures$"))
+            page.goto(f"{dash.base}/ui/traces/{dash.traces['answer']}")
+            assert page.get_by_role("heading", name="Retrieval").is_visible()
+            assert page.get_by_role("cell", name="Refunds", exact=True).is_visible()  # a retrieved chunk, titled
+            assert page.get_by_role("heading", name="Output guards").is_visible()
+            page.get_by_label("Why a person should look").fill(f"check the refund figure {width}")
+            page.get_by_role("button", name="Send to review").click()
+            page.wait_for_url(re.compile(r".*saved=Sent.*"))
+            assert page.get_by_text(f"review — check the refund figure {width}").is_visible()
+            shoot(page, "trace", suffix)
+            go(page, "Failures", r".*/ui/failures$")
             assert page.get_by_role("link", name=dash.traces["failed"][:12]).is_visible()
-            page.screenshot(path=str(shots / f"failures{suffix}.png"), full_page=True)
+            shoot(page, "failures", suffix)
+            go(page, "Features", r".*/ui/features$")
+            page.get_by_role("link", name="greet", exact=True).click()
+            page.wait_for_url(re.compile(r".*/ui/features/greet$"))
+            assert page.get_by_text("+Greet {{ name }}, warmly").is_visible()  # the diff v1 → v2
+            assert page.get_by_role("heading", name="Report: tone").is_visible()
+            assert page.get_by_text("Moving a label takes an admin key").is_visible()
+            shoot(page, "features", suffix)
+            go(page, "Evals", r".*/ui/evals$")
+            page.get_by_role("link", name="greet").click()
+            page.wait_for_url(re.compile(r".*/ui/evals/greet$"))
+            assert page.get_by_text("failed").first.is_visible() and page.get_by_text("passed").first.is_visible()
+            page.get_by_role("row").nth(1).get_by_role("link").click()  # the newest run
+            page.wait_for_url(re.compile(r".*/ui/evals/greet/[0-9a-f]+.*"))
+            assert page.get_by_text("Broke (1):").is_visible()
+            frame = page.frame_locator("iframe")
+            assert frame.get_by_role("heading", name=re.compile("Worst")).is_visible()
+            shoot(page, "evals", suffix)
+            go(page, "Budgets", r".*/ui/budgets$")
+            assert page.get_by_role("cell", name="daily", exact=True).first.is_visible()
+            shoot(page, "budgets", suffix)
             page.keyboard.press("Tab")  # keyboard navigation reaches the first link
             assert page.evaluate("document.activeElement.tagName") in ("A", "SELECT", "BUTTON", "INPUT")
             page.close()

@@ -15,6 +15,12 @@ def write_html(
     outcomes: list[Outcome], path: Path, *, comparison: list[list[MetricDelta]] | None = None, worst: int = 10
 ) -> None:
     """One run's report, or a matrix's: the variants side by side, then each one's section."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(outcomes, comparison=comparison, worst=worst), encoding="utf-8")
+
+
+def render_html(outcomes: list[Outcome], *, comparison: list[list[MetricDelta]] | None = None, worst: int = 10) -> str:
+    """The report as one HTML document (what ``write_html`` saves and the dashboard embeds)."""
     first = outcomes[0].run
     html = [
         f"<!doctype html><meta charset=utf-8><title>keel eval {escape(first.suite)}</title><style>{CSS}</style>",
@@ -24,8 +30,7 @@ def write_html(
         html.extend(_matrix(outcomes, comparison or compare(outcomes)))
     for outcome in outcomes:
         html.extend(_section(outcome, worst, heading=len(outcomes) > 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(html), encoding="utf-8")
+    return "\n".join(html)
 
 
 def _gate_ok(outcome: Outcome) -> bool:

@@ -41,7 +41,8 @@ def build_app(
     service = build_service(settings, home, factories=factories, sleep=sleep, tracer=tracer)
     collections = Collections(settings, home)
     secret = settings.server.session_secret.resolve() if settings.server.session_secret is not None else None
-    ui = UI(store, Sessions(load_secret(home, secret))) if auth else None  # sessions are API keys'
+    ledger = service.admission.ledger if service.admission is not None else None
+    ui = UI(store, Sessions(load_secret(home, secret)), settings=settings, ledger=ledger) if auth else None
 
     async def startup() -> None:
         if warm:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -22,8 +22,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from keel.errors import CsrfFailed, InvalidRequest, KeelError, StoreUnavailable, TraceNotFound, UserError
+from keel.config.settings import KeelSettings
+from keel.cost.ledger import Ledger
+from keel.errors import CsrfFailed, InvalidRequest, KeelError, NotFound, StoreUnavailable, UserError
 from keel.server.ui.session import COOKIE, LIFETIME_S, Session, Sessions
+from keel.server.ui.spend import usd
 from keel.store import Store
 from keel.store.keys import Caller
 
@@ -35,17 +38,27 @@ PAGES: list[tuple[int, str, str]] = []
 
 
 def nav(place: int, path: str, label: str) -> None:
-    """Put a page in the navigation at ``place`` (10 overview, 20 traces, 30 failures; the jobs,
-    review and drift pages take theirs)."""
+    """Put a page in the navigation at ``place`` (10 overview, 20 traces, 30 failures, 40 features,
+    50 evals, 60 budgets; the jobs, review and drift pages take 70, 80 and 90)."""
     if not any(p == path for _, p, _ in PAGES):
         PAGES.append((place, path, label))
         PAGES.sort()
 
 
 class UI:
-    def __init__(self, store: Store, sessions: Sessions, *, secure: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        sessions: Sessions,
+        *,
+        settings: KeelSettings | None = None,
+        ledger: Ledger | None = None,
+        secure: bool = False,
+    ) -> None:
         self.store = store
         self.sessions = sessions
+        self.settings = settings or KeelSettings()
+        self.ledger = ledger
         self.secure = secure
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -53,11 +66,12 @@ class UI:
             undefined=jinja2.StrictUndefined,
         )
         self.env.filters["timestamp"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+        self.env.filters["usd"] = usd
         self.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)  # then escaped
         self.assets = json.loads((HERE / "static" / "assets.json").read_text())
 
     def routes(self) -> list[BaseRoute]:
-        from keel.server.ui.pages import failures, login, overview, traces
+        from keel.server.ui.pages import budgets, evals, failures, features, login, overview, traces
 
         return [
             Route("/ui", self._home, methods=["GET"]),
@@ -66,6 +80,9 @@ class UI:
             *overview.routes(self),
             *traces.routes(self),
             *failures.routes(self),
+            *features.routes(self),
+            *evals.routes(self),
+            *budgets.routes(self),
         ]
 
     async def _home(self, request: Request) -> Response:
@@ -88,7 +105,7 @@ class UI:
             request.state.session, request.state.caller = session, caller
             try:
                 return await handler(request)
-            except TraceNotFound as exc:
+            except NotFound as exc:
                 return self.render(request, "message.html", status=404, title="Not found", message=exc.message)
             except StoreUnavailable as exc:
                 return self.render(request, "message.html", status=503, title="The store is away", message=exc.message)
@@ -113,12 +130,16 @@ class UI:
             raise CsrfFailed("the form's CSRF token is missing or wrong: reload the page and try again")
         return data
 
+    def choice(self, request: Request, name: str, allowed: Sequence[str], default: str) -> str:
+        """The ``?name=`` a page was asked for, one of ``allowed`` (anything else is a 400 page)."""
+        value = request.query_params.get(name, default)
+        if value not in allowed:
+            raise InvalidRequest(f"{name} must be one of {', '.join(allowed)} (got {value[:80]!r})")
+        return value
+
     def window(self, request: Request, windows: dict[str, Any], default: str) -> str:
-        """The ``?window=`` a page was asked for, one of ``windows`` (a bad one is a 400 page)."""
-        window = request.query_params.get("window", default)
-        if window not in windows:
-            raise InvalidRequest(f"window must be one of {', '.join(windows)} (got {window!r})")
-        return window
+        """The ``?window=`` a page was asked for, one of ``windows``."""
+        return self.choice(request, "window", list(windows), default)
 
     def tenant_for(self, request: Request) -> str | None:
         """The tenant a page shows: the caller's; an admin may pick one (``?tenant=``) or all (``*``)."""
@@ -140,6 +161,7 @@ class UI:
             caller=caller,
             tenants=tenants,
             shown_tenant=self.tenant_for(request) if caller is not None else None,
+            tenant_param=request.query_params.get("tenant") if caller is not None and caller.admin else None,
             csrf=self.sessions.csrf(session) if session is not None else "",
             htmx=self.assets["htmx.min.js"],
             **context,
