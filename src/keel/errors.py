@@ -7,9 +7,9 @@ KeelError                                          HTTP status · OpenAI error c
  │    ├── InvalidRequest(param)                    a malformed request (400, names the ``param``)
  │    ├── AuthError                                missing / invalid / revoked key (401)
  │    ├── ModelNotFound                            unknown model or alias (404)
- │    ├── FeatureNotFound                          no such feature (404)
- │    ├── CollectionNotFound                       no such collection, or another tenant's (404)
- │    ├── TraceNotFound                            no such trace (404)
+ │    ├── NotFound                                 no such object, or another tenant's (404)
+ │    │    ├── FeatureNotFound · CollectionNotFound · TraceNotFound · JobNotFound
+ │    ├── JobConflict                              a reused Idempotency-Key, a finished job cancelled (409)
  │    ├── UnknownRoute · MethodNotAllowed          404 · 405
  │    ├── PayloadTooLarge                          body over server.max_body_bytes (413)
  │    ├── RequestTimeout                           body not sent within server.body_timeout_s (408)
@@ -158,6 +158,18 @@ class CollectionNotFound(NotFound):
 
 class TraceNotFound(NotFound):
     code = "trace_not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class JobConflict(UserError):
+    """A job request that contradicts the job's state: an idempotency key reused for another body,
+    a finished job cancelled."""
+
+    status = 409
+    code = "conflict"
 
 
 class OutputBlocked(UserError):

@@ -14,6 +14,7 @@ from keel.store.engines import open_postgres, open_sqlite
 from keel.store.evals import EvalStore
 from keel.store.experiments import ExperimentStore
 from keel.store.feedback import FeedbackStore
+from keel.store.jobs import JobStore
 from keel.store.keys import DEFAULT_TENANT, ROLES, Caller, Keys
 from keel.store.prompts import PromptStore
 from keel.store.sqlite import connect, db_path
@@ -51,6 +52,7 @@ class Store:
         self.evals = EvalStore(db)
         self.answers = AnswerStore(db)
         self.budgets = BudgetStore(db)
+        self.jobs = JobStore(db)
 
     @classmethod
     def at(cls, path: Path) -> Store:

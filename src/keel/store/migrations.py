@@ -245,6 +245,42 @@ POSTGRES: list[str] = [
     CREATE INDEX trace_bins_all ON trace_bins(grain, dim, bucket);
     ALTER TABLE traces ADD COLUMN steps TEXT;
     """,
+    # 5: durable jobs (keel.store.jobs): a queue with leases, idempotency keys and progress
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        feature TEXT,
+        priority INTEGER NOT NULL DEFAULT 0,
+        result TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL DEFAULT 3,
+        run_after DOUBLE PRECISION NOT NULL,
+        lease_until DOUBLE PRECISION,
+        worker TEXT,
+        done BIGINT,
+        total BIGINT,
+        stage TEXT,
+        cost_usd DOUBLE PRECISION,
+        trace_id TEXT,
+        webhook TEXT,
+        idempotency_key TEXT,
+        body_hash TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        created DOUBLE PRECISION NOT NULL,
+        started DOUBLE PRECISION,
+        finished DOUBLE PRECISION,
+        expires DOUBLE PRECISION
+    );
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs(tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_ready ON jobs(priority DESC, run_after) WHERE status = 'queued';
+    CREATE INDEX jobs_leases ON jobs(lease_until) WHERE status = 'running';
+    CREATE INDEX jobs_tenant ON jobs(tenant, created);
+    """,
 ]
 BACKFILL = {4}  # migrations followed, in their transaction, by the rollup backfill (the first rollups' step
 # has nothing left to fill: their tables are dropped by this one)
