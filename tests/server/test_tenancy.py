@@ -29,6 +29,7 @@ class World:
     base: str
     keys: dict[str, str]  # "a", "b", "a_ingest", "a_reviewer", "admin"
     trace_id: str = ""
+    job_id: str = ""
     routes: list[Route] = field(default_factory=list)
     home: Path = Path(".")
     app: Any = None
@@ -75,6 +76,9 @@ def world(tmp_path: Path, home: Path, upstream: FaultServer) -> Iterator[World]:
             w.call("a", "POST", "/feedback", {"trace_id": w.trace_id, "name": "helpful", "value": True}).status_code
             == 201
         )
+        job = w.call("a", "POST", "/features/greet/jobs", {"inputs": {"name": "acme"}}, **{"idempotency-key": "k1"})
+        assert job.status_code == 202
+        w.job_id = job.json()["id"]
         yield w
 
 
@@ -140,6 +144,12 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/v1/features/{name}/run"): lambda w: _not_found(
         w.call("b", "POST", "/features/vip/run", {"inputs": {"name": "x"}})
     ),
+    ("POST", "/v1/features/{name}/jobs"): lambda w: _not_found(
+        w.call("b", "POST", "/features/vip/jobs", {"inputs": {"name": "x"}})
+    ),
+    ("GET", "/v1/jobs"): lambda w: _own_empty_view(w.call("b", "GET", "/jobs")),
+    ("GET", "/v1/jobs/{job_id}"): lambda w: _not_found(w.call("b", "GET", f"/jobs/{w.job_id}")),
+    ("POST", "/v1/jobs/{job_id}/cancel"): lambda w: _not_found(w.call("b", "POST", f"/jobs/{w.job_id}/cancel")),
     ("POST", "/v1/chat/completions"): _chat,
     ("POST", "/v1/embeddings"): _embeddings,
     ("GET", "/v1/models"): _models,
@@ -173,6 +183,8 @@ def test_tenant_b_reaches_nothing_of_tenant_a(world: World) -> None:
     shown = world.call("a", "GET", f"/traces/{world.trace_id}").json()
     assert shown["tenant"] == "acme" and [f["value"] for f in shown["feedback"]] == [1.0]
     assert world.call("a", "POST", "/features/vip/run", {"inputs": {"name": "x"}}).status_code == 200
+    job = world.call("a", "GET", f"/jobs/{world.job_id}").json()
+    assert job["status"] != "cancelled" and not job["cancel_requested"]  # B's cancel reached nothing
     assert world.app.service.writer.flush()
     with Store.at(db_path(world.home)) as store:
         by_tenant = {(t.tenant, t.operation) for t in store.traces.find(tenant=None, limit=100)}

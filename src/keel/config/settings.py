@@ -336,6 +336,15 @@ class FeedbackSettings(Strict):
     strict: bool = Field(True, description="refuse feedback names not in scores (when any are configured)")
 
 
+class JobsSettings(Strict):
+    """Durable jobs: how many run at once in each ``keel serve`` (0: none; ``keel worker`` then runs
+    them), and the lease a worker holds and renews while one runs."""
+
+    workers: int = Field(2, ge=0, le=256)
+    lease_s: float = Field(30.0, ge=1, le=3600, description="a dead worker's jobs return to the queue after this")
+    max_attempts: int = Field(3, ge=1, le=100)
+
+
 class KeelSettings(Strict):
     home: Path | None = Field(None, description="data directory; KEEL_HOME or ~/.keel by default")
     server: ServerSettings = ServerSettings()
@@ -348,6 +357,7 @@ class KeelSettings(Strict):
     budgets: dict[str, BudgetSettings] = Field(default_factory=dict)
     limits: dict[str, RateLimitSettings] = Field(default_factory=dict)
     ledger: LedgerSettings = LedgerSettings()
+    jobs: JobsSettings = JobsSettings()
     prices: Path | None = Field(None, description="a price table overriding the built-in one")
     project_root: Path = Field(Path("."), description="the folder holding features/, prompts/ and schemas/")
     local_models: dict[str, LocalModelSettings] = Field(default_factory=dict)

@@ -131,12 +131,13 @@ class FeaturePipeline:
         label: str = DEFAULT_LABEL,
         version: int | None = None,
         model: str | None = None,
+        trace_id: str | None = None,
     ) -> FeatureResult:
         """``version`` and ``model`` pin what serves (eval matrices); otherwise the label, the running
-        experiment and the spec decide."""
+        experiment and the spec decide. ``trace_id`` names the run's row (a job's, kept across its retries)."""
         result: FeatureResult | None = None
-        events = self.events(name, inputs, user=user, tenant=tenant, key=key, label=label, version=version, model=model)
-        async for event in events:
+        pins: dict[str, Any] = {"version": version, "model": model, "trace_id": trace_id}
+        async for event in self.events(name, inputs, user=user, tenant=tenant, key=key, label=label, **pins):
             if isinstance(event, Done):
                 result = event.result  # keep draining: the run's trace row is written as the generator ends
         assert result is not None, "the pipeline ends with Done or raises"
@@ -154,9 +155,11 @@ class FeaturePipeline:
         stream: bool = False,
         version: int | None = None,
         model: str | None = None,
+        trace_id: str | None = None,
     ) -> AsyncGenerator[FeatureEvent, None]:
         started = time.perf_counter()
         ctx = CallContext(tenant=tenant, user=user, feature=name, key=key)
+        ctx.trace_id = trace_id or ctx.trace_id
         plan: Plan | None = None
         error: BaseException | None = None
         run = CURRENT_RUN.set(ctx.trace_id)  # spans below (retrieval) nest under this run's

@@ -35,6 +35,7 @@ from keel.server.collections import CollectionRoutes
 from keel.server.errors import error_body, error_response, refused_record
 from keel.server.features import FeatureRoutes
 from keel.server.guards import guard_chat
+from keel.server.jobs import JobRoutes
 from keel.server.openapi import document
 from keel.server.streaming import ReadingStream
 from keel.server.traces import TraceRoutes
@@ -79,8 +80,11 @@ class KeelApp:
         extra = CollectionRoutes(collections, guard, self.json_body, service).routes() if collections else []
         if store is not None:
             extra += TraceRoutes(store, guard).routes()
+        self.jobs: JobRoutes | None = None
         if collections is not None and project_root is not None and store is not None:
-            extra += FeatureRoutes(service, collections, project_root, store, guard, self.json_body).routes()
+            features = FeatureRoutes(service, collections, project_root, store, guard, self.json_body)
+            self.jobs = JobRoutes(store, features, guard, self.json_body, service.gateway.settings.jobs)
+            extra += features.routes() + self.jobs.routes()
         if ui is not None:
             extra += ui.routes()  # the dashboard at /ui (keel.server.ui)
         self.asgi = Starlette(
@@ -107,7 +111,11 @@ class KeelApp:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         if self._on_startup:
             await self._on_startup()
+        if self.jobs is not None:
+            self.jobs.start()  # the embedded worker pool runs the queued jobs while this app serves
         yield
+        if self.jobs is not None:
+            await self.jobs.aclose()
         if self._on_shutdown:
             await self._on_shutdown()
 
@@ -305,6 +313,8 @@ class KeelApp:
             ),
             "keel_uptime_seconds": ("Seconds since the server started.", time.time() - self.started),
         }
+        if self.jobs is not None:
+            gauges.update(await self.jobs.gauges())
         text = self.service.metrics.render(gauges)
         return Response(text, media_type="text/plain; version=0.0.4")
 

@@ -16,6 +16,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 from keel import __version__
+from keel.server.jobs import QUERY as JOB_QUERY
 from keel.server.schema import Obj
 from keel.server.traces import MAX_PAGE, QUERY
 from keel.server.validate import (
@@ -23,6 +24,7 @@ from keel.server.validate import (
     COLLECTION,
     DOCUMENTS_ADD,
     EMBEDDINGS,
+    FEATURE_JOB,
     FEATURE_RUN,
     FEEDBACK,
     SEARCH,
@@ -56,6 +58,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("DELETE", "/v1/collections/{name}/documents/{doc_id}"): Operation("Delete a document", tag="retrieval"),
     ("POST", "/v1/collections/{name}/search"): Operation("Hybrid search", SEARCH, tag="retrieval"),
     ("POST", "/v1/features/{name}/run"): Operation("Run a feature", FEATURE_RUN, streams=True, tag="features"),
+    ("POST", "/v1/features/{name}/jobs"): Operation(
+        "Queue a feature run as a durable job (honours Idempotency-Key)", FEATURE_JOB, ok=202, tag="jobs"
+    ),
+    ("GET", "/v1/jobs"): Operation("List jobs, newest first (status, feature, a cursor)", tag="jobs"),
+    ("GET", "/v1/jobs/{job_id}"): Operation("One job: status, progress, result or error, attempts, cost", tag="jobs"),
+    ("POST", "/v1/jobs/{job_id}/cancel"): Operation(
+        "Cancel a job (a running one stops at its next heartbeat)", tag="jobs"
+    ),
     ("GET", "/healthz"): Operation("Liveness", public=True, tag="operations"),
     ("GET", "/metrics"): Operation("Prometheus metrics", public=True, text=True, tag="operations"),
     ("GET", "/openapi.json"): Operation("This document", public=True, tag="operations"),
@@ -166,6 +176,8 @@ def _operation(method: str, path: str, op: Operation, schemas: dict[str, Any]) -
     ]
     if (method, path) == ("GET", "/v1/traces"):
         params += [_query(name) for name in sorted(QUERY)]
+    if (method, path) == ("GET", "/v1/jobs"):
+        params += [_query(name) for name in sorted(JOB_QUERY)]
     if params:
         out["parameters"] = params
     if op.body is not None:

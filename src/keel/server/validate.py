@@ -240,6 +240,17 @@ FEATURE_RUN = Obj(
     },
     name="FeatureRun",
 )
+FEATURE_JOB = Obj(
+    {
+        "inputs": Obj(values=None, says="an object of input names to values"),
+        "user": Text(),
+        "label": Text(nonempty=True, description="the prompt label to run (production by default)"),
+        "mode": Text(nonempty=True),
+    },
+    extra=False,
+    name="FeatureJob",
+    description="the body of /run, without stream: the job's progress is GET /v1/jobs/{id}",
+)
 FEEDBACK = Obj(
     {
         "trace_id": Text(nonempty=True, description="from the answer's x-keel-trace-id header"),

@@ -1,0 +1,169 @@
+"""Durable jobs over HTTP: ``POST /v1/features/{name}/jobs`` queues a feature run (202, with an
+``Idempotency-Key`` honoured), ``GET /v1/jobs/{id}`` and ``GET /v1/jobs`` read them within the
+caller's tenant, ``POST /v1/jobs/{id}/cancel`` stops one. Routes only: the queue is the store's and
+the work the worker pool's (``keel.jobs``), which this app runs while it serves."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from keel.config.settings import JobsSettings
+from keel.errors import InvalidRequest, JobNotFound
+from keel.features.spec import load_feature
+from keel.jobs.worker import Pool
+from keel.server.auth import caller_of
+from keel.server.features import FeatureRoutes
+from keel.server.traces import MAX_PAGE
+from keel.server.validate import FEATURE_JOB
+from keel.store import Store
+from keel.store.jobs import Job, encode_cursor
+
+MAX_KEY = 255
+QUERY = ("status", "feature", "cursor", "limit")  # what GET /v1/jobs takes
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "object": "job",
+        "kind": job.kind,
+        "feature": job.feature,
+        "status": job.status,
+        "progress": {"done": job.done, "total": job.total, "stage": job.stage},
+        "result": job.result,
+        "error": job.error,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "cost_usd": job.cost_usd,
+        "trace_id": job.trace_id,
+        "cancel_requested": job.cancel_requested,
+        "created": job.created,
+        "started": job.started,
+        "finished": job.finished,
+        "links": {"self": f"/v1/jobs/{job.id}", "cancel": f"/v1/jobs/{job.id}/cancel"},
+    }
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+class JobRoutes:
+    def __init__(self, store: Store, features: FeatureRoutes, guard: Any, parse_body: Any, settings: JobsSettings):
+        self.store = store
+        self.features = features
+        self.guard = guard
+        self.parse_body = parse_body
+        self.settings = settings
+        self.pool: Pool | None = None
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/features/{name}/jobs", self.guard(self.submit), methods=["POST"]),
+            Route("/v1/jobs", self.guard(self.listing), methods=["GET"]),
+            Route("/v1/jobs/{job_id}", self.guard(self.show), methods=["GET"]),
+            Route("/v1/jobs/{job_id}/cancel", self.guard(self.cancel), methods=["POST"]),
+        ]
+
+    def start(self) -> None:
+        """The embedded worker pool (``jobs.workers``; 0 leaves the jobs to ``keel worker``)."""
+        if self.settings.workers and self.pool is None:
+            self.pool = Pool(self.store, self.features.pipeline(), self.settings)
+            self.pool.start()
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
+            self.pool = None
+
+    async def gauges(self) -> dict[str, tuple[str, float]]:
+        """What ``/metrics`` shows of the queue (all tenants) and of this app's worker pool."""
+        depth, oldest = await self.store.db.call(self.store.jobs.depth)
+        pool = self.pool
+        return {
+            "keel_jobs_queued": ("Jobs waiting to run, in the whole store.", depth),
+            "keel_jobs_oldest_queued_seconds": ("How long the oldest waiting job has waited.", oldest or 0.0),
+            "keel_jobs_run": ("Jobs this server's workers finished.", pool.ran if pool else 0),
+            "keel_jobs_failed_attempts": (
+                "Job attempts that failed on this server's workers.",
+                pool.failed if pool else 0,
+            ),
+        }
+
+    async def submit(self, request: Request) -> Response:
+        caller = caller_of(request)
+        name = request.path_params["name"]
+        body = await self.parse_body(request)
+        FEATURE_JOB.check(body)
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= MAX_KEY:
+            raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_KEY} characters", param="Idempotency-Key")
+        spec = load_feature(self.features.root, name)  # an unknown feature is a 404 now, not a failed job later
+        spec.check_tenant(caller.tenant)
+        payload = {
+            "inputs": body.get("inputs") or {},
+            "user": body.get("user") or request.headers.get("x-keel-user"),
+            "label": body.get("label"),
+            "key": caller.key,
+        }
+        mode = body.get("mode") or request.headers.get("x-keel-mode")
+        if mode is not None:
+            payload["model"] = self.features.service.gateway.settings.model_for_mode(mode)
+        digest = hashlib.sha256(orjson.dumps([name, payload], option=orjson.OPT_SORT_KEYS)).hexdigest()
+        job, created = await self.store.db.call(
+            lambda: self.store.jobs.enqueue(
+                caller.tenant,
+                "feature",
+                payload,
+                feature=name,
+                max_attempts=self.settings.max_attempts,
+                idempotency_key=key,
+                body_hash=digest,
+            )
+        )
+        if created and self.pool is not None:
+            self.pool.nudge()
+        headers = {"location": f"/v1/jobs/{job.id}", "x-keel-trace-id": str(job.trace_id)}
+        return _json(job_json(job), 202 if created else 200, headers)
+
+    async def show(self, request: Request) -> Response:
+        tenant, job_id = caller_of(request).tenant, request.path_params["job_id"]
+        job = await self.store.db.call(lambda: self.store.jobs.get(job_id, tenant=tenant))
+        if job is None:
+            raise JobNotFound(f"no job '{job_id[:80]}'")
+        return _json(job_json(job))
+
+    async def cancel(self, request: Request) -> Response:
+        tenant, job_id = caller_of(request).tenant, request.path_params["job_id"]
+        return _json(job_json(await self.store.db.call(lambda: self.store.jobs.cancel(job_id, tenant=tenant))))
+
+    async def listing(self, request: Request) -> Response:
+        tenant, query = caller_of(request).tenant, request.query_params
+        unknown = sorted(set(query) - set(QUERY))
+        if unknown:
+            raise InvalidRequest(f"unknown query parameter '{unknown[0]}' (status, feature, cursor, limit)")
+        try:
+            limit = int(query.get("limit") or 50)
+        except ValueError:
+            raise InvalidRequest("limit must be a whole number", param="limit") from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}", param="limit")
+        find = self.store.jobs.find
+        rows = await self.store.db.call(
+            lambda: find(
+                tenant=tenant,
+                status=query.get("status") or None,
+                feature=query.get("feature") or None,
+                cursor=query.get("cursor") or None,
+                limit=limit + 1,
+            )
+        )
+        page = rows[:limit]
+        following = encode_cursor(page[-1]) if len(rows) > limit and page else None
+        return _json({"object": "list", "data": [job_json(j) for j in page], "next_cursor": following})
