@@ -14,6 +14,8 @@ SQLite; on Postgres a repository serialises on what it names with an advisory lo
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 import sqlite3
@@ -25,12 +27,28 @@ from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
+import orjson
 
+from keel.errors import InvalidRequest
 from keel.errors import StoreUnavailable as StoreUnavailable
 
 Dialect = Literal["sqlite", "postgres"]
 T = TypeVar("T")
 _QMARK = re.compile(r"\?")
+
+
+def encode_keyset(at: float, key: str) -> str:
+    """A keyset cursor — the (time, id) of a page's last row — as an opaque, URL-safe string."""
+    return base64.urlsafe_b64encode(orjson.dumps([at, key])).decode().rstrip("=")
+
+
+def decode_keyset(cursor: str) -> tuple[float, str]:
+    """The (time, id) a cursor from :func:`encode_keyset` carries; anything else is a 400."""
+    try:
+        at, key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return float(at), str(key)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidRequest("'cursor' is not a cursor this API returned", param="cursor") from None
 
 
 class Where:

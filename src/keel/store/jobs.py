@@ -18,7 +18,6 @@ repository like the others, under the same conformance suite on both.
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from typing import Any
 import orjson
 
 from keel.errors import InvalidRequest, JobConflict, JobNotFound
-from keel.store.db import Database, Where
+from keel.store.db import Database, Where, decode_keyset, encode_keyset
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "expired")
 FINISHED = ("succeeded", "failed", "cancelled", "expired")
@@ -86,15 +85,7 @@ def _job(row: dict[str, Any]) -> Job:
 
 
 def encode_cursor(job: Job) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([job.created, job.id])).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        created, job_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(created), str(job_id)
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidRequest("'cursor' is not a cursor this API returned", param="cursor") from None
+    return encode_keyset(job.created, job.id)
 
 
 class JobStore:
@@ -296,7 +287,7 @@ class JobStore:
             raise InvalidRequest(f"status must be one of {', '.join(STATES)}", param="status")
         where = Where().eq("tenant", tenant).eq("status", status).eq("feature", feature).eq("kind", kind)
         if cursor is not None:
-            created, job_id = _decode_cursor(cursor)
+            created, job_id = decode_keyset(cursor)
             where.add("(created < ? OR (created = ? AND id < ?))", created, created, job_id)
         rows = self.db.all(
             f"SELECT * FROM jobs WHERE {where} ORDER BY created DESC, id DESC LIMIT ?", (*where.args, limit)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import orjson
 
-from keel.errors import InvalidRequest, KeelError, UserError
+from keel.errors import KeelError, UserError
 from keel.store import rollups
-from keel.store.db import Database, Where
+from keel.store.db import Database, Where, decode_keyset, encode_keyset
 
 
 @dataclass(slots=True)
@@ -97,15 +95,7 @@ def _from_row(row: dict[str, Any]) -> TraceRecord:
 
 
 def encode_cursor(rec: TraceRecord) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([rec.ts, rec.id])).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        ts, trace_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(ts), str(trace_id)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidRequest("'cursor' is not a cursor this API returned", param="cursor") from None
+    return encode_keyset(rec.ts, rec.id)
 
 
 COST_DIMENSIONS = {
@@ -173,7 +163,7 @@ class Traces:
         where.add("ts >= ?", since).add("ts > ?", after_ts)
         where.add("cost_usd >= ?", min_cost).add("latency_ms >= ?", min_latency_ms)
         if cursor is not None:
-            ts, trace_id = decode_cursor(cursor)
+            ts, trace_id = decode_keyset(cursor)
             where.add("(ts < ? OR (ts = ? AND id < ?))", ts, ts, trace_id)
         order = "ASC" if after_ts is not None else "DESC"
         sql = f"SELECT * FROM traces WHERE {where} ORDER BY ts {order}, id {order} LIMIT ?"
