@@ -4,6 +4,7 @@ every bad request refused with the OpenAI error shape."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +122,42 @@ def test_bad_requests_are_precise_errors(
     got = api.call("POST" if body is not None else "GET", path, json=body, headers=headers)
     assert got.status_code == status, got.text
     assert says in got.json()["error"]["message"]
+
+
+def test_keel_worker_runs_what_a_server_without_workers_queued(tmp_path: Path) -> None:
+    """`keel serve` with jobs.workers: 0 only queues; `keel worker`, another process on the same
+    store, runs the job; `keel jobs` lists, shows and refuses to cancel it once it is done."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.cli.test_cli import keel
+
+    def idle(root: Path, url: str) -> str:
+        text = config(root, url).replace("jobs: {workers: 2, lease_s: 5}", "jobs: {workers: 0, lease_s: 5}")
+        (root / "keel.yaml").write_text(text)
+        return text
+
+    with greet_server(tmp_path, idle) as (server, home, _):
+        api = Api(server, {"acme": new_key(home, "acme")[0]})
+        job = api.call("POST", "/features/greet/jobs", json={"inputs": {"name": "Eve"}}).json()
+        time.sleep(0.6)
+        assert api.call("GET", f"/jobs/{job['id']}").json()["status"] == "queued"  # nobody here runs it
+        cfg = str(tmp_path / "project" / "keel.yaml")
+        env = {**os.environ, "KEEL_HOME": str(home)}
+        worker = subprocess.Popen([sys.executable, "-m", "keel", "worker", "-c", cfg], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        try:
+            done = api.wait(job["id"], timeout=60)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            out, _ = worker.communicate(timeout=30)
+        assert done["status"] == "succeeded" and "Eve" in done["result"]["answer"], out
+        assert worker.returncode == 0 and "stopped: 1 job(s) run" in out, out
+        listed = keel(home, "jobs", "list", "--tenant", "acme", "-c", cfg)
+        assert listed.returncode == 0 and job["id"] in listed.stdout and "succeeded" in listed.stdout
+        shown = keel(home, "jobs", "show", job["id"], "--tenant", "acme", "-c", cfg)
+        assert shown.returncode == 0 and '"status": "succeeded"' in shown.stdout
+        refused = keel(home, "jobs", "cancel", job["id"], "--tenant", "acme", "-c", cfg)
+        assert refused.returncode != 0 and "already succeeded" in refused.stdout + refused.stderr
+        assert keel(home, "jobs", "show", job["id"], "--tenant", "globex", "-c", cfg).returncode != 0

@@ -15,6 +15,7 @@ from keel.cli import (
     evals,
     experiments,
     guard,
+    jobs,
     keys,
     models,
     policy,
@@ -45,6 +46,8 @@ rag.register(app)
 rag.register_ask(app)
 run.register(app)
 evals.register(app)
+jobs.register(app)
+app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(keys.tenants_app, name="tenants")
 app.add_typer(store.app, name="store")

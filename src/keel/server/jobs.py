@@ -16,38 +16,16 @@ from starlette.routing import Route
 from keel.config.settings import JobsSettings
 from keel.errors import InvalidRequest, JobNotFound
 from keel.features.spec import load_feature
-from keel.jobs.worker import Pool
+from keel.jobs import Pool, job_json
 from keel.server.auth import caller_of
 from keel.server.features import FeatureRoutes
 from keel.server.traces import MAX_PAGE
 from keel.server.validate import FEATURE_JOB
 from keel.store import Store
-from keel.store.jobs import Job, encode_cursor
+from keel.store.jobs import encode_cursor
 
 MAX_KEY = 255
 QUERY = ("status", "feature", "cursor", "limit")  # what GET /v1/jobs takes
-
-
-def job_json(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "object": "job",
-        "kind": job.kind,
-        "feature": job.feature,
-        "status": job.status,
-        "progress": {"done": job.done, "total": job.total, "stage": job.stage},
-        "result": job.result,
-        "error": job.error,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "cost_usd": job.cost_usd,
-        "trace_id": job.trace_id,
-        "cancel_requested": job.cancel_requested,
-        "created": job.created,
-        "started": job.started,
-        "finished": job.finished,
-        "links": {"self": f"/v1/jobs/{job.id}", "cancel": f"/v1/jobs/{job.id}/cancel"},
-    }
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
