@@ -4,6 +4,7 @@ every bad request refused with the OpenAI error shape."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -67,6 +68,24 @@ def test_a_feature_job_is_queued_run_and_read_back_with_its_trace(api: Api) -> N
     metrics = httpx.get(api.base.removesuffix("/v1") + "/metrics").text
     values = dict(line.split(" ", 1) for line in metrics.splitlines() if line.startswith("keel_jobs_"))
     assert float(values["keel_jobs_run"]) >= 1 and "keel_jobs_queued" in values
+
+
+def test_a_jobs_events_stream_its_progress_until_it_is_done(api: Api) -> None:
+    job = api.call("POST", "/features/greet/jobs", json={"inputs": {"name": "Flo"}}).json()
+    events: list[tuple[str, dict[str, Any]]] = []
+    auth = {"authorization": f"Bearer {api.keys['acme']}"}
+    with httpx.stream("GET", f"{api.base}/jobs/{job['id']}/events", headers=auth, timeout=30) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        kind = ""
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line.removeprefix("data: "))))
+    assert events and events[-1][0] == "done" and events[-1][1]["status"] == "succeeded"
+    assert all(k == "progress" for k, _ in events[:-1]) and len({json.dumps(e) for _, e in events}) == len(events)
+    assert "Flo" in events[-1][1]["result"]["answer"]
+    assert api.call("GET", "/jobs/job_nope/events").status_code == 404
 
 
 def test_idempotency_keys_return_the_same_job_or_a_409(api: Api) -> None:

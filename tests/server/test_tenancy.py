@@ -149,6 +149,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     ("GET", "/v1/jobs"): lambda w: _own_empty_view(w.call("b", "GET", "/jobs")),
     ("GET", "/v1/jobs/{job_id}"): lambda w: _not_found(w.call("b", "GET", f"/jobs/{w.job_id}")),
+    ("GET", "/v1/jobs/{job_id}/events"): lambda w: _not_found(w.call("b", "GET", f"/jobs/{w.job_id}/events")),
     ("POST", "/v1/jobs/{job_id}/cancel"): lambda w: _not_found(w.call("b", "POST", f"/jobs/{w.job_id}/cancel")),
     ("POST", "/v1/chat/completions"): _chat,
     ("POST", "/v1/embeddings"): _embeddings,

@@ -1,11 +1,14 @@
 """Durable jobs over HTTP: ``POST /v1/features/{name}/jobs`` queues a feature run (202, with an
 ``Idempotency-Key`` honoured), ``GET /v1/jobs/{id}`` and ``GET /v1/jobs`` read them within the
-caller's tenant, ``POST /v1/jobs/{id}/cancel`` stops one. Routes only: the queue is the store's and
+caller's tenant, ``GET /v1/jobs/{id}/events`` streams its progress (SSE), ``POST /v1/jobs/{id}/cancel``
+stops one. Routes only: the queue is the store's and
 the work the worker pool's (``keel.jobs``), which this app runs while it serves."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -19,12 +22,15 @@ from keel.features.spec import load_feature
 from keel.jobs import Pool, job_json
 from keel.server.auth import caller_of
 from keel.server.features import FeatureRoutes
+from keel.server.streaming import ReadingStream
 from keel.server.traces import MAX_PAGE
 from keel.server.validate import FEATURE_JOB
 from keel.store import Store
 from keel.store.jobs import encode_cursor
 
 MAX_KEY = 255
+POLL_S = 0.25  # how often an events stream looks at its job
+KEEPALIVE_S = 15.0
 QUERY = ("status", "feature", "cursor", "limit")  # what GET /v1/jobs takes
 
 
@@ -47,6 +53,7 @@ class JobRoutes:
             Route("/v1/jobs", self.guard(self.listing), methods=["GET"]),
             Route("/v1/jobs/{job_id}", self.guard(self.show), methods=["GET"]),
             Route("/v1/jobs/{job_id}/cancel", self.guard(self.cancel), methods=["POST"]),
+            Route("/v1/jobs/{job_id}/events", self.guard(self.events), methods=["GET"]),
         ]
 
     def start(self) -> None:
@@ -116,6 +123,38 @@ class JobRoutes:
         if job is None:
             raise JobNotFound(f"no job '{job_id[:80]}'")
         return _json(job_json(job))
+
+    async def events(self, request: Request) -> Response:
+        """Server-sent events: ``progress`` (the job) whenever its status or progress changes, then
+        ``done`` (the job, finished) — a comment every 15 s keeps proxies from closing it."""
+        tenant, job_id = caller_of(request).tenant, request.path_params["job_id"]
+        jobs, db = self.store.jobs, self.store.db
+        if await db.call(lambda: jobs.get(job_id, tenant=tenant)) is None:
+            raise JobNotFound(f"no job '{job_id[:80]}'")
+
+        async def body() -> AsyncGenerator[bytes, None]:
+            last: tuple[Any, ...] | None = None
+            quiet = 0.0
+            while True:
+                job = await db.call(lambda: jobs.get(job_id, tenant=tenant))
+                if job is None:
+                    return
+                seen = (job.status, job.done, job.total, job.stage, job.attempts, job.cancel_requested)
+                if seen != last:
+                    last, quiet = seen, 0.0
+                    kind = b"done" if job.finished_state else b"progress"
+                    yield b"event: " + kind + b"\ndata: " + orjson.dumps(job_json(job)) + b"\n\n"
+                    if job.finished_state:
+                        return
+                elif quiet >= KEEPALIVE_S:
+                    quiet = 0.0
+                    yield b": still " + job.status.encode() + b"\n\n"
+                await asyncio.sleep(POLL_S)
+                quiet += POLL_S
+
+        write_timeout = self.features.service.gateway.settings.server.stream_write_timeout_s
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+        return ReadingStream(body(), headers=headers, write_timeout_s=write_timeout)
 
     async def cancel(self, request: Request) -> Response:
         tenant, job_id = caller_of(request).tenant, request.path_params["job_id"]

@@ -63,6 +63,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/v1/jobs"): Operation("List jobs, newest first (status, feature, a cursor)", tag="jobs"),
     ("GET", "/v1/jobs/{job_id}"): Operation("One job: status, progress, result or error, attempts, cost", tag="jobs"),
+    ("GET", "/v1/jobs/{job_id}/events"): Operation(
+        "A job's progress as server-sent events (progress…, then done)", streams=True, tag="jobs"
+    ),
     ("POST", "/v1/jobs/{job_id}/cancel"): Operation(
         "Cancel a job (a running one stops at its next heartbeat)", tag="jobs"
     ),
