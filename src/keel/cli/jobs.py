@@ -11,7 +11,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from keel.cli.common import TENANT, console, load_env
+from keel.cli.common import TENANT, console, fmt_ts, load_env
 from keel.config.settings import JobsSettings
 from keel.jobs.worker import Pool
 from keel.store import open_store
@@ -73,7 +73,7 @@ def list_(
         progress = f"{j.done}/{j.total} {j.stage or ''}".strip() if j.total else (j.stage or "")
         cost = f"${j.cost_usd:.6f}" if j.cost_usd is not None else "—"
         table.add_row(j.id, j.feature or j.kind, j.status, progress, f"{j.attempts}/{j.max_attempts}", cost,
-                      _when(j.created))  # fmt: skip
+                      fmt_ts(j.created))  # fmt: skip
     console.print(table if rows else "no jobs yet: POST /v1/features/{name}/jobs queues one")
 
 
@@ -99,9 +99,3 @@ def cancel(job_id: str, tenant: str = TENANT, config: str | None = CONFIG) -> No
         job = store.jobs.cancel(job_id, tenant=tenant)
     said = "cancelled" if job.status == "cancelled" else "asked to stop (it stops at its next heartbeat)"
     console.print(f"job {job.id}: {said}")
-
-
-def _when(ts: float) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))

@@ -226,13 +226,8 @@ def spend(worst_nusd: int, record: Any) -> tuple[int, int]:
     if record.cost_usd is not None:
         return to_nano(record.cost_usd), tokens
     attempts = record.attempts or []
-    refused = bool(attempts) and all((_status(a) or 0) >= 400 for a in attempts)
+    refused = bool(attempts) and all(isinstance(a.get("status"), int) and a["status"] >= 400 for a in attempts)
     return (worst_nusd if record.provider is not None and not refused else 0), tokens
-
-
-def _status(attempt: Any) -> int | None:
-    status = attempt.get("status") if isinstance(attempt, dict) else getattr(attempt, "status", None)
-    return status if isinstance(status, int) else None
 
 
 async def _post(url: str, body: dict[str, Any]) -> None:

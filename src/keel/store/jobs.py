@@ -125,17 +125,16 @@ class JobStore:
                             f"{known['id']}); use a new key for a new request"
                         )
                     return _job(known), False
-            self.db.run(
+            row = self.db.one(
                 "INSERT INTO jobs(id, tenant, kind, status, payload, feature, priority, attempts, max_attempts, "
                 "run_after, trace_id, webhook, idempotency_key, body_hash, cancel_requested, created, expires) "
-                "VALUES (?,?,?,'queued',?,?,?,0,?,?,?,?,?,?,0,?,?)",
+                "VALUES (?,?,?,'queued',?,?,?,0,?,?,?,?,?,?,0,?,?) RETURNING *",
                 (job_id, tenant, kind, orjson.dumps(payload).decode(), feature, priority, max_attempts,
                  run_after if run_after is not None else now, trace_id, webhook, idempotency_key, body_hash, now,
                  expires),
             )  # fmt: skip
-        found = self.get(job_id, tenant=tenant)
-        assert found is not None
-        return found, True
+        assert row is not None
+        return _job(row), True
 
     # -- a worker's ----------------------------------------------------------------------------------
     def claim(self, worker: str, lease_s: float, *, kinds: Sequence[str] | None = None) -> Job | None:
@@ -260,17 +259,17 @@ class JobStore:
                 raise JobNotFound(f"no job '{job_id[:80]}'")
             if job.finished_state:
                 raise JobConflict(f"job {job.id} already {job.status}; there is nothing to cancel")
+            row = None
             if job.status == "queued":
-                self.db.run(
+                row = self.db.one(
                     "UPDATE jobs SET status = 'cancelled', finished = ?, error = 'cancelled before it started' "
-                    "WHERE id = ? AND status = 'queued'",
+                    "WHERE id = ? AND status = 'queued' RETURNING *",
                     (time.time(), job.id),
                 )
-            else:
-                self.db.run("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job.id,))
-        found = self.get(job_id, tenant=tenant)
-        assert found is not None
-        return found
+            if row is None:  # running — or claimed by a worker since it was read
+                row = self.db.one("UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *", (job.id,))
+        assert row is not None
+        return _job(row)
 
     def find(
         self,

@@ -149,6 +149,12 @@ class UI:
             return caller.tenant
         return None if asked == "*" else asked
 
+    def own_tenant(self, request: Request) -> str:
+        """One tenant, for data that is always a tenant's (experiments, eval runs): the one shown, or
+        the admin's own when all are."""
+        caller: Caller = request.state.caller
+        return self.tenant_for(request) or caller.tenant
+
     def render(self, request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
         session: Session | None = getattr(request.state, "session", None)
         caller: Caller | None = getattr(request.state, "caller", None)

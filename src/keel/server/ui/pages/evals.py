@@ -18,7 +18,6 @@ from keel.evals.report import render_html
 from keel.evals.results import EvalRun, RunSummary, load_run
 from keel.evals.suite import Suite, find_suite, load_suite
 from keel.server.ui import nav
-from keel.store.keys import Caller
 
 if TYPE_CHECKING:
     from keel.server.ui import UI
@@ -29,10 +28,6 @@ RUNS = 50  # a suite's newest runs, on its page
 
 def routes(ui: UI) -> list[BaseRoute]:
     root = ui.settings.project_root
-
-    def tenant_of(request: Request) -> str:
-        caller: Caller = request.state.caller
-        return ui.tenant_for(request) or caller.tenant  # runs are a tenant's; "all" shows the admin's own
 
     def suite_file(name: str) -> Suite | None:
         """The suite's YAML from the project (its gate), or None when it is gone or does not parse."""
@@ -48,14 +43,14 @@ def routes(ui: UI) -> list[BaseRoute]:
         return value
 
     async def listing(request: Request) -> Response:
-        tenant = tenant_of(request)
+        tenant = ui.own_tenant(request)
         stored = {r["suite"]: r for r in await ui.store.db.call(lambda: ui.store.evals.suites(tenant))}
         files = sorted(p.stem for p in (root / "evals").glob("*.yaml")) if (root / "evals").is_dir() else []
         suites = [{"suite": n, "runs": 0, "last": None, **stored.get(n, {})} for n in sorted({*files, *stored})]
         return ui.render(request, "evals.html", suites=suites, root=str(root))
 
     async def suite(request: Request) -> Response:
-        name, tenant, baseline = request.path_params["suite"], tenant_of(request), baseline_of(request)
+        name, tenant, baseline = request.path_params["suite"], ui.own_tenant(request), baseline_of(request)
 
         def load() -> dict[str, Any]:
             rows = ui.store.evals.runs(tenant, name, limit=RUNS)
@@ -74,7 +69,7 @@ def routes(ui: UI) -> list[BaseRoute]:
         return ui.render(request, "eval_suite.html", suite=name, **await ui.store.db.call(load), asked=baseline)
 
     def outcome(request: Request) -> tuple[Outcome, EvalRun | None, Suite | None]:
-        name, run_id, tenant = request.path_params["suite"], request.path_params["run"], tenant_of(request)
+        name, run_id, tenant = request.path_params["suite"], request.path_params["run"], ui.own_tenant(request)
         run = load_run(ui.store.evals, name, run_id, tenant)
         if run is None or run.id != run_id:
             raise NotFound(f"suite '{name}' has no run '{run_id}'")

@@ -32,12 +32,8 @@ def routes(ui: UI) -> list[BaseRoute]:
     def registry() -> PromptRegistry:
         return PromptRegistry(ui.store.prompts, root / "prompts")
 
-    def tenant_of(request: Request) -> str:
-        caller: Caller = request.state.caller
-        return ui.tenant_for(request) or caller.tenant  # experiments are a tenant's; "all" shows the admin's own
-
     async def listing(request: Request) -> Response:
-        tenant = tenant_of(request)
+        tenant = ui.own_tenant(request)
 
         def load() -> list[dict[str, Any]]:
             out = []
@@ -56,7 +52,7 @@ def routes(ui: UI) -> list[BaseRoute]:
         return ui.render(request, "features.html", features=await ui.store.db.call(load), root=str(root))
 
     async def detail(request: Request) -> Response:
-        name, tenant, query = request.path_params["name"], tenant_of(request), request.query_params
+        name, tenant, query = request.path_params["name"], ui.own_tenant(request), request.query_params
 
         def load() -> dict[str, Any]:
             spec = load_feature(root, name)

@@ -37,13 +37,12 @@ def routes(ui: UI) -> list[BaseRoute]:
         length, bucket = WINDOWS[window]
         tenant, now = ui.tenant_for(request), time.time()
         since = now - length
-        # users are rolled up by the UTC day: their split covers whole days, their trend one point a day
-        user_bucket = DAY if by == "user" and bucket % DAY == 0 else 0
+        # users are rolled up by the UTC day: their split covers whole days, their trend (30 d only) a day a point
+        trend_bucket = bucket if by != "user" else (DAY if bucket % DAY == 0 else 0)
 
         def load() -> dict[str, Any]:
             traces = ui.store.traces
             split = _busiest(traces.dashboard(tenant=tenant, since=since, by=by, bucket_s=0))
-            trend_bucket = user_bucket or (bucket if by != "user" else 0)
             shown = [r["value"] for r in split]
             return {
                 "total": traces.dashboard(tenant=tenant, since=since, bucket_s=0),
@@ -67,7 +66,7 @@ def routes(ui: UI) -> list[BaseRoute]:
             splits=SPLITS,
             total=_total(data["total"]),
             charts=_charts(data["series"], since, now, bucket),
-            split=_split(ui, data["split"], data["trend"], by, since, now, user_bucket or bucket),
+            split=_split(ui, data["split"], data["trend"], by, since, now, trend_bucket),
             whole_days=by == "user",
             budgets=budgets[:10],
             has_budgets=bool(ui.settings.budgets),

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from keel.server.ui import UI
 
 nav(20, "/ui/traces", "Traces")
-FILTERS = ("feature", "user", "status", "model", "operation", "error_type", "text")
+FILTERS = ("feature", "user", "status", "model", "operation", "error_type")
 NUMBERS = ("min_cost", "min_latency_ms")
 STATUSES = ("", "ok", "error", "cancelled", "interrupted")
 PAGE = 50
@@ -31,11 +31,11 @@ PAGE = 50
 def routes(ui: UI) -> list[BaseRoute]:
     async def listing(request: Request) -> Response:
         query = request.query_params
-        filters: dict[str, Any] = {k: (query.get(k) or "").strip()[:200] or None for k in FILTERS}
+        filters: dict[str, Any] = {k: _text(query.get(k)) for k in FILTERS}
         if (filters["status"] or "") not in STATUSES:
             raise InvalidRequest(f"status must be one of {', '.join(s for s in STATUSES if s)}")
         numbers = {k: _number(query.get(k), k) for k in NUMBERS}
-        tenant, cursor, text = ui.tenant_for(request), query.get("cursor") or None, filters.pop("text")
+        tenant, cursor, text = ui.tenant_for(request), query.get("cursor") or None, _text(query.get("text"))
         find = ui.store.traces.find
         rows = await ui.store.db.call(
             lambda: find(
@@ -48,14 +48,12 @@ def routes(ui: UI) -> list[BaseRoute]:
                 **filters,
             )
         )
-        filters["text"] = text
         page, more = rows[:PAGE], len(rows) > PAGE
-        kept = {k: v for k, v in {**filters, **numbers, "tenant": query.get("tenant")}.items() if v is not None}
+        shown = {**filters, "text": text, **numbers}
+        kept = {k: v for k, v in {**shown, "tenant": query.get("tenant")}.items() if v is not None}
         following = f"/ui/traces?{urlencode({**kept, 'cursor': encode_cursor(page[-1])})}" if more and page else None
         shared = f"/ui/traces?{urlencode(kept)}"
-        return ui.render(
-            request, "traces.html", rows=page, filters={**filters, **numbers}, following=following, shared=shared
-        )
+        return ui.render(request, "traces.html", rows=page, filters=shown, following=following, shared=shared)
 
     async def detail(request: Request) -> Response:
         trace_id, tenant = request.path_params["trace_id"], ui.tenant_for(request)
@@ -104,6 +102,10 @@ def routes(ui: UI) -> list[BaseRoute]:
         Route("/ui/traces/{trace_id}", ui.page(detail), methods=["GET"]),
         Route("/ui/traces/{trace_id}/feedback", ui.page(feedback), methods=["POST"]),
     ]
+
+
+def _text(raw: str | None) -> str | None:
+    return (raw or "").strip()[:200] or None
 
 
 def _number(raw: str | None, name: str) -> float | None:
