@@ -143,6 +143,8 @@ class JobStore:
         pick = Where("status = 'queued'").add("run_after <= ?", now).add("(expires IS NULL OR expires > ?)", now)
         if kinds:
             pick.add(f"kind IN ({', '.join('?' * len(kinds))})", *kinds)
+        if self.db.scalar(f"SELECT 1 FROM jobs WHERE {pick} LIMIT 1", pick.args) is None:
+            return None  # an idle poll reads, and never takes the write lock the trace writer needs
         skip = " FOR UPDATE SKIP LOCKED" if self.db.postgres else ""
         sql = (
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until = ?, worker = ?, "
