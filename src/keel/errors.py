@@ -9,7 +9,8 @@ KeelError                                          HTTP status · OpenAI error c
  │    ├── ModelNotFound                            unknown model or alias (404)
  │    ├── NotFound                                 no such object, or another tenant's (404)
  │    │    ├── FeatureNotFound · CollectionNotFound · TraceNotFound · JobNotFound
- │    ├── JobConflict                              a reused Idempotency-Key, a finished job cancelled (409)
+ │    │    └── BatchNotFound · FileNotFound · WebhookNotFound
+ │    ├── JobConflict                              a reused Idempotency-Key, a finished job or batch cancelled (409)
  │    ├── UnknownRoute · MethodNotAllowed          404 · 405
  │    ├── PayloadTooLarge                          body over server.max_body_bytes (413)
  │    ├── RequestTimeout                           body not sent within server.body_timeout_s (408)
@@ -162,6 +163,18 @@ class TraceNotFound(NotFound):
 
 class JobNotFound(NotFound):
     code = "job_not_found"
+
+
+class BatchNotFound(NotFound):
+    code = "batch_not_found"
+
+
+class FileNotFound(NotFound):
+    code = "file_not_found"
+
+
+class WebhookNotFound(NotFound):
+    code = "webhook_not_found"
 
 
 class JobConflict(UserError):

@@ -78,6 +78,7 @@ class CallContext:
     prompt_version: int | None = None
     experiment: str | None = None
     arm: str | None = None
+    batch: str | None = None  # the Batch API batch this call is a line of (its budget is the batch's)
     children: list[CallContext] = field(default_factory=list, repr=False)
     steps: list[dict[str, Any]] = field(default_factory=list, repr=False)  # a feature run's, for its trace
 

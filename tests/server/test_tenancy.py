@@ -30,6 +30,8 @@ class World:
     keys: dict[str, str]  # "a", "b", "a_ingest", "a_reviewer", "admin"
     trace_id: str = ""
     job_id: str = ""
+    file_id: str = ""
+    batch_id: str = ""
     routes: list[Route] = field(default_factory=list)
     home: Path = Path(".")
     app: Any = None
@@ -79,6 +81,27 @@ def world(tmp_path: Path, home: Path, upstream: FaultServer) -> Iterator[World]:
         job = w.call("a", "POST", "/features/greet/jobs", {"inputs": {"name": "acme"}}, **{"idempotency-key": "k1"})
         assert job.status_code == 202
         w.job_id = job.json()["id"]
+        line = {
+            "custom_id": "acme-1",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "up", "messages": MSG},
+        }
+        auth = {"authorization": f"Bearer {keys['a']}"}
+        upload = httpx.post(
+            f"{w.base}/files", headers=auth, data={"purpose": "batch"},
+            files={"file": ("acme.jsonl", orjson.dumps(line) + b"\n")}, timeout=30,
+        )  # fmt: skip
+        assert upload.status_code == 200, upload.text
+        w.file_id = upload.json()["id"]
+        batch = w.call(
+            "a",
+            "POST",
+            "/batches",
+            {"input_file_id": w.file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        )
+        assert batch.status_code == 200, batch.text
+        w.batch_id = batch.json()["id"]
         yield w
 
 
@@ -151,6 +174,24 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/v1/jobs/{job_id}"): lambda w: _not_found(w.call("b", "GET", f"/jobs/{w.job_id}")),
     ("GET", "/v1/jobs/{job_id}/events"): lambda w: _not_found(w.call("b", "GET", f"/jobs/{w.job_id}/events")),
     ("POST", "/v1/jobs/{job_id}/cancel"): lambda w: _not_found(w.call("b", "POST", f"/jobs/{w.job_id}/cancel")),
+    ("GET", "/v1/files"): lambda w: _own_empty_view(w.call("b", "GET", "/files")),
+    ("POST", "/v1/files"): lambda w: None,  # B's upload is B's file: test_batches_http checks B cannot read A's
+    ("GET", "/v1/files/{file_id}"): lambda w: _not_found(w.call("b", "GET", f"/files/{w.file_id}")),
+    ("DELETE", "/v1/files/{file_id}"): lambda w: _not_found(w.call("b", "DELETE", f"/files/{w.file_id}")),
+    ("GET", "/v1/files/{file_id}/content"): lambda w: _not_found(w.call("b", "GET", f"/files/{w.file_id}/content")),
+    ("GET", "/v1/batches"): lambda w: _own_empty_view(w.call("b", "GET", "/batches")),
+    ("POST", "/v1/batches"): lambda w: _not_found(
+        w.call(
+            "b",
+            "POST",
+            "/batches",
+            {"input_file_id": w.file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        )
+    ),
+    ("GET", "/v1/batches/{batch_id}"): lambda w: _not_found(w.call("b", "GET", f"/batches/{w.batch_id}")),
+    ("POST", "/v1/batches/{batch_id}/cancel"): lambda w: _not_found(
+        w.call("b", "POST", f"/batches/{w.batch_id}/cancel")
+    ),
     ("POST", "/v1/chat/completions"): _chat,
     ("POST", "/v1/embeddings"): _embeddings,
     ("GET", "/v1/models"): _models,

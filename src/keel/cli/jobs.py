@@ -12,8 +12,6 @@ import typer
 from rich.table import Table
 
 from keel.cli.common import TENANT, console, fmt_ts, load_env
-from keel.config.settings import JobsSettings
-from keel.jobs.worker import Pool
 from keel.store import open_store
 from keel.store.jobs import STATES
 
@@ -30,15 +28,16 @@ def register(root: typer.Typer) -> None:
         """Run queued jobs from the store (Postgres to share them with `keel serve` replicas) until
         Ctrl-C or SIGTERM; a job in flight then returns to the queue when its lease runs out."""
         from keel.features.pipeline import open_pipeline
+        from keel.server.work import Runtime
 
         env = load_env(config)
         settings = env.settings.jobs
         count = workers or settings.workers or 1
-        chosen = JobsSettings(workers=count, lease_s=settings.lease_s, max_attempts=settings.max_attempts)
+        chosen = settings.model_copy(update={"workers": count})
 
         async def main() -> None:
             async with open_pipeline(env.settings, env.home, env.settings.project_root) as pipeline:
-                pool = Pool(pipeline.store, pipeline, chosen)
+                pool = Runtime(pipeline, env.settings).pool(count)
                 stop = asyncio.Event()
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from keel.config.base import Secret, Strict
+from keel.config.jobs import BatchSettings, JobsSettings, WebhookSettings
 from keel.config.secrets import SecretRef
-
-
-def _to_secret(value: Any) -> SecretRef | None:
-    if value is None or isinstance(value, SecretRef):
-        return value
-    if isinstance(value, dict) and set(value) == {"$env"} and isinstance(value["$env"], str):
-        return SecretRef(value["$env"])
-    raise ValueError('secrets are references, not values: write {"$env": "VARIABLE_NAME"}')
-
-
-Secret = Annotated[
-    SecretRef | None, BeforeValidator(_to_secret), PlainSerializer(lambda s: {"$env": s.env} if s else None)
-]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Timeouts(Strict):
@@ -79,6 +64,14 @@ class LocalModelSettings(Strict):
         return self
 
 
+class DeploymentBatchSettings(Strict):
+    """How a deployment serves Batch API lines: at a discount (its provider's batch price), and with
+    at most ``max_concurrency`` of them in flight, so batches never take the slots of interactive calls."""
+
+    discount: float = Field(0.0, ge=0, le=1, description="share off the price for batch lines (0.5: half price)")
+    max_concurrency: int = Field(4, ge=1, description="batch lines in flight on this deployment at once")
+
+
 class DeploymentSettings(Strict):
     provider: str = Field(description="adapter name: openai, anthropic, local, onnx-embed, or a plugin")
     model: str = Field(description="the upstream model name, or a local model from local_models")
@@ -93,6 +86,7 @@ class DeploymentSettings(Strict):
     max_queue: int = Field(256, ge=0, description="calls that may wait for a free slot")
     queue_timeout_s: float = Field(30.0, gt=0)
     price_model: str | None = Field(None, description="price-table key, if not the model name")
+    batch: DeploymentBatchSettings = DeploymentBatchSettings()
 
 
 class AliasSettings(Strict):
@@ -336,15 +330,6 @@ class FeedbackSettings(Strict):
     strict: bool = Field(True, description="refuse feedback names not in scores (when any are configured)")
 
 
-class JobsSettings(Strict):
-    """Durable jobs: how many run at once in each ``keel serve`` (0: none; ``keel worker`` then runs
-    them), and the lease a worker holds and renews while one runs."""
-
-    workers: int = Field(2, ge=0, le=256)
-    lease_s: float = Field(30.0, ge=1, le=3600, description="a dead worker's jobs return to the queue after this")
-    max_attempts: int = Field(3, ge=1, le=100)
-
-
 class KeelSettings(Strict):
     home: Path | None = Field(None, description="data directory; KEEL_HOME or ~/.keel by default")
     server: ServerSettings = ServerSettings()
@@ -358,6 +343,8 @@ class KeelSettings(Strict):
     limits: dict[str, RateLimitSettings] = Field(default_factory=dict)
     ledger: LedgerSettings = LedgerSettings()
     jobs: JobsSettings = JobsSettings()
+    batches: BatchSettings = BatchSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     prices: Path | None = Field(None, description="a price table overriding the built-in one")
     project_root: Path = Field(Path("."), description="the folder holding features/, prompts/ and schemas/")
     local_models: dict[str, LocalModelSettings] = Field(default_factory=dict)

@@ -21,6 +21,7 @@ from typing import Any
 from keel.errors import InvalidRequest
 from keel.features.result import Plan
 from keel.gateway.service import GatewayService
+from keel.progress import report
 from keel.text import estimate_tokens
 from keel.types import CallContext, ChatRequest
 
@@ -149,8 +150,11 @@ async def map_reduce(
     calls = 0
     for round_ in range(1, max_rounds + 1):
         pieces = split_text(text, piece_tokens, count)
+        total, stage = calls + len(pieces), f"summaries (round {round_})"
+        report(calls, total, stage)
 
         async def summarise(part: int, piece: str, parts: int) -> str:
+            nonlocal calls
             async with gate:
                 prompt = MAP_PROMPT.format(part=part, parts=parts, task=task[:500], text=piece)
                 reply = await service.chat(
@@ -161,10 +165,11 @@ async def map_reduce(
                         ctx=ctx.child(),
                     )
                 )
-                return reply.text.strip()
+            calls += 1
+            report(calls, total, stage)  # noqa: B023  # this round's, read while the round runs
+            return reply.text.strip()
 
         summaries = await asyncio.gather(*(summarise(i, p, len(pieces)) for i, p in enumerate(pieces, 1)))
-        calls += len(pieces)
         text = "\n\n".join(f"[part {i}] {s}" for i, s in enumerate(summaries, 1))
         if counter(text) <= fits_tokens:
             return Reduced(text, round_, calls)

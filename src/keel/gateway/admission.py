@@ -75,6 +75,8 @@ class Admission:
     def applies(self, req: ChatRequest) -> bool:
         """Whether any budget, limit or feature budget could count this call."""
         ctx = req.ctx
+        if ctx.batch is not None:  # a batch line: its batch reserved the worst case of every line at once
+            return False
         return bool(self.settings.budgets or self.settings.limits or ctx.budgets or ctx.per_call_usd is not None)
 
     async def admit(self, req: ChatRequest) -> Ticket | None:
@@ -138,17 +140,52 @@ class Admission:
     def _deployments(self, model: str) -> list[Any]:
         return [self.settings.deployments[n] for n in self._names(model) if n in self.settings.deployments]
 
-    def worst_case(self, model: str, input_tokens: int, output_tokens: int) -> int:
-        """Nano-USD at the dearest deployment behind ``model`` (0 for local ones; unpriced count 0)."""
+    def worst_case(self, model: str, input_tokens: int, output_tokens: int, *, batch: bool = False) -> int:
+        """Nano-USD at the dearest deployment behind ``model`` (0 for local ones; unpriced count 0);
+        ``batch``: at each deployment's batch discount."""
         usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
         worst = 0.0
         for name in self._names(model):
             adapter = self.gateway.adapters.get(name)
             if adapter is not None and adapter.info.local:
                 continue
-            cost = self.prices.cost(self.gateway.price_key(name), usage)
-            worst = max(worst, cost or 0.0)
+            cost = (self.prices.cost(self.gateway.price_key(name), usage) or 0.0) * (
+                1 - self.gateway.batch_discount(name) if batch else 1.0
+            )
+            worst = max(worst, cost)
         return to_nano(worst)
+
+    # -- batches ---------------------------------------------------------------------------------
+    def _batch_claims(self, tenant: str, key: str | None, model: str, nusd: int, tokens: int) -> list[Claim]:
+        subject = Subject(tenant, key, None, None, model)
+        return claims_for(self.settings.budgets, subject, nusd, tokens, dt.datetime.now(dt.UTC))
+
+    async def reserve_batch(
+        self, batch_id: str, tenant: str, key: str | None, worst: dict[str, tuple[int, int]], ttl_s: float
+    ) -> None:
+        """Hold a batch's worst case (nano-USD and tokens per model) in its budgets for its window;
+        a budget it would pass refuses the batch now, before any line runs."""
+        if self.ledger is None or not self.settings.budgets:
+            return
+        for model, (nusd, tokens) in worst.items():
+            claims = self._batch_claims(tenant, key, model, nusd, tokens)
+            if claims:
+                refusal = await self.ledger.reserve(f"{batch_id}:{model}", claims, ttl_s)
+                if refusal is not None:
+                    await self.settle_batch(batch_id, tenant, key, {m: (0, 0) for m in worst})
+                    raise refusal.error(dt.datetime.now(dt.UTC))
+
+    async def settle_batch(
+        self, batch_id: str, tenant: str, key: str | None, spent: dict[str, tuple[int, int]]
+    ) -> None:
+        """Release the batch's holds and spend what its lines cost, once, when the batch ends."""
+        if self.ledger is None or not self.settings.budgets:
+            return
+        for model, (nusd, tokens) in spent.items():
+            claims = self._batch_claims(tenant, key, model, 0, 0)
+            if claims:
+                for crossing in await self.ledger.settle(f"{batch_id}:{model}", claims, nusd, tokens):
+                    self._alert(crossing)
 
     def _log_open(self, exc: LedgerUnavailable) -> None:
         now = time.monotonic()

@@ -1,10 +1,15 @@
-"""A concurrency limit per endpoint with a bounded wait queue; beyond it, fail fast (Overloaded)."""
+"""A concurrency limit per endpoint with a bounded wait queue; beyond it, fail fast (Overloaded).
+
+Batch lines (``ctx.batch`` set) come second: at most ``batch_concurrency`` of them hold slots at
+once, and one takes a free slot only while no interactive call waits for one, so a batch never
+makes an interactive request queue behind it. They wait without a deadline: a batch has hours."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from typing import Any
 
 from keel.errors import Overloaded
 from keel.providers.base import Adapter
@@ -12,15 +17,43 @@ from keel.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, E
 
 
 class ConcurrencyLimit:
-    def __init__(self, wrapped: Adapter, *, max_concurrency: int, max_queue: int, queue_timeout: float) -> None:
+    def __init__(
+        self,
+        wrapped: Adapter,
+        *,
+        max_concurrency: int,
+        max_queue: int,
+        queue_timeout: float,
+        batch_concurrency: int | None = None,
+    ) -> None:
         self.wrapped = wrapped
         self.info = wrapped.info
         self.max_queue = max_queue
         self.queue_timeout = queue_timeout
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._batch = asyncio.Semaphore(min(batch_concurrency or max_concurrency, max_concurrency))
         self.waiting = 0
+        self._freed = asyncio.Event()  # a slot was released, or an interactive waiter left
 
-    async def _acquire(self) -> None:
+    async def _acquire(self, req: Any) -> bool:
+        """Take a slot; True when it is a batch line's (it holds a batch slot too)."""
+        if getattr(getattr(req, "ctx", None), "batch", None) is not None:
+            await self._batch.acquire()
+            while self._slots.locked() or self.waiting:  # interactive calls first
+                self._freed.clear()
+                await self._freed.wait()
+            await self._slots.acquire()  # free, and nothing ran since the check: no wait
+            return True
+        await self._interactive()
+        return False
+
+    def _release(self, batch: bool) -> None:
+        self._slots.release()
+        self._freed.set()
+        if batch:
+            self._batch.release()
+
+    async def _interactive(self) -> None:
         if not self._slots.locked():
             await self._slots.acquire()
             return
@@ -40,26 +73,27 @@ class ConcurrencyLimit:
             ) from None
         finally:
             self.waiting -= 1
+            self._freed.set()
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
-        await self._acquire()
+        batch = await self._acquire(req)
         try:
             return await self.wrapped.complete(req)
         finally:
-            self._slots.release()
+            self._release(batch)
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
-        await self._acquire()
+        batch = await self._acquire(req)
         try:
             return await self.wrapped.embed(req)
         finally:
-            self._slots.release()
+            self._release(batch)
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
-        await self._acquire()
+        batch = await self._acquire(req)
         try:
             async with aclosing(self.wrapped.stream(req)) as upstream:  # type: ignore[type-var]
                 async for chunk in upstream:
                     yield chunk
         finally:
-            self._slots.release()
+            self._release(batch)

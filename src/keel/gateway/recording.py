@@ -203,7 +203,14 @@ class Recorded(WrapperProvider):
             }
         )
 
-    def _cost(self, served: Attempt | None, local: bool, usage: Usage) -> tuple[float | None, str]:
+    def _cost(self, served: Attempt | None, local: bool, usage: Usage, batch: bool) -> tuple[float | None, str]:
+        cost, source = self._list_cost(served, local, usage)
+        discount = self.gateway.batch_discount(served.deployment) if batch and served is not None else 0.0
+        if cost is None or not discount:
+            return cost, source
+        return cost * (1 - discount), f"{source}, less the deployment's {discount:.0%} batch discount"
+
+    def _list_cost(self, served: Attempt | None, local: bool, usage: Usage) -> tuple[float | None, str]:
         if served is None:
             return None, "no call reached a provider"
         if local:
@@ -243,7 +250,7 @@ class Recorded(WrapperProvider):
         adapter = self.gateway.adapters.get(last.deployment) if last else None
         local = bool(adapter is not None and adapter.info.local)
         usage = usage or Usage(source="none")
-        cost, cost_source = self._cost(last, local, usage)
+        cost, cost_source = self._cost(last, local, usage, ctx.batch is not None)
         rec = TraceRecord(
             id=ctx.trace_id,
             ts=ctx.started,

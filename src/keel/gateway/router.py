@@ -84,6 +84,7 @@ class Gateway:
                 max_concurrency=dep.max_concurrency,
                 max_queue=dep.max_queue,
                 queue_timeout=dep.queue_timeout_s,
+                batch_concurrency=dep.batch.max_concurrency,
             )
             chain = CircuitBreaker(chain, dep.breaker)
             self.wrapped[name] = RecordAttempts(chain)
@@ -155,6 +156,11 @@ class Gateway:
         if route.embed is None:
             raise InvalidRequest(f"the model '{req.model}' does not serve embeddings", param="model")
         return await route.embed.embed(req)
+
+    def batch_discount(self, deployment: str) -> float:
+        """The share off a batch line's price on ``deployment`` (its ``batch.discount``)."""
+        dep = self.settings.deployments.get(deployment)
+        return dep.batch.discount if dep is not None else 0.0
 
     def price_key(self, deployment: str) -> str:
         adapter = self.adapters.get(deployment)

@@ -3,8 +3,9 @@
 ``keel serve`` runs a pool of them in its own event loop (``jobs.workers``, 2 by default); any
 other host can run more against the shared store. Each worker claims one job at a time, renews its
 lease every third of it while the job runs, and stops the work when the job is cancelled or the
-lease is lost. The reaper runs in every pool. A feature job runs the feature under the job's trace
-id, so a retried attempt rewrites the same trace row instead of adding one.
+lease is lost. The reaper runs in every pool. What a job of each kind does is the pool's ``work``
+table (``keel.jobs.kinds``, and the edge's additions); the work tells its progress through
+``keel.progress.report``, which the pool writes to the job at most every quarter second.
 """
 
 from __future__ import annotations
@@ -14,25 +15,47 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
-from keel.config.settings import JobsSettings
+from keel.config.jobs import JobsSettings
 from keel.errors import KeelError
-from keel.features.pipeline import FeaturePipeline
+from keel.progress import reporting
 from keel.store import Store
 from keel.store.jobs import Job
 
 log = logging.getLogger("keel.jobs")
 Work = Callable[[Job], Awaitable[tuple[Any, float | None]]]  # → (result, cost)
 RETRY_S = 2.0  # the first retry's wait; doubled each attempt
+FLUSH_S = 0.25  # how often a running job's newest progress is written
+
+
+class Progress:
+    """The newest progress a job's work reported; the pool writes it when it changed."""
+
+    def __init__(self) -> None:
+        self.value: tuple[int | None, int | None, str | None] | None = None
+        self.written: tuple[int | None, int | None, str | None] | None = None
+
+    def __call__(self, done: int | None, total: int | None, stage: str | None) -> None:
+        self.value = (done, total, stage)  # one assignment: safe from the work's threads too
 
 
 class Pool:
-    def __init__(self, store: Store, pipeline: FeaturePipeline, settings: JobsSettings, *, poll_s: float = 0.5):
+    def __init__(
+        self,
+        store: Store,
+        work: Mapping[str, Work],
+        settings: JobsSettings,
+        *,
+        poll_s: float = 0.5,
+        extra: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
+    ):
         self.store = store
-        self.pipeline = pipeline
+        self.work = dict(work)
+        self.extra = extra or []  # loops that run beside the workers (the webhook outbox)
         self.settings = settings
         self.poll_s = poll_s
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -46,6 +69,7 @@ class Pool:
             self._tasks.append(asyncio.get_running_loop().create_task(self._worker(f"{self.name}/{i}")))
         if self._tasks:
             self._tasks.append(asyncio.get_running_loop().create_task(self._reaper()))
+            self._tasks.extend(asyncio.get_running_loop().create_task(loop()) for loop in self.extra)
 
     def nudge(self) -> None:
         """A job was just queued here: look now rather than at the next poll."""
@@ -66,9 +90,10 @@ class Pool:
 
     # -- the loops -----------------------------------------------------------------------------------
     async def _worker(self, name: str) -> None:
+        kinds = list(self.work)
         while True:
             try:
-                job = await self._call(lambda: self.store.jobs.claim(name, self.settings.lease_s))
+                job = await self._call(lambda: self.store.jobs.claim(name, self.settings.lease_s, kinds=kinds))
             except Exception as exc:  # the store is away: wait and try again, never die
                 log.warning("could not claim a job: %s", exc)
                 job = None
@@ -89,18 +114,24 @@ class Pool:
 
     async def _run(self, job: Job) -> None:
         jobs = self.store.jobs
-        work = asyncio.get_running_loop().create_task(self._work(job))
-        outcome = "ok"
+        progress = Progress()
+        with reporting(progress):  # the task copies the context: the work's reports reach `progress`
+            work = asyncio.get_running_loop().create_task(self._work(job))
+        outcome, beat = "ok", time.monotonic()
         while not work.done():
-            done, _ = await asyncio.wait({work}, timeout=self.settings.lease_s / 3)
-            if done:
-                break
+            await asyncio.wait({work}, timeout=FLUSH_S)
+            await self._flush(job, progress)
+            if work.done() or time.monotonic() - beat < self.settings.lease_s / 3:
+                continue
+            beat = time.monotonic()
             outcome = await self._call(lambda: jobs.heartbeat(job, self.settings.lease_s))
             if outcome != "ok":
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await work
                 break
+        if outcome == "ok":
+            await self._flush(job, progress)  # the last report, before the job is finished
         if outcome == "cancel":
             await self._call(lambda: jobs.stop(job))
             return
@@ -124,21 +155,16 @@ class Pool:
         self.ran += 1
         await self._call(lambda: jobs.succeed(job, result, cost_usd=cost))
 
+    async def _flush(self, job: Job, progress: Progress) -> None:
+        value = progress.value
+        if value is None or value == progress.written:
+            return
+        progress.written = value
+        with contextlib.suppress(Exception):  # progress is best effort; the heartbeat tells a lost lease
+            await self._call(lambda: self.store.jobs.report(job, *value))
+
     async def _work(self, job: Job) -> tuple[Any, float | None]:
-        if job.kind != "feature":
-            raise KeelError(f"no worker runs jobs of kind '{job.kind}'")
-        body = job.payload
-        report = self.store.jobs.report
-        await self._call(lambda: report(job, 0, 1, "running"))
-        result = await self.pipeline.run(
-            str(job.feature),
-            body.get("inputs") or {},
-            user=body.get("user"),
-            tenant=job.tenant,
-            key=body.get("key"),
-            label=body.get("label") or "production",
-            model=body.get("model"),
-            trace_id=job.trace_id,
-        )
-        await self._call(lambda: report(job, 1, 1, "done"))
-        return result.as_dict(), result.cost_usd
+        work = self.work.get(job.kind)
+        if work is None:  # claimed only by kind, so only a table changed under a running pool
+            raise KeelError(f"no worker here runs jobs of kind '{job.kind}'")
+        return await work(job)

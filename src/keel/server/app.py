@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,11 +29,13 @@ from keel.gateway.service import GatewayService
 from keel.gateway.streams import prime
 from keel.rag.backends import Collections
 from keel.server.auth import Authenticator, caller_of
+from keel.server.batches import BatchRoutes
 from keel.server.collections import CollectionRoutes
 from keel.server.errors import error_body, error_response, refused_record
 from keel.server.features import FeatureRoutes
 from keel.server.guards import guard_chat
 from keel.server.jobs import JobRoutes
+from keel.server.lines import embeddings_body
 from keel.server.openapi import document
 from keel.server.streaming import ReadingStream
 from keel.server.traces import TraceRoutes
@@ -83,8 +83,9 @@ class KeelApp:
         self.jobs: JobRoutes | None = None
         if collections is not None and project_root is not None and store is not None:
             features = FeatureRoutes(service, collections, project_root, store, guard, self.json_body)
-            self.jobs = JobRoutes(store, features, guard, self.json_body, service.gateway.settings.jobs)
-            extra += features.routes() + self.jobs.routes()
+            self.jobs = JobRoutes(store, features, guard, self.json_body, service.gateway.settings)
+            batches = BatchRoutes(self.jobs, guard, self._body)
+            extra += features.routes() + self.jobs.routes() + batches.routes()
         if ui is not None:
             extra += ui.routes()  # the dashboard at /ui (keel.server.ui)
         self.asgi = Starlette(
@@ -177,17 +178,20 @@ class KeelApp:
     async def _crashed(self, request: Request, exc: Exception) -> Response:
         return self.refuse(exc, request)
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, request: Request, limit: int | None = None) -> bytes:
+        """The body, read within ``server.body_timeout_s``; over ``limit`` (``server.max_body_bytes``
+        unless a route allows more, as uploads do) it is a 413."""
+        most = limit or self.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {self.max_body_bytes}")
+        if declared and declared.isdigit() and int(declared) > most:
+            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {most}")
         chunks, size = [], 0
         try:
-            async with asyncio.timeout(self.body_timeout_s):  # a slow-body client is cut, not waited for
-                async for chunk in request.stream():
+            async with asyncio.timeout(self.body_timeout_s * max(1, most // self.max_body_bytes)):
+                async for chunk in request.stream():  # a slow-body client is cut, not waited for
                     size += len(chunk)
-                    if size > self.max_body_bytes:
-                        raise PayloadTooLarge(f"the body exceeds the limit of {self.max_body_bytes} bytes")
+                    if size > most:
+                        raise PayloadTooLarge(f"the body exceeds the limit of {most} bytes")
                     chunks.append(chunk)
         except TimeoutError:
             raise RequestTimeout(
@@ -263,10 +267,7 @@ class KeelApp:
             response = await self.service.embed(req)
         except Exception as exc:
             return self.refuse(exc, request, ctx, "embeddings")
-        body = response.to_openai(req.model)
-        if fmt == "base64":
-            for item in body["data"]:
-                item["embedding"] = base64.b64encode(np.asarray(item["embedding"], dtype="<f4").tobytes()).decode()
+        body = embeddings_body(response, req.model, fmt)
         return Response(orjson.dumps(body), media_type=JSON_TYPE, headers=_trace_headers(ctx))
 
     async def models(self, request: Request) -> Response:

@@ -16,15 +16,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from keel.config.settings import JobsSettings
+from keel.config.settings import KeelSettings
 from keel.errors import InvalidRequest, JobNotFound
 from keel.features.spec import load_feature
 from keel.jobs import Pool, job_json
+from keel.jobs.webhooks import check_url, delivery_json
 from keel.server.auth import caller_of
 from keel.server.features import FeatureRoutes
 from keel.server.streaming import ReadingStream
 from keel.server.traces import MAX_PAGE
 from keel.server.validate import FEATURE_JOB
+from keel.server.work import Runtime
 from keel.store import Store
 from keel.store.jobs import encode_cursor
 
@@ -39,13 +41,22 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 class JobRoutes:
-    def __init__(self, store: Store, features: FeatureRoutes, guard: Any, parse_body: Any, settings: JobsSettings):
+    def __init__(self, store: Store, features: FeatureRoutes, guard: Any, parse_body: Any, settings: KeelSettings):
         self.store = store
         self.features = features
         self.guard = guard
         self.parse_body = parse_body
-        self.settings = settings
+        self.keel = settings
+        self.settings = settings.jobs
         self.pool: Pool | None = None
+        self._runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        """The job kinds, batch runner and webhook deliverer, made on first use (the pipeline too)."""
+        if self._runtime is None:
+            self._runtime = Runtime(self.features.pipeline(), self.keel)
+        return self._runtime
 
     def routes(self) -> list[Route]:
         return [
@@ -58,8 +69,9 @@ class JobRoutes:
 
     def start(self) -> None:
         """The embedded worker pool (``jobs.workers``; 0 leaves the jobs to ``keel worker``)."""
+        runtime = self.runtime  # also when no worker runs here: ended jobs still announce their webhooks
         if self.settings.workers and self.pool is None:
-            self.pool = Pool(self.store, self.features.pipeline(), self.settings)
+            self.pool = runtime.pool()
             self.pool.start()
 
     async def aclose(self) -> None:
@@ -100,29 +112,59 @@ class JobRoutes:
         mode = body.get("mode") or request.headers.get("x-keel-mode")
         if mode is not None:
             payload["model"] = self.features.service.gateway.settings.model_for_mode(mode)
-        digest = hashlib.sha256(orjson.dumps([name, payload], option=orjson.OPT_SORT_KEYS)).hexdigest()
+        webhook = body.get("webhook")
+        if webhook is not None:
+            webhook = await asyncio.to_thread(check_url, webhook, self.keel.webhooks)
+        return await self.enqueue(caller.tenant, "feature", payload, feature=name, key=key, webhook=webhook)
+
+    async def enqueue(
+        self,
+        tenant: str,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        feature: str | None = None,
+        key: str | None = None,
+        webhook: str | None = None,
+        priority: int = 0,
+    ) -> Response:
+        """Queue a job (202), or answer the one this Idempotency-Key made before (200)."""
+        digest = hashlib.sha256(
+            orjson.dumps([kind, feature, payload, webhook], option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
         job, created = await self.store.db.call(
             lambda: self.store.jobs.enqueue(
-                caller.tenant,
-                "feature",
+                tenant,
+                kind,
                 payload,
-                feature=name,
+                feature=feature,
+                priority=priority,
                 max_attempts=self.settings.max_attempts,
                 idempotency_key=key,
                 body_hash=digest,
+                webhook=webhook,
             )
         )
-        if created and self.pool is not None:
-            self.pool.nudge()
+        if webhook is not None:  # the endpoint's secret exists from the first job that names it
+            await self.store.db.call(lambda: self.store.webhooks.secret(tenant, webhook))
+        self.nudge(created)
         headers = {"location": f"/v1/jobs/{job.id}", "x-keel-trace-id": str(job.trace_id)}
         return _json(job_json(job), 202 if created else 200, headers)
+
+    def nudge(self, created: bool = True) -> None:
+        if created and self.pool is not None:
+            self.pool.nudge()
 
     async def show(self, request: Request) -> Response:
         tenant, job_id = caller_of(request).tenant, request.path_params["job_id"]
         job = await self.store.db.call(lambda: self.store.jobs.get(job_id, tenant=tenant))
         if job is None:
             raise JobNotFound(f"no job '{job_id[:80]}'")
-        return _json(job_json(job))
+        shown = job_json(job)
+        if job.webhook is not None:
+            found = await self.store.db.call(lambda: self.store.webhooks.find(tenant=tenant, subject=job.id))
+            shown["webhook"] = {"url": job.webhook, "deliveries": [delivery_json(d) for d in found]}
+        return _json(shown)
 
     async def events(self, request: Request) -> Response:
         """Server-sent events: ``progress`` (the job) whenever its status or progress changes, then

@@ -16,6 +16,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 from keel import __version__
+from keel.server.batches import BATCH
 from keel.server.jobs import QUERY as JOB_QUERY
 from keel.server.schema import Obj
 from keel.server.traces import MAX_PAGE, QUERY
@@ -40,6 +41,8 @@ class Operation:
     public: bool = False  # answered without an API key
     text: bool = False  # answers text/plain (metrics)
     tag: str = "gateway"
+    upload: bool = False  # takes multipart/form-data: a file and its purpose (/v1/files)
+    answers: str | None = None  # a content type other than JSON (a file's bytes)
 
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -68,6 +71,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/v1/jobs/{job_id}/cancel"): Operation(
         "Cancel a job (a running one stops at its next heartbeat)", tag="jobs"
+    ),
+    ("GET", "/v1/files"): Operation("List files (OpenAI-compatible; purpose filter)", tag="batches"),
+    ("POST", "/v1/files"): Operation("Upload a batch input, JSONL (purpose batch)", upload=True, tag="batches"),
+    ("GET", "/v1/files/{file_id}"): Operation("One file", tag="batches"),
+    ("DELETE", "/v1/files/{file_id}"): Operation("Delete a file", tag="batches"),
+    ("GET", "/v1/files/{file_id}/content"): Operation(
+        "A file's bytes (a batch's output and error files)", answers="application/jsonl", tag="batches"
+    ),
+    ("GET", "/v1/batches"): Operation("List batches, newest first (after, limit)", tag="batches"),
+    ("POST", "/v1/batches"): Operation("Create a batch over an uploaded file", BATCH, tag="batches"),
+    ("GET", "/v1/batches/{batch_id}"): Operation("One batch: status, request counts, files, cost", tag="batches"),
+    ("POST", "/v1/batches/{batch_id}/cancel"): Operation(
+        "Cancel a batch (finished lines are kept in its output file)", tag="batches"
     ),
     ("GET", "/healthz"): Operation("Liveness", public=True, tag="operations"),
     ("GET", "/metrics"): Operation("Prometheus metrics", public=True, text=True, tag="operations"),
@@ -156,6 +172,8 @@ def _operation(method: str, path: str, op: Operation, schemas: dict[str, Any]) -
         if op.text
         else {"application/json": {"schema": {"type": "object"}}}
     )
+    if op.answers:
+        ok = {op.answers: {"schema": {"type": "string"}}}
     if op.streams:
         ok["text/event-stream"] = {"schema": SSE_EVENT}
     slug = _PARAM.sub(r"by_\1", path).replace("/", "_").replace(".", "_")
@@ -181,8 +199,19 @@ def _operation(method: str, path: str, op: Operation, schemas: dict[str, Any]) -
         params += [_query(name) for name in sorted(QUERY)]
     if (method, path) == ("GET", "/v1/jobs"):
         params += [_query(name) for name in sorted(JOB_QUERY)]
+    if (method, path) == ("GET", "/v1/batches"):
+        params += [_query("after"), _query("limit", 100)]
+    if (method, path) == ("GET", "/v1/files"):
+        params += [_query("purpose"), _query("limit", 10_000)]
     if params:
         out["parameters"] = params
+    if op.upload:
+        form = {
+            "type": "object",
+            "required": ["file", "purpose"],
+            "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"enum": ["batch"]}},
+        }
+        out["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": form}}}
     if op.body is not None:
         name = op.body.name or f"{out['operationId']}_body"
         schemas[name] = op.body.published()
@@ -193,8 +222,8 @@ def _operation(method: str, path: str, op: Operation, schemas: dict[str, Any]) -
     return out
 
 
-def _query(name: str) -> dict[str, Any]:
+def _query(name: str, most: int = MAX_PAGE) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if name == "limit":
-        schema = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}
+        schema = {"type": "integer", "minimum": 1, "maximum": most}
     return {"name": name, "in": "query", "required": False, "schema": schema}

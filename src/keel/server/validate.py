@@ -246,6 +246,7 @@ FEATURE_JOB = Obj(
         "user": Text(),
         "label": Text(nonempty=True, description="the prompt label to run (production by default)"),
         "mode": Text(nonempty=True),
+        "webhook": Text(nonempty=True, description="an http(s) URL told when the job ends (Standard Webhooks)"),
     },
     extra=False,
     name="FeatureJob",

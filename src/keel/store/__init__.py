@@ -8,17 +8,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keel.store.answers import AnswerStore
+from keel.store.batches import BatchStore
 from keel.store.budgets import BudgetStore
 from keel.store.db import Database, StoreUnavailable, redact_url
 from keel.store.engines import open_postgres, open_sqlite
 from keel.store.evals import EvalStore
 from keel.store.experiments import ExperimentStore
 from keel.store.feedback import FeedbackStore
+from keel.store.files import FileStore
 from keel.store.jobs import JobStore
 from keel.store.keys import DEFAULT_TENANT, ROLES, Caller, Keys
 from keel.store.prompts import PromptStore
 from keel.store.sqlite import connect, db_path
 from keel.store.traces import TraceRecord, Traces
+from keel.store.webhooks import WebhookStore
 from keel.store.writer import BatchWriter
 
 if TYPE_CHECKING:
@@ -53,6 +56,9 @@ class Store:
         self.answers = AnswerStore(db)
         self.budgets = BudgetStore(db)
         self.jobs = JobStore(db)
+        self.files = FileStore(db)
+        self.batches = BatchStore(db)
+        self.webhooks = WebhookStore(db)
 
     @classmethod
     def at(cls, path: Path) -> Store:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,16 @@ def encode_cursor(job: Job) -> str:
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: Called with each job that ends and has a webhook, inside the transaction that ends it (the
+        #: webhook outbox joins it: an ended job never loses its event).
+        self.on_end: Callable[[Job], None] | None = None
+
+    def _ended(self, rows: Sequence[dict[str, Any]]) -> None:
+        if self.on_end is None:
+            return
+        for row in rows:
+            if row.get("webhook"):
+                self.on_end(_job(row))
 
     # -- in ------------------------------------------------------------------------------------------
     def enqueue(
@@ -202,12 +212,13 @@ class JobStore:
     def _finish(self, job: Job, status: str, **fields: Any) -> bool:
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self.db.transaction():
-            n = self.db.run(
+            rows = self.db.all(
                 f"UPDATE jobs SET status = ?, finished = ?, lease_until = NULL, {sets} "
-                "WHERE id = ? AND worker = ? AND attempts = ? AND status = 'running'",
+                "WHERE id = ? AND worker = ? AND attempts = ? AND status = 'running' RETURNING *",
                 (status, time.time(), *fields.values(), job.id, job.worker, job.attempts),
             )
-        return bool(n)
+            self._ended(rows)
+        return bool(rows)
 
     # -- housekeeping --------------------------------------------------------------------------------
     def reap(self, *, backoff_s: float = 1.0) -> dict[str, int]:
@@ -217,19 +228,23 @@ class JobStore:
         now = time.time()
         out = {}
         with self.db.transaction():
-            out["expired"] = self.db.run(
+            rows = self.db.all(
                 "UPDATE jobs SET status = 'expired', finished = ?, lease_until = NULL, "
                 "error = coalesce(error, 'passed its expiry before it finished') "
-                "WHERE status IN ('queued', 'running') AND expires IS NOT NULL AND expires <= ?",
+                "WHERE status IN ('queued', 'running') AND expires IS NOT NULL AND expires <= ? RETURNING *",
                 (now, now),
             )
+            self._ended(rows)
+            out["expired"] = len(rows)
         with self.db.transaction():
-            out["failed"] = self.db.run(
+            rows = self.db.all(
                 "UPDATE jobs SET status = 'failed', finished = ?, lease_until = NULL, "
                 "error = 'its worker stopped renewing the lease on every attempt (' || attempts || ')' "
-                "WHERE status = 'running' AND lease_until < ? AND attempts >= max_attempts",
+                "WHERE status = 'running' AND lease_until < ? AND attempts >= max_attempts RETURNING *",
                 (now, now),
             )
+            self._ended(rows)
+            out["failed"] = len(rows)
         with self.db.transaction():
             rows = self.db.all(
                 "SELECT id, attempts FROM jobs WHERE status = 'running' AND lease_until < ? "
@@ -268,6 +283,7 @@ class JobStore:
                     "WHERE id = ? AND status = 'queued' RETURNING *",
                     (time.time(), job.id),
                 )
+                self._ended([row] if row is not None else [])
             if row is None:  # running — or claimed by a worker since it was read
                 row = self.db.one("UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *", (job.id,))
         assert row is not None

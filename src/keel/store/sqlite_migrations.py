@@ -371,6 +371,85 @@ MIGRATIONS: list[str] = [
     CREATE INDEX jobs_leases ON jobs(lease_until) WHERE status = 'running';
     CREATE INDEX jobs_tenant ON jobs(tenant, created);
     """,
+    # 15: the Batch API (keel.store.batches: files, batches, their lines) and webhooks (keel.store.webhooks)
+    """
+    CREATE TABLE files (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        content BLOB NOT NULL,
+        created REAL NOT NULL,
+        expires REAL
+    );
+    CREATE INDEX files_tenant ON files(tenant, created);
+    CREATE TABLE batches (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        status TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        input_file_id TEXT NOT NULL,
+        completion_window TEXT NOT NULL,
+        job_id TEXT,
+        output_file_id TEXT,
+        error_file_id TEXT,
+        total INTEGER NOT NULL,
+        metadata TEXT,
+        errors TEXT,
+        reserved_usd REAL,
+        key TEXT,
+        created REAL NOT NULL,
+        expires REAL NOT NULL,
+        in_progress_at REAL,
+        finalizing_at REAL,
+        completed_at REAL,
+        failed_at REAL,
+        expired_at REAL,
+        cancelling_at REAL,
+        cancelled_at REAL
+    );
+    CREATE INDEX batches_tenant ON batches(tenant, created);
+    CREATE TABLE batch_lines (
+        batch_id TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        custom_id TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        status_code INTEGER,
+        body TEXT,
+        error TEXT,
+        cost_usd REAL,
+        trace_id TEXT,
+        finished REAL NOT NULL,
+        PRIMARY KEY (batch_id, line)
+    );
+    CREATE TABLE webhook_endpoints (
+        tenant TEXT NOT NULL,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (tenant, url)
+    );
+    CREATE TABLE webhook_deliveries (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        url TEXT NOT NULL,
+        event TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        log TEXT,
+        created REAL NOT NULL,
+        delivered REAL,
+        give_up REAL NOT NULL
+    );
+    CREATE INDEX webhook_due ON webhook_deliveries(next_at) WHERE status = 'pending';
+    CREATE INDEX webhook_subject ON webhook_deliveries(tenant, subject);
+    """,
 ]
 BACKFILL = {13}  # migrations followed, in their transaction, by the rollup backfill (the first rollups' step
 # has nothing left to fill: their tables are dropped by this one)

@@ -1,0 +1,37 @@
+"""Settings of the work that runs off the request path: durable jobs, batches and webhooks."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from keel.config.base import Strict
+
+
+class JobsSettings(Strict):
+    """Durable jobs: how many run at once in each ``keel serve`` (0: none; ``keel worker`` then runs
+    them), and the lease a worker holds and renews while one runs."""
+
+    workers: int = Field(2, ge=0, le=256)
+    lease_s: float = Field(30.0, ge=1, le=3600, description="a dead worker's jobs return to the queue after this")
+    max_attempts: int = Field(3, ge=1, le=100)
+
+
+class BatchSettings(Strict):
+    """The Batch API (``/v1/files``, ``/v1/batches``): how big an input may be, and how many of one
+    batch's lines run at once (each deployment's ``batch.max_concurrency`` caps them further)."""
+
+    max_file_bytes: int = Field(100 * 1024 * 1024, ge=1024, description="an upload above this is a 413")
+    max_lines: int = Field(20_000, ge=1, le=1_000_000, description="a batch input with more lines is a 413")
+    concurrency: int = Field(8, ge=1, le=256, description="lines of one batch in flight at once")
+    file_retention_days: float = Field(30.0, gt=0, description="uploaded and output files are kept this long")
+
+
+class WebhookSettings(Strict):
+    """Webhooks (Standard Webhooks, signed with a secret per endpoint): retried with backoff and
+    jitter until ``give_up_h``. A URL on loopback or a private network is refused unless allowed."""
+
+    allow_private: bool = Field(False, description="allow loopback, private and link-local addresses")
+    timeout_s: float = Field(10.0, gt=0, le=120)
+    give_up_h: float = Field(24.0, gt=0, le=24 * 7)
+    first_retry_s: float = Field(5.0, gt=0)
+    max_retry_s: float = Field(3600.0, gt=0)
