@@ -6,6 +6,9 @@
     for event in client.stream("support_answer", ...):      # started, delta…, done
         print(event.text, end="")
     async for event in client.astream(...): ...
+    job = client.submit("summarise", document=text)         # a durable job: 202 at once
+    job.progress()                                          # Progress(done=12, total=40, stage=...)
+    result = job.wait(timeout=600)                          # the RunResult when it succeeds
 
 One class, no sync/async twins: building requests and reading replies (JSON and SSE) are plain
 functions shared by both transports; only the two httpx calls differ. Errors are ``KeelAPIError``
@@ -15,6 +18,7 @@ carrying the server's OpenAI-shaped error (status, type, code, param, message).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from types import TracebackType
@@ -109,6 +113,84 @@ def _raise_for(status: int, content: bytes) -> None:
         code=error.get("code"),
         param=error.get("param"),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    done: int | None
+    total: int | None
+    stage: str | None
+    status: str
+
+    @property
+    def fraction(self) -> float | None:
+        return self.done / self.total if self.done is not None and self.total else None
+
+
+FINISHED = ("succeeded", "failed", "cancelled", "expired")
+
+
+class JobFailed(KeelAPIError):
+    """``job.wait()`` on a job that ended failed, cancelled or expired (its ``job`` is attached)."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        super().__init__(200, str(job.get("error") or job["status"]), type="job_" + str(job["status"]))
+        self.job = job
+
+
+class Job:
+    """A durable job on the server (``Client.submit``): read its progress, wait for it, cancel it."""
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client = client
+        self.data = data
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    def refresh(self) -> Job:
+        r = self.client.http.get(f"{self.client.base_url}/jobs/{self.id}")
+        _raise_for(r.status_code, r.content)
+        self.data = r.json()
+        return self
+
+    def progress(self) -> Progress:
+        """The job's newest progress (read from the server now)."""
+        p = self.refresh().data["progress"]
+        return Progress(p.get("done"), p.get("total"), p.get("stage"), self.status)
+
+    def wait(self, timeout: float | None = None, *, poll_s: float = 0.25) -> Any:
+        """Block until the job ends: a feature job's RunResult (another kind's result as the server
+        sent it: an ingest report, an eval summary), or JobFailed; TimeoutError after ``timeout`` s."""
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        while self.refresh().status not in FINISHED:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.id} is still {self.status} after {timeout:g} s")
+            time.sleep(poll_s)
+        if self.status != "succeeded":
+            raise JobFailed(self.data)
+        result = self.data["result"]
+        return RunResult.from_dict(result) if self.data.get("kind") == "feature" else result
+
+    def events(self) -> Iterator[Event]:
+        """The job's ``progress`` events as the server sends them, ending with ``done``."""
+        with self.client.http.stream("GET", f"{self.client.base_url}/jobs/{self.id}/events") as r:
+            if r.status_code >= 400:
+                _raise_for(r.status_code, r.read())
+            for event in _SSE().events(r.iter_lines()):
+                self.data = event.data
+                yield event
+
+    def cancel(self) -> Job:
+        r = self.client.http.post(f"{self.client.base_url}/jobs/{self.id}/cancel")
+        _raise_for(r.status_code, r.content)
+        self.data = r.json()
+        return self
 
 
 class _SSE:
@@ -236,6 +318,33 @@ class Client:
                 event = parser.feed(line)
                 if event is not None:
                     yield event
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def submit(
+        self,
+        feature: str,
+        /,
+        *,
+        user: str | None = None,
+        label: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        webhook: str | None = None,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> Job:
+        """Queue a feature run as a durable job; the server answers at once (202). The same
+        ``idempotency_key`` again returns the job it made the first time."""
+        body = _body(inputs, kwargs, user, label)
+        if webhook is not None:
+            body["webhook"] = webhook
+        headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
+        r = self.http.post(f"{self.base_url}/features/{feature}/jobs", json=body, headers=headers)
+        _raise_for(r.status_code, r.content)
+        return Job(self, r.json())
+
+    def job(self, job_id: str) -> Job:
+        """A job submitted before (by id)."""
+        return Job(self, {"id": job_id, "status": "queued"}).refresh()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:

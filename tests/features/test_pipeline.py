@@ -10,6 +10,7 @@ from keel.errors import InvalidRequest
 from keel.features.pipeline import Delta, Done, InjectionBlocked, Started, event_dict
 from keel.features.spec import FeatureNotFound
 from keel.features.structured import Partial, StructuredOutputError
+from keel.progress import reporting
 from keel.store import connect, db_path
 from tests.conftest import read_trace
 
@@ -153,9 +154,16 @@ async def test_map_reduce_summarises_a_document_too_long_for_the_window(pipeline
         ("The warranty covers parts and labour." if req.messages[0]["content"].startswith("Below is part") else None)
         or f"echo: {req.messages[-1]['content'][:40]}"
     )
-    result = await pipe.run("summarise", {"document": document, "question": "What does the warranty cover?"})
+    told: list[tuple[int | None, int | None, str | None]] = []
+    with reporting(lambda done, total, stage: told.append((done, total, stage))):
+        result = await pipe.run("summarise", {"document": document, "question": "What does the warranty cover?"})
     map_calls = [c for c in provider.calls if c.messages[0]["content"].startswith("Below is part")]
     assert len(map_calls) > 100 and result.answer.startswith("echo: What does the warranty cover?")
+    # progress: summaries done over total, one report per summary, counting up to every map call
+    assert told[0] == (0, told[0][1], "summaries (round 1)") and told[-1][0] == told[-1][1] == len(map_calls)
+    assert [d for d, _, _ in told] == sorted(d for d, _, _ in told) and len(told) == len(map_calls) + len(
+        {stage for _, _, stage in told}
+    )
     assert any("map-reduced in" in n for n in result.notes)
     assert all(len(c.messages[0]["content"]) // 4 < 2000 for c in provider.calls)  # nothing overflowed
     pipe.service.writer.flush()

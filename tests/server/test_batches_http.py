@@ -26,7 +26,7 @@ def config(root: Path, url: str) -> str:
         f"project_root: '{root}'\ndeployments:\n"
         f"  up: {{provider: openai, model: {PRICE}, base_url: '{url}', batch: {{discount: 0.5, max_concurrency: 2}}}}\n"
         "models:\n  up: {deployments: [up]}\njobs: {workers: 2, lease_s: 5}\n"
-        "batches: {max_lines: 200, max_file_bytes: 65536}\nwebhooks: {allow_private: true}\n"
+        "batches: {max_lines: 200, max_file_bytes: 65536}\nwebhooks: {allow_private: true, first_retry_s: 0.2}\n"
     )
 
 
@@ -252,3 +252,112 @@ def test_a_batch_no_worker_reached_before_its_window_ends_expired_when_read(api:
     rest = [json.loads(x) for x in client.files.content(seen.error_file_id).text.splitlines()]
     assert [r["custom_id"] for r in rest] == ["req-0", "req-1", "req-2"]
     assert store.jobs.get(job.id, tenant=None).status == "cancelled"  # type: ignore[union-attr]
+
+
+class Receiver:
+    """A webhook endpoint on loopback: records each delivery; answers the queued statuses first."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.got: list[tuple[dict[str, str], bytes]] = []
+        self.answers: list[int] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(outer.answers.pop(0) if outer.answers else 204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/keel"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, n: int, timeout: float = 20) -> None:
+        deadline = time.time() + timeout
+        while len(self.got) < n and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(self.got) >= n, f"{len(self.got)} of {n} deliveries arrived"
+
+
+def test_webhooks_are_signed_retried_until_delivered_and_shown_on_the_job(api: Api) -> None:
+    from standardwebhooks import Webhook
+
+    hook = Receiver()
+    hook.answers = [503, 500]  # two failures, then the default 204
+    from keel import Client
+
+    client = Client(api.base, api.keys["acme"])
+    job = client.submit("greet", name="Hook", webhook=hook.url, idempotency_key="hook-1")
+    assert job.wait(timeout=20).answer and "Hook" in job.wait().answer
+    hook.wait(3)
+    secret = api.server.app.store.webhooks.secret("acme", hook.url)
+    headers, body = hook.got[-1]
+    event = Webhook(secret).verify(body, headers)  # raises unless signed with the endpoint's secret
+    assert event["type"] == "job.succeeded" and event["data"]["id"] == job.id
+    assert len({h["webhook-id"] for h, _ in hook.got}) == 1  # one event, three attempts, one id
+    with pytest.raises(Exception):
+        Webhook("whsec_" + "A" * 32).verify(body, headers)  # another secret does not verify
+    shown = api.call("GET", f"/jobs/{job.id}").json()["webhook"]
+    [delivery] = shown["deliveries"]
+    assert delivery["status"] == "delivered" and delivery["attempts"] == 3
+    assert [a["status"] for a in delivery["log"]] == [503, 500, 204]
+    hook.server.shutdown()
+
+
+def test_a_batch_webhook_says_how_the_batch_ended(api: Api) -> None:
+    from standardwebhooks import Webhook
+
+    hook = Receiver()
+    client = api.sdk()
+    f = client.files.create(file=("hook.jsonl", lines(2)), purpose="batch")
+    r = api.call(
+        "POST",
+        "/batches",
+        json={
+            "input_file_id": f.id,
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            "webhook": hook.url,
+        },
+    )
+    assert r.status_code == 200, r.text
+    api.wait(r.json()["id"])
+    hook.wait(1)
+    headers, body = hook.got[0]
+    event = Webhook(api.server.app.store.webhooks.secret("acme", hook.url)).verify(body, headers)
+    assert event["type"] == "batch.completed" and event["data"]["result"]["batch_id"] == r.json()["id"]
+    hook.server.shutdown()
+
+
+def test_the_sdk_follows_a_job_and_an_ingest_job_reports_documents(api: Api) -> None:
+    from keel import Client, JobFailed
+
+    client = Client(api.base, api.keys["acme"])
+    job = client.submit("greet", inputs={"name": "Progress"})
+    result = job.wait(timeout=20)
+    assert "Progress" in result.answer and job.progress().done == job.progress().total == 1
+    assert [e.type for e in client.job(job.id).events()][-1] == "done"
+    assert client.job(job.id).status == "succeeded"
+    assert api.call("POST", "/collections", json={"name": "manuals"}).status_code == 201
+    docs = [{"id": f"m{i}.md", "kind": "md", "text": f"# Manual {i}\n\nPart {i} fits slot {i}."} for i in range(6)]
+    queued = api.call("POST", "/collections/manuals/documents", json={"documents": docs, "async": True})
+    assert queued.status_code == 202, queued.text
+    ingest = client.job(queued.json()["id"])
+    report = ingest.wait(timeout=20)  # an ingest job's result is its ingest report
+    assert report["chunks"] >= 6 and report["skipped"] == []
+    final = ingest.data
+    assert final["status"] == "succeeded" and sorted(final["result"]["indexed"]) == sorted(d["id"] for d in docs)
+    assert final["progress"] == {"done": 6, "total": 6, "stage": "documents"}
+    found = api.call("POST", "/collections/manuals/search", json={"query": "slot 3"}).json()
+    assert found["data"][0]["doc_id"] == "m3.md"
+    failing = client.submit("greet", inputs={})  # a required input missing: the job fails, and says why
+    with pytest.raises(JobFailed) as caught:
+        failing.wait(timeout=20)
+    assert caught.value.job["status"] == "failed" and "name" in str(caught.value)

@@ -180,3 +180,54 @@ def test_keel_worker_runs_what_a_server_without_workers_queued(tmp_path: Path) -
         refused = keel(home, "jobs", "cancel", job["id"], "--tenant", "acme", "-c", cfg)
         assert refused.returncode != 0 and "already succeeded" in refused.stdout + refused.stderr
         assert keel(home, "jobs", "show", job["id"], "--tenant", "globex", "-c", cfg).returncode != 0
+
+
+def test_the_cli_queues_runs_and_evals_follows_them_and_retries_a_dead_letter(tmp_path: Path) -> None:
+    """`keel run --async --wait` and `keel eval --async` queue into the store `keel serve` runs jobs
+    from; `keel jobs tail` draws the progress; `keel jobs retry` gives a failed job a second life;
+    `keel webhooks` refuses a loopback endpoint here (webhooks.allow_private is off)."""
+    from tests.cli.test_cli import keel
+
+    def written(root: Path, url: str) -> str:
+        text = config(root, url)
+        (root / "keel.yaml").write_text(text)
+        (root / "evals").mkdir()
+        (root / "evals" / "greet.yaml").write_text(
+            "feature: greet\ncases:\n"
+            "  - {id: ada, inputs: {name: Ada}, checks: [{type: icontains, value: ada}]}\n"
+            "  - {id: bo, inputs: {name: Bo}, checks: [{type: icontains, value: bo}]}\n"
+        )
+        return text
+
+    with greet_server(tmp_path, written) as (server, home, _):
+        api = Api(server, {"acme": new_key(home, "acme")[0]})
+        root = tmp_path / "project"
+        cfg = ["-c", str(root / "keel.yaml"), "--tenant", "acme"]
+        ran = keel(home, "run", "greet", "-i", "name=Zed", "--async", "--wait", "--root", str(root), *cfg)
+        assert ran.returncode == 0 and "queued job job_" in ran.stdout and "Zed" in ran.stdout, ran.stdout + ran.stderr
+        assert "succeeded" in ran.stdout
+        bad = keel(home, "run", "greet", "--async", "--root", str(root), *cfg)  # no name: the job will fail
+        job_id = bad.stdout.split("queued job ")[1].split()[0]
+        failed = api.wait(job_id, timeout=30)
+        assert failed["status"] == "failed" and "name" in failed["error"], failed
+        tailed = keel(home, "jobs", "tail", job_id, *cfg)
+        assert tailed.returncode == 1 and f"job {job_id} failed" in tailed.stdout
+        again = keel(home, "jobs", "retry", job_id, *cfg)
+        assert again.returncode == 0 and "queued again" in again.stdout
+        assert api.wait(job_id, timeout=30)["status"] == "failed"  # it fails the same way: a real second run
+        assert (
+            keel(
+                home, "jobs", "retry", api.call("GET", "/jobs?status=succeeded").json()["data"][0]["id"], *cfg
+            ).returncode
+            != 0
+        )
+        ev = keel(home, "eval", "greet", "--async", "--root", str(root), *cfg)
+        eval_job = ev.stdout.split("queued job ")[1].split()[0]
+        done = api.wait(eval_job, timeout=60)
+        assert done["status"] == "succeeded" and done["result"]["cases"] == 2 and done["result"]["gate_passed"], done
+        assert done["progress"] == {"done": 2, "total": 2, "stage": "cases"}
+        refused = keel(home, "webhooks", "secret", "http://127.0.0.1:9/hook", *cfg)
+        assert refused.returncode != 0 and "allow_private" in refused.stdout + refused.stderr
+        assert "no webhook deliveries" in keel(home, "webhooks", "list", *cfg).stdout
+        r = api.call("POST", "/features/greet/jobs", json={"inputs": {"name": "x"}, "webhook": "http://localhost:8/x"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "webhook" and "loopback" in r.text

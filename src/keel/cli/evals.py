@@ -43,6 +43,9 @@ def register(app: typer.Typer) -> None:
         json: bool = typer.Option(False, "--json", help="print the run as JSON"),
         junit: Path | None = typer.Option(None, help="write JUnit XML here"),
         html: Path | None = typer.Option(None, help="write a self-contained HTML report here"),
+        queue: bool = typer.Option(
+            False, "--async", help="queue the run as a durable job (keel serve or keel worker runs it, reporting cases)"
+        ),
         tenant: str = TENANT,
         config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
     ) -> None:
@@ -50,6 +53,15 @@ def register(app: typer.Typer) -> None:
         try:
             env = load_env(config)
             loaded = load_suite(find_suite(root, suite))
+            if queue:
+                if prompt_versions or models or junit or html or json:
+                    raise UserError("--async runs one suite as it stands; matrices and reports need a run here")
+                from keel.cli.jobs import submit
+                from keel.evals.jobs import KIND, eval_payload
+
+                with env.store() as store:
+                    submit(store, KIND, eval_payload(loaded.name, label=label, baseline=baseline, cache=cache), tenant)
+                return
             variants = matrix(prompt_versions, models)
             if label and len(variants) > 1:
                 raise UserError("--label names one run; a matrix makes several (label the winner's run later)")

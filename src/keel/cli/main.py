@@ -48,6 +48,7 @@ run.register(app)
 evals.register(app)
 jobs.register(app)
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(jobs.hooks, name="webhooks")
 app.add_typer(keys.app, name="keys")
 app.add_typer(keys.tenants_app, name="tenants")
 app.add_typer(store.app, name="store")
@@ -62,7 +63,9 @@ app.add_typer(policy.app, name="policy")
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click answers typer.Exit with its code here, not raised
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except KeelError as exc:
         err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(2)

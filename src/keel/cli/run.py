@@ -44,11 +44,34 @@ def register(app: typer.Typer) -> None:
         stream: bool = typer.Option(False, "--stream", help="print the answer as it is generated"),
         root: Path = typer.Option(Path("."), help="the project folder holding features/ and prompts/"),
         json: bool = typer.Option(False, "--json", help="print the result as JSON (one line per event with --stream)"),
+        queue: bool = typer.Option(
+            False, "--async", help="queue it as a durable job for keel serve or keel worker, and print its id"
+        ),
+        wait: bool = typer.Option(False, "--wait", help="with --async: follow the job's progress until it ends"),
         tenant: str = TENANT,
         config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
     ) -> None:
         """Run a feature: prompt version, retrieval, model, validation — and what it cost."""
+        if queue:
+            _queue(load_env(config), feature, parse_inputs(inputs), user, label, root, wait, tenant)
+            return
         asyncio.run(_run(load_env(config), feature, parse_inputs(inputs), user, label, root, json, stream, tenant))
+
+
+def _queue(
+    env: Env, feature: str, inputs: dict[str, Any], user: str | None, label: str, root: Path, wait: bool, tenant: str
+) -> None:
+    from keel.cli.jobs import submit, tail
+    from keel.features.spec import load_feature
+
+    load_feature(root, feature).check_tenant(tenant)  # an unknown feature fails now, not in the worker
+    with env.store() as store:
+        job = submit(store, "feature", {"inputs": inputs, "user": user, "label": label}, tenant, feature=feature)
+        if wait:
+            job = tail(store, job.id, tenant)
+            if job.status == "succeeded" and isinstance(job.result, dict):
+                console.print(str(job.result.get("answer", "")), highlight=False, markup=False)
+            raise typer.Exit(0 if job.status == "succeeded" else 1)
 
 
 async def _run(

@@ -77,15 +77,17 @@ class KeelApp:
         self.collections = collections
         self._openapi: bytes | None = None
         guard = self.authenticate.guard
-        extra = CollectionRoutes(collections, guard, self.json_body, service).routes() if collections else []
-        if store is not None:
-            extra += TraceRoutes(store, guard).routes()
+        extra = []
         self.jobs: JobRoutes | None = None
         if collections is not None and project_root is not None and store is not None:
             features = FeatureRoutes(service, collections, project_root, store, guard, self.json_body)
             self.jobs = JobRoutes(store, features, guard, self.json_body, service.gateway.settings)
             batches = BatchRoutes(self.jobs, guard, self._body)
             extra += features.routes() + self.jobs.routes() + batches.routes()
+        if collections is not None:
+            extra += CollectionRoutes(collections, guard, self.json_body, service, self.jobs).routes()
+        if store is not None:
+            extra += TraceRoutes(store, guard).routes()
         if ui is not None:
             extra += ui.routes()  # the dashboard at /ui (keel.server.ui)
         self.asgi = Starlette(

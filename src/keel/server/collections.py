@@ -3,6 +3,7 @@ is ``keel.rag``'s, run in worker threads (embedding and SQLite block)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any, cast
 
@@ -13,6 +14,8 @@ from starlette.routing import Route
 
 from keel.errors import DocumentError, InvalidRequest, KeelError
 from keel.gateway.service import GatewayService
+from keel.jobs.kinds import ingest_payload
+from keel.jobs.webhooks import check_url
 from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.ingest import ingest_documents
 from keel.rag.loaders import load_bytes
@@ -31,7 +34,10 @@ def _json(data: Any, status: int = 200) -> Response:
 
 
 class CollectionRoutes:
-    def __init__(self, collections: Collections, guard: Any, parse_body: Any, service: GatewayService) -> None:
+    def __init__(
+        self, collections: Collections, guard: Any, parse_body: Any, service: GatewayService, jobs: Any = None
+    ) -> None:
+        self.jobs = jobs  # JobRoutes, when the app runs jobs: "async": true queues the ingest there
         self.collections = collections
         self.service = service
         self.default_model = service.gateway.settings.default_model or "local"
@@ -89,6 +95,18 @@ class CollectionRoutes:
         if len(set(ids)) != len(ids):
             raise InvalidRequest("two documents in the request share an id", param="documents")
 
+        if body.get("async"):
+            if self.jobs is None:
+                raise InvalidRequest("this server runs no jobs (it has no store); ingest without async", param="async")
+            webhook = body.get("webhook")
+            if webhook is not None:
+                webhook = await asyncio.to_thread(check_url, webhook, self.jobs.keel.webhooks)
+            return cast(
+                Response,
+                await self.jobs.enqueue(tenant, "ingest", ingest_payload(name, decoded), webhook=webhook),
+            )
+        if body.get("webhook") is not None:
+            raise InvalidRequest('a webhook tells when a job ends: add "async": true', param="webhook")
         sources = [(i, i, functools.partial(load_bytes, raw, kind, i, i)) for i, kind, raw in decoded]
 
         def work() -> dict[str, Any]:

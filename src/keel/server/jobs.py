@@ -28,12 +28,13 @@ from keel.server.traces import MAX_PAGE
 from keel.server.validate import FEATURE_JOB
 from keel.server.work import Runtime
 from keel.store import Store
-from keel.store.jobs import encode_cursor
+from keel.store.jobs import Job, encode_cursor
 
 MAX_KEY = 255
 POLL_S = 0.25  # how often an events stream looks at its job
 KEEPALIVE_S = 15.0
 QUERY = ("status", "feature", "cursor", "limit")  # what GET /v1/jobs takes
+READERS = ("member", "ingest")  # an ingest key follows the ingest jobs it queued, and no other kind
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -62,9 +63,9 @@ class JobRoutes:
         return [
             Route("/v1/features/{name}/jobs", self.guard(self.submit), methods=["POST"]),
             Route("/v1/jobs", self.guard(self.listing), methods=["GET"]),
-            Route("/v1/jobs/{job_id}", self.guard(self.show), methods=["GET"]),
+            Route("/v1/jobs/{job_id}", self.guard(self.show, READERS), methods=["GET"]),
             Route("/v1/jobs/{job_id}/cancel", self.guard(self.cancel), methods=["POST"]),
-            Route("/v1/jobs/{job_id}/events", self.guard(self.events), methods=["GET"]),
+            Route("/v1/jobs/{job_id}/events", self.guard(self.events, READERS), methods=["GET"]),
         ]
 
     def start(self) -> None:
@@ -155,11 +156,16 @@ class JobRoutes:
         if created and self.pool is not None:
             self.pool.nudge()
 
-    async def show(self, request: Request) -> Response:
-        tenant, job_id = caller_of(request).tenant, request.path_params["job_id"]
-        job = await self.store.db.call(lambda: self.store.jobs.get(job_id, tenant=tenant))
-        if job is None:
+    async def _job(self, request: Request) -> Job:
+        caller, job_id = caller_of(request), request.path_params["job_id"]
+        job = await self.store.db.call(lambda: self.store.jobs.get(job_id, tenant=caller.tenant))
+        if job is None or (caller.role == "ingest" and job.kind != "ingest"):
             raise JobNotFound(f"no job '{job_id[:80]}'")
+        return job
+
+    async def show(self, request: Request) -> Response:
+        tenant = caller_of(request).tenant
+        job = await self._job(request)
         shown = job_json(job)
         if job.webhook is not None:
             found = await self.store.db.call(lambda: self.store.webhooks.find(tenant=tenant, subject=job.id))
@@ -169,10 +175,8 @@ class JobRoutes:
     async def events(self, request: Request) -> Response:
         """Server-sent events: ``progress`` (the job) whenever its status or progress changes, then
         ``done`` (the job, finished) — a comment every 15 s keeps proxies from closing it."""
-        tenant, job_id = caller_of(request).tenant, request.path_params["job_id"]
+        tenant, job_id = caller_of(request).tenant, (await self._job(request)).id
         jobs, db = self.store.jobs, self.store.db
-        if await db.call(lambda: jobs.get(job_id, tenant=tenant)) is None:
-            raise JobNotFound(f"no job '{job_id[:80]}'")
 
         async def body() -> AsyncGenerator[bytes, None]:
             last: tuple[Any, ...] | None = None

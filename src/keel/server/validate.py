@@ -210,7 +210,11 @@ DOCUMENT = Obj(
     name="Document",
 )
 DOCUMENTS_ADD = Obj(
-    {"documents": Array(DOCUMENT, min_items=1, max_items=MAX_DOCUMENTS_PER_REQUEST, noun="documents")},
+    {
+        "documents": Array(DOCUMENT, min_items=1, max_items=MAX_DOCUMENTS_PER_REQUEST, noun="documents"),
+        "async": Boolean(description="queue the ingest as a durable job (202) that reports documents done"),
+        "webhook": Text(nonempty=True, description="with async: an http(s) URL told when the ingest ends"),
+    },
     required=("documents",),
     name="DocumentsAdd",
 )

@@ -289,6 +289,24 @@ class JobStore:
         assert row is not None
         return _job(row)
 
+    def retry(self, job_id: str, *, tenant: str | None) -> Job:
+        """Queue a failed, cancelled or expired job again (a dead letter's second life): a fresh set
+        of attempts, the same id and trace id; a job still queued, running or succeeded is a 409."""
+        with self.db.transaction():
+            job = self.get(job_id, tenant=tenant)
+            if job is None:
+                raise JobNotFound(f"no job '{job_id[:80]}'")
+            if job.status not in ("failed", "cancelled", "expired"):
+                raise JobConflict(f"job {job.id} is {job.status}; only a failed, cancelled or expired job is retried")
+            row = self.db.one(
+                "UPDATE jobs SET status = 'queued', attempts = 0, run_after = ?, worker = NULL, lease_until = NULL, "
+                "finished = NULL, cancel_requested = 0, expires = NULL, "
+                "error = 'retried by hand after: ' || coalesce(error, status) WHERE id = ? RETURNING *",
+                (time.time(), job.id),
+            )
+        assert row is not None
+        return _job(row)
+
     def find(
         self,
         *,
