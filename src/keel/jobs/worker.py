@@ -30,6 +30,7 @@ log = logging.getLogger("keel.jobs")
 Work = Callable[[Job], Awaitable[tuple[Any, float | None]]]  # → (result, cost)
 RETRY_S = 2.0  # the first retry's wait; doubled each attempt
 FLUSH_S = 0.25  # how often a running job's newest progress is written
+REAP_S = 1.0  # how often the reaper looks for leases run out (a read, unless one has)
 
 
 class Progress:
@@ -50,7 +51,7 @@ class Pool:
         work: Mapping[str, Work],
         settings: JobsSettings,
         *,
-        poll_s: float = 0.5,
+        poll_s: float = 0.05,
         extra: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
     ):
         self.store = store
@@ -106,7 +107,7 @@ class Pool:
 
     async def _reaper(self) -> None:
         while True:
-            await asyncio.sleep(max(0.5, self.settings.lease_s / 3))
+            await asyncio.sleep(REAP_S)
             try:
                 await self._call(self.store.jobs.reap)
             except Exception as exc:

@@ -206,7 +206,7 @@ class BatchRoutes:
                 KIND,
                 {"batch_id": made.id},
                 priority=BATCH_PRIORITY,
-                max_attempts=max(self.jobs.settings.max_attempts, 10),  # a batch outlives a few restarts
+                max_attempts=100,  # a batch outlives restarts: its window bounds it, not its attempts
                 webhook=webhook,
             )
         )

@@ -222,11 +222,19 @@ class JobStore:
 
     # -- housekeeping --------------------------------------------------------------------------------
     def reap(self, *, backoff_s: float = 1.0) -> dict[str, int]:
-        """Jobs whose lease ran out go back to the queue (after ``backoff_s`` × 2^attempts), or fail
-        when their attempts are spent; jobs past their expiry end ``expired``. Any replica may run
-        it; each statement is its own short transaction."""
+        """Jobs whose lease ran out go back to the queue — at once and in their old place the first
+        time (a worker died: not the job's fault), then after ``backoff_s`` × (2^(attempts-1) − 1) — or fail when their
+        attempts are spent; jobs past their expiry end ``expired``. Any replica may run it; it reads
+        first and writes only when something is due, each statement its own short transaction."""
         now = time.time()
-        out = {}
+        out = {"expired": 0, "failed": 0, "requeued": 0}
+        due = self.db.scalar(
+            "SELECT 1 FROM jobs WHERE (status = 'running' AND lease_until < ?) OR "
+            "(status IN ('queued', 'running') AND expires IS NOT NULL AND expires <= ?) LIMIT 1",
+            (now, now),
+        )
+        if due is None:
+            return out  # an idle reap never takes the write lock the trace writer needs
         with self.db.transaction():
             rows = self.db.all(
                 "UPDATE jobs SET status = 'expired', finished = ?, lease_until = NULL, "
@@ -247,16 +255,19 @@ class JobStore:
             out["failed"] = len(rows)
         with self.db.transaction():
             rows = self.db.all(
-                "SELECT id, attempts FROM jobs WHERE status = 'running' AND lease_until < ? "
+                "SELECT id, attempts, run_after FROM jobs WHERE status = 'running' AND lease_until < ? "
                 "AND attempts < max_attempts",
                 (now,),
             )
             for row in rows:
+                wait = backoff_s * (2 ** max(0, int(row["attempts"]) - 1) - 1)
+                # the first time, it keeps its place in the queue; later, it waits its backoff
+                after = float(row["run_after"]) if wait == 0 else now + wait
                 self.db.run(
                     "UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL, run_after = ?, "
                     "error = 'its worker stopped renewing the lease; retried' "
                     "WHERE id = ? AND status = 'running' AND lease_until < ?",
-                    (now + backoff_s * 2 ** max(0, int(row["attempts"]) - 1), row["id"], now),
+                    (after, row["id"], now),
                 )
             out["requeued"] = len(rows)
         return out

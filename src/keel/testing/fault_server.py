@@ -81,6 +81,7 @@ class FaultServer:
         chunk_delay: float = 0.0,
         model: str = "fault-model",
         resume_overlap: int = 0,
+        latency: float = 0.0,
     ) -> None:
         """With a fixed ``reply`` the server acts as a temperature-0 model: asked to continue a
         partial answer (a trailing assistant prefix, or one followed by a request to continue), it
@@ -91,6 +92,7 @@ class FaultServer:
         self.host = host
         self.port = port
         self.chunk_delay = chunk_delay
+        self.latency = latency  # seconds every answer waits before its first byte (a model's think time)
         self.model = model
         self.faults: deque[Fault] = deque()
         self.requests: list[tuple[str, Any]] = []
@@ -211,6 +213,8 @@ class FaultServer:
             self._send(writer, 200, b"{}")
             return True
         self.requests.append((path, req))
+        if self.latency:
+            await asyncio.sleep(self.latency)
         fault = self._pop()
         if fault is not None:
             if fault.kind == "reset":
