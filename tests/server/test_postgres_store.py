@@ -26,6 +26,9 @@ def pg_settings(upstream: FaultServer) -> Any:
         'store: {backend: postgres, url: {"$env": "KEEL_TEST_PG"}}\n'
         f"deployments:\n  up: {{provider: openai, model: gpt-4o-mini, base_url: '{upstream.base_url}'}}\n"
         "models:\n  up: {deployments: [up]}\ndefault_model: up\n"
+        # no embedded job pool: its idle polls would meet the dropped connection first and heal it,
+        # and this test is of what a request sees (the pool on a lost store: tests/store/test_jobs.py)
+        "jobs: {workers: 0}\n"
     )
 
 
