@@ -67,6 +67,12 @@ def lines(n: int, *, start: int = 0, model: str = "up") -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
 
 
+def create(api: Api, file_id: str, **extra: Any) -> httpx.Response:
+    """POST /v1/batches as plain HTTP, with Keel's extra fields (a webhook) the SDK does not type."""
+    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h", **extra}
+    return api.call("POST", "/batches", json=body)
+
+
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     with greet_server(tmp_path_factory.mktemp("batches"), config) as (server, home, upstream):
@@ -151,16 +157,7 @@ def test_bad_batches_are_refused_with_a_precise_message(api: Api) -> None:
         client.files.create(file=("e.jsonl", b"\n"), purpose="batch")
     r = api.call("POST", "/files", content=b"{}", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "multipart" in r.json()["error"]["message"]
-    r = api.call(
-        "POST",
-        "/batches",
-        json={
-            "input_file_id": f.id,
-            "endpoint": "/v1/chat/completions",
-            "completion_window": "24h",
-            "webhook": "ftp://x",
-        },
-    )
+    r = create(api, f.id, webhook="ftp://x")
     assert r.status_code == 400 and r.json()["error"]["param"] == "webhook"
 
 
@@ -310,6 +307,9 @@ def test_webhooks_are_signed_retried_until_delivered_and_shown_on_the_job(api: A
     [delivery] = shown["deliveries"]
     assert delivery["status"] == "delivered" and delivery["attempts"] == 3
     assert [a["status"] for a in delivery["log"]] == [503, 500, 204]
+    metrics = httpx.get(api.base.removesuffix("/v1") + "/metrics").text
+    values = dict(line.split(" ", 1) for line in metrics.splitlines() if line.startswith("keel_webhook"))
+    assert float(values["keel_webhooks_delivered"]) >= 1 and float(values["keel_webhook_failures"]) >= 2
     hook.server.shutdown()
 
 
@@ -319,16 +319,7 @@ def test_a_batch_webhook_says_how_the_batch_ended(api: Api) -> None:
     hook = Receiver()
     client = api.sdk()
     f = client.files.create(file=("hook.jsonl", lines(2)), purpose="batch")
-    r = api.call(
-        "POST",
-        "/batches",
-        json={
-            "input_file_id": f.id,
-            "endpoint": "/v1/chat/completions",
-            "completion_window": "24h",
-            "webhook": hook.url,
-        },
-    )
+    r = create(api, f.id, webhook=hook.url)
     assert r.status_code == 200, r.text
     api.wait(r.json()["id"])
     hook.wait(1)

@@ -84,6 +84,7 @@ class JobRoutes:
         """What ``/metrics`` shows of the queue (all tenants) and of this app's worker pool."""
         depth, oldest = await self.store.db.call(self.store.jobs.depth)
         pool = self.pool
+        hooks = self._runtime.deliverer if self._runtime is not None and pool is not None else None
         return {
             "keel_jobs_queued": ("Jobs waiting to run, in the whole store.", depth),
             "keel_jobs_oldest_queued_seconds": ("How long the oldest waiting job has waited.", oldest or 0.0),
@@ -91,6 +92,11 @@ class JobRoutes:
             "keel_jobs_failed_attempts": (
                 "Job attempts that failed on this server's workers.",
                 pool.failed if pool else 0,
+            ),
+            "keel_webhooks_delivered": ("Webhook deliveries this server sent (2xx).", hooks.sent if hooks else 0),
+            "keel_webhook_failures": (
+                "Webhook attempts from this server that failed (each is retried until give-up).",
+                hooks.failures if hooks else 0,
             ),
         }
 
