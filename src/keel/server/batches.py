@@ -17,7 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.errors import BatchNotFound, FileNotFound, InvalidRequest, JobConflict, PayloadTooLarge
-from keel.jobs.batches import ENDPOINTS, KIND, batch_json, parse_input, window_seconds, worst_by_model
+from keel.jobs.batch_input import ENDPOINTS, parse_input, window_seconds, worst_by_model
+from keel.jobs.batches import KIND, batch_json
 from keel.jobs.webhooks import check_url
 from keel.server.auth import caller_of
 from keel.server.jobs import JobRoutes
