@@ -104,7 +104,7 @@ class BatchRunner:
             return {"batch_id": job.payload["batch_id"], "status": "gone"}, None
         if batch.status == "validating":
             batch = await self._db(lambda: batches.move(batch.id, ["validating"], "in_progress")) or batch
-        if batch.status in ("in_progress",):
+        if batch.status == "in_progress":
             batch = await self._run_lines(batch)
         if batch.status not in ENDED:
             batch = await self.end(batch)
@@ -169,11 +169,9 @@ class BatchRunner:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        # every line ran unless the watcher stopped them (a cancel, or the window's end)
         fresh = await self._db(lambda: batches.get(batch.id, tenant=None))
-        ending = stop.get("why")
-        if ending is None and time.time() >= (fresh or batch).expires and len(todo) > 0 and finished < batch.total:
-            ending = "expired"
-        return await self.end(fresh or batch, ending=ending)
+        return await self.end(fresh or batch, ending=stop.get("why"))
 
     async def _watch(self, batch: Batch, stop: dict[str, str]) -> None:
         """Stop the lines when the batch is cancelled or its window (as stored now) closes."""

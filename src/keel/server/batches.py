@@ -19,10 +19,10 @@ from starlette.routing import Route
 from keel.errors import BatchNotFound, FileNotFound, InvalidRequest, JobConflict, PayloadTooLarge
 from keel.jobs.batch_input import ENDPOINTS, parse_input, window_seconds, worst_by_model
 from keel.jobs.batches import KIND, batch_json
-from keel.jobs.webhooks import check_url
 from keel.server.auth import caller_of
 from keel.server.jobs import JobRoutes
 from keel.server.schema import Obj, Text
+from keel.server.validate import page_limit
 from keel.store.batches import ENDED, Batch
 from keel.store.db import encode_keyset
 from keel.store.files import StoredFile
@@ -95,7 +95,7 @@ class BatchRoutes:
         tenant = caller_of(request).tenant
         if request.method == "GET":
             wanted = request.query_params.get("purpose") or None
-            limit = _limit(request, 10_000)
+            limit = page_limit(request.query_params, 20, 10_000)
             found = await self.store.db.call(lambda: self.store.files.find(tenant=tenant, purpose=wanted, limit=limit))
             return _json({"object": "list", "data": [file_json(f) for f in found], "has_more": len(found) == limit})
         kind, _ = parse_options_header(request.headers.get("content-type", ""))
@@ -169,9 +169,7 @@ class BatchRoutes:
             )
         window = window_seconds(body["completion_window"])
         metadata = _metadata(body.get("metadata"))
-        webhook = body.get("webhook")
-        if webhook is not None:
-            webhook = await asyncio.to_thread(check_url, webhook, self.jobs.keel.webhooks)
+        webhook = await self.jobs.webhook_of(body)
         file_id = body["input_file_id"]
         found = await self.store.db.call(lambda: self.store.files.get(file_id, tenant=tenant))
         if found is None or found.purpose != "batch":
@@ -212,8 +210,6 @@ class BatchRoutes:
             )
         )
         await self.store.db.call(lambda: self.store.batches.attach(made.id, job.id))
-        if webhook is not None:
-            await self.store.db.call(lambda: self.store.webhooks.secret(tenant, webhook))
         self.jobs.nudge()
         return await self._shown(await self._get(tenant, made.id))
 
@@ -249,7 +245,7 @@ class BatchRoutes:
 
     async def _list(self, request: Request) -> Response:
         tenant = caller_of(request).tenant
-        limit = _limit(request, MAX_PAGE)
+        limit = page_limit(request.query_params, 20, MAX_PAGE)
         after = request.query_params.get("after")
         cursor = None
         if after:
@@ -279,14 +275,3 @@ def _refused() -> dict[str, Any]:
         "line": None,
         "param": None,
     }
-
-
-def _limit(request: Request, most: int) -> int:
-    raw = request.query_params.get("limit") or "20"
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise InvalidRequest("limit must be a whole number", param="limit") from None
-    if not 1 <= limit <= most:
-        raise InvalidRequest(f"limit must be 1 to {most}", param="limit")
-    return limit

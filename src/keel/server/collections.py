@@ -3,7 +3,6 @@ is ``keel.rag``'s, run in worker threads (embedding and SQLite block)."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import Any, cast
 
@@ -15,7 +14,6 @@ from starlette.routing import Route
 from keel.errors import DocumentError, InvalidRequest, KeelError
 from keel.gateway.service import GatewayService
 from keel.jobs.kinds import ingest_payload
-from keel.jobs.webhooks import check_url
 from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.ingest import ingest_documents
 from keel.rag.loaders import load_bytes
@@ -98,9 +96,7 @@ class CollectionRoutes:
         if body.get("async"):
             if self.jobs is None:
                 raise InvalidRequest("this server runs no jobs (it has no store); ingest without async", param="async")
-            webhook = body.get("webhook")
-            if webhook is not None:
-                webhook = await asyncio.to_thread(check_url, webhook, self.jobs.keel.webhooks)
+            webhook = await self.jobs.webhook_of(body)
             return cast(
                 Response,
                 await self.jobs.enqueue(tenant, "ingest", ingest_payload(name, decoded), webhook=webhook),

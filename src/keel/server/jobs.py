@@ -25,7 +25,7 @@ from keel.server.auth import caller_of
 from keel.server.features import FeatureRoutes
 from keel.server.streaming import ReadingStream
 from keel.server.traces import MAX_PAGE
-from keel.server.validate import FEATURE_JOB
+from keel.server.validate import FEATURE_JOB, page_limit
 from keel.server.work import Runtime
 from keel.store import Store
 from keel.store.jobs import Job, encode_cursor
@@ -119,10 +119,13 @@ class JobRoutes:
         mode = body.get("mode") or request.headers.get("x-keel-mode")
         if mode is not None:
             payload["model"] = self.features.service.gateway.settings.model_for_mode(mode)
-        webhook = body.get("webhook")
-        if webhook is not None:
-            webhook = await asyncio.to_thread(check_url, webhook, self.keel.webhooks)
+        webhook = await self.webhook_of(body)
         return await self.enqueue(caller.tenant, "feature", payload, feature=name, key=key, webhook=webhook)
+
+    async def webhook_of(self, body: dict[str, Any]) -> str | None:
+        """The body's ``webhook`` URL, checked (http(s), not private unless allowed), or None."""
+        webhook = body.get("webhook")
+        return None if webhook is None else await asyncio.to_thread(check_url, webhook, self.keel.webhooks)
 
     async def enqueue(
         self,
@@ -152,8 +155,6 @@ class JobRoutes:
                 webhook=webhook,
             )
         )
-        if webhook is not None:  # the endpoint's secret exists from the first job that names it
-            await self.store.db.call(lambda: self.store.webhooks.secret(tenant, webhook))
         self.nudge(created)
         headers = {"location": f"/v1/jobs/{job.id}", "x-keel-trace-id": str(job.trace_id)}
         return _json(job_json(job), 202 if created else 200, headers)
@@ -217,12 +218,7 @@ class JobRoutes:
         unknown = sorted(set(query) - set(QUERY))
         if unknown:
             raise InvalidRequest(f"unknown query parameter '{unknown[0]}' (status, feature, cursor, limit)")
-        try:
-            limit = int(query.get("limit") or 50)
-        except ValueError:
-            raise InvalidRequest("limit must be a whole number", param="limit") from None
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidRequest(f"limit must be 1 to {MAX_PAGE}", param="limit")
+        limit = page_limit(query, 50, MAX_PAGE)
         find = self.store.jobs.find
         rows = await self.store.db.call(
             lambda: find(

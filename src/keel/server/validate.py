@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -296,3 +297,14 @@ def parse_filters(raw: JSON | None) -> Filters | None:
     return Filters(
         frozenset(doc_ids) if doc_ids is not None else None, prefix, frozenset(kinds) if kinds is not None else None
     )
+
+
+def page_limit(query: Mapping[str, str], default: int, most: int) -> int:
+    """A listing's ``?limit=``: a whole number from 1 to ``most`` (``default`` when absent)."""
+    try:
+        limit = int(query.get("limit") or default)
+    except ValueError:
+        raise InvalidRequest("limit must be a whole number", param="limit") from None
+    if not 1 <= limit <= most:
+        raise InvalidRequest(f"limit must be 1 to {most}", param="limit")
+    return limit
