@@ -211,6 +211,38 @@ async def test_concurrency_limit_queues_then_sheds() -> None:
     await hog
 
 
+async def test_batch_lines_hold_at_most_their_share_and_yield_to_interactive_calls() -> None:
+    provider = ScriptedProvider().enqueue(*[Reply("ok", delay=0.05) for _ in range(8)])
+    limit = ConcurrencyLimit(provider, max_concurrency=2, max_queue=10, queue_timeout=5, batch_concurrency=1)
+    order: list[str] = []
+
+    async def call(name: str, batch: bool) -> None:
+        req = ask()
+        req.ctx.batch = "batch_1" if batch else None
+        await limit.complete(req)
+        order.append(name)
+
+    lines = [asyncio.create_task(call(f"line{i}", True)) for i in range(3)]
+    await asyncio.sleep(0.01)  # one line holds a slot; the other two wait for the batch share
+    assert limit._batch.locked() and not limit._slots.locked()
+    talk = [asyncio.create_task(call(f"chat{i}", False)) for i in range(2)]
+    await asyncio.gather(*lines, *talk)
+    assert order.index("chat1") < order.index("line2")  # interactive calls went ahead of waiting lines
+    waiting = ScriptedProvider().enqueue(Reply("hog", delay=0.2))
+    tight = ConcurrencyLimit(waiting, max_concurrency=1, max_queue=5, queue_timeout=5, batch_concurrency=1)
+    hog = asyncio.create_task(tight.complete(ask()))
+    await asyncio.sleep(0.01)
+    stuck = ask()
+    stuck.ctx.batch = "batch_2"
+    line = asyncio.create_task(tight.complete(stuck))
+    await asyncio.sleep(0.01)
+    line.cancel()  # its job stopped while it waited: the batch share comes back
+    with pytest.raises(asyncio.CancelledError):
+        await line
+    assert not tight._batch.locked()
+    await hog
+
+
 # -- attempts --------------------------------------------------------------------------------------
 async def test_every_attempt_is_recorded() -> None:
     provider = ScriptedProvider().enqueue(down(), "ok")

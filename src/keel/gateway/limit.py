@@ -39,10 +39,14 @@ class ConcurrencyLimit:
         """Take a slot; True when it is a batch line's (it holds a batch slot too)."""
         if getattr(getattr(req, "ctx", None), "batch", None) is not None:
             await self._batch.acquire()
-            while self._slots.locked() or self.waiting:  # interactive calls first
-                self._freed.clear()
-                await self._freed.wait()
-            await self._slots.acquire()  # free, and nothing ran since the check: no wait
+            try:
+                while self._slots.locked() or self.waiting:  # interactive calls first
+                    self._freed.clear()
+                    await self._freed.wait()
+                await self._slots.acquire()  # free, and nothing ran since the check: no wait
+            except BaseException:  # cancelled while waiting (its job stopped): give the batch slot back
+                self._batch.release()
+                raise
             return True
         await self._interactive()
         return False
