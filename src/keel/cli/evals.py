@@ -21,7 +21,7 @@ from keel.errors import KeelError, UserError
 from keel.evals import promote
 from keel.evals.gate import MetricDelta, Outcome, apply_gate, compare, deltas
 from keel.evals.report import write_html
-from keel.evals.results import ResultCache, load_run, save_run
+from keel.evals.results import ResultCache, baseline_run, save_run
 from keel.evals.runner import Variant, require_feature, run_suite
 from keel.evals.suite import Suite, find_suite, load_suite
 from keel.features.pipeline import open_pipeline
@@ -200,9 +200,7 @@ async def _run(
         for variant in variants:
             if variant.model is not None:
                 pipeline.service.gateway.route(variant.model)  # an unknown model fails before any call
-        before = load_run(evals, suite.name, baseline, tenant) if baseline else None
-        if baseline and before is None:
-            raise KeelError(f"no baseline run '{baseline}' for suite '{suite.name}' (label a run with --label)")
+        before = baseline_run(evals, suite.name, baseline, tenant)
         cache = ResultCache(evals, tenant) if use_cache else None
         outcomes: list[Outcome] = []
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from keel.errors import KeelError
 from keel.evals.gate import apply_gate
-from keel.evals.results import ResultCache, load_run, save_run
+from keel.evals.results import ResultCache, baseline_run, save_run
 from keel.evals.runner import require_feature, run_suite
 from keel.evals.suite import find_suite, load_suite
 from keel.features.pipeline import FeaturePipeline
@@ -28,9 +27,7 @@ def eval_work(pipeline: FeaturePipeline) -> Any:
         suite = load_suite(find_suite(pipeline.root, str(body["suite"])))
         require_feature(pipeline, suite, tenant)
         evals = pipeline.store.evals
-        before = load_run(evals, suite.name, body["baseline"], tenant) if body.get("baseline") else None
-        if body.get("baseline") and before is None:
-            raise KeelError(f"no baseline run '{body['baseline']}' for suite '{suite.name}'")
+        before = baseline_run(evals, suite.name, body.get("baseline"), tenant)
         total, done = len(suite.spec.cases), 0
 
         def one(_: Any) -> None:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import orjson
 
+from keel.errors import KeelError
 from keel.stats import percentile
 from keel.store.evals import EvalStore
 from keel.store.keys import DEFAULT_TENANT
@@ -144,6 +145,17 @@ def load_run(store: EvalStore, suite: str, ref: str, tenant: str = DEFAULT_TENAN
     )
     run.status, run.label = row["status"], row["label"]
     return run
+
+
+def baseline_run(store: EvalStore, suite: str, ref: str | None, tenant: str = DEFAULT_TENANT) -> EvalRun | None:
+    """The run a new one is compared with (None when no ``ref`` was asked); a ``ref`` that names
+    no run is an error saying how to make one."""
+    if not ref:
+        return None
+    found = load_run(store, suite, ref, tenant)
+    if found is None:
+        raise KeelError(f"no baseline run '{ref}' for suite '{suite}' (label a run with --label)")
+    return found
 
 
 def _case_from_json(raw: str | bytes) -> CaseResult:

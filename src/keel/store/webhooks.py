@@ -53,9 +53,13 @@ class WebhookStore:
 
     def secret(self, tenant: str, url: str) -> str:
         """The endpoint's signing secret (``whsec_…``), made the first time the tenant names the URL."""
+        sql = "SELECT secret FROM webhook_endpoints WHERE tenant = ? AND url = ?"
+        found = self.db.scalar(sql, (tenant, url))
+        if found is not None:
+            return str(found)  # every delivery reads it: no write lock unless it must be made
         with self.db.transaction():
             self.db.lock(f"webhook-endpoint:{tenant}:{url}")
-            known = self.db.scalar("SELECT secret FROM webhook_endpoints WHERE tenant = ? AND url = ?", (tenant, url))
+            known = self.db.scalar(sql, (tenant, url))
             if known is not None:
                 return str(known)
             made = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
