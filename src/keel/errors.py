@@ -9,8 +9,9 @@ KeelError                                          HTTP status · OpenAI error c
  │    ├── ModelNotFound                            unknown model or alias (404)
  │    ├── NotFound                                 no such object, or another tenant's (404)
  │    │    ├── FeatureNotFound · CollectionNotFound · TraceNotFound · JobNotFound
- │    │    └── BatchNotFound · FileNotFound · WebhookNotFound
+ │    │    └── BatchNotFound · FileNotFound · WebhookNotFound · ReviewItemNotFound
  │    ├── JobConflict                              a reused Idempotency-Key, a finished job or batch cancelled (409)
+ │    │    └── ReviewConflict                      a review item claimed by another, decided, or its claim run out
  │    ├── UnknownRoute · MethodNotAllowed          404 · 405
  │    ├── PayloadTooLarge                          body over server.max_body_bytes (413)
  │    ├── RequestTimeout                           body not sent within server.body_timeout_s (408)
@@ -169,6 +170,10 @@ class BatchNotFound(NotFound):
     code = "batch_not_found"
 
 
+class ReviewItemNotFound(NotFound):
+    code = "review_item_not_found"
+
+
 class FileNotFound(NotFound):
     code = "file_not_found"
 
@@ -183,6 +188,13 @@ class JobConflict(UserError):
 
     status = 409
     code = "conflict"
+
+
+class ReviewConflict(JobConflict):
+    """A review action that lost to another: the item is claimed by someone else, already decided
+    or expired, or the caller's claim ran out."""
+
+    code = "review_conflict"
 
 
 class OutputBlocked(UserError):

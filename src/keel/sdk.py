@@ -57,11 +57,29 @@ class RunResult:
     guards: dict[str, float] = field(default_factory=dict)  # output guard → score
     sources: list[dict[str, Any]] = field(default_factory=list)
     citations: list[dict[str, Any]] = field(default_factory=list)
+    review: dict[str, Any] | None = None  # the review route (queue, mode, reason) when the feature routed it
+    held: bool = False  # a person checks the answer first: ``answer`` is the feature's message until then
+    job_id: str | None = None  # held: the job that ends with the reviewed answer (``client.job(id).wait()``)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})  # newer servers may add fields
+
+    @classmethod
+    def from_response(cls, status: int, data: dict[str, Any]) -> RunResult:
+        """A run's answer — or, for 202, the job holding it for review."""
+        if status != 202:
+            return cls.from_dict(data)
+        review = (data.get("result") or {}).get("review") or {}
+        return cls(
+            feature=str(data.get("feature") or ""),
+            answer=str(data.get("message") or ""),
+            trace_id=str(data.get("trace_id") or ""),
+            review=review,
+            held=True,
+            job_id=str(data["id"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +284,7 @@ class Client:
         """Run a feature; keyword arguments are its inputs (or pass ``inputs={…}``)."""
         r = self.http.post(self._url(feature), json=_body(inputs, kwargs, user, label))
         _raise_for(r.status_code, r.content)
-        return RunResult.from_dict(r.json())
+        return RunResult.from_response(r.status_code, r.json())
 
     async def arun(
         self,
@@ -280,7 +298,7 @@ class Client:
     ) -> RunResult:
         r = await self.ahttp.post(self._url(feature), json=_body(inputs, kwargs, user, label))
         _raise_for(r.status_code, r.content)
-        return RunResult.from_dict(r.json())
+        return RunResult.from_response(r.status_code, r.json())
 
     def stream(
         self,

@@ -95,3 +95,23 @@ def bootstrap_difference(
     db = fn(b[rng.integers(0, len(b), size=(RESAMPLES, len(b)))])
     diff = db - da
     return Interval(float(fn(b) - fn(a)), float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5)))
+
+
+def auc(scores: Sequence[float], positives: Sequence[bool]) -> float:
+    """The ROC AUC of ``scores`` for the ``positives`` (Mann–Whitney, ties counting half): the
+    chance that a positive scores above a negative. Both classes must be present."""
+    pos = [s for s, p in zip(scores, positives, strict=True) if p]
+    neg = [s for s, p in zip(scores, positives, strict=True) if not p]
+    if not pos or not neg:
+        raise ValueError("AUC needs at least one positive and one negative")
+    ranked = sorted(scores)
+    rank: dict[float, float] = {}
+    i = 0
+    while i < len(ranked):  # the average 1-based rank of each distinct score
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1] == ranked[i]:
+            j += 1
+        rank[ranked[i]] = (i + j) / 2 + 1
+        i = j + 1
+    u = sum(rank[s] for s in pos) - len(pos) * (len(pos) + 1) / 2
+    return u / (len(pos) * len(neg))

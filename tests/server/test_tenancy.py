@@ -32,6 +32,7 @@ class World:
     job_id: str = ""
     file_id: str = ""
     batch_id: str = ""
+    review_id: str = ""
     routes: list[Route] = field(default_factory=list)
     home: Path = Path(".")
     app: Any = None
@@ -50,6 +51,9 @@ class World:
 def world(tmp_path: Path, home: Path, upstream: FaultServer) -> Iterator[World]:
     root = greet_project(tmp_path / "project")
     (root / "features" / "vip.yaml").write_text("prompt: greet\nmodel: up\ntenants: [acme]\n")
+    (root / "features" / "checked.yaml").write_text(
+        "prompt: greet\nmodel: up\nreview: {sample: 1, mode: hold, queue: desk}\n"
+    )
     settings = make_settings(
         f"project_root: '{root}'\ndeployments:\n  up: {{provider: openai, model: gpt-4o-mini, "
         f"base_url: '{upstream.base_url}'}}\nmodels:\n  up: {{deployments: [up]}}\ndefault_model: up\n"
@@ -102,6 +106,9 @@ def world(tmp_path: Path, home: Path, upstream: FaultServer) -> Iterator[World]:
         )
         assert batch.status_code == 200, batch.text
         w.batch_id = batch.json()["id"]
+        held = w.call("a", "POST", "/features/checked/run", {"inputs": {"name": "acme"}})
+        assert held.status_code == 202, held.text
+        w.review_id = held.json()["result"]["review"]["item"]
         yield w
 
 
@@ -192,6 +199,22 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/v1/batches/{batch_id}/cancel"): lambda w: _not_found(
         w.call("b", "POST", f"/batches/{w.batch_id}/cancel")
     ),
+    ("GET", "/v1/review/items"): lambda w: _own_empty_view(w.call("b", "GET", "/review/items")),
+    ("POST", "/v1/review/items"): lambda w: _not_found(
+        w.call("b", "POST", "/review/items", {"trace_id": w.trace_id, "queue": "desk"})
+    ),
+    ("GET", "/v1/review/items/{item_id}"): lambda w: _not_found(w.call("b", "GET", f"/review/items/{w.review_id}")),
+    ("POST", "/v1/review/items/{item_id}/claim"): lambda w: _not_found(
+        w.call("b", "POST", f"/review/items/{w.review_id}/claim")
+    ),
+    ("POST", "/v1/review/items/{item_id}/release"): lambda w: _not_found(
+        w.call("b", "POST", f"/review/items/{w.review_id}/release")
+    ),
+    ("POST", "/v1/review/items/{item_id}/decision"): lambda w: _not_found(
+        w.call("b", "POST", f"/review/items/{w.review_id}/decision", {"action": "reject"})
+    ),
+    ("POST", "/v1/review/queues/{queue}/claim"): lambda w: _not_found(w.call("b", "POST", "/review/queues/desk/claim")),
+    ("GET", "/v1/review/stats"): lambda w: _own_empty_view(w.call("b", "GET", "/review/stats")),
     ("POST", "/v1/chat/completions"): _chat,
     ("POST", "/v1/embeddings"): _embeddings,
     ("GET", "/v1/models"): _models,
@@ -227,6 +250,8 @@ def test_tenant_b_reaches_nothing_of_tenant_a(world: World) -> None:
     assert world.call("a", "POST", "/features/vip/run", {"inputs": {"name": "x"}}).status_code == 200
     job = world.call("a", "GET", f"/jobs/{world.job_id}").json()
     assert job["status"] != "cancelled" and not job["cancel_requested"]  # B's cancel reached nothing
+    item = world.call("a_reviewer", "GET", f"/review/items/{world.review_id}").json()
+    assert item["status"] == "pending" and item["decision"] is None  # B's claims and decisions reached nothing
     assert world.app.service.writer.flush()
     with Store.at(db_path(world.home)) as store:
         by_tenant = {(t.tenant, t.operation) for t in store.traces.find(tenant=None, limit=100)}

@@ -1,6 +1,8 @@
-"""Settings of the work that runs off the request path: durable jobs, batches and webhooks."""
+"""Settings of the work that runs off the request path: durable jobs, batches, webhooks and review."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -35,3 +37,25 @@ class WebhookSettings(Strict):
     give_up_h: float = Field(24.0, gt=0, le=24 * 7)
     first_retry_s: float = Field(5.0, gt=0)
     max_retry_s: float = Field(3600.0, gt=0)
+
+
+Role = Literal["admin", "member", "reviewer"]
+
+
+class ReviewQueueSettings(Strict):
+    """One review queue's own settings: a webhook told of new items and SLA breaches."""
+
+    webhook: str | None = Field(None, description="POSTed review.item.created and review.sla_breached (signed)")
+
+
+class ReviewSettings(Strict):
+    """Human review (``review:`` in a feature spec routes answers to a queue): how long a claim holds,
+    which roles see an item's raw answer rather than the trace's redacted view, and each queue's webhook."""
+
+    claim_minutes: float = Field(15.0, gt=0, le=24 * 60, description="a claim not decided in this time is released")
+    raw_roles: list[Role] = Field(
+        default_factory=lambda: list[Role](["admin"]),
+        description="roles shown a held answer as it is, not as traces keep it",
+    )
+    sweep_s: float = Field(5.0, gt=0, le=3600, description="how often SLAs are checked")
+    queues: dict[str, ReviewQueueSettings] = Field(default_factory=dict)

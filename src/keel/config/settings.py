@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from keel.config.base import Secret, Strict
-from keel.config.jobs import BatchSettings, JobsSettings, WebhookSettings
+from keel.config.jobs import BatchSettings, JobsSettings, ReviewSettings, WebhookSettings
 from keel.config.secrets import SecretRef
 
 
@@ -345,6 +345,7 @@ class KeelSettings(Strict):
     jobs: JobsSettings = JobsSettings()
     batches: BatchSettings = BatchSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    review: ReviewSettings = ReviewSettings()
     prices: Path | None = Field(None, description="a price table overriding the built-in one")
     project_root: Path = Field(Path("."), description="the folder holding features/, prompts/ and schemas/")
     local_models: dict[str, LocalModelSettings] = Field(default_factory=dict)

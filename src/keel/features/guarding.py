@@ -92,6 +92,7 @@ def guard_output(plan: Plan, collections: Collections | None) -> None:
     for rule in rules:
         verdict = guard_check(rule.name, rule.threshold)(ctx)
         result.guards[rule.name] = round(verdict.score, 3)
+        result.guard_reasons[rule.name] = verdict.reason[:500]
         if verdict.passed:
             continue
         action = rule.action or "flag"

@@ -11,9 +11,10 @@ model streams, then ``Done`` with the result. Each run writes one trace row (ope
 ``feature``) with its prompt version, experiment arm, summed usage and cost, and notes; the model
 calls inside it are traced as its children.
 
-The steps live in their own modules (``caching``, ``guarding``, ``context``, ``structured``); this
-one composes them. ``review`` arrives with its own issue; until then a spec that declares it is
-refused with a clear error rather than silently served without.
+The steps live in their own modules (``caching``, ``guarding``, ``context``, ``structured``,
+``reviewing``); this one composes them. Review routing decides after the output guards and puts
+its route on the result; a feature held for review never streams its answer (the edge gives the
+caller a job instead), so its stream is replayed only once the route says it may be served.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import orjson
 from keel.cache.store import AnswerCache
 from keel.checks import CheckContext
 from keel.config.settings import KeelSettings
-from keel.errors import ConfigError, InjectionBlocked, InputTooLong, InvalidRequest
+from keel.errors import InjectionBlocked, InputTooLong, InvalidRequest
 from keel.features.caching import index_version, recall, remember
 from keel.features.context import fit, reduce_input
 from keel.features.experiments import Arm, Experiments
@@ -46,6 +47,7 @@ from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
 from keel.features.recording import feature_record, summed_cost
 from keel.features.result import Delta, Done, FeatureEvent, FeatureResult, Plan, Started, event_dict, pieces
 from keel.features.retrieving import retrieve_sources, with_context
+from keel.features.reviewing import route_review
 from keel.features.spec import FeatureSpec, load_feature
 from keel.features.steps import retrieved, step
 from keel.features.structured import Partial, StructuredResult, structured_events
@@ -74,19 +76,6 @@ __all__ = [  # what callers import from here: the pipeline, its results and even
     "event_dict",
     "open_pipeline",
 ]
-
-NOT_YET = {
-    "review": "the review issue",
-}
-
-
-def _refuse_unbuilt(spec: FeatureSpec) -> None:
-    for section, issue in NOT_YET.items():
-        if getattr(spec, section) is not None:
-            raise ConfigError(
-                f"features/{spec.name}.yaml: '{section}' is declared, but its step arrives with "
-                f"{issue}; remove it to run this feature now"
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,15 +161,21 @@ class FeaturePipeline:
                     for piece in pieces(result.answer):  # a replayed stream is still a stream
                         yield Delta(piece)
             elif not result.found_nothing:
+                held = stream and plan.spec.review is not None and plan.spec.review.mode == "hold"
                 with step(ctx, "generation", model=plan.model) as found:
-                    async for event in self._complete(plan, stream):
+                    async for event in self._complete(plan, stream and not held):
                         yield event
                     found.update(attempts=result.attempts, calls=len(ctx.children))
                 if plan.spec.guards is not None and plan.spec.guards.output:
                     with step(ctx, "output guards") as found:
                         guard_output(plan, self.collections)
                         found.update(scores=dict(result.guards), confidence=result.confidence)
-                remember(self.cache, plan)
+                route_review(plan)
+                if held and result.review is None:
+                    for piece in pieces(result.answer):  # not held after all: served as a stream
+                        yield Delta(piece)
+                if result.review is None or result.review["mode"] != "hold":
+                    remember(self.cache, plan)  # an answer no person has approved is never replayed
             result.latency_ms = (time.perf_counter() - started) * 1000
             yield Done(result)
         except BaseException as exc:
@@ -219,7 +214,6 @@ class FeaturePipeline:
     ) -> tuple[Rendered, str | None, Arm | None, str]:
         """The prompt version (rendered), the experiment and arm, and the model that serve this call."""
         name = spec.name
-        _refuse_unbuilt(spec)
         pinned = pins.version is not None or pins.model is not None
         experiment, arm = (None, None) if pinned else self._arm(name, user, label, tenant)
         self.registry.record_file(self.root / "prompts" / f"{spec.prompt}.md")

@@ -33,6 +33,8 @@ class FeatureResult:
     cache: str | None = None  # for features that cache: "exact" or "semantic" (replayed), or "miss"
     confidence: float | None = None  # the lowest output-guard score, when output guards run
     guards: dict[str, float] = field(default_factory=dict)  # output guard → score
+    guard_reasons: dict[str, str] = field(default_factory=dict)  # output guard → its verdict's reason
+    review: dict[str, Any] | None = None  # the review route (queue, mode, reason), when the spec routes it
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape shared by the CLI, HTTP and the SDK."""
@@ -55,6 +57,7 @@ class FeatureResult:
             "cache": self.cache,
             "confidence": self.confidence,
             "guards": self.guards,
+            "review": self.review,
             "sources": [s.as_dict() for s in self.sources],
             "citations": [{"number": c.number, "valid": c.valid} for c in self.citations],
         }

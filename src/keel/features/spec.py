@@ -19,6 +19,7 @@ from keel.config.settings import BudgetSettings
 from keel.config.yamlfile import LocatedYAML, describe_error, read_yaml
 from keel.errors import ConfigError
 from keel.errors import FeatureNotFound as FeatureNotFound
+from keel.features.conditions import Condition, ConditionError, parse_condition
 from keel.guards.actions import ActionSpec
 
 _SCHEMAS: dict[Path, tuple[Any, dict[str, Any]]] = {}
@@ -162,7 +163,52 @@ class BudgetSpec(Section):
 
 
 class ReviewSpec(Section):
-    when: str
+    """Human review (keel.review): which answers go to a person, and what the caller gets meanwhile."""
+
+    when: str | list[str | dict[str, Any]] | None = Field(
+        None, description="a condition ('confidence < 0.6', keel.features.conditions) or a list of checks"
+    )
+    mode: Literal["hold", "after"] = Field(
+        "after", description="hold: the caller gets 202 and a job until a person decides; after: served, then queued"
+    )
+    queue: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    sample: float = Field(0.0, ge=0, le=1, description="a share of all answers queued too, so reviewers see good ones")
+    sla_minutes: float = Field(60.0, gt=0, le=30 * 24 * 60)
+    on_timeout: Literal["serve", "fallback"] = Field("serve", description="hold: what a held answer becomes at SLA")
+    message: str = Field("A person is checking this answer", min_length=1, max_length=500)
+    fallback: Any = Field(None, description="served on reject (default: output.fallback, else a short apology)")
+
+    @field_validator("when")
+    @classmethod
+    def _when(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                parse_condition(value)
+            except ConditionError as exc:
+                raise ValueError(str(exc)) from None
+        elif isinstance(value, list):
+            if not value:
+                raise ValueError("give a condition or at least one check")
+            for item in value:
+                try:
+                    check = make_check(item)
+                except CheckError as exc:
+                    raise ValueError(exc.message) from None
+                if check.requires_llm:
+                    raise ValueError(f"check '{check.name}' calls a model; review routing must be cheap")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> ReviewSpec:
+        if self.when is None and self.sample == 0:
+            raise ValueError("say which answers go to review: 'when' (e.g. \"confidence < 0.6\"), 'sample', or both")
+        return self
+
+    def condition(self, guards: set[str] | None = None) -> Condition | None:
+        return parse_condition(self.when, guards=guards) if isinstance(self.when, str) else None
+
+    def checks(self) -> list[BoundCheck]:
+        return [make_check(item) for item in self.when] if isinstance(self.when, list) else []
 
 
 class ContextSpec(Section):
@@ -206,6 +252,17 @@ def parse_feature(doc: LocatedYAML, name: str, root: Path | None = None) -> Feat
         spec = FeatureSpec.model_validate({**data, "name": name})
     except ValidationError as exc:
         raise ConfigError(describe_error(exc, doc)) from None
+    if spec.review is not None and isinstance(spec.review.when, str):
+        guards = {r.name for r in spec.guards.output} if spec.guards is not None else set()
+        try:
+            condition = spec.review.condition(guards)
+        except ConditionError as exc:
+            raise ConfigError(f"{doc.where(('review', 'when'))}: review.when: {exc}") from None
+        if condition is not None and "confidence" in condition.names and not guards:
+            raise ConfigError(
+                f"{doc.where(('review', 'when'))}: review.when: 'confidence' comes from the output guards, and this "
+                "feature declares none; add guards: {output: [grounded]} (or citations, schema, unsafe)"
+            )
     if root is not None:
         _check_files(spec, doc, root)
     return spec

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import base64
 import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from keel.errors import KeelError
-from keel.features.pipeline import FeaturePipeline
-from keel.jobs.worker import Work
+from keel.features.pipeline import FeaturePipeline, FeatureResult
+from keel.jobs.worker import HELD, Work
 from keel.progress import receiver, report
 from keel.rag.ingest import ingest_documents
 from keel.rag.loaders import load_bytes
 from keel.store.jobs import Job
 
+#: Called with a feature job's finished run; True when it took the job on (held it for review).
+Handoff = Callable[[Job, FeatureResult], Awaitable[bool]]
 
-def feature_work(pipeline: FeaturePipeline) -> Work:
+
+def feature_work(pipeline: FeaturePipeline, handoff: Handoff | None = None) -> Work:
     async def run(job: Job) -> tuple[Any, float | None]:
         body = job.payload
         report(0, None, "running")
@@ -32,6 +36,9 @@ def feature_work(pipeline: FeaturePipeline) -> Work:
             model=body.get("model"),
             trace_id=job.trace_id,
         )
+        if handoff is not None and result.review is not None and await handoff(job, result):
+            report(1, 1, "awaiting review")
+            return HELD, result.cost_usd
         report(1, 1, "done")
         return result.as_dict(), result.cost_usd
 
@@ -77,5 +84,5 @@ def ingest_work(pipeline: FeaturePipeline) -> Work:
     return run
 
 
-def builtin_work(pipeline: FeaturePipeline) -> dict[str, Work]:
-    return {"feature": feature_work(pipeline), "ingest": ingest_work(pipeline)}
+def builtin_work(pipeline: FeaturePipeline, handoff: Handoff | None = None) -> dict[str, Work]:
+    return {"feature": feature_work(pipeline, handoff), "ingest": ingest_work(pipeline)}

@@ -28,6 +28,13 @@ from keel.store.jobs import Job
 
 log = logging.getLogger("keel.jobs")
 Work = Callable[[Job], Awaitable[tuple[Any, float | None]]]  # → (result, cost)
+
+
+class Held:
+    """What a work returns when it handed its job on (``awaiting_review``): the pool leaves it be."""
+
+
+HELD = Held()
 RETRY_S = 2.0  # the first retry's wait; doubled each attempt
 FLUSH_S = 0.25  # how often a running job's newest progress is written
 REAP_S = 1.0  # how often the reaper looks for leases run out (a read, unless one has)
@@ -154,6 +161,8 @@ class Pool:
             await self._call(lambda: jobs.fail(job, said, retry_in=None))
             return
         self.ran += 1
+        if result is HELD:
+            return  # the work moved the job on itself (keel.review holds it for a person)
         await self._call(lambda: jobs.succeed(job, result, cost_usd=cost))
 
     async def _flush(self, job: Job, progress: Progress) -> None:

@@ -37,6 +37,7 @@ from keel.server.guards import guard_chat
 from keel.server.jobs import JobRoutes
 from keel.server.lines import embeddings_body
 from keel.server.openapi import document
+from keel.server.review import ReviewRoutes
 from keel.server.streaming import ReadingStream
 from keel.server.traces import TraceRoutes
 from keel.server.validate import CHAT, EMBEDDINGS, FEEDBACK, parse_chat, parse_embeddings, parse_json
@@ -79,11 +80,14 @@ class KeelApp:
         guard = self.authenticate.guard
         extra = []
         self.jobs: JobRoutes | None = None
+        self.review: ReviewRoutes | None = None
         if collections is not None and project_root is not None and store is not None:
             features = FeatureRoutes(service, collections, project_root, store, guard, self.json_body)
             self.jobs = JobRoutes(store, features, guard, self.json_body, service.gateway.settings)
             batches = BatchRoutes(self.jobs, guard, self._body)
-            extra += features.routes() + self.jobs.routes() + batches.routes()
+            self.review = ReviewRoutes(self.jobs, guard, self.json_body)
+            features.routed = self.review.routed
+            extra += features.routes() + self.jobs.routes() + batches.routes() + self.review.routes()
         if collections is not None:
             extra += CollectionRoutes(collections, guard, self.json_body, service, self.jobs).routes()
         if store is not None:
@@ -318,6 +322,8 @@ class KeelApp:
         }
         if self.jobs is not None:
             gauges.update(await self.jobs.gauges())
+        if self.review is not None:
+            gauges.update(await self.review.gauges())
         text = self.service.metrics.render(gauges)
         return Response(text, media_type="text/plain; version=0.0.4")
 

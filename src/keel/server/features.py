@@ -1,10 +1,11 @@
 """``POST /v1/features/{name}/run``: run a feature over HTTP — JSON, or SSE with ``"stream": true``
 (events ``started``, ``delta`` / ``partial``, then ``done``; a failure after the start is an ``error``
-event). Routes only; the work is the feature pipeline's."""
+event). A run held for review answers ``202`` with its job (a stream ends with ``held``). Routes only;
+the work is the feature pipeline's."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.errors import KeelError
-from keel.features.pipeline import FeatureEvent, FeaturePipeline, Started, event_dict
+from keel.features.pipeline import Done, FeatureEvent, FeaturePipeline, FeatureResult, Started, event_dict
 from keel.features.prompts import DEFAULT_LABEL
 from keel.gateway.service import GatewayService
 from keel.rag.backends import Collections
@@ -23,6 +24,9 @@ from keel.server.errors import error_body
 from keel.server.streaming import ReadingStream
 from keel.server.validate import FEATURE_RUN
 from keel.store import Store
+from keel.store.keys import Caller
+
+Routed = Callable[[FeatureResult, dict[str, Any], Caller, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
 class FeatureRoutes:
@@ -42,6 +46,9 @@ class FeatureRoutes:
         self.guard = guard
         self.parse_body = parse_body
         self._pipeline: FeaturePipeline | None = None
+        #: A run the pipeline routed to review goes here (keel.server.review); for ``hold`` it gives
+        #: the job the caller gets instead of the answer.
+        self.routed: Routed | None = None
 
     def pipeline(self) -> FeaturePipeline:
         """One pipeline for the app's life: its prompt cache and open collections are reused by every
@@ -66,15 +73,32 @@ class FeatureRoutes:
         model = None if mode is None else self.service.gateway.settings.model_for_mode(mode)
         pipeline = self.pipeline()
         name = request.path_params["name"]
+        payload = {"inputs": inputs, "user": user, "label": body.get("label"), "key": key, "model": model}
         if stream:
-            return await self._stream(
-                pipeline.events(name, inputs, user=user, tenant=tenant, key=key, label=label, stream=True, model=model)
+            events = pipeline.events(
+                name, inputs, user=user, tenant=tenant, key=key, label=label, stream=True, model=model
             )
+            return await self._stream(events, lambda result: self._routed(result, inputs, caller, payload))
         result = await pipeline.run(name, inputs, user=user, tenant=tenant, key=key, label=label, model=model)
         headers = {"x-keel-trace-id": result.trace_id, **_cache_header(result.cache)}
+        held = await self._routed(result, inputs, caller, payload)
+        if held is not None:
+            headers["location"] = f"/v1/jobs/{held['id']}"
+            return Response(orjson.dumps(held), status_code=202, media_type="application/json", headers=headers)
         return Response(orjson.dumps(result.as_dict()), media_type="application/json", headers=headers)
 
-    async def _stream(self, events: AsyncGenerator[FeatureEvent, None]) -> Response:
+    async def _routed(
+        self, result: FeatureResult, inputs: dict[str, Any], caller: Caller, payload: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        if result.review is None or self.routed is None:
+            return None
+        return await self.routed(result, inputs, caller, payload)
+
+    async def _stream(
+        self,
+        events: AsyncGenerator[FeatureEvent, None],
+        routed: Callable[[FeatureResult], Awaitable[dict[str, Any] | None]],
+    ) -> Response:
         try:
             first = await anext(events)  # a mistake before the run starts gets a real HTTP status
         except BaseException:
@@ -86,6 +110,11 @@ class FeatureRoutes:
             try:
                 yield _sse(first)
                 async for event in events:
+                    if isinstance(event, Done) and event.result.review is not None:
+                        held = await routed(event.result)
+                        if held is not None:  # the answer waits for a person: the caller gets its job
+                            yield b"event: held\ndata: " + orjson.dumps({"type": "held", **held}) + b"\n\n"
+                            continue
                     yield _sse(event)
             except KeelError as exc:
                 yield b"event: error\ndata: " + orjson.dumps(error_body(exc)) + b"\n\n"

@@ -18,6 +18,8 @@ from starlette.routing import BaseRoute, Route
 from keel import __version__
 from keel.server.batches import BATCH
 from keel.server.jobs import QUERY as JOB_QUERY
+from keel.server.review import ADD, DECISION
+from keel.server.review import QUERY as REVIEW_QUERY
 from keel.server.schema import Obj
 from keel.server.traces import MAX_PAGE, QUERY
 from keel.server.validate import (
@@ -84,6 +86,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/v1/batches/{batch_id}"): Operation("One batch: status, request counts, files, cost", tag="batches"),
     ("POST", "/v1/batches/{batch_id}/cancel"): Operation(
         "Cancel a batch (finished lines are kept in its output file)", tag="batches"
+    ),
+    ("GET", "/v1/review/items"): Operation("List review items, oldest first (queue, status, a cursor)", tag="review"),
+    ("POST", "/v1/review/items"): Operation("Send a feature run to a review queue by hand", ADD, ok=201, tag="review"),
+    ("GET", "/v1/review/items/{item_id}"): Operation(
+        "One review item: question, answer, cited sources, guard scores, prompt, model, cost", tag="review"
+    ),
+    ("POST", "/v1/review/items/{item_id}/claim"): Operation("Claim an item (a lock with a time limit)", tag="review"),
+    ("POST", "/v1/review/items/{item_id}/release"): Operation("Give a claim back", tag="review"),
+    ("POST", "/v1/review/items/{item_id}/decision"): Operation(
+        "Approve, edit or reject a claimed item (a held job ends with it)", DECISION, tag="review"
+    ),
+    ("POST", "/v1/review/queues/{queue}/claim"): Operation("Claim a queue's oldest unclaimed item", tag="review"),
+    ("GET", "/v1/review/stats"): Operation(
+        "Per-queue backlog, SLA breaches, decision rates and confidence agreement", tag="review"
     ),
     ("GET", "/healthz"): Operation("Liveness", public=True, tag="operations"),
     ("GET", "/metrics"): Operation("Prometheus metrics", public=True, text=True, tag="operations"),
@@ -199,6 +215,10 @@ def _operation(method: str, path: str, op: Operation, schemas: dict[str, Any]) -
         params += [_query(name) for name in sorted(QUERY)]
     if (method, path) == ("GET", "/v1/jobs"):
         params += [_query(name) for name in sorted(JOB_QUERY)]
+    if (method, path) == ("GET", "/v1/review/items"):
+        params += [_query(name) for name in sorted(REVIEW_QUERY)]
+    if (method, path) == ("GET", "/v1/review/stats"):
+        params += [_query("queue")]
     if (method, path) == ("GET", "/v1/batches"):
         params += [_query("after"), _query("limit", 100)]
     if (method, path) == ("GET", "/v1/files"):

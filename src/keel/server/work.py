@@ -1,21 +1,28 @@
 """The work a Keel process runs off the request path, assembled once for ``keel serve`` and
 ``keel worker`` alike: the job kinds (feature runs, ingests, eval runs, batches), the batch runner
-the Batch API routes share, and the webhook deliverer — with ended jobs announcing themselves to
-the webhook outbox inside the transaction that ends them."""
+the Batch API routes share, the webhook deliverer and the review queue (its SLA sweeper, and the
+hand-off that holds a feature job for review) — with ended jobs and new review items announcing
+themselves to the webhook outbox inside the transactions that make them."""
 
 from __future__ import annotations
+
+import asyncio
 
 from keel.config.settings import KeelSettings
 from keel.evals.jobs import KIND as EVAL
 from keel.evals.jobs import eval_work
 from keel.features.pipeline import FeaturePipeline
+from keel.features.result import FeatureResult
+from keel.features.spec import load_feature
 from keel.gateway.admission import Admission
 from keel.jobs.batches import KIND as BATCH
 from keel.jobs.batches import BatchRunner
 from keel.jobs.kinds import builtin_work
 from keel.jobs.webhooks import Deliverer, announcer
 from keel.jobs.worker import Pool, Work
+from keel.review import ReviewQueue
 from keel.server.lines import line_caller
+from keel.store.jobs import Job
 
 
 class Runtime:
@@ -27,11 +34,22 @@ class Runtime:
         self.batches = BatchRunner(store, admission, line_caller(service), settings.batches)
         self.deliverer = Deliverer(store, settings.webhooks)
         store.jobs.on_end = announcer(store, settings.webhooks)
+        self.review = ReviewQueue(store, settings, pipeline.root)
+        store.reviews.on_event = self.review.announcer()
 
     def work(self) -> dict[str, Work]:
-        return {**builtin_work(self.pipeline), EVAL: eval_work(self.pipeline), BATCH: self.batches.work}
+        feature_kinds = builtin_work(self.pipeline, self.handoff)
+        return {**feature_kinds, EVAL: eval_work(self.pipeline), BATCH: self.batches.work}
+
+    async def handoff(self, job: Job, result: FeatureResult) -> bool:
+        """A feature job's routed run goes to its queue; True when the job now awaits a person."""
+        spec = load_feature(self.pipeline.root, str(job.feature))
+        inputs = (job.payload or {}).get("inputs") or {}
+        hold = job if result.review is not None and result.review["mode"] == "hold" else None
+        item = await asyncio.to_thread(self.review.route, spec, result, inputs, tenant=job.tenant, job=hold)
+        return item is not None and item.mode == "hold" and item.job_id == job.id
 
     def pool(self, workers: int | None = None) -> Pool:
         jobs = self.settings.jobs
         chosen = jobs if workers is None else jobs.model_copy(update={"workers": workers})
-        return Pool(self.pipeline.store, self.work(), chosen, extra=[self.deliverer.run])
+        return Pool(self.pipeline.store, self.work(), chosen, extra=[self.deliverer.run, self.review.sweeper])

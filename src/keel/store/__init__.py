@@ -19,6 +19,7 @@ from keel.store.files import FileStore
 from keel.store.jobs import JobStore
 from keel.store.keys import DEFAULT_TENANT, ROLES, Caller, Keys
 from keel.store.prompts import PromptStore
+from keel.store.reviews import ReviewStore
 from keel.store.sqlite import connect, db_path
 from keel.store.traces import TraceRecord, Traces
 from keel.store.webhooks import WebhookStore
@@ -59,6 +60,7 @@ class Store:
         self.files = FileStore(db)
         self.batches = BatchStore(db)
         self.webhooks = WebhookStore(db)
+        self.reviews = ReviewStore(db, self.jobs)
 
     @classmethod
     def at(cls, path: Path) -> Store:

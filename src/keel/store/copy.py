@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from keel.errors import UserError
 from keel.store.db import Database
 from keel.store.jobs import COLUMNS as JOB_COLUMNS
+from keel.store.reviews import COLUMNS as REVIEW_COLUMNS
 from keel.store.rollups import backfill
 
 # (table, its columns), parents before children
@@ -26,6 +27,7 @@ TABLES: list[tuple[str, tuple[str, ...]]] = [
     ("eval_cache", ("key", "suite", "case_id", "result", "at", "tenant")),
     ("eval_promoted", ("suite", "trace_id", "case_id", "at", "tenant")),
     ("jobs", tuple(JOB_COLUMNS)),
+    ("review_items", REVIEW_COLUMNS),
     ("budget_spend", ("bucket", "spent_nusd", "spent_tokens", "alerted", "expires")),
     ("budget_holds", ("reservation", "bucket", "nusd", "tokens", "expires")),
     (

@@ -1,6 +1,7 @@
 """Durable jobs in the store: a queue with leases, on SQLite and Postgres alike.
 
-A job is ``queued → running → succeeded | failed | cancelled | expired``. A worker *claims* the
+A job is ``queued → running → succeeded | failed | cancelled | expired`` (a feature run a person
+must approve first waits ``awaiting_review`` between running and succeeded: keel.store.reviews). A worker *claims* the
 best ready job (highest priority, then the longest waiting) in one statement — ``FOR UPDATE SKIP
 LOCKED`` on Postgres, so replicas never block on each other's claims; under SQLite's write lock on
 the embedded store — and holds it by a *lease* it renews with heartbeats. A worker that dies (even
@@ -29,7 +30,7 @@ import orjson
 from keel.errors import InvalidRequest, JobConflict, JobNotFound
 from keel.store.db import Database, Where, decode_keyset, encode_keyset
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled", "expired")
+STATES = ("queued", "running", "awaiting_review", "succeeded", "failed", "cancelled", "expired")
 FINISHED = ("succeeded", "failed", "cancelled", "expired")
 
 
@@ -95,7 +96,7 @@ class JobStore:
         #: webhook outbox joins it: an ended job never loses its event).
         self.on_end: Callable[[Job], None] | None = None
 
-    def _ended(self, rows: Sequence[dict[str, Any]]) -> None:
+    def ended(self, rows: Sequence[dict[str, Any]]) -> None:
         if self.on_end is None:
             return
         for row in rows:
@@ -217,7 +218,7 @@ class JobStore:
                 "WHERE id = ? AND worker = ? AND attempts = ? AND status = 'running' RETURNING *",
                 (status, time.time(), *fields.values(), job.id, job.worker, job.attempts),
             )
-            self._ended(rows)
+            self.ended(rows)
         return bool(rows)
 
     # -- housekeeping --------------------------------------------------------------------------------
@@ -242,7 +243,7 @@ class JobStore:
                 "WHERE status IN ('queued', 'running') AND expires IS NOT NULL AND expires <= ? RETURNING *",
                 (now, now),
             )
-            self._ended(rows)
+            self.ended(rows)
             out["expired"] = len(rows)
         with self.db.transaction():
             rows = self.db.all(
@@ -251,7 +252,7 @@ class JobStore:
                 "WHERE status = 'running' AND lease_until < ? AND attempts >= max_attempts RETURNING *",
                 (now, now),
             )
-            self._ended(rows)
+            self.ended(rows)
             out["failed"] = len(rows)
         with self.db.transaction():
             rows = self.db.all(
@@ -288,13 +289,20 @@ class JobStore:
             if job.finished_state:
                 raise JobConflict(f"job {job.id} already {job.status}; there is nothing to cancel")
             row = None
-            if job.status == "queued":
+            if job.status in ("queued", "awaiting_review"):
+                said = "cancelled before it started" if job.status == "queued" else "cancelled while awaiting review"
                 row = self.db.one(
-                    "UPDATE jobs SET status = 'cancelled', finished = ?, error = 'cancelled before it started' "
-                    "WHERE id = ? AND status = 'queued' RETURNING *",
-                    (time.time(), job.id),
+                    "UPDATE jobs SET status = 'cancelled', finished = ?, error = ? WHERE id = ? AND status = ? "
+                    "RETURNING *",
+                    (time.time(), said, job.id, job.status),
                 )
-                self._ended([row] if row is not None else [])
+                if row is not None and job.status == "awaiting_review":
+                    self.db.run(
+                        "UPDATE review_items SET status = 'expired', held = NULL, comment = 'the job was cancelled', "
+                        "decided = ? WHERE job_id = ? AND status IN ('pending', 'claimed')",
+                        (time.time(), job.id),
+                    )
+                self.ended([row] if row is not None else [])
             if row is None:  # running — or claimed by a worker since it was read
                 row = self.db.one("UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *", (job.id,))
         assert row is not None

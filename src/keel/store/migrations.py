@@ -9,6 +9,7 @@ types differ (``REAL``/``DOUBLE PRECISION``, ``BLOB``/``BYTEA``, autoincrement/i
 from __future__ import annotations
 
 from keel.store.db import Database
+from keel.store.reviews import review_tables
 from keel.store.rollups import backfill
 from keel.store.sqlite import migrate as migrate_sqlite
 
@@ -360,6 +361,7 @@ POSTGRES: list[str] = [
     CREATE INDEX webhook_due ON webhook_deliveries(next_at) WHERE status = 'pending';
     CREATE INDEX webhook_subject ON webhook_deliveries(tenant, subject);
     """,
+    review_tables("DOUBLE PRECISION"),  # 7: review items (keel.store.reviews)
 ]
 BACKFILL = {4}  # migrations followed, in their transaction, by the rollup backfill (the first rollups' step
 # has nothing left to fill: their tables are dropped by this one)

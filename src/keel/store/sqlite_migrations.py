@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from keel.store.reviews import review_tables
+
 MIGRATIONS: list[str] = [
     # 1: API keys and traces
     """
@@ -450,6 +452,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX webhook_due ON webhook_deliveries(next_at) WHERE status = 'pending';
     CREATE INDEX webhook_subject ON webhook_deliveries(tenant, subject);
     """,
+    review_tables("REAL"),  # 16: review items (keel.store.reviews)
 ]
 BACKFILL = {13}  # migrations followed, in their transaction, by the rollup backfill (the first rollups' step
 # has nothing left to fill: their tables are dropped by this one)
