@@ -176,6 +176,8 @@ class FeaturePipeline:
                         yield Delta(piece)
                 if result.review is None or result.review["mode"] != "hold":
                     remember(self.cache, plan)  # an answer no person has approved is never replayed
+            else:
+                route_review(plan)  # "nothing found" is an answer a condition may send to a person too
             result.latency_ms = (time.perf_counter() - started) * 1000
             yield Done(result)
         except BaseException as exc:

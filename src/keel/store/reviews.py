@@ -291,8 +291,8 @@ class ReviewStore:
                  *where.args, who, now),
             )  # fmt: skip
             if row is None:
-                raw = self.db.one(f"SELECT claimed_by, claim_until FROM review_items WHERE {where}", where.args)
-                if raw is not None and raw["claimed_by"] == who and (raw["claim_until"] or 0) < now:
+                raw = self.db.one(f"SELECT status, claimed_by, claim_until FROM review_items WHERE {where}", where.args)
+                if raw is not None and raw["status"] == "claimed" and raw["claimed_by"] == who:
                     ran_out = _clock(raw["claim_until"])
                     raise ReviewConflict(f"your claim on review item {item_id} ran out at {ran_out}; claim it again")
                 raise ReviewConflict(_why_not(self._must(item_id, tenant), who, "decide"))
