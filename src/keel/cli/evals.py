@@ -97,6 +97,9 @@ def register(app: typer.Typer) -> None:
         from_feedback: bool = typer.Option(
             False, "--from-feedback", help="promote runs with corrections or low scores"
         ),
+        from_reviews: bool = typer.Option(
+            False, "--from-reviews", help="promote review decisions: approved and edited answers, rejects"
+        ),
         since: str = typer.Option("7d", help="feedback newer than this: 7d, 24h or a date"),
         below: float | None = typer.Option(None, help="numeric scores under this count as low (else the config's)"),
         limit: int = typer.Option(50, min=1, max=1000, help="at most this many new cases"),
@@ -105,9 +108,10 @@ def register(app: typer.Typer) -> None:
         tenant: str = TENANT,
         config: str | None = typer.Option(None, "--config", "-c", help="keel.yaml to use"),
     ) -> None:
-        """Turn production runs with corrections or low scores into eval cases (redacted, de-duplicated)."""
-        if not from_feedback:
-            raise UserError("say where cases come from: --from-feedback")
+        """Turn production runs with corrections or low scores — or reviewers' decisions — into eval
+        cases (redacted, de-duplicated, each trace once)."""
+        if from_feedback == from_reviews:
+            raise UserError("say where cases come from: --from-feedback or --from-reviews (one of them)")
         env = load_env(config)
         path = find_suite(root, suite)
         loaded = load_suite(path)
@@ -119,6 +123,7 @@ def register(app: typer.Typer) -> None:
                 scores=env.settings.feedback,
                 below=below,
                 tenant=tenant,
+                reviews=from_reviews,
             )
             outcome = promote.plan(store, loaded, found, uncaptured, tenant)
             chosen = outcome.added[:limit]

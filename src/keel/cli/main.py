@@ -21,6 +21,7 @@ from keel.cli import (
     policy,
     prompts,
     rag,
+    review,
     run,
     serve,
     store,
@@ -49,6 +50,7 @@ evals.register(app)
 jobs.register(app)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(jobs.hooks, name="webhooks")
+app.add_typer(review.app, name="review")
 app.add_typer(keys.app, name="keys")
 app.add_typer(keys.tenants_app, name="tenants")
 app.add_typer(store.app, name="store")

@@ -5,6 +5,10 @@ was), de-duplicated against the suite and each other, each trace promoted once.
 A case from a correction expects the corrected answer (``similar`` to it); a case from a low score
 alone must at least not repeat the answer people disliked (``not-similar`` to it, at 0.95), and is
 tagged ``needs-expected`` so someone writes the right answer in.
+
+``--from-reviews`` reads the review queue's decisions instead (feedback ``review`` on the trace,
+keel.review): an approved answer and an edit become ``expected`` plus ``similar``, a reject becomes
+``not-similar`` to the rejected answer — through the same redaction, de-duplication and once-per-trace.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from keel.store.keys import DEFAULT_TENANT
 from keel.tracing.redact import redact
 
 _FOLD = re.compile(r"[\W_]+")
+REVIEW = "review"  # the feedback a review decision leaves on its trace (keel.store.reviews)
 
 
 @dataclass(slots=True)
@@ -36,19 +41,21 @@ class Candidate:
     answer: str
     correction: str | None = None
     why: list[str] = field(default_factory=list)
+    source: str = "feedback"  # or "review"
 
     @property
     def case_id(self) -> str:
-        return f"fb-{self.trace_id[:10]}"
+        return f"{'rv' if self.source == 'review' else 'fb'}-{self.trace_id[:10]}"
 
     def case(self) -> dict[str, Any]:
         case: dict[str, Any] = {"id": self.case_id, "inputs": self.inputs}
+        tag = f"from-{self.source}"
         if self.correction is not None:
             case["expected"] = self.correction
-            case["tags"] = ["from-feedback"]
+            case["tags"] = [tag]
             case["checks"] = [{"type": "similar", "threshold": 0.8}]
         else:
-            case["tags"] = ["from-feedback", "needs-expected"]
+            case["tags"] = [tag, "needs-expected"]
             case["checks"] = [{"type": "not-similar", "value": self.answer, "threshold": 0.95}]
         return case
 
@@ -75,15 +82,19 @@ def find_candidates(
     scores: FeedbackSettings,
     below: float | None = None,
     tenant: str = DEFAULT_TENANT,
+    reviews: bool = False,
 ) -> tuple[list[Candidate], int]:
-    """Feature runs with a correction or a low score, newest feedback first; and how many had no
-    captured inputs (tracing.capture: off)."""
+    """Feature runs with a correction or a low score — or, with ``reviews``, a reviewer's decision —
+    newest first; and how many had no captured inputs (tracing.capture: off)."""
     rows = store.feedback.on_feature_runs(feature, since=since, tenant=tenant)
     found: dict[str, Candidate] = {}
     uncaptured: set[str] = set()
     for row in rows:
         fb: Feedback = row["feedback"]
-        if fb.correction is None and not is_low(fb, scores.scores.get(fb.name), below):
+        if reviews:
+            if fb.name != REVIEW or fb.label not in ("approve", "edit", "reject"):
+                continue
+        elif fb.correction is None and not is_low(fb, scores.scores.get(fb.name), below):
             continue
         run_id = row["run_id"]
         inputs = _json(row["request"])
@@ -93,7 +104,8 @@ def find_candidates(
         candidate = found.get(run_id)
         if candidate is None:
             answer = _json(row["response"])
-            candidate = found[run_id] = Candidate(run_id, redact(inputs), redact(str(answer or "")))
+            source = "review" if reviews else "feedback"
+            candidate = found[run_id] = Candidate(run_id, redact(inputs), redact(str(answer or "")), source=source)
         if fb.correction is not None and candidate.correction is None:
             candidate.correction = redact(fb.correction.strip())
         shown = fb.label if fb.value is None or fb.label in ("true", "false") else f"{fb.value:g}"
