@@ -33,10 +33,10 @@ class Dash:
     home: Path
     traces: dict[str, str]  # name → a trace id made by a real request
 
-    def signed_in(self, who: str) -> httpx.Client:
+    def signed_in(self, who: str, first: str = "/ui/traces") -> httpx.Client:
         client = httpx.Client(base_url=self.base, follow_redirects=False, timeout=30)
-        r = client.post("/ui/login", data={"key": self.keys[who], "next": "/ui/traces"})
-        assert r.status_code == 303 and r.headers["location"] == "/ui/traces", r.text
+        r = client.post("/ui/login", data={"key": self.keys[who], "next": first})
+        assert r.status_code == 303 and r.headers["location"] == first, r.text
         return client
 
 
@@ -44,6 +44,10 @@ ANSWER_PROMPT = "---\ninputs:\n  question: {type: str}\n---\n[user]\n{{ question
 ANSWER = (
     "prompt: answer\nmodel: up\nretrieval: {collection: handbook, top_k: 2}\n"
     "guards: {input: [injection], output: [citations]}\nbudget: {per_call_usd: 0.01}\n"
+)
+CHECKED = (
+    "prompt: answer\nmodel: up\nretrieval: {collection: handbook, top_k: 2}\n"
+    "guards: {output: [citations]}\nreview: {when: 'confidence < 0.6', mode: hold, queue: support}\n"
 )
 SUITE = """feature: greet
 cases:
@@ -73,6 +77,7 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
         root = base / "project"  # greet_server's
         (root / "prompts" / "answer.md").write_text(ANSWER_PROMPT)
         (root / "features" / "answer.yaml").write_text(ANSWER)
+        (root / "features" / "checked.yaml").write_text(CHECKED)
         (root / "evals").mkdir()
         (root / "evals" / "greet.yaml").write_text(SUITE)
         (root / "keel.yaml").write_text(config(root, upstream.base_url))
@@ -80,6 +85,7 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
             "acme": new_key(home, "acme")[0],
             "globex": new_key(home, "globex")[0],
             "admin": new_key(home, "ops", role="admin")[0],
+            "reviewer": new_key(home, "acme", role="reviewer")[0],
         }
         api = server.base_url
 
@@ -107,6 +113,10 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
         answered = post("/features/answer/run", {"inputs": {"question": "How long do refunds take?"}})
         assert answered.status_code == 200, answered.text
         traces["answer"] = answered.json()["trace_id"]
+        for name in ("Held Ada", "Held Bo"):
+            held = post("/features/checked/run", {"inputs": {"question": f"Refunds for {name}?"}})
+            assert held.status_code == 202, held.text
+            traces[name] = held.json()["result"]["review"]["item"]
         upstream.inject(Fault.status_code(500), Fault.status_code(500), Fault.status_code(500))
         failed = post("/chat/completions", {"model": "up", "messages": [{"role": "user", "content": "x"}]})
         assert failed.status_code >= 500
@@ -221,6 +231,29 @@ def csrf_of(client: httpx.Client, page: str = "/ui/overview") -> str:
     token = re.search(r'name="csrf" value="([^"]+)"', client.get(page).text)
     assert token is not None
     return token[1]
+
+
+def test_a_reviewer_sees_the_queue_and_nothing_else_and_decides_with_a_form(dash: Dash) -> None:
+    client = dash.signed_in("reviewer", first="/ui")
+    assert client.get("/ui").headers["location"] == "/ui/review"  # a reviewer's dashboard is the queue
+    page = client.get("/ui/review")
+    assert page.status_code == 200 and dash.traces["Held Ada"][:16] in page.text
+    assert 'href="/ui/traces"' not in page.text and 'href="/ui/overview"' not in page.text  # not in the navigation
+    for path in ("/ui/traces", "/ui/overview", f"/ui/traces/{dash.traces['answer']}", "/ui/budgets"):
+        refused = client.get(path)
+        assert refused.status_code == 403 and "may not open" in refused.text, path
+    item = f"/ui/review/{dash.traces['Held Ada']}"
+    shown = client.get(item).text
+    assert "Refunds for Held Ada?" in shown and "citations" in shown and "held: the user waits" in shown
+    assert client.post(item, data={"action": "claim"}).status_code == 403  # CSRF
+    csrf = csrf_of(client, item)
+    assert client.post(item, data={"action": "claim", "csrf": csrf}).status_code == 303
+    edited = client.post(item, data={"action": "edit", "output": "Refunds take five business days [1].", "csrf": csrf})
+    assert edited.status_code == 303 and "Edited" in client.get(edited.headers["location"]).text
+    again = client.post(item, data={"action": "reject", "csrf": csrf})
+    assert again.status_code == 409 and "already decided" in again.text
+    globex = dash.signed_in("globex", first="/ui/review")
+    assert globex.get(item).status_code == 404
 
 
 def test_the_overview_splits_by_feature_model_tenant_and_user(dash: Dash) -> None:
@@ -403,8 +436,8 @@ def test_every_page_in_a_real_browser(dash: Dash, tmp_path: Path) -> None:
             assert page.get_by_role("heading", name="Output guards").is_visible()
             page.get_by_label("Why a person should look").fill(f"check the refund figure {width}")
             page.get_by_role("button", name="Send to review").click()
-            page.wait_for_url(re.compile(r".*saved=Sent.*"))
-            assert page.get_by_text(f"review — check the refund figure {width}").is_visible()
+            page.wait_for_url(re.compile(r".*saved=.*review.*"))
+            assert page.get_by_text(re.compile(r"(Sent to|Already in) review \(rev_")).is_visible()
             shoot(page, "trace", suffix)
             go(page, "Failures", r".*/ui/failures$")
             assert page.get_by_role("link", name=dash.traces["failed"][:12]).is_visible()
@@ -426,6 +459,24 @@ def test_every_page_in_a_real_browser(dash: Dash, tmp_path: Path) -> None:
             frame = page.frame_locator("iframe")
             assert frame.get_by_role("heading", name=re.compile("Worst")).is_visible()
             shoot(page, "evals", suffix)
+            go(page, "Review", r".*/ui/review$")
+            assert page.get_by_role("link", name="support", exact=True).is_visible()  # the queue's row
+            if suffix == "":
+                page.get_by_role("link", name=dash.traces["Held Bo"][:16]).click()
+            else:  # decided in the first pass: no longer in the pending list
+                page.goto(f"{dash.base}/ui/review/{dash.traces['Held Bo']}")
+            page.wait_for_url(re.compile(r".*/ui/review/rev_.*"))
+            assert page.get_by_role("heading", name="Question").is_visible()
+            assert page.get_by_text("You said: Refunds for Held Bo?").is_visible()  # the answer a person checks
+            assert page.get_by_role("heading", name="Guards").is_visible()
+            if suffix == "":
+                page.get_by_role("button", name="Claim").click()
+                page.wait_for_url(re.compile(r".*saved=Claimed.*"))
+                shoot(page, "review", suffix)
+                page.get_by_label("Note (optional)").fill("checked against the handbook")
+                page.get_by_role("button", name="Approve").click()
+                page.wait_for_url(re.compile(r".*saved=Approved.*"))
+                assert page.get_by_text("checked against the handbook").is_visible()
             go(page, "Budgets", r".*/ui/budgets$")
             assert page.get_by_role("cell", name="daily", exact=True).first.is_visible()
             shoot(page, "budgets", suffix)

@@ -96,7 +96,9 @@ class ReviewQueue:
         item, _ = self.store.reviews.add(new, hold=job)
         return item
 
-    def add_trace(self, trace_id: str, queue: str, *, tenant: str | None) -> tuple[ReviewItem, bool]:
+    def add_trace(
+        self, trace_id: str, queue: str, *, tenant: str | None, why: str | None = None
+    ) -> tuple[ReviewItem, bool]:
         """Send a feature run to a queue by hand (``keel review add TRACE``): reviewed after the fact."""
         self.check_queue(queue)
         record = self.store.traces.get(trace_id, tenant=tenant)
@@ -128,7 +130,7 @@ class ReviewQueue:
             view=view,
             due=time.time() + sla * 60,
             feature=record.feature,
-            reason="sent by hand",
+            reason=f"sent by hand: {why[:500]}" if why else "sent by hand",
             prompt_version=record.prompt_version,
             model=record.model,
             cost_usd=record.cost_usd,

@@ -33,16 +33,21 @@ from keel.store.keys import Caller
 HERE = Path(__file__).parent
 PageHandler = Callable[[Request], Awaitable[Response]]
 
-#: (place, path, label) of every page in the navigation; a page module adds itself with ``nav``
-PAGES: list[tuple[int, str, str]] = []
+#: (place, path, label, roles) of every page in the navigation; a page module adds itself with ``nav``
+PAGES: list[tuple[int, str, str, tuple[str, ...]]] = []
+MEMBERS = ("member",)  # who may open a page unless it says otherwise (admins always may)
 
 
-def nav(place: int, path: str, label: str) -> None:
+def nav(place: int, path: str, label: str, roles: tuple[str, ...] = MEMBERS) -> None:
     """Put a page in the navigation at ``place`` (10 overview, 20 traces, 30 failures, 40 features,
-    50 evals, 60 budgets; the jobs, review and drift pages take 70, 80 and 90)."""
-    if not any(p == path for _, p, _ in PAGES):
-        PAGES.append((place, path, label))
+    50 evals, 60 budgets; the jobs, review and drift pages take 70, 80 and 90), shown to ``roles``."""
+    if not any(p == path for _, p, _, _ in PAGES):
+        PAGES.append((place, path, label, roles))
         PAGES.sort()
+
+
+def allowed(caller: Caller, roles: tuple[str, ...]) -> bool:
+    return caller.admin or caller.role in roles
 
 
 class UI:
@@ -71,7 +76,7 @@ class UI:
         self.assets = json.loads((HERE / "static" / "assets.json").read_text())
 
     def routes(self) -> list[BaseRoute]:
-        from keel.server.ui.pages import budgets, evals, failures, features, login, overview, traces
+        from keel.server.ui.pages import budgets, evals, failures, features, login, overview, review, traces
 
         return [
             Route("/ui", self._home, methods=["GET"]),
@@ -83,14 +88,20 @@ class UI:
             *features.routes(self),
             *evals.routes(self),
             *budgets.routes(self),
+            *review.routes(self),
         ]
 
     async def _home(self, request: Request) -> Response:
-        return RedirectResponse("/ui/overview", status_code=303)
+        """The first page the caller's role may open (a reviewer's is the review queue)."""
+        session = self.sessions.read(request.cookies.get(COOKIE))
+        role = session.role if session is not None else "member"
+        first = next((p for _, p, _, roles in PAGES if role == "admin" or role in roles), "/ui/overview")
+        return RedirectResponse(first, status_code=303)
 
     # -- the session, on every page ----------------------------------------------------------------
-    def page(self, handler: PageHandler) -> PageHandler:
-        """A page behind a session: signed in, the key still live, else to the sign-in page. Errors
+    def page(self, handler: PageHandler, roles: tuple[str, ...] = MEMBERS) -> PageHandler:
+        """A page behind a session: signed in, the key still live, else to the sign-in page; a role
+        the page is not for gets a 403 page (a reviewer sees the review queue, not traces). Errors
         become a page with their message (400s), never a traceback."""
 
         @functools.wraps(handler)
@@ -103,6 +114,9 @@ class UI:
                 target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
                 return RedirectResponse(f"/ui/login?next={target}", status_code=303)
             request.state.session, request.state.caller = session, caller
+            if not allowed(caller, roles):
+                message = f"A '{caller.role}' key may not open this page."
+                return self.render(request, "message.html", status=403, title="Not for this key", message=message)
             try:
                 return await handler(request)
             except NotFound as exc:
@@ -162,7 +176,7 @@ class UI:
         if caller is not None and caller.admin:
             tenants = [str(t["name"]) for t in self.store.keys.tenants()]
         html = self.env.get_template(template).render(
-            pages=[(path, label) for _, path, label in PAGES],
+            pages=[(path, label) for _, path, label, roles in PAGES if caller is not None and allowed(caller, roles)],
             path=request.url.path,
             caller=caller,
             tenants=tenants,

@@ -41,4 +41,4 @@ def routes(ui: UI) -> list[BaseRoute]:
 
 def _safe(target: str | None) -> str:
     """Only a path inside the dashboard: never an open redirect."""
-    return target if target and target.startswith("/ui/") and not target.startswith("/ui//") else "/ui/overview"
+    return target if target and target.startswith("/ui/") and not target.startswith("/ui//") else "/ui"

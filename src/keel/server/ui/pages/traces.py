@@ -14,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from keel.errors import InvalidRequest, TraceNotFound
+from keel.review import ReviewQueue
 from keel.server.ui import nav
 from keel.server.ui.cases import make_case, suites_for
 from keel.store.traces import as_dict, encode_cursor
@@ -72,6 +73,9 @@ def routes(ui: UI) -> list[BaseRoute]:
                 "steps": {s["name"]: s for s in rec.steps or []},
                 "feedback": ui.store.feedback.for_trace(rec.id, tenant=tenant),
                 "suites": suites_for(ui.settings.project_root, rec.feature) if feature_run else [],
+                "queues": sorted(ReviewQueue(ui.store, ui.settings, ui.settings.project_root).queues())
+                if feature_run
+                else [],
             }
 
         return ui.render(request, "trace.html", **await ui.store.db.call(load), saved=request.query_params.get("saved"))
@@ -82,9 +86,11 @@ def routes(ui: UI) -> list[BaseRoute]:
         action = str(form.get("action") or "feedback")
         add = ui.store.feedback.add
         comment = str(form.get("comment") or "").strip()[:4000] or None
-        if action == "review":  # the review queue reads these (its page arrives with the review issue)
-            await ui.store.db.call(lambda: add(trace_id, "review", None, tenant=tenant, comment=comment))
-            saved = "Sent to review."
+        if action == "review":
+            queue = ReviewQueue(ui.store, ui.settings, ui.settings.project_root)
+            name = str(form.get("queue") or "")
+            item, created = await ui.store.db.call(lambda: queue.add_trace(trace_id, name, tenant=tenant, why=comment))
+            saved = f"Sent to review ({item.id} in {item.queue})." if created else f"Already in review ({item.id})."
         elif action == "case":
             saved = await ui.store.db.call(lambda: make_case(ui, request, trace_id, tenant, form))
         else:
