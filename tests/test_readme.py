@@ -131,3 +131,19 @@ def test_the_readme_scale_out_config_parses_and_points_everything_at_postgres() 
     assert settings.store.url.env == "KEEL_PG_URL" and settings.store.retention_days == 90
     assert settings.retrieval_backend == "postgres" and settings.retrieval_url == settings.store.url
     assert settings.ledger.backend == "redis"
+
+
+def test_the_readme_review_spec_parses_with_its_condition() -> None:
+    from keel.config.yamlfile import parse_yaml
+    from keel.features.result import FeatureResult
+    from keel.features.reviewing import run_values
+    from keel.features.spec import parse_feature
+
+    spec = parse_feature(parse_yaml(yaml_block("review"), "features/support_answer.yaml"), "support_answer")
+    assert spec.review is not None and spec.review.mode == "hold" and spec.review.queue == "support"
+    condition = spec.review.condition({"grounded", "citations"})
+    assert condition is not None
+    low = FeatureResult("support_answer", "x", confidence=0.4)
+    assert condition(run_values(low)) and not condition(
+        run_values(FeatureResult("support_answer", "x", confidence=0.9))
+    )

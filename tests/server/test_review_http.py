@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from keel.sdk import Client
-from tests.conftest import RunningServer, new_key
+from tests.conftest import new_key
 from tests.server.conftest import greet_server
+from tests.server.test_jobs_http import Api as JobsApi
 
 
 def config(root: Path, url: str) -> str:
@@ -36,20 +37,11 @@ def config(root: Path, url: str) -> str:
     return (
         f"project_root: '{root}'\ndeployments:\n  up: {{provider: openai, model: gpt-4o-mini, base_url: '{url}'}}\n"
         "models:\n  up: {deployments: [up]}\njobs: {workers: 2, lease_s: 5}\n"
-        "review: {sweep_s: 0.2, claim_minutes: 0.05}\n"
+        "review: {sweep_s: 0.2, claim_minutes: 0.05, queues: {support: {webhook: 'https://hooks.example.com/review'}}}\n"
     )
 
 
-class Api:
-    def __init__(self, server: RunningServer, keys: dict[str, str]) -> None:
-        self.server = server
-        self.base = server.base_url
-        self.keys = keys
-
-    def call(self, method: str, path: str, who: str = "acme", **kw: Any) -> httpx.Response:
-        headers = {"authorization": f"Bearer {self.keys[who]}", **kw.pop("headers", {})}
-        return httpx.request(method, f"{self.base}{path}", headers=headers, timeout=30, **kw)
-
+class Api(JobsApi):
     def held(self, name: str = "Hold Ada", feature: str = "careful") -> dict[str, Any]:
         r = self.call("POST", f"/features/{feature}/run", json={"inputs": {"name": name}})
         assert r.status_code == 202, r.text
@@ -71,6 +63,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             "second": new_key(home, "acme", role="reviewer")[0],
             "globex": new_key(home, "globex", role="reviewer")[0],
             "ingest": new_key(home, "acme", role="ingest")[0],
+            "admin": new_key(home, "acme", role="admin")[0],
         }
         yield Api(server, keys)
 
@@ -255,3 +248,46 @@ def test_review_metrics_are_on_metrics(api: Api) -> None:
     text = httpx.get(api.base.removesuffix("/v1") + "/metrics").text
     values = dict(line.split(" ", 1) for line in text.splitlines() if line.startswith("keel_review_"))
     assert float(values["keel_review_decisions"]) >= 1 and "keel_review_open" in values
+
+
+def test_a_queue_webhook_hears_of_new_items_in_the_outbox(api: Api) -> None:
+    item = api.item_of(api.held("Hold Ozzy"))
+    found = api.server.app.store.webhooks.find(tenant="acme", subject=item["id"])
+    assert [d.event for d in found] == ["review.item.created"]
+    assert found[0].url == "https://hooks.example.com/review" and found[0].payload["data"]["queue"] == "support"
+    quick = api.item_of(api.held("Hold Pam", feature="quick"))  # queue "fast" has no webhook
+    assert api.server.app.store.webhooks.find(tenant="acme", subject=quick["id"]) == []
+
+
+def test_a_reviewer_sees_the_answer_as_traces_keep_it_and_an_admin_raw(api: Api) -> None:
+    job = api.held("Hold ada@example.com")
+    seen = api.item_of(job)
+    assert "ada@example.com" not in json.dumps(seen) and "[EMAIL]" in seen["item"]["answer"]
+    raw = api.item_of(job, who="admin")  # review.raw_roles: [admin] by default
+    assert "ada@example.com" in raw["item"]["answer"] and raw["item"]["raw"] is True
+
+
+def test_a_held_stream_ends_with_its_job_and_no_answer(api: Api) -> None:
+    auth = {"authorization": f"Bearer {api.keys['acme']}"}
+    body = {"inputs": {"name": "Hold Quin"}, "stream": True}
+    with httpx.stream("POST", f"{api.base}/features/careful/run", headers=auth, json=body, timeout=30) as r:
+        assert r.status_code == 200
+        events = [line.removeprefix("event: ") for line in r.iter_lines() if line.startswith("event: ")]
+    assert events == ["started", "held"]
+
+
+def test_a_cancelled_held_job_retried_by_hand_is_served_not_queued_again(api: Api) -> None:
+    queued = api.call("POST", "/features/careful/jobs", json={"inputs": {"name": "Hold Ray"}}).json()
+    deadline = time.time() + 15
+    while api.call("GET", f"/jobs/{queued['id']}").json()["status"] != "awaiting_review":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert api.call("POST", f"/jobs/{queued['id']}/cancel").json()["status"] == "cancelled"
+    api.server.app.store.jobs.retry(queued["id"], tenant="acme")
+    api.server.app.jobs.nudge()
+    while (job := api.call("GET", f"/jobs/{queued['id']}").json())["status"] in ("queued", "running"):
+        assert time.time() < deadline + 15, job
+        time.sleep(0.05)
+    assert job["status"] == "succeeded" and "Hold Ray" in job["result"]["answer"], job  # its trace was reviewed once
+    items = api.call("GET", "/review/items?status=expired&limit=200", "reviewer").json()["data"]
+    assert [i["status"] for i in items if i["trace_id"] == queued["trace_id"]] == ["expired"]

@@ -57,6 +57,7 @@ __all__ = [  # the runner, and what callers have imported from here (results and
     "RunSummary",
     "Variant",
     "apply_gate",
+    "check_result",
     "compare",
     "deltas",
     "load_run",
@@ -202,6 +203,18 @@ async def run_case(
     except KeelError as exc:  # a provider that is down, a bad input: a value, and the run goes on
         out.error = f"{type(exc).__name__}: {exc.message}"
         return out
+    await check_result(pipeline, suite, case, result, out, tenant=tenant)
+    if cache is not None and key is not None and out.error is None:
+        cache.put(key, suite.name, out)
+    return out
+
+
+async def check_result(
+    pipeline: FeaturePipeline, suite: Suite, case: Case, result: Any, out: CaseResult, *, tenant: str = DEFAULT_TENANT
+) -> CaseResult:
+    """Score a finished run of ``case`` with the suite's checks (what ``run_case`` does after the
+    run; a review bench scripts its reviewer with it)."""
+    inputs = {**suite.spec.defaults, **case.inputs}
     out.output, out.latency_ms, out.cost_usd, out.trace_id = (
         result.answer,
         result.latency_ms,
@@ -224,8 +237,6 @@ async def run_case(
     finally:
         out.judge_cost_usd, out.judge_calls = judge.cost, len(judge.costs)
     _score(out, suite.spec.threshold)
-    if cache is not None and key is not None:
-        cache.put(key, suite.name, out)
     return out
 
 

@@ -126,6 +126,18 @@ class CacheSpec(Section):
     ttl_s: float = Field(86_400, gt=0, le=365 * 86_400)
 
 
+def cheap_checks(specs: list[str | dict[str, Any]], what: str) -> list[str | dict[str, Any]]:
+    """Checks from the registry that need no model call (a routing decision must be cheap)."""
+    for spec in specs:
+        try:
+            check = make_check(spec)
+        except CheckError as exc:
+            raise ValueError(exc.message) from None
+        if check.requires_llm:
+            raise ValueError(f"check '{check.name}' calls a model; {what} must be cheap and deterministic")
+    return specs
+
+
 class RouteSpec(Section):
     """Tier routing: ``first`` answers; when any ``when`` check holds on its answer (the check
     registry's: says-dont-know, not-citations-valid, regex…), ``escalate_to`` answers instead."""
@@ -137,14 +149,7 @@ class RouteSpec(Section):
     @field_validator("when")
     @classmethod
     def _checks(cls, value: list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
-        for spec in value:
-            try:
-                check = make_check(spec)
-            except CheckError as exc:
-                raise ValueError(exc.message) from None
-            if check.requires_llm:
-                raise ValueError(f"check '{check.name}' calls a model; routing rules must be cheap and deterministic")
-        return value
+        return cheap_checks(value, "routing rules")
 
     def checks(self) -> list[BoundCheck]:
         return [make_check(spec) for spec in self.when]
@@ -189,13 +194,7 @@ class ReviewSpec(Section):
         elif isinstance(value, list):
             if not value:
                 raise ValueError("give a condition or at least one check")
-            for item in value:
-                try:
-                    check = make_check(item)
-                except CheckError as exc:
-                    raise ValueError(exc.message) from None
-                if check.requires_llm:
-                    raise ValueError(f"check '{check.name}' calls a model; review routing must be cheap")
+            cheap_checks(value, "review routing")
         return value
 
     @model_validator(mode="after")

@@ -47,7 +47,12 @@ class Runtime:
         inputs = (job.payload or {}).get("inputs") or {}
         hold = job if result.review is not None and result.review["mode"] == "hold" else None
         item = await asyncio.to_thread(self.review.route, spec, result, inputs, tenant=job.tenant, job=hold)
-        return item is not None and item.mode == "hold" and item.job_id == job.id
+        if item is None or hold is None:
+            return False
+        # held now — unless the trace had its item already (a job retried by hand after its review
+        # ended): never queued twice, so this attempt's answer is served
+        now = await asyncio.to_thread(self.pipeline.store.jobs.get, job.id, tenant=job.tenant)
+        return now is not None and now.status == "awaiting_review"
 
     def pool(self, workers: int | None = None) -> Pool:
         jobs = self.settings.jobs

@@ -9,7 +9,7 @@ types differ (``REAL``/``DOUBLE PRECISION``, ``BLOB``/``BYTEA``, autoincrement/i
 from __future__ import annotations
 
 from keel.store.db import Database
-from keel.store.reviews import review_tables
+from keel.store.review_rows import review_tables
 from keel.store.rollups import backfill
 from keel.store.sqlite import migrate as migrate_sqlite
 

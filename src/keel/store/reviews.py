@@ -20,138 +20,31 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from keel.errors import InvalidRequest, ReviewConflict, ReviewItemNotFound
-from keel.store.db import Database, Where, decode_keyset, encode_keyset
+from keel.store.db import Database, Where, decode_keyset
 from keel.store.jobs import Job, JobStore
+from keel.store.review_rows import (
+    ACTIONS,
+    COLUMNS,
+    SCORE,
+    STATES,
+    Decision,
+    NewItem,
+    ReviewItem,
+    clock_of,
+    dump_json,
+    encode_cursor,
+    read_item,
+    review_tables,
+    why_not,
+)
 
-STATES = ("pending", "claimed", "decided", "expired")
-ACTIONS = ("approve", "edit", "reject")
-SCORE = {"approve": 1.0, "edit": 0.5, "reject": 0.0}  # the `review` feedback's value
-
-
-def review_tables(real: str) -> str:
-    """The migration that makes the table (``real``: the engine's float type)."""
-    return f"""
-    CREATE TABLE review_items (
-        id TEXT PRIMARY KEY,
-        tenant TEXT NOT NULL,
-        queue TEXT NOT NULL,
-        trace_id TEXT NOT NULL,
-        job_id TEXT,
-        feature TEXT,
-        mode TEXT NOT NULL,
-        status TEXT NOT NULL,
-        reason TEXT,
-        sampled INTEGER NOT NULL DEFAULT 0,
-        confidence {real},
-        prompt_version INTEGER,
-        model TEXT,
-        cost_usd {real},
-        view TEXT NOT NULL,
-        held TEXT,
-        claimed_by TEXT,
-        claim_until {real},
-        due {real} NOT NULL,
-        breached INTEGER NOT NULL DEFAULT 0,
-        action TEXT,
-        output TEXT,
-        comment TEXT,
-        labels TEXT,
-        reviewer TEXT,
-        created {real} NOT NULL,
-        decided {real}
-    );
-    CREATE UNIQUE INDEX review_trace ON review_items(tenant, trace_id);
-    CREATE INDEX review_queue ON review_items(tenant, queue, status, created);
-    CREATE INDEX review_due ON review_items(due) WHERE status IN ('pending', 'claimed') AND breached = 0;
-    CREATE INDEX review_job ON review_items(job_id) WHERE job_id IS NOT NULL;
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class ReviewItem:
-    id: str
-    tenant: str
-    queue: str
-    trace_id: str
-    job_id: str | None
-    feature: str | None
-    mode: str
-    status: str
-    reason: str | None
-    sampled: bool
-    confidence: float | None
-    prompt_version: int | None
-    model: str | None
-    cost_usd: float | None
-    view: dict[str, Any]
-    held: dict[str, Any] | None
-    claimed_by: str | None
-    claim_until: float | None
-    due: float
-    breached: bool
-    action: str | None
-    output: Any
-    comment: str | None
-    labels: dict[str, Any] | None
-    reviewer: str | None
-    created: float
-    decided: float | None
-
-
-COLUMNS = tuple(ReviewItem.__dataclass_fields__)
-
-
-def _item(row: dict[str, Any], now: float | None = None) -> ReviewItem:
-    data = dict(row)
-    for name in ("view", "held", "output", "labels"):
-        if data[name] is not None:
-            data[name] = orjson.loads(data[name])
-    data["sampled"], data["breached"] = bool(data["sampled"]), bool(data["breached"])
-    now = time.time() if now is None else now
-    if data["status"] == "claimed" and (data["claim_until"] or 0) < now:
-        data["status"], data["claimed_by"], data["claim_until"] = "pending", None, None  # the claim ran out
-    return ReviewItem(**data)
-
-
-@dataclass(slots=True)
-class NewItem:
-    """What the review layer hands the store to queue."""
-
-    tenant: str
-    queue: str
-    trace_id: str
-    mode: str
-    view: dict[str, Any]
-    due: float
-    feature: str | None = None
-    reason: str | None = None
-    sampled: bool = False
-    confidence: float | None = None
-    prompt_version: int | None = None
-    model: str | None = None
-    cost_usd: float | None = None
-    held: dict[str, Any] | None = None  # hold: {"serve": result, "fallback": result, "on_timeout": …}
-    job_payload: dict[str, Any] = field(default_factory=dict)  # hold without a job: the job to create
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    action: str
-    output: Any = None  # edit: the reviewer's answer
-    comment: str | None = None
-    labels: dict[str, Any] | None = None
-    correction: str | None = None  # the feedback's correction (approve: the answer; edit: the edit)
-    job_result: Any = None  # hold: what the job succeeds with
-
-
-def encode_cursor(item: ReviewItem) -> str:
-    return encode_keyset(item.created, item.id)
+__all__ = ["ACTIONS", "COLUMNS", "STATES", "Decision", "NewItem", "ReviewItem", "ReviewStore", "encode_cursor"]
+__all__ += ["review_tables"]
 
 
 class ReviewStore:
@@ -165,7 +58,7 @@ class ReviewStore:
     def _tell(self, event: str, rows: Sequence[dict[str, Any]]) -> None:
         if self.on_event is not None:
             for row in rows:
-                self.on_event(event, _item(row))
+                self.on_event(event, read_item(row))
 
     # -- in ------------------------------------------------------------------------------------------
     def add(self, new: NewItem, *, hold: Job | None = None) -> tuple[ReviewItem, bool]:
@@ -179,7 +72,7 @@ class ReviewStore:
                 "SELECT * FROM review_items WHERE tenant = ? AND trace_id = ?", (new.tenant, new.trace_id)
             )
             if known is not None:
-                return _item(known, now), False
+                return read_item(known, now), False
             item_id = f"rev_{uuid.uuid4().hex[:24]}"
             job_id = None
             if new.mode == "hold":
@@ -198,7 +91,7 @@ class ReviewStore:
             )  # fmt: skip
             assert row is not None
             self._tell("created", [row])
-        return _item(row, now), True
+        return read_item(row, now), True
 
     def _hold(self, new: NewItem, job: Job | None, waiting: dict[str, Any], now: float) -> str:
         result = orjson.dumps(waiting).decode()
@@ -224,7 +117,7 @@ class ReviewStore:
     def get(self, item_id: str, *, tenant: str | None) -> ReviewItem | None:
         where = Where().eq("id", item_id).eq("tenant", tenant)
         row = self.db.one(f"SELECT * FROM review_items WHERE {where}", where.args)
-        return _item(row) if row is not None else None
+        return read_item(row) if row is not None else None
 
     def _must(self, item_id: str, tenant: str | None) -> ReviewItem:
         item = self.get(item_id, tenant=tenant)
@@ -244,8 +137,8 @@ class ReviewStore:
                 (who, now + ttl_s, *where.args, now, who),
             )
         if row is not None:
-            return _item(row, now)
-        raise ReviewConflict(_why_not(self._must(item_id, tenant), who, "claim"))
+            return read_item(row, now)
+        raise ReviewConflict(why_not(self._must(item_id, tenant), who, "claim"))
 
     def claim_next(self, *, tenant: str | None, queue: str, who: str, ttl_s: float) -> ReviewItem | None:
         """The queue's oldest item no one holds, now claimed by ``who``; None when the queue is empty."""
@@ -260,7 +153,7 @@ class ReviewStore:
                 "AND (status = 'pending' OR (status = 'claimed' AND claim_until < ?)) RETURNING *",
                 (who, now + ttl_s, *pick.args, now),
             )
-        return _item(row, now) if row is not None else None
+        return read_item(row, now) if row is not None else None
 
     def release(self, item_id: str, *, tenant: str | None, who: str) -> ReviewItem:
         """Give a claim back before it runs out."""
@@ -272,8 +165,8 @@ class ReviewStore:
                 (*where.args, who),
             )
         if row is not None:
-            return _item(row)
-        raise ReviewConflict(_why_not(self._must(item_id, tenant), who, "release"))
+            return read_item(row)
+        raise ReviewConflict(why_not(self._must(item_id, tenant), who, "release"))
 
     def decide(self, item_id: str, *, tenant: str | None, who: str, decision: Decision) -> ReviewItem:
         """Record a decision on an item ``who`` holds; a held job ends with it, and the trace gets its
@@ -287,16 +180,16 @@ class ReviewStore:
                 "UPDATE review_items SET status = 'decided', action = ?, output = ?, comment = ?, labels = ?, "
                 "reviewer = ?, decided = ?, held = NULL, claim_until = NULL "
                 f"WHERE {where} AND status = 'claimed' AND claimed_by = ? AND claim_until >= ? RETURNING *",
-                (decision.action, _dump(decision.output), decision.comment, _dump(decision.labels), who, now,
+                (decision.action, dump_json(decision.output), decision.comment, dump_json(decision.labels), who, now,
                  *where.args, who, now),
             )  # fmt: skip
             if row is None:
                 raw = self.db.one(f"SELECT status, claimed_by, claim_until FROM review_items WHERE {where}", where.args)
                 if raw is not None and raw["status"] == "claimed" and raw["claimed_by"] == who:
-                    ran_out = _clock(raw["claim_until"])
+                    ran_out = clock_of(raw["claim_until"])
                     raise ReviewConflict(f"your claim on review item {item_id} ran out at {ran_out}; claim it again")
-                raise ReviewConflict(_why_not(self._must(item_id, tenant), who, "decide"))
-            item = _item(row, now)
+                raise ReviewConflict(why_not(self._must(item_id, tenant), who, "decide"))
+            item = read_item(row, now)
             if item.mode == "hold" and item.job_id is not None:
                 ended = self._end_job(item.job_id, decision.job_result, now)
                 if not ended:
@@ -332,7 +225,7 @@ class ReviewStore:
         with self.db.transaction():
             rows = self.db.all(f"SELECT * {due_sql} ORDER BY due LIMIT 500{skip}", (now,))
             for row in rows:
-                item = _item(row, now)
+                item = read_item(row, now)
                 if item.mode == "hold":
                     held = item.held or {}
                     chosen = held.get("on_timeout", "serve")
@@ -378,7 +271,7 @@ class ReviewStore:
         rows = self.db.all(
             f"SELECT * FROM review_items WHERE {where} ORDER BY created, id LIMIT ?", (*where.args, limit)
         )
-        return [_item(r, now) for r in rows]
+        return [read_item(r, now) for r in rows]
 
     def queues(self, *, tenant: str | None) -> list[dict[str, Any]]:
         """Each queue's backlog, its oldest open item's age, SLA breaches and decisions."""
@@ -414,23 +307,3 @@ class ReviewStore:
         oldest = row["oldest"]
         age = max(0.0, time.time() - float(oldest)) if oldest is not None else None
         return int(row["n"]), age, int(row["breached"] or 0)
-
-
-def _dump(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _why_not(item: ReviewItem, who: str, verb: str) -> str:
-    if item.status == "decided":
-        return f"review item {item.id} was already decided ({item.action} by {item.reviewer})"
-    if item.status == "expired":
-        return f"review item {item.id} expired ({item.comment or 'its SLA passed'}); nothing to {verb}"
-    if item.status == "claimed" and item.claimed_by != who:
-        return f"review item {item.id} is claimed by {item.claimed_by} until {_clock(item.claim_until)}"
-    if verb == "decide":
-        return f"review item {item.id}: claim it first (POST …/claim); a decision needs a claim that has not run out"
-    return f"review item {item.id} is {item.status}; nothing to {verb}"
-
-
-def _clock(at: float | None) -> str:
-    return time.strftime("%H:%M:%S UTC", time.gmtime(at or 0))

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from keel.store.reviews import review_tables
+from keel.store.review_rows import review_tables
 
 MIGRATIONS: list[str] = [
     # 1: API keys and traces
