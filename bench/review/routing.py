@@ -36,11 +36,15 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from keel.config import settings_from_yaml
 from keel.config.settings import KeelSettings
+from keel.config.yamlfile import parse_yaml
 from keel.evals.results import CaseResult
 from keel.evals.runner import check_result
 from keel.evals.suite import load_suite
+from keel.features.conditions import parse_condition
 from keel.features.pipeline import FeatureResult, open_pipeline
+from keel.features.reviewing import run_values
 from keel.features.spec import load_feature
 from keel.rag import ingest
 from keel.rag.backends import Collections
@@ -53,6 +57,13 @@ console = Console(width=130)
 DEMO = Path(__file__).resolve().parents[2] / "src" / "keel" / "demo_project"
 EXTRA = "guards: {output: [grounded, citations]}\nreview: {sample: 1, mode: hold, queue: support, sla_minutes: 60}\n"
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+RULES = (
+    "says_dont_know",
+    "guards.grounded < 0.5",
+    "guards.citations < 0.6",
+    "confidence < 0.5 or says_dont_know",
+    "guards.grounded < 0.6 or says_dont_know",
+)
 
 
 def project(tmp: Path) -> Path:
@@ -98,7 +109,7 @@ async def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="keel-review-bench-"))
     root, home = project(tmp), tmp / "home"
-    settings = KeelSettings(project_root=root)
+    settings = settings_from_yaml(parse_yaml(f"project_root: '{root}'\n", "bench"))  # the embedded default
     with closing(Collections(settings, home)) as collections:
         ingest(collections.get("handbook", create=True), [root / "handbook"])
     suite = load_suite(root / "evals" / "support_answer.yaml")
@@ -131,7 +142,8 @@ async def main() -> None:
                     served["approved"] += job.result["answer"] == result.answer
                 else:
                     served["edited"] += job.result["answer"] == body["output"]
-                verdicts.append({"confidence": result.confidence, "action": body["action"], "sampled": True})
+                verdicts.append({"confidence": result.confidence, "action": body["action"], "sampled": True,
+                                 "values": run_values(result)})  # fmt: skip
                 bar.advance(task)
     wrong = sum(v["action"] != "approve" for v in verdicts)
     console.print(
@@ -148,6 +160,15 @@ async def main() -> None:
         precision = f"{row['precision']:.0%}" if row["precision"] is not None else "—"
         table.add_row(f"{row['threshold']:.1f}", load, recall, precision)
     console.print(table)
+    rules = Table("review.when", "review load", "wrong answers caught (recall)", "precision",
+                  title="other rules on the same verdicts (conditions the spec can hold)")  # fmt: skip
+    for rule in RULES:
+        condition = parse_condition(rule)
+        sent = [v for v in verdicts if condition(v["values"])]
+        caught = sum(v["action"] != "approve" for v in sent)
+        rules.add_row(rule, f"{len(sent) / len(verdicts):.0%}", f"{caught / wrong:.0%}" if wrong else "—",
+                      f"{caught / len(sent):.0%}" if sent else "—")  # fmt: skip
+    console.print(rules)
 
     timing = Table("engine", "step", "n", "p50 ms", "p95 ms", "max ms", title="the queue without the human")
     with ExitStack() as stack:

@@ -29,6 +29,7 @@ from keel.store import Store, db_path
         ("guards.grounded < 0.8 and cost_usd > 0.01", {"guards": {"grounded": 0.5}, "cost_usd": None}, False),
         ('model == "accurate" and 0.2 <= confidence < 0.5', {"model": "accurate", "confidence": 0.3}, True),
         ("found_nothing == True", {"found_nothing": True}, True),
+        ("confidence < 0.5 or says_dont_know", {"confidence": 0.9, "says_dont_know": True}, True),
         ("confidence < -1", {"confidence": 0.0}, False),
         ("model < 3", {"model": "local"}, False),  # a string against a number is not a match
     ],
@@ -153,6 +154,9 @@ async def test_checks_route_too_and_evals_only_see_the_route(pipeline: Any, proj
     provider.enqueue("I don't know.")
     result = await pipe.run("checks", {"question": "How long do refunds take?"})
     assert result.review is not None and result.review["reason"] == "says-dont-know"
+    from keel.features.reviewing import run_values
+
+    assert run_values(result)["says_dont_know"] and not run_values(result)["refusal"]
     _write(project, "nothing", "{when: 'found_nothing', queue: desk}")
     empty = await pipe.run("nothing", {"question": "What is the meaning of life?"})
     assert empty.found_nothing and empty.review is not None and empty.review["reason"].startswith("found_nothing")

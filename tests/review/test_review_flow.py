@@ -90,6 +90,7 @@ async def test_decisions_in_the_terminal_become_feedback_and_eval_cases(
     stats = keel(home, "review", "stats", "--queue", "support", "--json", *cfg)
     data = json.loads(stats.stdout)[0]
     assert data["decided"] == 3 and data["backlog"] == 0
+    assert {r["reviewer"]: r["n"] for r in data["by_reviewer"]}["ann"] == 1
     assert data["agreement"]["n"] == 3 and data["agreement"]["wrong"] == 2 and data["agreement"]["auc"] == 1.0
     table = keel(home, "review", "stats", *cfg)
     assert "confidence vs reviewers" in table.stdout and "wrong caught" in table.stdout

@@ -237,7 +237,7 @@ def stats(
                      str(q["decided"]), str(q["expired"]))  # fmt: skip
     console.print(head)
     for q in shown:
-        for key, label in (("by_prompt_version", "prompt_version"), ("by_model", "model")):
+        for key, label in (("by_prompt_version", "prompt_version"), ("by_model", "model"), ("by_reviewer", "reviewer")):
             if not q[key]:
                 continue
             t = Table(label, "n", "approve", "edit", "reject", title=f"{q['queue']}: decisions by {label}")

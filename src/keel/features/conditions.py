@@ -12,9 +12,11 @@ attributes of other things, arithmetic, subscripts — is refused.
 
 Names a run offers (``NAMES``): ``confidence`` (the lowest output-guard score), ``guards.<name>``
 (one output guard's score), ``cost_usd``, ``latency_ms``, ``attempts``, ``model``, ``prompt_version``,
-``found_nothing``, ``cached``, ``citations_valid`` (every cited source was given) and ``fallback``
-(the declared fallback was served). A comparison with a value the run does not have (no output
-guards, an unpriced call) is false, so ``confidence < 0.6`` never holds on a run without guards.
+``found_nothing``, ``cached``, ``citations_valid`` (every cited source was given), ``fallback``
+(the declared fallback was served), ``says_dont_know`` and ``refusal`` (the answer is an "I don't
+know" or a refusal, by the phrases of the checks of those names). A comparison with a value the run
+does not have (no output guards, an unpriced call) is false, so ``confidence < 0.6`` never holds on
+a run without guards.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 NAMES = (
     "confidence", "cost_usd", "latency_ms", "attempts", "model", "prompt_version", "found_nothing", "cached",
-    "citations_valid", "fallback",
+    "citations_valid", "fallback", "says_dont_know", "refusal",
 )  # fmt: skip
 MAX_LENGTH = 500
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keel.checks import CheckContext
+from keel.checks.builtin import DONT_KNOW, REFUSAL
 from keel.features.result import FeatureResult, Plan
 from keel.features.spec import FeatureSpec
 from keel.features.steps import step
@@ -35,7 +36,10 @@ class Route:
 
 def run_values(result: FeatureResult) -> dict[str, Any]:
     """What a condition may name, read off a finished run."""
+    text = result.answer.casefold().replace("’", "'")
     return {
+        "says_dont_know": result.found_nothing or any(w in text for w in DONT_KNOW),
+        "refusal": any(w in text for w in REFUSAL),
         "confidence": result.confidence,
         "guards": result.guards,
         "cost_usd": result.cost_usd,

@@ -102,6 +102,7 @@ def queue_stats(queues: Sequence[dict[str, Any]], decisions: Sequence[dict[str, 
                 "expired": int(q["expired"] or 0),
                 "by_prompt_version": rates(rows, "prompt_version"),
                 "by_model": rates(rows, "model"),
+                "by_reviewer": rates(rows, "reviewer"),  # each reviewer's progress and their verdicts
                 "agreement": agreement(rows),
             }
         )
