@@ -138,3 +138,39 @@ async def test_an_edit_that_breaks_the_schema_is_refused_naming_the_field(
     decided = queue.decide(item.id, {"action": "edit", "output": {"name": "Ada L."}}, tenant="default", who="ann")
     job = pipe.store.jobs.get(str(decided.job_id), tenant="default")
     assert job is not None and job.result["value"] == {"name": "Ada L."} and job.result["answer"] == '{"name":"Ada L."}'
+
+
+async def test_a_backfill_queues_past_runs_the_condition_holds_on_once(
+    pipeline: Any, project: Path, home: Path
+) -> None:
+    pipe, provider, _ = pipeline
+    (project / "features" / "later.yaml").write_text(
+        "prompt: support\nmodel: m\nretrieval: {collection: handbook, top_k: 3, min_score: 0.2}\n"
+        "guards: {output: [citations]}\n"
+    )
+    runs = {}
+    for answer in ("Refunds take five business days [1].", "Refunds take five days.", "I don't know."):
+        provider.enqueue(answer)
+        runs[answer] = await pipe.run("later", {"question": "How long do refunds take?"})
+    assert pipe.service.writer.flush(5.0)
+    (project / "features" / "later.yaml").write_text(
+        (project / "features" / "later.yaml").read_text() + "review: {when: 'confidence < 0.6', queue: late}\n"
+    )
+    (project / "keel.yaml").write_text(f"project_root: '{project}'\n{CONFIG}")
+    cfg = ("-c", str(project / "keel.yaml"))
+    dry = keel(home, "review", "backfill", "later", "--since", "1h", "--dry-run", *cfg)
+    assert dry.returncode == 0, dry.stderr
+    assert "3 run(s) read, 2 where confidence < 0.6: would queue 2 in late" in dry.stdout
+    done = keel(home, "review", "backfill", "later", "--since", "1h", *cfg)
+    assert "queued 2 in late" in done.stdout, done.stdout + done.stderr
+    again = keel(home, "review", "backfill", "later", "--since", "1h", "--when", "says_dont_know", *cfg)
+    assert "1 where says_dont_know: queued 0 in late, 1 already in review" in again.stdout, again.stdout
+    with Store.at(db_path(home)) as store:
+        items = {i.trace_id: i for i in store.reviews.find(tenant="default", queue="late")}
+    cited = runs["Refunds take five business days [1]."].trace_id
+    assert cited not in items and len(items) == 2
+    item = items[runs["Refunds take five days."].trace_id]
+    assert item.reason is not None and item.reason.startswith("backfill: confidence < 0.6 (confidence 0.5")
+    assert item.confidence == 0.5 and item.view["guards"]["citations"]["score"] == 0.5
+    bad = keel(home, "review", "backfill", "later", "--when", "confidence <", *cfg)
+    assert bad.returncode == 2 and "--when:" in bad.stderr and "does not parse" in bad.stderr

@@ -208,6 +208,54 @@ def add(
 
 
 @app.command()
+def backfill(
+    feature: str = typer.Argument(..., help="the feature whose past runs to look at"),
+    since: str = typer.Option("7d", help="runs newer than this: 7d, 24h or a date"),
+    when: str | None = typer.Option(None, help="a condition (default: the spec's review.when)"),
+    queue: str | None = typer.Option(None, help="the queue (default: the spec's review.queue)"),
+    limit: int = typer.Option(1000, min=1, max=100_000, help="at most this many items"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="count what would be queued; queue nothing"),
+    tenant: str = TENANT,
+    config: str | None = CONFIG,
+) -> None:
+    """Apply a condition to runs already served and queue the ones it holds on (reviewed after the
+    fact; a trace with an item keeps it) — after a threshold changed, or for a feature new to review."""
+    from keel.features.conditions import ConditionError, parse_condition
+    from keel.features.spec import load_feature
+    from keel.review.backfill import backfill as run_backfill
+    from keel.timespan import parse_since
+
+    env = load_env(config)
+    spec = load_feature(env.settings.project_root, feature)
+    spec.check_tenant(tenant)
+    review = spec.review
+    text = when if when is not None else (review.when if review is not None else None)
+    if not isinstance(text, str):
+        raise UserError(f"give --when: features/{feature}.yaml has no review.when condition to apply")
+    try:
+        condition = parse_condition(text)
+    except ConditionError as exc:
+        raise UserError(f"--when: {exc}") from None
+    name = queue or (review.queue if review is not None else None)
+    if name is None:
+        raise UserError(f"give --queue: features/{feature}.yaml has no review section naming one")
+    with env.store() as store:
+        _queue(env, store).check_queue(name)
+        with console.status(f"reading {feature}'s runs since {since}…"):
+            found = run_backfill(
+                store, feature, condition, queue=name, since=parse_since(since) or 0.0, tenant=tenant,
+                sla_minutes=review.sla_minutes if review is not None else 24 * 60,
+                capture=env.settings.tracing.capture, limit=limit, dry_run=dry_run,
+            )  # fmt: skip
+    verb = "would queue" if dry_run else "queued"
+    count = found.matched if dry_run else found.queued
+    already = f", {found.already} already in review" if found.already else ""
+    console.print(
+        f"{found.scanned} run(s) read, {found.matched} where {condition.text}: {verb} {count} in {name}{already}"
+    )
+
+
+@app.command()
 def stats(
     queue: str | None = typer.Option(None),
     json: bool = typer.Option(False, "--json"),

@@ -31,6 +31,7 @@ from keel.errors import FeatureNotFound, InvalidRequest, KeelError, ReviewItemNo
 from keel.features.result import FeatureResult
 from keel.features.reviewing import fallback_of
 from keel.features.spec import FeatureSpec, load_feature
+from keel.review.backfill import record_item
 from keel.review.items import make_view
 from keel.store import Store
 from keel.store.jobs import Job
@@ -104,37 +105,10 @@ class ReviewQueue:
         record = self.store.traces.get(trace_id, tenant=tenant)
         if record is None or record.operation != "feature":
             raise TraceNotFound(f"no feature run with trace id '{trace_id[:80]}'")
-        view = {
-            "feature": record.feature,
-            "inputs": _json(record.request),
-            "answer": _json(record.response),
-            "value": None,
-            "sources": [],
-            "citations": [],
-            "guards": {},
-            "notes": record.notes or [],
-            "prompt": record.prompt,
-            "prompt_version": record.prompt_version,
-            "model": record.model,
-            "cost_usd": record.cost_usd,
-            "latency_ms": record.latency_ms,
-            "capture": self.settings.tracing.capture,
-        }
         spec = self._spec(record.feature)
         sla = spec.review.sla_minutes if spec is not None and spec.review is not None else 24 * 60
-        new = NewItem(
-            tenant=record.tenant or "default",
-            queue=queue,
-            trace_id=record.id,
-            mode="after",
-            view=view,
-            due=time.time() + sla * 60,
-            feature=record.feature,
-            reason=f"sent by hand: {why[:500]}" if why else "sent by hand",
-            prompt_version=record.prompt_version,
-            model=record.model,
-            cost_usd=record.cost_usd,
-        )
+        reason = f"sent by hand: {why[:500]}" if why else "sent by hand"
+        new = record_item(record, queue, reason, sla, self.settings.tracing.capture)
         return self.store.reviews.add(new)
 
     # -- queues ----------------------------------------------------------------------------------------
@@ -307,12 +281,3 @@ def _labels(labels: Any) -> dict[str, Any] | None:
         if not isinstance(value, str | int | float | bool) or (isinstance(value, str) and len(value) > NAME_LIMIT):
             raise InvalidRequest(f"label '{name[:40]}' is a string, number or boolean", param="labels")
     return labels
-
-
-def _json(raw: Any) -> Any:
-    if not isinstance(raw, str | bytes):
-        return raw
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw
