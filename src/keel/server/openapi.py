@@ -205,6 +205,9 @@ def _operation(method: str, path: str, op: Operation, schemas: dict[str, Any]) -
             },
         },
     }
+    if (method, path) == ("POST", "/v1/features/{name}/run"):
+        held = "held for review (the feature's review.mode: hold): the job that ends with the reviewed answer"
+        out["responses"]["202"] = {"description": held, "content": {"application/json": {"schema": {"type": "object"}}}}
     if op.public:
         out["security"] = []
     params = [
