@@ -47,6 +47,7 @@ def test_the_example_config_is_valid(home: Path) -> None:
     settings = load_settings(ROOT / "examples" / "keel.yaml")
     assert settings.models["fast"].deployments == ["openai-mini", "claude", "local"]
     assert settings.deployments["openai-mini"].api_key is not None
+    assert settings.review.queues["support"].webhook == "https://hooks.example.com/keel-review"
 
 
 @pytest.mark.parametrize("command", sorted(set(re.findall(r"^keel ([a-z]+)", README, re.M))))

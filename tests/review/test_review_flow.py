@@ -174,3 +174,21 @@ async def test_a_backfill_queues_past_runs_the_condition_holds_on_once(
     assert item.confidence == 0.5 and item.view["guards"]["citations"]["score"] == 0.5
     bad = keel(home, "review", "backfill", "later", "--when", "confidence <", *cfg)
     assert bad.returncode == 2 and "--when:" in bad.stderr and "does not parse" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("review: {queues: {support: {webhook: 'ftp://x'}}}", "review.queues.support.webhook: webhook must be an http"),
+        ("review: {queues: {support: {webhook: 'https://u:p@x.io'}}}", "must not carry credentials"),
+        ("review: {raw_roles: [ingest]}", "review.raw_roles.0"),
+        ("review: {claim_minutes: 0}", "review.claim_minutes"),
+    ],
+)
+def test_review_settings_are_checked(text: str, message: str) -> None:
+    from keel.config import settings_from_yaml
+    from keel.config.yamlfile import parse_yaml
+    from keel.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        settings_from_yaml(parse_yaml(text, "keel.yaml"))

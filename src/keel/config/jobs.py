@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from keel.config.base import Strict
 
@@ -46,6 +47,18 @@ class ReviewQueueSettings(Strict):
     """One review queue's own settings: a webhook told of new items and SLA breaches."""
 
     webhook: str | None = Field(None, description="POSTed review.item.created and review.sla_breached (signed)")
+
+    @field_validator("webhook")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 2048:
+            raise ValueError(f"webhook must be an http:// or https:// URL with a host, not {value[:100]!r}")
+        if parts.username or parts.password:
+            raise ValueError("webhook must not carry credentials; the signature authenticates Keel")
+        return value
 
 
 class ReviewSettings(Strict):
