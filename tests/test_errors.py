@@ -30,3 +30,9 @@ def test_no_error_class_is_defined_outside_errors_py() -> None:
                 if bases & TREE:
                     stray.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
     assert stray == []
+
+
+def test_every_error_has_a_code() -> None:
+    """The OpenAI error shape's ``code`` is never null for an error Keel raises on purpose."""
+    missing = [name for name in sorted(TREE) if not getattr(keel.errors, name).code]
+    assert missing == []

@@ -148,3 +148,14 @@ def test_the_readme_review_spec_parses_with_its_condition() -> None:
     assert condition(run_values(low)) and not condition(
         run_values(FeatureResult("support_answer", "x", confidence=0.9))
     )
+
+
+def test_no_internal_project_wording_reaches_users() -> None:
+    """Users read the README, the package's messages and docstrings: no "the review issue", no "issue 6"."""
+    wording = re.compile(r"\bissues? [0-9]+\b|\bthe [a-z-]+ issue\b", re.I)
+    texts = {"README.md": README, "bench/README.md": (ROOT / "bench" / "README.md").read_text()}
+    for path in (ROOT / "src" / "keel").rglob("*"):
+        if path.suffix in (".py", ".html", ".md", ".yaml"):
+            texts[str(path.relative_to(ROOT))] = path.read_text(encoding="utf-8")
+    found = [f"{name}: {m.group(0)}" for name, text in texts.items() for m in wording.finditer(text)]
+    assert not found, found

@@ -49,7 +49,7 @@ class KeelError(Exception):
     #: HTTP status the edge answers with, and the OpenAI error ``type`` / ``code``.
     status: int = 500
     error_type: str = "server_error"
-    code: str | None = None
+    code: str | None = "internal_error"  # every error has a code; subclasses name theirs
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -59,6 +59,7 @@ class KeelError(Exception):
 class UserError(KeelError):
     status = 400
     error_type = "invalid_request_error"
+    code = "invalid_request"
 
 
 class ConfigError(UserError):
@@ -141,6 +142,8 @@ class CheckError(ConfigError):
 
 class DocumentError(UserError):
     """A document that cannot be indexed; the message says which and why."""
+
+    code = "invalid_document"
 
 
 class NotFound(UserError):

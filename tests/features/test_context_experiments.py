@@ -25,6 +25,13 @@ def test_fail_policy_names_the_numbers() -> None:
     with pytest.raises(InvalidRequest, match=r"exceeds the 1000-token window") as info:
         fit([SYSTEM, *turns(21)], window=1000, max_output=200)
     assert info.value.param == "messages" and info.value.code == "context_length_exceeded"
+    assert "truncate_history" in info.value.message  # many turns: dropping the oldest helps
+
+
+def test_one_long_message_is_told_to_summarise_not_to_drop_turns() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        fit([SYSTEM, {"role": "user", "content": "x " * 5000}], window=1000, max_output=200)
+    assert "map_reduce" in info.value.message and "truncate_history" not in info.value.message
 
 
 def test_truncate_history_keeps_system_and_the_newest_turns() -> None:

@@ -59,6 +59,7 @@ def test_feature_errors_keep_the_openai_shape(
     base, key = served
     r = httpx.post(f"{base}{path}", json=body, headers={"authorization": f"Bearer {key}"}, timeout=30)
     assert r.status_code == status and fragment in r.json()["error"]["message"]
+    assert r.json()["error"]["code"]  # every error has a code, never null
     assert httpx.post(f"{base}{path}", json=body, timeout=30).status_code == 401
 
 

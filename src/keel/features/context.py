@@ -60,7 +60,7 @@ def fit(
     if policy == "fail":
         raise InvalidRequest(
             f"the prompt is {total} {label}tokens; with {max_output} for the answer it exceeds the "
-            f"{window}-token window (use a larger model or the truncate_history policy)",
+            f"{window}-token window ({_remedy(messages, budget, counter)})",
             param="messages",
             code="context_length_exceeded",
         )
@@ -83,6 +83,16 @@ def fit(
             code="context_length_exceeded",
         )
     return Fitted(system + kept, used, len(turns) - len(kept), count is None)
+
+
+def _remedy(messages: list[dict[str, Any]], budget: int, counter: Counter) -> str:
+    """What would help: dropping old turns only helps when the system messages and the latest turn fit
+    without them; one long input needs summarising (or a larger model)."""
+    system = [m for m in messages if m.get("role") in ("system", "developer")]
+    turns = [m for m in messages if m.get("role") not in ("system", "developer")]
+    if len(turns) > 1 and message_tokens([*system, turns[-1]], counter) <= budget:
+        return "use a larger model, or context: {policy: truncate_history} to drop the oldest turns"
+    return "use a larger model, or context: {policy: map_reduce} to summarise the long input piece by piece"
 
 
 MAP_PROMPT = (

@@ -228,7 +228,7 @@ class ArmStats:
     p95_ms: float | None = None
     feedback_n: int = 0
     feedback: Interval | None = None
-    eval_score: Interval | None = None  # from eval runs per arm, when the evals issue records them
+    eval_score: Interval | None = None  # from eval runs per arm, when they are recorded
     latencies: list[float] = field(default_factory=list, repr=False)
     costs: list[float] = field(default_factory=list, repr=False)
     scores: list[float] = field(default_factory=list, repr=False)

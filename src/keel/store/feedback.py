@@ -1,6 +1,6 @@
 """Feedback on traces: scores people (or code) attach to a call after the fact — a thumbs up, a
 rating, a category, a comment, or a correction with the right answer. Experiment reports read them;
-the evals issue turns corrections and low scores into eval cases.
+``keel evals promote`` turns corrections and low scores into eval cases.
 
 A value is one of: a boolean (stored as 1.0 / 0.0), a number (finite, stored as is), or a short
 category string (stored as a label). Every row names the trace it belongs to, which must exist.
