@@ -41,6 +41,11 @@ def test_defaults_offer_local_tiers_and_embeddings(home: Path) -> None:
             'test.yaml:5: deployments.d.api_key: secrets are references, not values: write {"$env": "VARIABLE_NAME"}',
         ),
         ("default_model: ghost\n", "test.yaml:1: default_model: unknown model 'ghost'"),
+        (
+            "deployments:\n  d:\n    provider: opnai\n    model: m\n",
+            "test.yaml:3: deployments.d.provider: unknown provider 'opnai' (installed: anthropic, local, onnx-embed, "
+            "openai, scripted); did you mean 'openai'?",
+        ),
     ],
 )
 def test_config_errors_name_file_line_and_field(text: str, expected: str) -> None:

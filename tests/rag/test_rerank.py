@@ -92,8 +92,10 @@ def test_reranker_specs_are_validated(tmp_path: Path) -> None:
     assert col.rerank == "none"
     col.set_rerank("llm:fast")
     assert Collection(col.conn, "docs", col.embedder).rerank == "llm:fast"
-    with pytest.raises(UserError, match="unknown reranker"):
+    with pytest.raises(UserError, match=r"unknown reranker 'magic'.*\(cross-encoder, llm, none\)$"):
         col.set_rerank("magic")
+    with pytest.raises(UserError, match="did you mean 'cross-encoder'"):
+        col.set_rerank("crossencoder:a.onnx:b.json")
     with pytest.raises(UserError, match=r"cross-encoder:<model\.onnx>"):
         col.set_rerank("cross-encoder:only-a-model.onnx")
     with pytest.raises(ConfigError, match="not found"):

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from keel.config.defaults import default_config
+from keel.config.references import reference_errors
 from keel.config.settings import KeelSettings
 from keel.config.yamlfile import LocatedYAML, parse_yaml, read_yaml
 from keel.errors import ConfigError
@@ -50,7 +51,7 @@ def settings_from_yaml(doc: LocatedYAML) -> KeelSettings:
         settings = KeelSettings.model_validate(_merge(default_config(), data))
     except ValidationError as exc:
         raise ConfigError(_format(exc, doc)) from None
-    errors = settings.reference_errors()
+    errors = reference_errors(settings)
     if errors:
         loc, msg = errors[0]
         raise ConfigError(f"{doc.where(loc)}: {'.'.join(str(p) for p in loc)}: {msg}")

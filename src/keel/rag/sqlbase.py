@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections import Counter
 from typing import Any
@@ -52,9 +53,11 @@ class SQLCollection:
 
         kind = spec.split(":", 1)[0]
         if kind not in RERANKERS.names():
+            close = difflib.get_close_matches(kind, RERANKERS.names(), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
             raise UserError(
                 f"unknown reranker '{spec}': use none, llm[:model], cross-encoder:MODEL.onnx:TOKENIZER.json "
-                f"or a registered one ({', '.join(RERANKERS.names())})"
+                f"or a registered one ({', '.join(RERANKERS.names())}){hint}"
             )
         if kind == "cross-encoder" and len(spec.split(":")) != 3:
             raise UserError("a cross-encoder reranker is cross-encoder:<model.onnx>:<tokenizer.json>")
