@@ -89,3 +89,17 @@ def cited(text: str) -> list[int]:
 def uncited(text: str) -> str:
     """The text without its citation markers (and the space before each)."""
     return _UNCITE.sub("", text)
+
+
+def usd(value: float | None) -> str:
+    """Dollars as people read them: cents from ten cents up, and below at least two significant digits
+    ($0.50, $0.050, $0.0012, $0.00000042), so a small budget never reads "$0.0000 of $0.00"."""
+    if value is None:
+        return "—"
+    if value == 0:
+        return "$0.00"
+    size = abs(value)
+    if size >= 0.1:
+        return f"${value:,.2f}"
+    places = min(9, max(2, -math.floor(math.log10(size)) + 1))
+    return f"${value:.{places}f}"

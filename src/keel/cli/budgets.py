@@ -12,6 +12,7 @@ from keel.cost.budgets import NANO
 from keel.cost.prices import PriceTable
 from keel.gateway.admission import build_admission
 from keel.gateway.router import Gateway
+from keel.text import usd
 
 CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
 
@@ -35,8 +36,8 @@ def register(app: typer.Typer) -> None:
             shares = [spent_n / NANO / b.usd if b.usd else 0.0, spent_t / b.tokens if b.tokens else 0.0]
             share = max(shares)
             colour = "red" if share >= 1 else "yellow" if share >= 0.8 else "green"
-            spent = f"${spent_n / NANO:.4f}" + (f" · {spent_t:,} tok" if b.tokens else "")
-            held = f"${held_n / NANO:.4f}" + (f" · {held_t:,} tok" if b.tokens else "")
+            spent = usd(spent_n / NANO) + (f" · {spent_t:,} tok" if b.tokens else "")
+            held = usd(held_n / NANO) + (f" · {held_t:,} tok" if b.tokens else "")
             bar = f"[{colour}]{'█' * min(20, round(share * 20)):<20}[/{colour}] {share:.0%}"
             table.add_row(name, who or "everyone", window, spent, held, limit, bar, b.mode)
         console.print(table if rows else "no spend recorded against any budget yet")

@@ -18,6 +18,7 @@ from keel.config.settings import BudgetSettings, RateLimitSettings
 from keel.errors import BudgetExceeded as BudgetExceeded
 from keel.errors import LedgerUnavailable as LedgerUnavailable
 from keel.errors import RateLimitExceeded as RateLimitExceeded
+from keel.text import usd
 
 NANO = 1_000_000_000
 NOBODY = "-"  # a per-user budget's bucket for calls that name no user: they share one, never none
@@ -148,8 +149,8 @@ class Refusal:
         c = self.claim
         whose = f" for {c.who}" if c.who else ""
         if c.limit_nusd is not None and self.spent_nusd + self.held_nusd + c.nusd > c.limit_nusd:
-            used = f"${(self.spent_nusd + self.held_nusd) / NANO:.4f} of ${c.limit_nusd / NANO:.2f} spent or reserved"
-            need = f"this call may cost up to ${c.nusd / NANO:.4f}"
+            used = f"{usd((self.spent_nusd + self.held_nusd) / NANO)} of {usd(c.limit_nusd / NANO)} spent or reserved"
+            need = f"this call may cost up to {usd(c.nusd / NANO)}"
         else:
             used = f"{self.spent_tokens + self.held_tokens:,} of {c.limit_tokens or 0:,} tokens spent or reserved"
             need = f"this call may use up to {c.tokens:,} tokens"

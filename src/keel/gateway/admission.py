@@ -44,7 +44,7 @@ from keel.cost.prices import PriceTable
 from keel.errors import ConfigError, InvalidRequest, KeelError
 from keel.gateway.router import Gateway
 from keel.registry import Registry
-from keel.text import upper_bound_tokens
+from keel.text import upper_bound_tokens, usd
 from keel.types import ChatRequest, Usage
 
 log = logging.getLogger("keel.budgets")
@@ -94,7 +94,7 @@ class Admission:
         if ctx.per_call_usd is not None and worst > to_nano(ctx.per_call_usd):
             raise InvalidRequest(
                 f"feature '{ctx.feature}' allows ${ctx.per_call_usd:g} per call; this one may cost up to "
-                f"${worst / NANO:.4f} ({input_tokens:,} input + {output:,} output tokens on {req.model}): "
+                f"{usd(worst / NANO)} ({input_tokens:,} input + {output:,} output tokens on {req.model}): "
                 "lower max_tokens or shorten the input",
                 param="max_tokens",
                 code="budget_exceeded",
@@ -217,7 +217,7 @@ class Admission:
     def _alert(self, crossing: Crossing) -> None:
         c = crossing.claim
         whose = f" for {c.who}" if c.who else ""
-        spent = f"${crossing.spent_nusd / NANO:.4f}" + (f" of ${c.limit_nusd / NANO:.2f}" if c.limit_nusd else "")
+        spent = usd(crossing.spent_nusd / NANO) + (f" of {usd(c.limit_nusd / NANO)}" if c.limit_nusd else "")
         if c.limit_tokens:
             spent += f", {crossing.spent_tokens:,} of {c.limit_tokens:,} tokens"
         message = (

@@ -50,7 +50,7 @@ class LedgerConformance:
         assert await ledger.reserve("r3", [c], 60) is None
         refused = await ledger.reserve("r4", [c], 60)  # 0.9 held + 0.3 > 1.0
         assert refused is not None and refused.claim.name == "b" and refused.held_nusd == to_nano(0.9)
-        assert "budget 'b' is exhausted: $0.9000 of $1.00 spent or reserved" in refused.error(NOW).message
+        assert "budget 'b' is exhausted: $0.90 of $1.00 spent or reserved" in refused.error(NOW).message
         assert refused.error(NOW).retry_after == 12 * 3600
         await ledger.settle("r1", [c], to_nano(0.05), 40)  # the call cost less than its worst case
         assert await ledger.usage(c.bucket) == (to_nano(0.05), 40, to_nano(0.6), 0)

@@ -11,15 +11,9 @@ from dataclasses import dataclass
 from keel.config.settings import BudgetSettings
 from keel.cost.budgets import NANO, NOBODY, window
 from keel.cost.ledger import Ledger
+from keel.text import usd as usd  # the dashboard's money, as the CLI and errors print it
 
 MOST = 200  # buckets shown per budget (a per-user budget has one per user)
-
-
-def usd(value: float | None) -> str:
-    """Dollars as people read them: cents, or six places for the fractions of a cent calls cost."""
-    if value is None:
-        return "—"
-    return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.6f}"
 
 
 @dataclass(frozen=True, slots=True)
