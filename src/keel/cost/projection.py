@@ -4,7 +4,9 @@
 
 From the calls in a window: how many users called, how often each (mean and 90th percentile across
 users), the tokens per call (mean and p90), and what a call cost at the recorded prices. The
-pessimistic case takes the p90 user's call rate and the p90 call's tokens. The break-even is the
+pessimistic case takes, for the call rate per user and for the cost per call alike, the larger of the
+mean and the 90th percentile: heavy calls raise it, and on skewed traffic (a few users making most
+calls, so the p90 user calls less than the mean) it never falls below the expected case. The break-even is the
 number of users at which a monthly budget is spent; the alternatives price the same tokens on every
 other model in the price table, cheapest first.
 """
@@ -48,8 +50,11 @@ class Projection:
     alternatives: list[Alternative] = field(default_factory=list)
 
     def monthly(self, users: int, *, pessimistic: bool = False) -> float:
-        rate = self.calls_per_user_day_p90 if pessimistic else self.calls_per_user_day
-        cost = self.cost_per_call_p90 if pessimistic else self.cost_per_call
+        """Expected: the means. Pessimistic: the larger of mean and p90, for rate and cost each, so it
+        is at least the expected case by construction."""
+        rate, cost = self.calls_per_user_day, self.cost_per_call
+        if pessimistic:
+            rate, cost = max(rate, self.calls_per_user_day_p90), max(cost, self.cost_per_call_p90)
         return users * rate * DAYS_PER_MONTH * cost
 
     def break_even(self, budget: float, *, pessimistic: bool = False) -> int | None:
