@@ -51,6 +51,20 @@ def test_arms_parse_with_clear_errors() -> None:
             parse_arm(bad)
 
 
+def test_weights_given_to_some_arms_are_percentages_and_the_rest_share_what_is_left() -> None:
+    from keel.features.experiments import assign, parse_arms
+
+    arms = parse_arms(["control", "brief:version=7,weight=20"])  # the README's example: 80/20, not 1 against 20
+    assert [(a.name, a.weight) for a in arms] == [("control", 80.0), ("brief", 20.0)]
+    shares = [assign("brief", f"user-{i}", {a.name: a.weight for a in arms}) for i in range(4000)]
+    assert 0.17 < shares.count("brief") / len(shares) < 0.23
+    assert [a.weight for a in parse_arms(["a", "b:weight=10", "c"])] == [45.0, 10.0, 45.0]
+    assert [a.weight for a in parse_arms(["a:weight=3", "b:weight=1"])] == [3.0, 1.0]  # all given: any scale
+    assert [a.weight for a in parse_arms(["a", "b"])] == [1.0, 1.0]
+    with pytest.raises(UserError, match="add up to 120"):
+        parse_arms(["a", "b:weight=70", "c:weight=50"])
+
+
 @pytest.fixture
 def two_versions(pipeline, project: Path):  # type: ignore[no-untyped-def]
     pipe, provider, home = pipeline

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from keel.cli.common import TENANT, console, fmt_cost, fmt_ts, load_env
-from keel.features.experiments import ArmStats, Experiments, parse_arm, report
+from keel.features.experiments import ArmStats, Experiments, parse_arms, report
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
 from keel.features.spec import load_feature
 from keel.stats import Interval
@@ -31,7 +31,10 @@ def start(
     name: str = typer.Argument(..., help="a name for the experiment"),
     feature: str = typer.Option(..., "--feature", "-f", help="the feature whose traffic is split"),
     arms: list[str] = typer.Option(
-        ..., "--arm", help="NAME[:version=N,model=ALIAS,weight=W] (repeat; the first arm is the control)"
+        ...,
+        "--arm",
+        help="NAME[:version=N,model=ALIAS,weight=W] (repeat; the first arm is the control; weights given to "
+        "only some arms are percentages, the rest share what is left)",
     ),
     root: Path = ROOT,
     tenant: str = TENANT,
@@ -41,7 +44,7 @@ def start(
     with _open(config, root, tenant) as (experiments, registry):
         spec = load_feature(root, feature)
         registry.record_file(root / "prompts" / f"{spec.prompt}.md")
-        experiment = experiments.start(name, feature, [parse_arm(a) for a in arms], registry)
+        experiment = experiments.start(name, feature, parse_arms(arms), registry)
     total = sum(a.weight for a in experiment.arms)
     for arm in experiment.arms:
         serves = ", ".join(

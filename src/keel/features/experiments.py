@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -96,6 +96,24 @@ def parse_arm(text: str) -> Arm:
     if not 0 < arm.weight <= 1_000_000:
         raise UserError(f"arm '{name}': weight must be > 0 (it is a share of the traffic), not {arm.weight}")
     return arm
+
+
+def parse_arms(texts: list[str]) -> list[Arm]:
+    """Arms from ``--arm`` values. When every arm gives a weight, the weights are shares on any scale;
+    when only some do, theirs are percentages and the arms without one share the rest equally
+    (``--arm control --arm brief:version=7,weight=20`` is 80/20, not 1 against 20); none: equal."""
+    arms = [parse_arm(t) for t in texts]
+    given = [("weight=" in t.partition(":")[2]) for t in texts]
+    if all(given) or not any(given):
+        return arms
+    named = sum(a.weight for a, g in zip(arms, given, strict=True) if g)
+    if named >= 100:
+        raise UserError(
+            f"the weights given add up to {named:g}; with arms that give none, weights are percentages of the "
+            "traffic and must leave some for them (or give every arm a weight)"
+        )
+    rest = (100 - named) / (len(arms) - sum(given))
+    return [a if g else replace(a, weight=rest) for a, g in zip(arms, given, strict=True)]
 
 
 class Experiments:
