@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from keel.testing import Fault, FaultServer
@@ -50,9 +51,17 @@ def test_rate_limited_primary_falls_back_to_the_anthropic_deployment(
 
 def test_stalled_first_token_times_out_then_falls_back(gateway: Gateway, upstream: FaultServer) -> None:
     upstream.inject(Fault.stall(2), Fault.stall(2))
-    stream = gateway.client.chat.completions.create(model="main", messages=MSG, stream=True)
-    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    with gateway.client.chat.completions.with_streaming_response.create(model="main", messages=MSG, stream=True) as r:
+        assert r.headers["x-keel-deployment"] == "secondary"  # streams name their deployment too
+        lines = list(r.iter_lines())
+    text = "".join(
+        orjson.loads(line.removeprefix("data: "))["choices"][0]["delta"].get("content") or ""
+        for line in lines
+        if line.startswith("data: {") and orjson.loads(line.removeprefix("data: ")).get("choices")
+    )
     assert text == "answer from the second upstream"
+    trailer = next(line for line in lines if line.startswith(": keel trace_id="))
+    assert "fallback_from=primary:" in trailer  # the fallback, said in the closing comment
 
 
 def test_a_stream_cut_after_the_first_token_ends_with_an_error(gateway: Gateway, upstream: FaultServer) -> None:

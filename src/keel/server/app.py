@@ -251,10 +251,15 @@ class KeelApp:
                 await upstream.aclose()
             rec = req.ctx.record
             cost = "" if rec is None or rec.cost_usd is None else f" cost_usd={rec.cost_usd:.8f}"
-            yield f": keel trace_id={req.ctx.trace_id}{cost}\n\n".encode()
+            failed = [f"{a.deployment}:{a.error_type}" for a in req.ctx.attempts if a.error_type is not None]
+            fell = f" fallback_from={','.join(failed)}" if failed else ""
+            yield f": keel trace_id={req.ctx.trace_id}{cost}{fell}\n\n".encode()
             yield b"data: [DONE]\n\n"
 
         headers = {**_trace_headers(req.ctx), "cache-control": "no-cache", "x-accel-buffering": "no"}
+        serving = [a.deployment for a in req.ctx.attempts if a.error_type is None]  # routing picked it
+        if serving:
+            headers["x-keel-deployment"] = serving[-1]
         return ReadingStream(events(), deadline_s=self._total_s(req), headers=headers)
 
     def _total_s(self, req: ChatRequest) -> float:
