@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 from keel.features.pipeline import FeaturePipeline
@@ -53,7 +54,15 @@ def test_cost_report_splits_and_charts(home: Path, tmp_path: Path) -> None:
     over = keel(home, "cost", "report", "--by", "feature", "--target", "0.0000001", *cfg)
     assert "> $" in over.stdout, over.stdout  # the hello feature costs more than the target per run
     legacy = keel(home, "cost", "--by", "model", *cfg)
-    assert legacy.returncode == 0 and "gpt-4o-mini" in legacy.stdout
+    assert legacy.returncode == 0 and "gpt-4o-mini" in legacy.stdout and "not in keel.yaml" not in legacy.stdout
+    with Store.at(db_path(home)) as store:  # a call for a model this config does not serve, as a refused one is kept
+        store.db.run(
+            "INSERT INTO traces(id, ts, operation, status, tenant, model, alias, input_tokens, output_tokens) "
+            "VALUES ('t-ghost', ?, 'chat', 'error', 'acme', 'gpt-5-turbo', 'gpt-5-turbo', 0, 0)",
+            (time.time(),),
+        )
+    marked = keel(home, "cost", "--by", "model", *cfg)
+    assert "gpt-5-turbo (not in keel.yaml)" in marked.stdout, marked.stdout
 
 
 def test_cost_model_projects_from_traffic(home: Path) -> None:

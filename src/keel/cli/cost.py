@@ -175,7 +175,13 @@ def register(app: typer.Typer) -> None:
 def show_report(by: str, since: str | None, target: float | None, html: Path | None, config: str | None) -> None:
     dims = [d.strip() for d in by.split(",") if d.strip()]
     start = parse_since(since)
-    with load_env(config).store() as store:
+    env = load_env(config)
+    settings = env.settings
+    known = {  # a row naming none of these was asked for but never served (e.g. a refused model name)
+        "model": {*settings.models, *settings.deployments, *(d.model for d in settings.deployments.values())},
+        "deployment": set(settings.deployments),
+    }
+    with env.store() as store:
         rows = store.traces.cost_summary(dims, since=start)
         runs = store.traces.interactions(dims, since=start)
     if not rows:
@@ -191,7 +197,7 @@ def show_report(by: str, since: str | None, target: float | None, html: Path | N
     for r in rows:
         unpriced = f" [yellow]({r['unpriced']} unpriced)[/yellow]" if r["unpriced"] else ""
         share = (r["cost_usd"] or 0) / total if total else 0.0
-        cells = [*[str(r[d] if r[d] is not None else "—") for d in dims], str(r["calls"]), str(r["errors"]),
+        cells = [*[_cell(d, r[d], known) for d in dims], str(r["calls"]), str(r["errors"]),
                  f"{r['input_tokens']:,} / {r['output_tokens']:,}", fmt_cost(r["reported_usd"]) + unpriced,
                  fmt_cost(r["estimated_usd"]) if r["estimated_usd"] else "—",
                  f"{'█' * round(share * 20):<20} {share:.0%}"]  # fmt: skip
@@ -208,6 +214,14 @@ def show_report(by: str, since: str | None, target: float | None, html: Path | N
     if html is not None:
         write_cost_html(html, dims, rows, total, since)
         console.print(f"wrote {html}")
+
+
+def _cell(dim: str, value: object, known: dict[str, set[str]]) -> str:
+    if value is None:
+        return "—"
+    if dim in known and str(value) not in known[dim]:
+        return f"{value} [yellow](not in keel.yaml)[/yellow]"
+    return str(value)
 
 
 def _per_run(found: dict[str, object] | None, target: float | None) -> str:
