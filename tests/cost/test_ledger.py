@@ -16,6 +16,7 @@ from keel.config.settings import BudgetSettings, RateLimitSettings
 from keel.cost.budgets import NANO, Subject, claims_for, rate_claims_for, to_nano
 from keel.cost.ledger import Ledger, RedisLedger, StoreLedger
 from keel.cost.limits import MemoryLimiter, RateLimiter, RedisLimiter
+from keel.errors import InvalidRequest
 from keel.store import Store, db_path
 from keel.store.engines import open_postgres
 from keel.testing.ledger_conformance import LedgerConformance, LimiterConformance, claim
@@ -77,7 +78,15 @@ def test_claims_follow_match_per_and_window() -> None:
         ("acme", "acme||2026-11", "2026-12-01T00:00:00+00:00"),
     ]
     anonymous = claims_for(budgets, Subject(tenant="acme"), 5, 7, NOON)[0]
-    assert anonymous.bucket == "user-daily|user - @acme|2026-11-30"  # calls without a user share one budget
+    assert anonymous.bucket == "user-daily|user - @acme|2026-11-30"  # no user and no key: one shared bucket
+    keyed = claims_for(budgets, Subject(tenant="acme", key="k1"), 5, 7, NOON)[0]
+    other = claims_for(budgets, Subject(tenant="acme", key="k2"), 5, 7, NOON)[0]
+    assert keyed.bucket == "user-daily|user - (key k1) @acme|2026-11-30" != other.bucket  # counted per API key
+    strict = {"user-daily": BudgetSettings(per="user", period="day", usd=0.5, require=True)}
+    with pytest.raises(InvalidRequest, match="counted per user, and this call names no user") as info:
+        claims_for(strict, Subject(tenant="acme", key="k1"), 5, 7, NOON)
+    assert info.value.code == "budget_requires_user" and info.value.param == "user"
+    assert claims_for(strict, Subject(tenant="acme", user="u9"), 5, 7, NOON)[0].who == "user u9"
     # the same user id in another tenant is another person: its own bucket (issue 12)
     globex = claims_for(budgets, Subject(tenant="globex", user="u1"), 5, 7, NOON)[0]
     assert globex.bucket == "user-daily|user u1 @globex|2026-11-30" and globex.who == "user u1"

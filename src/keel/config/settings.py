@@ -235,6 +235,9 @@ class BudgetSettings(Strict):
     mode: Literal["hard", "soft"] = Field("hard", description="hard: refuse over budget; soft: alert only")
     alerts: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0], description="shares of the budget")
     webhook: str | None = Field(None, description="POSTed a JSON alert when a share is crossed")
+    require: bool = Field(
+        False, description="refuse calls that name no `per` value (no user) instead of counting them per API key"
+    )
 
     @model_validator(mode="after")
     def _amount(self) -> BudgetSettings:
@@ -242,6 +245,8 @@ class BudgetSettings(Strict):
             raise ValueError("a budget needs usd or tokens (or both)")
         if any(not 0 < a <= 1 for a in self.alerts):
             raise ValueError(f"alerts are shares of the budget in (0, 1], not {self.alerts}")
+        if self.require and self.per is None:
+            raise ValueError("require: true needs per: (the dimension every call must name)")
         if self.per is not None and self.per in self.match:
             raise ValueError(f"per: {self.per} and match on {self.per} contradict each other")
         if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):

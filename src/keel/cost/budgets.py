@@ -16,12 +16,13 @@ from typing import Any
 
 from keel.config.settings import BudgetSettings, RateLimitSettings
 from keel.errors import BudgetExceeded as BudgetExceeded
+from keel.errors import InvalidRequest
 from keel.errors import LedgerUnavailable as LedgerUnavailable
 from keel.errors import RateLimitExceeded as RateLimitExceeded
 from keel.text import usd
 
 NANO = 1_000_000_000
-NOBODY = "-"  # a per-user budget's bucket for calls that name no user: they share one, never none
+NOBODY = "-"  # a per-user budget's bucket for calls that name no user and come with no key: they share one
 
 
 def to_nano(usd: float) -> int:
@@ -52,7 +53,11 @@ def _per(per: str | None, subject: Subject) -> tuple[str, str]:
     are counted per tenant, so one tenant's traffic never spends another tenant's user's budget."""
     if per is None:
         return "", ""
-    who = f"{per} {subject.value(per) or NOBODY}"
+    value = subject.value(per)
+    if value is None and per != "key" and subject.key is not None:
+        who = f"{per} - (key {subject.key})"  # unnamed calls are counted per API key, not all in one bucket
+    else:
+        who = f"{per} {value or NOBODY}"
     return who, who if per == "tenant" else f"{who} @{subject.tenant or NOBODY}"
 
 
@@ -95,6 +100,14 @@ def claims_for(
     for name, b in budgets.items():
         if not _matches(b.match, subject):
             continue
+        if b.require and b.per is not None and subject.value(b.per) is None:
+            hint = " (the body's 'user' or the x-keel-user header)" if b.per == "user" else ""
+            raise InvalidRequest(
+                f"budget '{name}' is counted per {b.per}, and this call names no {b.per}{hint}; "
+                f"name one, or drop require: true from the budget",
+                param=b.per,
+                code="budget_requires_" + b.per,
+            )
         who, whose = _per(b.per, subject)
         label, resets = window(b.period, now)
         out.append(
