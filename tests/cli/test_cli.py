@@ -57,6 +57,11 @@ def test_chat_then_traces_and_cost(tmp_path: Path) -> None:
     assert cost.returncode == 0 and "gpt-4o-mini" in cost.stdout and "total" in cost.stdout
     tail = keel(tmp_path, "traces", "list", "--status", "error", "-c", str(config))
     assert "no traces yet" in tail.stdout
+    narrow = keel(tmp_path, "traces", "list", "-c", str(config), env={"COLUMNS": "80"}).stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 80 and "…" not in narrow  # fits, nothing cut
+    assert "when (UTC)" in narrow and "tokens" in narrow and "fast" in narrow and record["id"][:8] in narrow
+    wide = keel(tmp_path, "traces", "list", "--wide", "-c", str(config), env={"COLUMNS": "160"}).stdout
+    assert "deployment" in wide and "tenant" in wide
 
 
 @pytest.mark.parametrize(
@@ -185,6 +190,7 @@ def test_experiments_commands(tmp_path: Path) -> None:
     assert fb.returncode == 0 and "helpful = 1" in fb.stdout, fb.stderr
     shown = keel(tmp_path, "traces", "show", data["trace_id"], "-c", str(config)).stdout
     assert "feature run" in shown and "prompt hello v" in shown and "helpful" in shown and "nice" in shown
+    assert "feature hello" in shown and "chat fast → " in shown and "attempt " in shown  # its calls as a tree
     report = keel(tmp_path, "experiments", "report", "greeting", "-c", str(config))
     assert report.returncode == 0 and "too few runs yet" in report.stdout and "p95 ms" in report.stdout
     assert "greeting" in keel(tmp_path, "experiments", "list", "-c", str(config)).stdout

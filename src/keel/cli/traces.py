@@ -7,6 +7,7 @@ import time
 import orjson
 import typer
 from rich.table import Table
+from rich.tree import Tree
 
 from keel.cli.common import console, fmt_cost, fmt_ts, load_env, parse_since
 from keel.errors import UserError
@@ -16,26 +17,58 @@ app = typer.Typer(help="Look at recorded calls.", no_args_is_help=True)
 CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
 
 
-def _table(rows: list[TraceRecord]) -> Table:
-    table = Table(
-        "time", "trace", "model → deployment", "status", "tokens in/out", "latency", "ttft", "cost", "tenant", "user"
-    )
+def _table(rows: list[TraceRecord], *, wide: bool = False) -> Table:
+    """Calls as rows that fit 80 columns (``wide``: with deployment, first token, tenant and user)."""
+    table = Table()
+    names = ["when (UTC)", "trace", "what", "status", "tokens", "ms", "cost"]
+    for name in [*names, *(["deployment", "ttft", "tenant", "user"] if wide else [])]:
+        table.add_column(name, no_wrap=True)
     for r in rows:
         status = "[green]ok[/green]" if r.status == "ok" else f"[red]{r.status}[/red] {r.error_type or ''}"
-        retries = f" [yellow]({len(r.attempts)} attempts)[/yellow]" if len(r.attempts) > 1 else ""
-        table.add_row(
-            fmt_ts(r.ts),
-            r.id[:12],
-            f"{r.alias} → {r.deployment or '—'}{retries}",
+        retries = f" [yellow]×{len(r.attempts)}[/yellow]" if len(r.attempts) > 1 else ""
+        what = f"feature {r.feature}" if r.operation == "feature" else (r.alias or r.model or r.operation)
+        cells = [
+            time.strftime("%m-%d %H:%M:%S", time.gmtime(r.ts)),
+            r.id[:8],
+            f"{what}{retries}",
             status,
             f"{r.input_tokens}/{r.output_tokens}",
-            f"{r.latency_ms or 0:.0f} ms",
-            f"{r.ttft_ms:.0f} ms" if r.ttft_ms else "—",
+            f"{r.latency_ms or 0:.0f}",
             fmt_cost(r.cost_usd),
-            r.tenant or "",
-            r.user or "",
-        )
+        ]
+        if wide:
+            ttft = f"{r.ttft_ms:.0f} ms" if r.ttft_ms else "—"
+            cells += [r.deployment or "—", ttft, r.tenant or "", r.user or ""]
+        table.add_row(*cells)
     return table
+
+
+def _tree(rec: TraceRecord, children: list[TraceRecord]) -> Tree:
+    """A feature run with its model calls under it, and each call's attempts under the call."""
+    tree = Tree(
+        f"[bold]feature {rec.feature}[/bold] {rec.id[:8]} · {rec.latency_ms or 0:.0f} ms · {fmt_cost(rec.cost_usd)}"
+    )
+    for child in children:
+        status = "ok" if child.status == "ok" else f"[red]{child.status} {child.error_type or ''}[/red]"
+        call = tree.add(
+            f"{child.operation} {child.alias or ''} → {child.deployment or '—'} · {status} · "
+            f"{child.input_tokens}/{child.output_tokens} tokens · {child.latency_ms or 0:.0f} ms · "
+            f"{fmt_cost(child.cost_usd)} · {child.id[:8]}"
+        )
+        for a in child.attempts:
+            _attempt(call, a)
+    if not children:
+        tree.add("[dim]no model calls (answered from the cache, or nothing found)[/dim]")
+    return tree
+
+
+def _attempt(node: Tree, a: dict[str, object]) -> None:
+    started = float(a["started"])  # type: ignore[arg-type]
+    ended = float(a.get("ended") or started)  # type: ignore[arg-type]
+    outcome = "[green]ok[/green]" if not a.get("error_type") else f"[red]{a['error_type']}[/red] {a.get('error') or ''}"
+    node.add(
+        f"attempt {a['deployment']} ({a['provider']} {a['model']}) · {(ended - started) * 1000:.0f} ms · {outcome}"
+    )
 
 
 @app.command("list")
@@ -47,6 +80,7 @@ def list_(
     user: str | None = typer.Option(None, help="only this user's"),
     tenant: str | None = typer.Option(None, help="only this tenant's (default: every tenant's)"),
     model: str | None = typer.Option(None, help="only calls to this model or alias"),
+    wide: bool = typer.Option(False, "--wide", help="also the deployment, time to first token, tenant and user"),
     json: bool = typer.Option(False, "--json", help="print JSON lines"),
     config: str | None = CONFIG,
 ) -> None:
@@ -65,7 +99,7 @@ def list_(
         for r in rows:
             print(orjson.dumps(as_dict(r)).decode())
     elif rows:
-        console.print(_table(rows))
+        console.print(_table(rows, wide=wide))
     else:
         console.print('no traces yet: send a request (`keel chat "hello"`)')
 
@@ -78,19 +112,20 @@ def show(
     with load_env(config).store() as store:
         rec = store.traces.get(trace_id, tenant=None)
         scores = store.feedback.for_trace(rec.id, tenant=None) if rec is not None else []
-        children = len(store.traces.children(rec.id, tenant=None)) if rec is not None else 0
+        children = store.traces.children(rec.id, tenant=None) if rec is not None else []
     if rec is None:
         raise UserError(f"no trace '{trace_id}'; see `keel traces list`")
-    console.print(_table([rec]))
+    console.print(_table([rec], wide=True))
     console.print(f"[bold]cost[/bold] {fmt_cost(rec.cost_usd)} — {rec.cost_source}; usage: {rec.usage_source}")
     if rec.error:
         console.print(f"[bold red]error[/bold red] {rec.error_type}: {rec.error}", highlight=False)
-    attempts = Table("#", "deployment", "provider", "model", "duration", "outcome", title="attempts")
-    for i, a in enumerate(rec.attempts, 1):
-        outcome = "[green]ok[/green]" if not a.get("error_type") else f"[red]{a['error_type']}[/red] {a.get('error')}"
-        duration = f"{((a.get('ended') or a['started']) - a['started']) * 1000:.0f} ms"
-        attempts.add_row(str(i), a["deployment"], a["provider"], a["model"], duration, outcome)
-    console.print(attempts)
+    if rec.operation == "feature":
+        console.print(_tree(rec, children))  # its model calls, each with its attempts
+    else:
+        attempts = Tree(f"[bold]attempts[/bold] ({len(rec.attempts)})")
+        for a in rec.attempts:
+            _attempt(attempts, a)
+        console.print(attempts)
     if rec.request is not None:
         console.print("[bold]request[/bold]")
         console.print_json(orjson.dumps(rec.request).decode())
@@ -99,7 +134,9 @@ def show(
         console.print(rec.response, highlight=False, markup=False)
     if rec.operation == "feature":
         arm = f" · experiment {rec.experiment} arm {rec.arm}" if rec.arm else ""
-        console.print(f"[bold]feature run[/bold] prompt {rec.prompt} v{rec.prompt_version}{arm} · {children} call(s)")
+        console.print(
+            f"[bold]feature run[/bold] prompt {rec.prompt} v{rec.prompt_version}{arm} · {len(children)} call(s)"
+        )
         for note in rec.notes or []:
             console.print(f"  [yellow]{note}[/yellow]", highlight=False)
     elif rec.parent:
