@@ -179,8 +179,22 @@ async def test_map_reduce_gives_up_with_a_clear_error_when_nothing_shrinks(pipel
     map_reduce_feature(project)
     with_window(pipe, 2000)
     provider.enqueue(*["blah " * 3000] * 400)  # a model that never summarises
-    with pytest.raises(InvalidRequest, match=r"does not fit .* under any policy"):
+    with pytest.raises(InvalidRequest, match=r"stopped after \d+ summaries: they are no shorter"):
         await pipe.run("summarise", {"document": "word " * 20_000})
+    map_calls = [c for c in provider.calls if c.messages[0]["content"].startswith("Below is part")]
+    assert len(map_calls) <= 8  # stopped after the first few, not after hundreds (476 and $0.14 before)
+
+
+async def test_map_reduce_refuses_a_document_over_max_summaries_before_any_call(pipeline, project: Path) -> None:  # type: ignore[no-untyped-def]
+    pipe, provider, _ = pipeline
+    (project / "prompts" / "summarise.md").write_text("---\ninputs:\n  document: {type: str}\n---\n{{ document }}")
+    (project / "features" / "summarise.yaml").write_text(
+        "prompt: summarise\nmodel: m\ncontext: {policy: map_reduce, summary_tokens: 64, max_summaries: 10}\n"
+    )
+    with_window(pipe, 2000)
+    with pytest.raises(InvalidRequest, match=r"needs about \d+ summaries .* over context.max_summaries \(10\)"):
+        await pipe.run("summarise", {"document": "word " * 60_000})
+    assert provider.calls == []  # refused before any model call
 
 
 class Person(BaseModel):

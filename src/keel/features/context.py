@@ -14,6 +14,7 @@ and are labelled as one; pass an exact counter when the model's tokenizer is ava
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -146,9 +147,15 @@ async def map_reduce(
     summary_tokens: int = 512,
     concurrency: int = 4,
     max_rounds: int = 4,
+    max_summaries: int = 200,
     count: Counter | None = None,
 ) -> Reduced:
-    """Summarise ``text`` until it fits in ``fits_tokens``. Every map call is a traced child of ``ctx``."""
+    """Summarise ``text`` until it fits in ``fits_tokens``. Every map call is a traced child of ``ctx``.
+
+    The work is bounded before it starts and while it runs: the summaries a document needs are
+    estimated from its first round's pieces (each round shrinks by at most piece/summary), and a
+    document needing more than ``max_summaries`` is refused before any call; a round whose summaries
+    are not at least a fifth shorter than what they summarise stops the run (more rounds would only spend)."""
     counter = count or estimate_tokens
     piece_tokens = window - summary_tokens - counter(MAP_PROMPT) - counter(task) - 2 * PER_MESSAGE
     if piece_tokens < 64:
@@ -158,15 +165,37 @@ async def map_reduce(
         )
     gate = asyncio.Semaphore(concurrency)
     calls = 0
+    first = len(split_text(text, piece_tokens, count))
+    needed = _estimate(first, piece_tokens, summary_tokens, max_rounds)
+    if needed > max_summaries:
+        raise InvalidRequest(
+            f"the document needs about {needed} summaries ({first} pieces of {piece_tokens} tokens in the first "
+            f"round alone), over context.max_summaries ({max_summaries}); raise it, or use a model with a "
+            "larger window",
+            param="context",
+            code="context_length_exceeded",
+        )
     for round_ in range(1, max_rounds + 1):
         pieces = split_text(text, piece_tokens, count)
+        before = counter(text)
+        if calls + len(pieces) > max_summaries:
+            raise InvalidRequest(
+                f"map_reduce would pass context.max_summaries ({max_summaries}) in round {round_} "
+                f"({calls} summaries made, {len(pieces)} more needed)",
+                param="context",
+                code="context_length_exceeded",
+            )
         total, stage = calls + len(pieces), f"summaries (round {round_})"
         report(calls, total, stage)
+
+        sizes: list[tuple[int, int]] = []  # (piece, summary) tokens of this round so far
 
         async def summarise(part: int, piece: str, parts: int) -> str:
             nonlocal calls
             async with gate:
                 prompt = MAP_PROMPT.format(part=part, parts=parts, task=task[:500], text=piece)
+                if len(sizes) >= EARLY and _not_shrinking(sizes):  # noqa: B023  # another's already said so
+                    raise asyncio.CancelledError
                 reply = await service.chat(
                     ChatRequest(
                         model=model,
@@ -175,22 +204,63 @@ async def map_reduce(
                         ctx=ctx.child(),
                     )
                 )
-            calls += 1
-            report(calls, total, stage)  # noqa: B023  # this round's, read while the round runs
+                calls += 1
+                report(calls, total, stage)  # noqa: B023  # this round's, read while the round runs
+                sizes.append((counter(piece), counter(reply.text)))  # noqa: B023
+                if len(sizes) >= EARLY and len(sizes) < parts and _not_shrinking(sizes):  # noqa: B023
+                    raise InvalidRequest(
+                        f"map_reduce stopped after {calls} summaries: they are no shorter than what they summarise "
+                        f"({sum(b for _, b in sizes)} tokens from {sum(a for a, _ in sizes)}); the model is not "  # noqa: B023
+                        "summarising, so the other pieces would only spend",
+                        param="context",
+                        code="context_length_exceeded",
+                    )
             return reply.text.strip()
 
-        summaries = await asyncio.gather(*(summarise(i, p, len(pieces)) for i, p in enumerate(pieces, 1)))
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the summaries still running
+                tasks = [group.create_task(summarise(i, p, len(pieces))) for i, p in enumerate(pieces, 1)]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None  # the first failure, as the caller would have seen it
+        summaries = [t.result() for t in tasks]
         text = "\n\n".join(f"[part {i}] {s}" for i, s in enumerate(summaries, 1))
         if counter(text) <= fits_tokens:
             return Reduced(text, round_, calls)
         if len(pieces) == 1:
             break  # a single piece that does not shrink will not shrink next round either
+        if counter(text) > 0.8 * before:
+            raise InvalidRequest(
+                f"map_reduce stopped: round {round_}'s {len(pieces)} summaries are {counter(text)} tokens, against "
+                f"{before} summarised — not getting shorter ({calls} summaries made); the model is not "
+                "summarising, so more rounds would only spend",
+                param="context",
+                code="context_length_exceeded",
+            )
     raise InvalidRequest(
         f"the document is still {counter(text)} tokens after {calls} summaries; it does not fit "
         f"{fits_tokens} tokens under any policy (use a model with a larger window)",
         param="context",
         code="context_length_exceeded",
     )
+
+
+EARLY = 4  # summaries of a round after which one that does not shrink is stopped
+
+
+def _not_shrinking(sizes: list[tuple[int, int]]) -> bool:
+    return sum(b for _, b in sizes) > 0.8 * sum(a for a, _ in sizes)
+
+
+def _estimate(first: int, piece_tokens: int, summary_tokens: int, rounds: int) -> int:
+    """Summaries for a document whose first round has ``first`` pieces, if each summary is at most
+    ``summary_tokens``: each round's text is at most pieces × summary, re-split into pieces."""
+    total, pieces = 0, first
+    for _ in range(rounds):
+        total += pieces
+        if pieces <= 1:
+            break
+        pieces = max(1, math.ceil(pieces * (summary_tokens + 8) / piece_tokens))
+    return total
 
 
 async def reduce_input(
@@ -219,6 +289,7 @@ async def reduce_input(
         window=window,
         ctx=plan.ctx,
         summary_tokens=spec.context.summary_tokens,
+        max_summaries=spec.context.max_summaries,
     )
     plan.result.notes.append(f"context: '{key}' map-reduced in {reduced.rounds} round(s) of {reduced.calls} summaries")
     return key, reduced.text

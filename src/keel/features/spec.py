@@ -216,6 +216,7 @@ class ContextSpec(Section):
         None, description="map_reduce: the input holding the long document (default: the longest)"
     )
     summary_tokens: int = Field(512, ge=32, le=8192)
+    max_summaries: int = Field(200, ge=1, le=100_000, description="map_reduce: refuse a document needing more")
 
 
 class FeatureSpec(Section):
