@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: demo test install install-dev lint typecheck pytest bench lock clean
+.PHONY: demo test install install-dev lint typecheck pytest wheel-check bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,10 @@ typecheck: install-dev
 pytest: install-dev
 	$(BIN)/pytest -q -p no:cacheprovider
 
-test: lint typecheck pytest
+wheel-check: install
+	PYTHON=$(PYTHON) bash scripts/wheel_check.sh
+
+test: lint typecheck pytest wheel-check
 
 bench: install-dev
 	$(BIN)/python bench/gateway/run.py

@@ -10,8 +10,7 @@ from tokenizers import Tokenizer
 
 from keel.errors import ConfigError, UpstreamRejected, UserError
 from keel.gateway.runtime import close_service
-from keel.providers.modelfiles import package_file
-from keel.providers.onnx_embed import TOKENIZER_FILE
+from keel.providers.onnx_embed import TOKENIZER_PATH
 from keel.rag import Collection, Found
 from keel.rag.embedder import LocalMiniLM
 from keel.rag.rerank import CrossEncoderReranker, LLMReranker, NoReranker, make_reranker, rerank
@@ -22,7 +21,7 @@ from tests.conftest import scripted_service
 def tiny_cross_encoder(path: Path, boosted_word: str) -> tuple[Path, Path]:
     """A real ONNX cross-encoder graph: relevance = how often ``boosted_word`` occurs in the passage
     (token type 1). Small, deterministic, and loaded through the real code path."""
-    tokenizer_path = package_file(TOKENIZER_FILE)
+    tokenizer_path = TOKENIZER_PATH
     token = Tokenizer.from_file(str(tokenizer_path)).token_to_id(boosted_word)
     assert token is not None, f"{boosted_word!r} must be a single token for this test"
     weights = np.zeros(30522, dtype=np.float32)

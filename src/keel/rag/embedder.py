@@ -49,9 +49,9 @@ class LocalMiniLM:
 
     def __init__(self) -> None:
         from keel.providers.modelfiles import package_file
-        from keel.providers.onnx_embed import MODEL_FILE, TOKENIZER_FILE, MiniLMEmbedder
+        from keel.providers.onnx_embed import MODEL_FILE, TOKENIZER_PATH, MiniLMEmbedder
 
-        self._model = MiniLMEmbedder(package_file(MODEL_FILE), package_file(TOKENIZER_FILE))
+        self._model = MiniLMEmbedder(package_file(MODEL_FILE), TOKENIZER_PATH)
         self._tokenizer = self._model.tokenizer
 
     def embed(self, texts: list[str]) -> Vector:
