@@ -18,7 +18,7 @@ from keel.rag.backends import Backend, CollectionLike
 from keel.rag.collection import Found, Mode
 from keel.rag.embedder import make_embedder
 from keel.rag.ingest import IngestReport, discover, ingest
-from keel.rag.retrieval import Query, retrieve
+from keel.rag.retrieval import DEFAULT_FLOOR, Query, retrieve
 from keel.rag.search import Filters
 from keel.types import CallContext
 
@@ -178,7 +178,7 @@ def register_ask(app: typer.Typer) -> None:
         question: str = typer.Argument(...),
         model: str | None = typer.Option(None, "--model", "-m", help="model alias (default: the default model)"),
         top_k: int = typer.Option(6, "--top-k", "-k", min=1, max=50),
-        min_score: float = typer.Option(0.25, help="sources below this cosine similarity are not used"),
+        min_score: float = typer.Option(DEFAULT_FLOOR, help="sources below this cosine similarity are not used"),
         max_tokens: int = typer.Option(400, min=1),
         json: bool = typer.Option(False, "--json", help="print the answer, sources and citations as JSON"),
         tenant: str = TENANT,

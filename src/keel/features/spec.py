@@ -21,6 +21,7 @@ from keel.errors import ConfigError
 from keel.errors import FeatureNotFound as FeatureNotFound
 from keel.features.conditions import Condition, ConditionError, parse_condition
 from keel.guards.actions import ActionSpec
+from keel.rag.retrieval import DEFAULT_FLOOR
 
 _SCHEMAS: dict[Path, tuple[Any, dict[str, Any]]] = {}
 
@@ -38,7 +39,7 @@ class RetrievalSpec(Section):
     collection: str
     top_k: int = Field(6, ge=1, le=50)
     rerank: bool = Field(False, description="apply the collection's reranker to the retrieved hits")
-    min_score: float = Field(0.2, ge=-1, le=1)
+    min_score: float = Field(DEFAULT_FLOOR, ge=-1, le=1, description="below this cosine, no model call: I don't know")
     mode: Literal["hybrid", "keyword", "vector"] = "hybrid"
     feedback: bool = Field(True, description="pseudo-relevance feedback: +2 nDCG points, ~1 ms at 10k chunks")
 

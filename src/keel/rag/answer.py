@@ -13,7 +13,7 @@ from typing import Any
 from keel.gateway.service import GatewayService
 from keel.rag.backends import CollectionLike
 from keel.rag.found import Found
-from keel.rag.retrieval import Query, retrieve
+from keel.rag.retrieval import DEFAULT_FLOOR, Query, retrieve
 from keel.text import cited, estimate_tokens
 from keel.types import CallContext, ChatRequest
 
@@ -97,7 +97,7 @@ async def answer_stream(
     *,
     model: str,
     top_k: int = 6,
-    min_score: float | None = 0.25,
+    min_score: float | None = DEFAULT_FLOOR,
     max_tokens: int = 512,
     ctx: CallContext | None = None,
     result: Answer | None = None,
