@@ -95,3 +95,25 @@ def test_env_selects_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     path.write_text("server: {port: 9999}\n")
     monkeypatch.setenv("KEEL_CONFIG", str(path))
     assert load_settings(None).server.port == 9999
+
+
+def test_the_scripted_fake_is_offered_to_test_processes_only(tmp_path: Path) -> None:
+    """A production process (which never imports keel.testing) neither lists nor accepts the fake."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "keel.yaml"
+    config.write_text("deployments:\n  d: {provider: scripted, model: gpt-4o-mini}\nmodels:\n  m: {deployments: [d]}\n")
+    env = {k: v for k, v in os.environ.items() if k != "KEEL_TESTING"} | {"KEEL_HOME": str(tmp_path)}
+    run = [sys.executable, "-m", "keel", "models", "-c", str(config)]
+    production = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert production.returncode == 2 and "unknown provider 'scripted'" in production.stderr
+    assert (
+        "installed: anthropic, local, onnx-embed, openai)" in production.stderr
+        and "test kit's fake" in production.stderr
+    )
+    testing = subprocess.run(
+        run, env={**env, "KEEL_TESTING": "1"}, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert testing.returncode == 0, testing.stderr

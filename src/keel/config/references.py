@@ -4,9 +4,23 @@ default, a mode — each with where the reference stands, so the loader can say 
 from __future__ import annotations
 
 import difflib
-from importlib.metadata import entry_points
+import os
+from importlib.metadata import EntryPoint, entry_points
 
 from keel.config.settings import KeelSettings
+
+TESTING = "KEEL_TESTING"  # set to 1 by keel.testing: its fake providers are offered to this process and its children
+
+
+def installed_providers() -> dict[str, EntryPoint]:
+    """Provider adapters by name: the ``keel.providers`` entry points, and — in a test process only —
+    the test kit's fakes (``keel.testing.providers``: ``scripted``), so a production install never
+    offers a fake."""
+    found = {ep.name: ep for ep in entry_points(group="keel.providers")}
+    if os.environ.get(TESTING) == "1":
+        for ep in entry_points(group="keel.testing.providers"):
+            found.setdefault(ep.name, ep)
+    return found
 
 
 def reference_errors(settings: KeelSettings) -> list[tuple[tuple[str | int, ...], str]]:
@@ -19,11 +33,13 @@ def reference_errors(settings: KeelSettings) -> list[tuple[tuple[str | int, ...]
                 errors.append((("models", name, "deployments", i), f"unknown deployment '{dep}' (known: {known})"))
         if alias.context_fallback and alias.context_fallback not in settings.models:
             errors.append((("models", name, "context_fallback"), f"unknown model '{alias.context_fallback}'"))
-    providers = sorted({ep.name for ep in entry_points(group="keel.providers")})
+    providers = sorted(installed_providers())
     for dep_name, deployment in settings.deployments.items():
         if deployment.provider not in providers:
             close = difflib.get_close_matches(deployment.provider, providers, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
+            if deployment.provider in {ep.name for ep in entry_points(group="keel.testing.providers")}:
+                hint = f"; '{deployment.provider}' is the test kit's fake: import keel.testing, or set {TESTING}=1"
             message = f"unknown provider '{deployment.provider}' (installed: {', '.join(providers)}){hint}"
             errors.append((("deployments", dep_name, "provider"), message))
         if deployment.provider == "local" and deployment.model not in settings.local_models:

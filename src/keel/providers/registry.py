@@ -1,19 +1,18 @@
-"""Adapters register through one door, the ``keel.providers`` entry point group — built-ins too."""
+"""Adapters register through one door, the ``keel.providers`` entry point group — built-ins too (the
+test kit's fakes through ``keel.testing.providers``, offered to test processes only)."""
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import cast
 
+from keel.config.references import installed_providers
 from keel.errors import ConfigError
 from keel.providers.base import ProviderFactory
 
 
 def provider_factories() -> dict[str, ProviderFactory]:
-    found: dict[str, ProviderFactory] = {}
-    for ep in entry_points(group="keel.providers"):
-        found[ep.name] = cast(ProviderFactory, ep)  # loaded lazily in ``factory``
-    return found
+    """Installed adapters (a test process also gets the test kit's fakes: keel.config.references)."""
+    return {name: cast(ProviderFactory, ep) for name, ep in installed_providers().items()}  # loaded in ``factory``
 
 
 def factory(name: str, known: dict[str, ProviderFactory] | None = None) -> ProviderFactory:

@@ -26,7 +26,8 @@ def serve_keel(config: Path, home: Path, env: dict[str, str], *, no_auth: bool =
     cmd = [sys.executable, "-m", "keel", "serve", "--port", str(port), "--no-warm", "-c", str(config)]
     if no_auth:
         cmd.append("--no-auth")
-    proc = subprocess.Popen(cmd, env={**env, "KEEL_HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    full = {**env, "KEEL_HOME": str(home), "KEEL_TESTING": "1"}  # a test process: the fakes are offered
+    proc = subprocess.Popen(cmd, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + timeout
     while True:
