@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -21,6 +20,7 @@ from keel.jobs.batch_input import ENDPOINTS, parse_input, window_seconds, worst_
 from keel.jobs.batches import KIND, batch_json
 from keel.server.auth import caller_of
 from keel.server.jobs import JobRoutes
+from keel.server.responses import json_response
 from keel.server.schema import Obj, Text
 from keel.server.validate import page_limit
 from keel.store.batches import ENDED, Batch
@@ -42,10 +42,6 @@ BATCH = Obj(
     name="BatchCreate",
     description="a batch over an uploaded JSONL file, as the OpenAI Batch API takes it",
 )
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
 def file_json(f: StoredFile) -> dict[str, Any]:
@@ -97,7 +93,9 @@ class BatchRoutes:
             wanted = request.query_params.get("purpose") or None
             limit = page_limit(request.query_params, 20, 10_000)
             found = await self.store.db.call(lambda: self.store.files.find(tenant=tenant, purpose=wanted, limit=limit))
-            return _json({"object": "list", "data": [file_json(f) for f in found], "has_more": len(found) == limit})
+            return json_response(
+                {"object": "list", "data": [file_json(f) for f in found], "has_more": len(found) == limit}
+            )
         kind, _ = parse_options_header(request.headers.get("content-type", ""))
         if kind != b"multipart/form-data":
             raise InvalidRequest("upload a file as multipart/form-data with the fields file and purpose", param="file")
@@ -130,7 +128,7 @@ class BatchRoutes:
         made = await self.store.db.call(
             lambda: self.store.files.create(tenant, "batch", filename, content, keep_s=keep)
         )
-        return _json(file_json(made))
+        return json_response(file_json(made))
 
     async def _file(self, request: Request) -> StoredFile:
         tenant, file_id = caller_of(request).tenant, request.path_params["file_id"]
@@ -143,8 +141,8 @@ class BatchRoutes:
         found = await self._file(request)
         if request.method == "DELETE":
             await self.store.db.call(lambda: self.store.files.delete(found.id, tenant=found.tenant))
-            return _json({"id": found.id, "object": "file", "deleted": True})
-        return _json(file_json(found))
+            return json_response({"id": found.id, "object": "file", "deleted": True})
+        return json_response(file_json(found))
 
     async def content(self, request: Request) -> Response:
         found = await self._file(request)
@@ -221,7 +219,7 @@ class BatchRoutes:
 
     async def _shown(self, batch: Batch, status: int = 200) -> Response:
         done, failed, cost = await self.store.db.call(lambda: self.store.batches.counts(batch.id))
-        return _json(batch_json(batch, (done, failed), cost), status)
+        return json_response(batch_json(batch, (done, failed), cost), status)
 
     async def batch(self, request: Request) -> Response:
         found = await self._get(caller_of(request).tenant, request.path_params["batch_id"])
@@ -257,7 +255,7 @@ class BatchRoutes:
         for b in page:
             done, failed, cost = await self.store.db.call(lambda b=b: self.store.batches.counts(b.id))
             data.append(batch_json(b, (done, failed), cost))
-        return _json(
+        return json_response(
             {
                 "object": "list",
                 "data": data,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 from typing import Any, cast
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,14 +20,11 @@ from keel.rag.retrieval import Query, retrieve
 from keel.rag.search import Mode
 from keel.server.auth import caller_of
 from keel.server.errors import refused_record
+from keel.server.responses import json_response
 from keel.server.validate import COLLECTION, DOCUMENTS_ADD, SEARCH, parse_document, parse_filters
 from keel.types import CallContext
 
 DOCUMENTS = ("member", "ingest")  # the roles that may manage documents; search and answers need member
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
 class CollectionRoutes:
@@ -58,7 +54,7 @@ class CollectionRoutes:
         tenant = caller_of(request).tenant
         if request.method == "GET":
             rows = await self.collections.run(lambda: self.collections.backend().list(tenant))
-            return _json({"object": "list", "data": rows})
+            return json_response({"object": "list", "data": rows})
         body = await self.parse_body(request)
         COLLECTION.check(body)
         name, spec = body["name"], body.get("rerank")
@@ -66,7 +62,7 @@ class CollectionRoutes:
         col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant, create=True, **options))
         if spec is not None:
             await self.collections.run(col.set_rerank, spec)
-        return _json(
+        return json_response(
             {"name": col.label, "chunk_tokens": col.chunk_tokens, "overlap": col.overlap, "rerank": col.rerank}, 201
         )
 
@@ -74,7 +70,7 @@ class CollectionRoutes:
         if request.method == "GET":
             tenant, name = caller_of(request).tenant, request.path_params["name"]
             col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant))
-            return _json({"object": "list", "data": await self.collections.run(col.list_documents)})
+            return json_response({"object": "list", "data": await self.collections.run(col.list_documents)})
         try:
             return await self._add_documents(request)
         except KeelError as exc:
@@ -122,7 +118,7 @@ class CollectionRoutes:
             rec = refused_record(CallContext(tenant=tenant), "ingest", problem, f"POST {request.url.path}")
             rec.http_status = 200
             self.service.record(rec)
-        return _json(done)
+        return json_response(done)
 
     async def delete_document(self, request: Request) -> Response:
         tenant = caller_of(request).tenant
@@ -130,7 +126,7 @@ class CollectionRoutes:
         col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant))
         if not await self.collections.run(col.delete_document, doc_id):
             raise CollectionNotFound(f"no document '{doc_id}' in collection '{name}'")
-        return _json({"id": doc_id, "deleted": True})
+        return json_response({"id": doc_id, "deleted": True})
 
     async def search(self, request: Request) -> Response:
         tenant = caller_of(request).tenant
@@ -144,4 +140,4 @@ class CollectionRoutes:
         found = await retrieve(
             col, asked, service=self.service, default_model=self.default_model, tenant=tenant, run=self.collections.run
         )
-        return _json({"object": "list", "data": [f.as_dict() for f in found]})
+        return json_response({"object": "list", "data": [f.as_dict() for f in found]})

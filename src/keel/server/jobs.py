@@ -23,6 +23,7 @@ from keel.jobs import Pool, job_json
 from keel.jobs.webhooks import check_url, delivery_json
 from keel.server.auth import caller_of
 from keel.server.features import FeatureRoutes
+from keel.server.responses import json_response
 from keel.server.streaming import ReadingStream
 from keel.server.traces import MAX_PAGE
 from keel.server.validate import FEATURE_JOB, page_limit
@@ -35,10 +36,6 @@ POLL_S = 0.25  # how often an events stream looks at its job
 KEEPALIVE_S = 15.0
 QUERY = ("status", "feature", "cursor", "limit")  # what GET /v1/jobs takes
 READERS = ("member", "ingest")  # an ingest key follows the ingest jobs it queued, and no other kind
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
 
 
 class JobRoutes:
@@ -157,7 +154,7 @@ class JobRoutes:
         )
         self.nudge(created)
         headers = {"location": f"/v1/jobs/{job.id}", "x-keel-trace-id": str(job.trace_id)}
-        return _json(job_json(job), 202 if created else 200, headers)
+        return json_response(job_json(job), 202 if created else 200, headers)
 
     def nudge(self, created: bool = True) -> None:
         if created and self.pool is not None:
@@ -177,7 +174,7 @@ class JobRoutes:
         if job.webhook is not None:
             found = await self.store.db.call(lambda: self.store.webhooks.find(tenant=tenant, subject=job.id))
             shown["webhook"] = {"url": job.webhook, "deliveries": [delivery_json(d) for d in found]}
-        return _json(shown)
+        return json_response(shown)
 
     async def events(self, request: Request) -> Response:
         """Server-sent events: ``progress`` (the job) whenever its status or progress changes, then
@@ -211,7 +208,7 @@ class JobRoutes:
 
     async def cancel(self, request: Request) -> Response:
         tenant, job_id = caller_of(request).tenant, request.path_params["job_id"]
-        return _json(job_json(await self.store.db.call(lambda: self.store.jobs.cancel(job_id, tenant=tenant))))
+        return json_response(job_json(await self.store.db.call(lambda: self.store.jobs.cancel(job_id, tenant=tenant))))
 
     async def listing(self, request: Request) -> Response:
         tenant, query = caller_of(request).tenant, request.query_params
@@ -231,4 +228,4 @@ class JobRoutes:
         )
         page = rows[:limit]
         following = encode_cursor(page[-1]) if len(rows) > limit and page else None
-        return _json({"object": "list", "data": [job_json(j) for j in page], "next_cursor": following})
+        return json_response({"object": "list", "data": [job_json(j) for j in page], "next_cursor": following})

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,6 +31,7 @@ from keel.review import ReviewQueue, item_json
 from keel.review.stats import queue_stats
 from keel.server.auth import caller_of
 from keel.server.jobs import JobRoutes
+from keel.server.responses import json_response
 from keel.server.schema import AnyValue, Boolean, Number, Obj, OneOf, Text
 from keel.server.traces import MAX_PAGE
 from keel.server.validate import page_limit
@@ -60,10 +60,6 @@ ADD = Obj(
     extra=False,
     name="ReviewItemCreate",
 )
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
 
 
 def reviewer_of(request: Request) -> str:
@@ -141,7 +137,9 @@ class ReviewRoutes:
         )
         page = rows[:limit]
         following = encode_cursor(page[-1]) if len(rows) > limit and page else None
-        return _json({"object": "list", "data": [self._shown(caller, i) for i in page], "next_cursor": following})
+        return json_response(
+            {"object": "list", "data": [self._shown(caller, i) for i in page], "next_cursor": following}
+        )
 
     async def add(self, request: Request) -> Response:
         caller = caller_of(request)
@@ -151,7 +149,7 @@ class ReviewRoutes:
         item, created = await asyncio.to_thread(
             lambda: queue.add_trace(body["trace_id"], body["queue"], tenant=caller.tenant)
         )
-        return _json(self._shown(caller, item), 201 if created else 200)
+        return json_response(self._shown(caller, item), 201 if created else 200)
 
     async def _item(self, request: Request) -> Any:
         caller, item_id = caller_of(request), request.path_params["item_id"]
@@ -161,19 +159,19 @@ class ReviewRoutes:
         return item
 
     async def show(self, request: Request) -> Response:
-        return _json(self._shown(caller_of(request), await self._item(request)))
+        return json_response(self._shown(caller_of(request), await self._item(request)))
 
     async def claim(self, request: Request) -> Response:
         caller, item_id, who = caller_of(request), request.path_params["item_id"], reviewer_of(request)
         queue = self.queue
         item = await asyncio.to_thread(lambda: queue.claim(item_id, tenant=caller.tenant, who=who))
-        return _json(self._shown(caller, item))
+        return json_response(self._shown(caller, item))
 
     async def release(self, request: Request) -> Response:
         caller, item_id, who = caller_of(request), request.path_params["item_id"], reviewer_of(request)
         reviews = self.store.reviews
         item = await self.store.db.call(lambda: reviews.release(item_id, tenant=caller.tenant, who=who))
-        return _json(self._shown(caller, item))
+        return json_response(self._shown(caller, item))
 
     async def claim_next(self, request: Request) -> Response:
         caller, name, who = caller_of(request), request.path_params["queue"], reviewer_of(request)
@@ -186,7 +184,7 @@ class ReviewRoutes:
         )
         if item is None:
             raise ReviewItemNotFound(f"queue '{name}' has no unclaimed item")
-        return _json(self._shown(caller, item))
+        return json_response(self._shown(caller, item))
 
     async def decision(self, request: Request) -> Response:
         caller, item_id, who = caller_of(request), request.path_params["item_id"], reviewer_of(request)
@@ -194,7 +192,7 @@ class ReviewRoutes:
         DECISION.check(body)
         queue = self.queue
         item = await asyncio.to_thread(lambda: queue.decide(item_id, body, tenant=caller.tenant, who=who))
-        return _json(self._shown(caller, item))
+        return json_response(self._shown(caller, item))
 
     async def stats(self, request: Request) -> Response:
         caller, query = caller_of(request), request.query_params
@@ -208,7 +206,7 @@ class ReviewRoutes:
         queues = await self.store.db.call(lambda: reviews.queues(tenant=caller.tenant))
         decisions = await self.store.db.call(lambda: reviews.decisions(tenant=caller.tenant, queue=name))
         shown = [q for q in queue_stats(queues, decisions) if name is None or q["queue"] == name]
-        return _json({"object": "list", "data": shown})
+        return json_response({"object": "list", "data": shown})
 
     async def gauges(self) -> dict[str, tuple[str, float]]:
         """What ``/metrics`` shows of review (all tenants; decisions and breaches seen by this server)."""

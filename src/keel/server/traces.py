@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.errors import InvalidRequest, UserError
 from keel.server.auth import caller_of
+from keel.server.responses import json_response
 from keel.store import Store
 from keel.store.feedback import TraceNotFound
 from keel.store.traces import FILTERS, TraceRecord, as_dict, encode_cursor
@@ -20,10 +20,6 @@ from keel.timespan import parse_since
 
 MAX_PAGE = 200
 QUERY = {"limit", "cursor", "since", *FILTERS}
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
 def _summary(rec: TraceRecord) -> dict[str, Any]:
@@ -81,7 +77,7 @@ class TraceRoutes:
             "has_more": more,
             "next_cursor": encode_cursor(page[-1]) if more and page else None,
         }
-        return _json(body)
+        return json_response(body)
 
     async def show(self, request: Request) -> Response:
         tenant = caller_of(request).tenant
@@ -99,4 +95,4 @@ class TraceRoutes:
             ]
             return data
 
-        return _json(await self.store.db.call(load))
+        return json_response(await self.store.db.call(load))
