@@ -34,12 +34,18 @@ class Route:
         return {"queue": self.queue, "mode": self.mode, "reason": self.reason, "sampled": self.sampled}
 
 
+def answer_flags(answer: str) -> dict[str, bool]:
+    """Whether an answer is an "I don't know" or a refusal, by the phrases of the checks of those names."""
+    text = answer.casefold().replace("’", "'")
+    return {"says_dont_know": any(w in text for w in DONT_KNOW), "refusal": any(w in text for w in REFUSAL)}
+
+
 def run_values(result: FeatureResult) -> dict[str, Any]:
     """What a condition may name, read off a finished run."""
-    text = result.answer.casefold().replace("’", "'")
+    flags = answer_flags(result.answer)
     return {
-        "says_dont_know": result.found_nothing or any(w in text for w in DONT_KNOW),
-        "refusal": any(w in text for w in REFUSAL),
+        "says_dont_know": result.found_nothing or flags["says_dont_know"],
+        "refusal": flags["refusal"],
         "confidence": result.confidence,
         "guards": result.guards,
         "cost_usd": result.cost_usd,

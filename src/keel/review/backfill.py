@@ -12,24 +12,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from keel.checks.builtin import DONT_KNOW, REFUSAL
 from keel.features.conditions import Condition
+from keel.features.reviewing import answer_flags
 from keel.store import Store
 from keel.store.reviews import NewItem
 from keel.store.traces import TraceRecord, encode_cursor
 
 PAGE = 500
-
-
-def _json(raw: Any) -> Any:
-    if not isinstance(raw, str | bytes):
-        return raw
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw
 
 
 def _found(record: TraceRecord, name: str) -> dict[str, Any]:
@@ -44,10 +33,10 @@ def stored_values(record: TraceRecord) -> dict[str, Any]:
     """What a condition may name, read off a stored feature run (keel.features.reviewing reads the
     same off a live one)."""
     guards = _found(record, "output guards")
-    answer = _json(record.response)
-    text = (answer if isinstance(answer, str) else "").casefold().replace("’", "'")
+    answer = record.response  # already decoded from the row: the captured answer text
     notes = record.notes or []
     return {
+        **answer_flags(answer if isinstance(answer, str) else ""),
         "confidence": guards.get("confidence"),
         "guards": guards.get("scores") or {},
         "cost_usd": record.cost_usd,
@@ -59,8 +48,6 @@ def stored_values(record: TraceRecord) -> dict[str, Any]:
         "cached": _found(record, "cache").get("result") in ("exact", "semantic"),
         "citations_valid": not any(n.startswith("citations:") for n in notes),
         "fallback": any(n.startswith("output: every attempt") for n in notes),
-        "says_dont_know": any(w in text for w in DONT_KNOW),
-        "refusal": any(w in text for w in REFUSAL),
     }
 
 
@@ -69,8 +56,8 @@ def record_item(record: TraceRecord, queue: str, reason: str, sla_minutes: float
     values = stored_values(record)
     view = {
         "feature": record.feature,
-        "inputs": _json(record.request),
-        "answer": _json(record.response),
+        "inputs": record.request,
+        "answer": record.response,
         "value": None,
         "sources": [],
         "citations": [],
