@@ -30,7 +30,7 @@ from keel.checks import CheckContext, make_check
 from keel.checks.base import JudgeError
 from keel.cli.demo import PROJECT
 from keel.config import load_settings
-from keel.evals.runner import _JudgeCalls
+from keel.evals.runner import JudgeCalls
 from keel.evals.suite import load_suite
 from keel.features.pipeline import open_pipeline
 from keel.rag import ingest
@@ -78,7 +78,9 @@ async def measure(cases: int) -> None:
                     reps: list[list[bool | None]] = [[], []]
                     for rep in reps:
                         for ctx, _ in contexts:
-                            ctx.judge = _JudgeCalls(pipeline, suite, None)
+                            ctx.judge = JudgeCalls(
+                                pipeline, feature=f"eval:{suite.name}", model=None, parent=None, tenant="default"
+                            )
                             t0 = time.perf_counter()
                             try:
                                 rep.append((await check.evaluate(ctx)).passed)

@@ -23,3 +23,11 @@ def parse_since(value: str | None) -> float | None:
         return dt.datetime.fromisoformat(value).timestamp()
     except ValueError:
         raise UserError(f"--since takes a span like 7d, 24h, 30m or an ISO date, not '{value}'") from None
+
+
+def parse_span(value: str, what: str = "a span") -> float:
+    """'7d', '24h', '30m', '90s' or '2w' → seconds; a UserError otherwise."""
+    match = _SPAN.match(str(value).strip())
+    if not match or int(match.group(1)) <= 0:
+        raise UserError(f"{what} takes a span like 1d, 24h, 30m or 2w, not '{value}'")
+    return float(int(match.group(1)) * _UNITS[match.group(2)])

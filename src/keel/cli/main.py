@@ -18,6 +18,7 @@ from keel.cli import (
     jobs,
     keys,
     models,
+    monitor,
     policy,
     prompts,
     rag,
@@ -51,6 +52,7 @@ jobs.register(app)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(jobs.hooks, name="webhooks")
 app.add_typer(review.app, name="review")
+app.add_typer(monitor.app, name="monitor")
 app.add_typer(keys.app, name="keys")
 app.add_typer(keys.tenants_app, name="tenants")
 app.add_typer(store.app, name="store")

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from keel.checks import CheckContext
+from keel.config.settings import BudgetSettings
 from keel.cost.prices import total_cost
 from keel.errors import KeelError, UserError
 from keel.evals.gate import MetricDelta, Outcome, Rule, apply_gate, compare, deltas
@@ -99,12 +100,24 @@ def _context(case: Case, result: Any, inputs: dict[str, Any]) -> CheckContext:
     )
 
 
-class _JudgeCalls:
-    """The judge the runner gives checks: a gateway call, traced under the case's feature run, its
-    cost counted."""
+class JudgeCalls:
+    """The judge checks are given: a gateway call, traced under the run it judges (``parent``), its
+    cost counted, under ``feature`` (``eval:<suite>``, ``monitor:<feature>:<monitor>``) and any
+    ``budgets`` of its own (a monitor's daily judge budget)."""
 
-    def __init__(self, pipeline: FeaturePipeline, suite: Suite, parent: str | None, tenant: str) -> None:
-        self.pipeline, self.suite, self.parent, self.tenant = pipeline, suite, parent, tenant
+    def __init__(
+        self,
+        pipeline: FeaturePipeline,
+        *,
+        feature: str,
+        model: str | None,
+        parent: str | None,
+        tenant: str,
+        user: str = "eval-judge",
+        budgets: dict[str, BudgetSettings] | None = None,
+    ) -> None:
+        self.pipeline, self.feature, self.model, self.parent, self.tenant = pipeline, feature, model, parent, tenant
+        self.user, self.budgets = user, budgets or {}
         self.costs: list[float | None] = []
 
     async def __call__(
@@ -116,10 +129,11 @@ class _JudgeCalls:
         temperature: float = 0.0,
         max_tokens: int = 256,
     ) -> str:
-        call = CallContext(tenant=self.tenant, user="eval-judge", feature=f"eval:{self.suite.name}", parent=self.parent)
+        call = CallContext(tenant=self.tenant, user=self.user, feature=self.feature, parent=self.parent)
+        call.budgets = self.budgets
         settings = self.pipeline.service.gateway.settings
         request = ChatRequest(
-            model=model or self.suite.spec.judge_model or settings.default_model or "local",
+            model=model or self.model or settings.default_model or "local",
             messages=list(messages),
             max_tokens=max_tokens,
             params={
@@ -223,7 +237,9 @@ async def check_result(
     )
     out.prompt_version, out.model = result.prompt_version, result.model
     ctx = _context(case, result, inputs)
-    judge = _JudgeCalls(pipeline, suite, result.trace_id, tenant)
+    judge = JudgeCalls(
+        pipeline, feature=f"eval:{suite.name}", model=suite.spec.judge_model, parent=result.trace_id, tenant=tenant
+    )
     ctx.judge = judge
     ctx.embed = pipeline.collections.embed if pipeline.collections is not None else None
     try:

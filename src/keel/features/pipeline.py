@@ -48,6 +48,7 @@ from keel.features.recording import feature_record, summed_cost
 from keel.features.result import Delta, Done, FeatureEvent, FeatureResult, Plan, Started, event_dict, pieces
 from keel.features.retrieving import retrieve_sources, with_context
 from keel.features.reviewing import route_review
+from keel.features.sampling import enqueue_samples
 from keel.features.spec import FeatureSpec, load_feature
 from keel.features.steps import retrieved, step
 from keel.features.structured import Partial, StructuredResult, structured_events
@@ -188,6 +189,8 @@ class FeaturePipeline:
                 CURRENT_RUN.reset(run)
             ctx.record = feature_record(ctx, plan, inputs, started, error, self.service.capture_policy)
             self.service.record(ctx.record)
+            if error is None and plan is not None:
+                enqueue_samples(self.store, plan)  # scored off the request path (keel.monitor)
             if error is not None:
                 with contextlib.suppress(AttributeError):  # the edge names this run's row, not a new one
                     error.keel_call = ctx  # type: ignore[attr-defined]
@@ -265,6 +268,7 @@ class FeaturePipeline:
             context = await retrieve_sources(plan, inputs, window, self.collections, self.service)
             if spec.retrieval is not None:
                 found.update(retrieved(spec.retrieval.collection, result.sources, self.service.capture_policy))
+                found["index"] = index_version(self.collections, spec, ctx.tenant)  # monitors group runs by it
         if result.found_nothing:
             result.answer = NOTHING_FOUND
             return plan

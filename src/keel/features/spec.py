@@ -5,6 +5,7 @@ and cost nothing at run time."""
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -20,9 +21,12 @@ from keel.config.yamlfile import LocatedYAML, describe_error, read_yaml
 from keel.errors import ConfigError
 from keel.errors import FeatureNotFound as FeatureNotFound
 from keel.features.conditions import Condition, ConditionError, parse_condition
+from keel.features.monitoring import NAME as MONITOR_NAME
+from keel.features.monitoring import MonitorSpec
 from keel.guards.actions import ActionSpec
 from keel.rag.retrieval import DEFAULT_FLOOR
 
+log = logging.getLogger("keel.features")
 _SCHEMAS: dict[Path, tuple[Any, dict[str, Any]]] = {}
 
 
@@ -231,6 +235,9 @@ class FeatureSpec(Section):
     budget: BudgetSpec | None = None
     review: ReviewSpec | None = None
     route: RouteSpec | None = None
+    monitors: dict[str, MonitorSpec] = Field(
+        default_factory=dict, description="online evals and drift on live runs (keel.monitor)"
+    )
     actions: dict[str, ActionSpec] = Field(default_factory=dict, description="critical actions rules decide")
     context: ContextSpec = ContextSpec()
     evals: str | None = None
@@ -238,6 +245,14 @@ class FeatureSpec(Section):
         None, description="the tenants that may run this feature (default: every tenant); others get 404"
     )
     description: str = ""
+
+    @field_validator("monitors")
+    @classmethod
+    def _monitor_names(cls, value: dict[str, MonitorSpec]) -> dict[str, MonitorSpec]:
+        for name in value:
+            if not re.match(MONITOR_NAME, name):
+                raise ValueError(f"'{name[:80]}' is not a monitor name (letters, digits, _ . -; up to 64)")
+        return value
 
     def check_tenant(self, tenant: str | None) -> None:
         """A tenant the spec does not list is told the feature does not exist (404, never 403)."""
@@ -264,6 +279,9 @@ def parse_feature(doc: LocatedYAML, name: str, root: Path | None = None) -> Feat
                 f"{doc.where(('review', 'when'))}: review.when: 'confidence' comes from the output guards, and this "
                 "feature declares none; add guards: {output: [grounded]} (or citations, schema, unsafe)"
             )
+    for monitor, watch in spec.monitors.items():
+        for warning in watch.warnings(monitor):
+            log.warning("%s: %s", doc.where(("monitors", monitor)), warning)
     if root is not None:
         _check_files(spec, doc, root)
     return spec

@@ -1,8 +1,9 @@
 """The work a Keel process runs off the request path, assembled once for ``keel serve`` and
-``keel worker`` alike: the job kinds (feature runs, ingests, eval runs, batches), the batch runner
-the Batch API routes share, the webhook deliverer and the review queue (its SLA sweeper, and the
-hand-off that holds a feature job for review) — with ended jobs and new review items announcing
-themselves to the webhook outbox inside the transactions that make them."""
+``keel worker`` alike: the job kinds (feature runs, ingests, eval runs, batches, monitor scoring),
+the batch runner the Batch API routes share, the webhook deliverer, the review queue (its SLA
+sweeper, and the hand-off that holds a feature job for review) and the monitors' sweeper — with
+ended jobs and new review items announcing themselves to the webhook outbox inside the
+transactions that make them."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from keel.jobs.batches import BatchRunner
 from keel.jobs.kinds import builtin_work
 from keel.jobs.webhooks import Deliverer, announcer
 from keel.jobs.worker import Pool, Work
+from keel.monitor.scoring import KIND as MONITOR
+from keel.monitor.scoring import monitor_work
+from keel.monitor.sweeper import Monitors
 from keel.review import ReviewQueue
 from keel.server.lines import line_caller
 from keel.store.jobs import Job
@@ -36,10 +40,12 @@ class Runtime:
         store.jobs.on_end = announcer(store, settings.webhooks)
         self.review = ReviewQueue(store, settings, pipeline.root)
         store.reviews.on_event = self.review.announcer()
+        self.monitors = Monitors(store, settings, pipeline.root)
 
     def work(self) -> dict[str, Work]:
         feature_kinds = builtin_work(self.pipeline, self.handoff)
-        return {**feature_kinds, EVAL: eval_work(self.pipeline), BATCH: self.batches.work}
+        extra = {EVAL: eval_work(self.pipeline), BATCH: self.batches.work, MONITOR: monitor_work(self.pipeline)}
+        return {**feature_kinds, **extra}
 
     async def handoff(self, job: Job, result: FeatureResult) -> bool:
         """A feature job's routed run goes to its queue; True when the job now awaits a person."""
@@ -57,4 +63,5 @@ class Runtime:
     def pool(self, workers: int | None = None) -> Pool:
         jobs = self.settings.jobs
         chosen = jobs if workers is None else jobs.model_copy(update={"workers": workers})
-        return Pool(self.pipeline.store, self.work(), chosen, extra=[self.deliverer.run, self.review.sweeper])
+        loops = [self.deliverer.run, self.review.sweeper, self.monitors.sweeper]
+        return Pool(self.pipeline.store, self.work(), chosen, extra=loops)

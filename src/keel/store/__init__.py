@@ -18,6 +18,7 @@ from keel.store.feedback import FeedbackStore
 from keel.store.files import FileStore
 from keel.store.jobs import JobStore
 from keel.store.keys import DEFAULT_TENANT, ROLES, Caller, Keys
+from keel.store.monitors import MonitorStore
 from keel.store.prompts import PromptStore
 from keel.store.reviews import ReviewStore
 from keel.store.sqlite import connect, db_path
@@ -61,6 +62,7 @@ class Store:
         self.batches = BatchStore(db)
         self.webhooks = WebhookStore(db)
         self.reviews = ReviewStore(db, self.jobs)
+        self.monitors = MonitorStore(db)
 
     @classmethod
     def at(cls, path: Path) -> Store:

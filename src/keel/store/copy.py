@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from keel.errors import UserError
 from keel.store.db import Database
 from keel.store.jobs import COLUMNS as JOB_COLUMNS
+from keel.store.monitors import RUN_COLUMNS, SCORE_COLUMNS
 from keel.store.reviews import COLUMNS as REVIEW_COLUMNS
 from keel.store.rollups import backfill
 
@@ -28,6 +29,10 @@ TABLES: list[tuple[str, tuple[str, ...]]] = [
     ("eval_promoted", ("suite", "trace_id", "case_id", "at", "tenant")),
     ("jobs", tuple(JOB_COLUMNS)),
     ("review_items", REVIEW_COLUMNS),
+    ("monitor_runs", RUN_COLUMNS),
+    ("monitor_scores", tuple(c.strip() for c in SCORE_COLUMNS.split(","))),
+    ("monitor_inputs", ("tenant", "trace_id", "feature", "ts", "vector")),
+    ("monitor_alerts", ("id", "tenant", "feature", "signal", "opened", "closed", "message", "detail")),
     ("budget_spend", ("bucket", "spent_nusd", "spent_tokens", "alerted", "expires")),
     ("budget_holds", ("reservation", "bucket", "nusd", "tokens", "expires")),
     (
@@ -35,7 +40,8 @@ TABLES: list[tuple[str, tuple[str, ...]]] = [
         ("key", "scope", "feature", "text", "vector", "value", "trace_id", "created", "expires", "hits", "tenant"),
     ),
 ]
-IDENTITY = {"label_moves": "seq", "feedback": "id"}  # identity columns whose sequences move past the copy
+# identity columns whose sequences move past the copy
+IDENTITY = {"label_moves": "seq", "feedback": "id", "monitor_alerts": "id"}
 
 
 def _columns(table: str, columns: tuple[str, ...]) -> tuple[str, ...]:

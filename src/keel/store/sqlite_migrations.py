@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from keel.store.monitors import monitor_tables
 from keel.store.review_rows import review_tables
 
 MIGRATIONS: list[str] = [
@@ -453,6 +454,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX webhook_subject ON webhook_deliveries(tenant, subject);
     """,
     review_tables("REAL"),  # 16: review items (keel.store.reviews)
+    monitor_tables("REAL", "BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT"),  # 17: monitors (keel.store.monitors)
 ]
 BACKFILL = {13}  # migrations followed, in their transaction, by the rollup backfill (the first rollups' step
 # has nothing left to fill: their tables are dropped by this one)

@@ -1,0 +1,3 @@
+from tests.features.conftest import pipeline, project
+
+__all__ = ["pipeline", "project"]
