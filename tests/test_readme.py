@@ -150,6 +150,18 @@ def test_the_readme_review_spec_parses_with_its_condition() -> None:
     )
 
 
+def test_the_readme_monitors_parse(tmp_path: Path) -> None:
+    from keel.config.yamlfile import parse_yaml
+    from keel.features.spec import parse_feature
+
+    text = "prompt: support_answer\n" + yaml_block("monitors")
+    spec = parse_feature(parse_yaml(text, "features/support_answer.yaml"), "support_answer")
+    watch = spec.monitors["quality"]
+    assert watch.sample == 0.1 and watch.window_s == 3600 and watch.ref.kind == "span"
+    assert [c.name for c in watch.bound_checks()] == ["grounded", "not-refusal", "llm-rubric"]
+    assert watch.alert.webhook == "https://hooks.example.com/keel" and watch.alert.on == ["drop", "drift"]
+
+
 def test_no_internal_project_wording_reaches_users() -> None:
     """Users read the README, the package's messages and docstrings: no "the review issue", no "issue 6"."""
     wording = re.compile(r"\bissues? [0-9]+\b|\bthe [a-z-]+ issue\b", re.I)

@@ -104,3 +104,78 @@ def columns(
         "</text></svg>"
     )
     return "".join(parts)
+
+
+def band_series(
+    values: list[float | None],
+    *,
+    title: str,
+    band: tuple[float, float] | None = None,
+    split: int | None = None,
+    marks: list[tuple[int, str]] | None = None,
+    labels: tuple[str, str] = ("", ""),
+    fmt: str = "{:.3g}",
+    width: int = 560,
+    height: int = 120,
+) -> str:
+    """A signal over time as a line: the reference's band shaded, the window after ``split`` (the
+    reference before it) on a tinted ground, and change points as labelled vertical rules. Empty
+    buckets break the line."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    lo, hi = min(known), max(known)
+    if band is not None:
+        lo, hi = min(lo, band[0]), max(hi, band[1])
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5 if lo else -0.5, hi + 0.5 if hi else 0.5
+    pad = (hi - lo) * 0.08
+    lo, hi = lo - pad, hi + pad
+    step = width / max(1, len(values) - 1)
+    top = 18
+
+    def y(v: float) -> float:
+        return top + height - (v - lo) / (hi - lo) * height
+
+    last = fmt.format(known[-1])
+    parts = [
+        f'<svg class="series" width="{width}" height="{height + 36}" viewBox="0 0 {width} {height + 36}" role="img" '
+        f'aria-label="{escape(title)}: {len(values)} buckets, latest {escape(last)}">'
+        f'<text x="0" y="12" font-size="12" font-weight="600">{escape(title)}</text>'
+        f'<text x="{width}" y="12" font-size="11" text-anchor="end" fill="#57606a">latest {escape(last)}</text>'
+    ]
+    if split is not None and 0 <= split < len(values):
+        x = split * step
+        parts.append(f'<rect class="window" x="{x:.1f}" y="{top}" width="{width - x:.1f}" height="{height}" '
+                     'fill="#fff8e1"><title>the window</title></rect>')  # fmt: skip
+    if band is not None:
+        y1, y0 = y(band[1]), y(band[0])
+        shown = f"{fmt.format(band[0])} – {fmt.format(band[1])}"
+        parts.append(
+            f'<rect class="band" x="0" y="{y1:.1f}" width="{width}" height="{max(1.0, y0 - y1):.1f}" '
+            f'fill="#e8f0fe"><title>reference band {escape(shown)}</title></rect>'
+        )
+    for i, text in marks or []:
+        x = i * step
+        parts.append(
+            f'<line class="mark" x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + height}" stroke="#b3261e" '
+            f'stroke-dasharray="3,2"><title>{escape(text)}</title></line>'
+        )
+    runs: list[list[str]] = [[]]
+    for i, v in enumerate(values):
+        if v is None:
+            runs.append([])
+        else:
+            runs[-1].append(f"{i * step:.1f},{y(v):.1f}")
+    for points in runs:
+        if len(points) > 1:
+            parts.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="#1a73e8" stroke-width="1.5"/>')
+        elif points:
+            cx, cy = points[0].split(",")
+            parts.append(f'<circle cx="{cx}" cy="{cy}" r="1.8" fill="#1a73e8"/>')
+    parts.append(
+        f'<text x="0" y="{height + 34}" font-size="11" fill="#57606a">{escape(labels[0])}</text>'
+        f'<text x="{width}" y="{height + 34}" font-size="11" text-anchor="end" fill="#57606a">'
+        f"{escape(labels[1])}</text></svg>"
+    )
+    return "".join(parts)

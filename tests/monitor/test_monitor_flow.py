@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from keel.config.settings import KeelSettings
 from keel.features.prompts import local_actor
 from keel.monitor.scoring import KIND, monitor_work
 from keel.monitor.sweeper import Monitors
+from keel.review import ReviewQueue
 from keel.store import Store
 from tests.cli.test_cli import keel
 
@@ -134,3 +136,50 @@ async def test_keel_monitor_status_prints_signals(pipeline: Any, project: Path, 
         assert any("has no runs" in n for n in shown["notes"])
     else:
         assert "refusal rate" in out and "no reference" in out and "watched · monitor 'quality'" in out
+
+
+async def test_failed_live_runs_go_to_review_and_become_eval_cases(pipeline: Any, project: Path, home: Path) -> None:
+    pipe, provider, _ = pipeline
+    (project / "features" / "watched.yaml").write_text(
+        "prompt: support\nmodel: m\nretrieval: {collection: handbook, top_k: 3, min_score: 0.2}\n"
+        "monitors:\n  quality: {sample: 1, checks: [not-refusal]}\n"
+        "review: {when: monitor failed, queue: support}\n"
+    )
+    store: Store = pipe.store
+    queue = ReviewQueue(store, KeelSettings(), project)
+
+    async def to_review(tenant: str, trace_id: str, name: str, why: str) -> None:
+        queue.add_trace(trace_id, name, tenant=tenant, reason=why)
+
+    await _traffic(pipe, provider, [GOOD, BAD, GOOD, BAD])
+    work = monitor_work(pipe, to_review)
+    while (job := store.jobs.claim("w1", 60, kinds=[KIND])) is not None:
+        await work(job)
+    items = store.reviews.find(tenant="default", queue="support", status="pending")
+    assert len(items) == 2 and {i.reason for i in items} == {"monitor 'quality' failed: not-refusal"}
+    assert {i.trace_id for i in items} == {s.trace_id for s in store.monitors.scores("default", "watched", 0, 1e12)
+                                           if s.passed is False}  # fmt: skip
+    (project / "evals").mkdir()
+    suite = project / "evals" / "watched.yaml"
+    suite.write_text("feature: watched\nchecks: [not-refusal]\ncases:\n  - id: one\n    inputs: {question: hi}\n")
+    (project / "keel.yaml").write_text(f"project_root: '{project}'\n{CONFIG}")
+    args = ("evals", "promote", "watched", "--from-monitors", "--root", str(project), "-c", str(project / "keel.yaml"))
+    done = keel(home, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cases = [c for c in yaml.safe_load(suite.read_text())["cases"] if c["id"].startswith("mn-")]
+    assert len(cases) == 2 and all("needs-expected" in c["tags"] and "from-monitor" in c["tags"] for c in cases)
+    assert all(c["checks"][0]["value"] == BAD for c in cases)  # must not repeat the failing answer
+    again = keel(home, *args)
+    assert "appended 0 case(s)" in again.stdout and "2 promoted before" in again.stdout
+
+
+def test_monitor_failed_review_needs_a_monitor_and_after(project: Path) -> None:
+    from keel.config.yamlfile import parse_yaml
+    from keel.errors import ConfigError
+    from keel.features.spec import parse_feature
+
+    with pytest.raises(ConfigError, match="'monitor failed' needs a monitor with checks"):
+        parse_feature(parse_yaml("prompt: support\nreview: {when: monitor failed}\n", "f.yaml"), "f")
+    with pytest.raises(ConfigError, match="use mode: after"):
+        text = "prompt: support\nmonitors: {q: {checks: [grounded]}}\nreview: {when: monitor failed, mode: hold}\n"
+        parse_feature(parse_yaml(text, "f.yaml"), "f")

@@ -84,7 +84,18 @@ def test_classifier_test_sees_a_shift_and_no_shift() -> None:
     rng = np.random.default_rng(0)
     ref = rng.normal(0, 1, (300, 8))
     same = stats.classifier_test(ref, rng.normal(0, 1, (300, 8)))
-    shifted = stats.classifier_test(ref, rng.normal(0, 1, (300, 8)) + np.r_[0.4, np.zeros(7)])
+    shifted = stats.classifier_test(ref, rng.normal(0, 1, (300, 8)) + np.r_[0.6, np.zeros(7)])
     assert same.p > 0.01 and abs(same.statistic - 0.5) < 0.08
-    assert shifted.p < 1e-3 and shifted.statistic > 0.56  # theory: Φ(0.4/√2) = 0.61
+    assert shifted.p < 0.001 and shifted.statistic > 0.6  # theory: Φ(0.6/√2) = 0.66
     assert stats.centroid_distance(ref + 5, ref + 5) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_classifier_test_is_calibrated_under_the_null() -> None:
+    """Stable traffic must not alarm: under the null the p-values are close to uniform (pooling
+    out-of-fold scores of different models, as cross_val_predict does, is not)."""
+    rng = np.random.default_rng(7)
+    pool = rng.normal(0, 1, (80, 16))  # drawn with replacement, as a replay of real runs is
+    p = [stats.classifier_test(pool[rng.integers(0, 80, 300)], pool[rng.integers(0, 80, 60)], seed=i).p
+         for i in range(120)]  # fmt: skip
+    assert np.mean(np.asarray(p) < 0.1) <= 0.12
+    assert np.mean(np.asarray(p) < 0.01) <= 0.02

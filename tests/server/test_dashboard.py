@@ -8,6 +8,7 @@ import base64
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from keel.store import Store, db_path
+from keel.store.monitors import MonitorRun
 from keel.testing import Fault
 from tests.cli.test_cli import keel
 from tests.conftest import RunningServer, new_key
@@ -136,7 +138,19 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
             assert again.status_code == 200
             traces[user] = again.json()["trace_id"]
         assert server.app.service.writer is not None and server.app.service.writer.flush()
+        seed_drift(server.app.store)
         yield Dash(server, api.removesuffix("/v1"), keys, home, traces)
+
+
+def seed_drift(store: Store) -> None:
+    """A week of acme's greet runs as the monitors keep them: steady, then prompt v2 refuses half the
+    time for the last hour (what the sweeper would have read off their traces)."""
+    now = time.time()
+    runs = [MonitorRun("acme", f"ref{i:04d}", "greet", now - 6 * 86_400 + i * 1500, {"refusal": False,
+                       "latency_ms": 40.0 + i % 7}, prompt_version=1) for i in range(330)]  # fmt: skip
+    runs += [MonitorRun("acme", f"win{i:04d}", "greet", now - 3000 + i * 10, {"refusal": i % 2 == 0,
+                        "latency_ms": 40.0 + i % 7}, prompt_version=2) for i in range(250)]  # fmt: skip
+    store.monitors.add_runs(runs)
 
 
 def test_pages_need_a_session_and_a_forged_or_expired_one_is_refused(dash: Dash) -> None:
@@ -254,6 +268,21 @@ def test_a_reviewer_sees_the_queue_and_nothing_else_and_decides_with_a_form(dash
     assert again.status_code == 409 and "already decided" in again.text
     globex = dash.signed_in("globex", first="/ui/review")
     assert globex.get(item).status_code == 404
+
+
+def test_drift_shows_the_move_its_change_point_and_a_series_per_signal(dash: Dash) -> None:
+    acme = dash.signed_in("acme")
+    listing = acme.get("/ui/drift")
+    assert listing.status_code == 200, listing.text
+    assert '<a href="/ui/drift/greet">greet</a>' in listing.text and "refusal rate" in listing.text
+    assert 'class="verdict-drop error-text">drop</td>' in listing.text  # the refusal rate, 0% → 50%
+    page = acme.get("/ui/drift/greet").text
+    assert "prompt v2 began serving at" in page  # the change point, in words …
+    assert 'class="mark"' in page and 'class="band"' in page and 'class="window"' in page  # … and on the chart
+    assert 'id="series-refusal"' in page and 'id="series-latency_ms"' in page
+    globex = dash.signed_in("globex")
+    assert "0.0% → 50.0%" not in globex.get("/ui/drift").text and "verdict-drop" not in globex.get("/ui/drift").text
+    assert globex.get("/ui/drift/nope").status_code == 404
 
 
 def test_the_overview_splits_by_feature_model_tenant_and_user(dash: Dash) -> None:
@@ -477,6 +506,11 @@ def test_every_page_in_a_real_browser(dash: Dash, tmp_path: Path) -> None:
                 page.get_by_role("button", name="Approve").click()
                 page.wait_for_url(re.compile(r".*saved=Approved.*"))
                 assert page.get_by_text("checked against the handbook").is_visible()
+            go(page, "Drift", r".*/ui/drift$")
+            page.get_by_role("link", name="greet", exact=True).first.click()
+            page.wait_for_url(re.compile(r".*/ui/drift/greet$"))
+            assert page.get_by_role("img", name=re.compile("refusal rate")).is_visible()
+            shoot(page, "drift", suffix)
             go(page, "Budgets", r".*/ui/budgets$")
             assert page.get_by_role("cell", name="daily", exact=True).first.is_visible()
             shoot(page, "budgets", suffix)

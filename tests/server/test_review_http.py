@@ -250,6 +250,16 @@ def test_review_metrics_are_on_metrics(api: Api) -> None:
     assert float(values["keel_review_decisions"]) >= 1 and "keel_review_open" in values
 
 
+def test_open_monitor_alerts_are_labelled_series_on_metrics(api: Api) -> None:
+    monitors = api.server.app.store.monitors
+    assert monitors.open_alert("acme", "greet", 'quality/guard:"grounded"', "greet: grounded 0.91 → 0.78", {})
+    text = httpx.get(api.base.removesuffix("/v1") + "/metrics").text
+    assert "# TYPE keel_monitor_alert gauge" in text
+    assert 'keel_monitor_alert{tenant="acme",feature="greet",signal="quality/guard:\\"grounded\\""} 1' in text
+    monitors.close_alert("acme", "greet", 'quality/guard:"grounded"')
+    assert "keel_monitor_alert{" not in httpx.get(api.base.removesuffix("/v1") + "/metrics").text
+
+
 def test_a_queue_webhook_hears_of_new_items_in_the_outbox(api: Api) -> None:
     item = api.item_of(api.held("Hold Ozzy"))
     found = api.server.app.store.webhooks.find(tenant="acme", subject=item["id"])

@@ -100,6 +100,9 @@ def register(app: typer.Typer) -> None:
         from_reviews: bool = typer.Option(
             False, "--from-reviews", help="promote review decisions: approved and edited answers, rejects"
         ),
+        from_monitors: bool = typer.Option(
+            False, "--from-monitors", help="promote live runs a monitor's checks failed (keel monitor)"
+        ),
         since: str = typer.Option("7d", help="feedback newer than this: 7d, 24h or a date"),
         below: float | None = typer.Option(None, help="numeric scores under this count as low (else the config's)"),
         limit: int = typer.Option(50, min=1, max=1000, help="at most this many new cases"),
@@ -110,21 +113,28 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Turn production runs with corrections or low scores — or reviewers' decisions — into eval
         cases (redacted, de-duplicated, each trace once)."""
-        if from_feedback == from_reviews:
-            raise UserError("say where cases come from: --from-feedback or --from-reviews (one of them)")
+        if [from_feedback, from_reviews, from_monitors].count(True) != 1:
+            raise UserError(
+                "say where cases come from: --from-feedback, --from-reviews or --from-monitors (one of them)"
+            )
         env = load_env(config)
         path = find_suite(root, suite)
         loaded = load_suite(path)
         with env.store() as store:
-            found, uncaptured = promote.find_candidates(
-                store,
-                loaded.spec.feature,
-                since=parse_since(since),
-                scores=env.settings.feedback,
-                below=below,
-                tenant=tenant,
-                reviews=from_reviews,
-            )
+            if from_monitors:
+                found, uncaptured = promote.monitor_candidates(
+                    store, loaded.spec.feature, since=parse_since(since), tenant=tenant
+                )
+            else:
+                found, uncaptured = promote.find_candidates(
+                    store,
+                    loaded.spec.feature,
+                    since=parse_since(since),
+                    scores=env.settings.feedback,
+                    below=below,
+                    tenant=tenant,
+                    reviews=from_reviews,
+                )
             outcome = promote.plan(store, loaded, found, uncaptured, tenant)
             chosen = outcome.added[:limit]
             if chosen and not dry_run:

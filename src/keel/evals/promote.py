@@ -9,11 +9,14 @@ tagged ``needs-expected`` so someone writes the right answer in.
 ``--from-reviews`` reads the review queue's decisions instead (feedback ``review`` on the trace,
 keel.review): an approved answer and an edit become ``expected`` plus ``similar``, a reject becomes
 ``not-similar`` to the rejected answer — through the same redaction, de-duplication and once-per-trace.
+``--from-monitors`` reads the live runs a monitor's checks failed (keel.monitor): each becomes a
+``needs-expected`` case that must not repeat the failing answer, tagged with the checks that failed.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from keel.tracing.redact import redact
 
 _FOLD = re.compile(r"[\W_]+")
 REVIEW = "review"  # the feedback a review decision leaves on its trace (keel.store.reviews)
+PREFIX = {"review": "rv", "feedback": "fb", "monitor": "mn"}
 
 
 @dataclass(slots=True)
@@ -41,11 +45,11 @@ class Candidate:
     answer: str
     correction: str | None = None
     why: list[str] = field(default_factory=list)
-    source: str = "feedback"  # or "review"
+    source: str = "feedback"  # or "review", "monitor"
 
     @property
     def case_id(self) -> str:
-        return f"{'rv' if self.source == 'review' else 'fb'}-{self.trace_id[:10]}"
+        return f"{PREFIX.get(self.source, 'fb')}-{self.trace_id[:10]}"
 
     def case(self) -> dict[str, Any]:
         case: dict[str, Any] = {"id": self.case_id, "inputs": self.inputs}
@@ -111,6 +115,28 @@ def find_candidates(
         shown = fb.label if fb.value is None or fb.label in ("true", "false") else f"{fb.value:g}"
         candidate.why.append(f"{fb.name}={shown}" if shown is not None else f"{fb.name}: correction")
     return list(found.values()), len(uncaptured)
+
+
+def monitor_candidates(
+    store: Store, feature: str, *, since: float | None, tenant: str = DEFAULT_TENANT
+) -> tuple[list[Candidate], int]:
+    """Live runs whose monitor checks failed, newest first (the traces' captured inputs and answers);
+    and how many had no captured inputs."""
+    failed: dict[str, list[str]] = {}
+    for score in store.monitors.scores(tenant, feature, since or 0.0, time.time() + 1, status="ok"):
+        if score.passed is False:
+            failed.setdefault(score.trace_id, []).append(f"monitor {score.monitor}: {score.check} failed")
+    found, uncaptured = [], 0
+    for trace_id in sorted(failed, reverse=True):
+        record = store.traces.get(trace_id, tenant=tenant)
+        inputs = record.request if record is not None else None
+        if not isinstance(inputs, dict) or not inputs:
+            uncaptured += 1
+            continue
+        answer = record.response if record is not None else None
+        text = answer if isinstance(answer, str) else orjson.dumps(answer).decode() if answer is not None else ""
+        found.append(Candidate(trace_id, redact(inputs), redact(text), why=failed[trace_id], source="monitor"))
+    return found, uncaptured
 
 
 def _json(raw: Any) -> Any:

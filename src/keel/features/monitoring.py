@@ -87,13 +87,27 @@ class _Section(BaseModel):
 
 
 class AlertSpec(_Section):
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """YAML 1.1 reads a bare ``on:`` key as the boolean true; it means ``on`` here."""
+        if isinstance(data, dict) and True in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
     webhook: str | None = Field(None, pattern=r"^https?://", description="signed like every Keel webhook")
     min_samples: int = Field(200, ge=10, le=10_000_000, description="fewer observations in the window: no verdict")
     on: list[Literal["drop", "drift"]] = Field(
         default_factory=lambda: ["drop", "drift"],  # type: ignore[arg-type]
         description="drop: a quality signal got worse; drift: inputs or outputs changed distribution",
     )
-    fdr: float = Field(0.01, gt=0, lt=0.5, description="Benjamini–Hochberg false discovery rate per feature")
+    fdr: float = Field(
+        0.001,
+        gt=0,
+        lt=0.5,
+        description="Benjamini–Hochberg false discovery rate per comparison; a window is compared every "
+        "5 minutes, so it is small",
+    )
 
 
 class MonitorSpec(_Section):

@@ -74,7 +74,9 @@ def decide(spec: FeatureSpec, result: FeatureResult) -> Route | None:
     if review is None:
         return None
     reason = None
-    if isinstance(review.when, str):
+    if review.after_monitors:
+        pass  # routed once a monitor scores the run (keel.monitor), not here
+    elif isinstance(review.when, str):
         condition = review.condition()
         values = run_values(result)
         if condition is not None and condition(values):

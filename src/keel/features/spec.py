@@ -27,6 +27,7 @@ from keel.guards.actions import ActionSpec
 from keel.rag.retrieval import DEFAULT_FLOOR
 
 log = logging.getLogger("keel.features")
+MONITOR_FAILED = "monitor failed"
 _SCHEMAS: dict[Path, tuple[Any, dict[str, Any]]] = {}
 
 
@@ -176,7 +177,9 @@ class ReviewSpec(Section):
     """Human review (keel.review): which answers go to a person, and what the caller gets meanwhile."""
 
     when: str | list[str | dict[str, Any]] | None = Field(
-        None, description="a condition ('confidence < 0.6', keel.features.conditions) or a list of checks"
+        None,
+        description="a condition ('confidence < 0.6', keel.features.conditions), a list of checks, or "
+        "'monitor failed' (a monitor's check failed on the run)",
     )
     mode: Literal["hold", "after"] = Field(
         "after", description="hold: the caller gets 202 and a job until a person decides; after: served, then queued"
@@ -191,6 +194,8 @@ class ReviewSpec(Section):
     @field_validator("when")
     @classmethod
     def _when(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip() == MONITOR_FAILED:
+            return MONITOR_FAILED
         if isinstance(value, str):
             try:
                 parse_condition(value)
@@ -206,10 +211,20 @@ class ReviewSpec(Section):
     def _something(self) -> ReviewSpec:
         if self.when is None and self.sample == 0:
             raise ValueError("say which answers go to review: 'when' (e.g. \"confidence < 0.6\"), 'sample', or both")
+        if self.when == MONITOR_FAILED and self.mode == "hold":
+            raise ValueError("'monitor failed' is known only after the answer was served: use mode: after")
         return self
 
+    @property
+    def after_monitors(self) -> bool:
+        """``when: monitor failed``: a run goes to review once a monitor's check fails on it (scored
+        off the request path, so it is reviewed after it was served)."""
+        return self.when == MONITOR_FAILED
+
     def condition(self, guards: set[str] | None = None) -> Condition | None:
-        return parse_condition(self.when, guards=guards) if isinstance(self.when, str) else None
+        if not isinstance(self.when, str) or self.after_monitors:
+            return None
+        return parse_condition(self.when, guards=guards)
 
     def checks(self) -> list[BoundCheck]:
         return [make_check(item) for item in self.when] if isinstance(self.when, list) else []
@@ -268,7 +283,12 @@ def parse_feature(doc: LocatedYAML, name: str, root: Path | None = None) -> Feat
         spec = FeatureSpec.model_validate({**data, "name": name})
     except ValidationError as exc:
         raise ConfigError(describe_error(exc, doc)) from None
-    if spec.review is not None and isinstance(spec.review.when, str):
+    if spec.review is not None and spec.review.after_monitors and not any(m.checks for m in spec.monitors.values()):
+        raise ConfigError(
+            f"{doc.where(('review', 'when'))}: review.when: 'monitor failed' needs a monitor with checks "
+            "(monitors: {quality: {sample: 0.1, checks: [grounded]}})"
+        )
+    if spec.review is not None and isinstance(spec.review.when, str) and not spec.review.after_monitors:
         guards = {r.name for r in spec.guards.output} if spec.guards is not None else set()
         try:
             condition = spec.review.condition(guards)

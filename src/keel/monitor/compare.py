@@ -5,8 +5,9 @@ enough to matter — large samples make any shift significant, and nobody wants 
 0.3-point move:
 
 - a rate: 2 points or more;
-- a score: a Wasserstein distance of a tenth of the reference's spread and 5% of its level (so a
-  near-constant cost per call does not alarm on a 1% move);
+- a score: a Wasserstein distance of a tenth of the reference's spread, and at least 0.02 for
+  quality scores (guards, confidence: 0..1) or 5% of the level for the rest (so a near-constant
+  cost per call does not alarm on a 1% move);
 - a category: PSI 0.1 (moderate);
 - input embeddings: a classifier AUC of 0.55.
 """
@@ -129,7 +130,8 @@ def _one(sig: Signal, cur: Sequence[Any], ref: Sequence[Any], min_samples: int) 
         a, b = np.asarray(ref, dtype=float), np.asarray(cur, dtype=float)
         t = stats.mann_whitney(a, b)
         distance = stats.wasserstein(a, b)
-        floor = max(MIN_SCORE_CHANGE * float(a.std()), MIN_LEVEL_CHANGE * abs(float(a.mean())))
+        level = MIN_RATE_CHANGE if sig.family == "quality" else MIN_LEVEL_CHANGE * abs(float(a.mean()))
+        floor = max(MIN_SCORE_CHANGE * float(a.std()), level)
         big = distance >= floor if floor > 0 else distance > 0
         return Verdict(sig, "ok", **base, test="mann-whitney", p=t.p, effect=distance), big
     t = stats.psi(Counter(map(str, ref)), Counter(map(str, cur)))

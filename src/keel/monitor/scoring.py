@@ -12,6 +12,7 @@ embedded too, for input drift.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -110,11 +111,30 @@ async def score_run(pipeline: FeaturePipeline, tenant: str, feature: str, body: 
     return scores
 
 
-def monitor_work(pipeline: FeaturePipeline) -> Any:
+#: Called with (tenant, trace id, review queue, why) when a monitor's check failed on a run whose
+#: feature says ``review: {when: monitor failed}``; the edge queues it (keel.review).
+OnFailed = Callable[[str, str, str, str], Awaitable[None]]
+
+
+async def route_failed(pipeline: FeaturePipeline, job: Job, scores: list[Score], on_failed: OnFailed | None) -> bool:
+    """Send the run to review when its feature asks for that and a check failed; True when sent."""
+    failed = [s.check for s in scores if s.status == "ok" and s.passed is False]
+    if on_failed is None or not failed or job.feature is None:
+        return False
+    review = load_feature(pipeline.root, job.feature).review
+    if review is None or not review.after_monitors:
+        return False
+    why = f"monitor '{job.payload.get('monitor')}' failed: {', '.join(failed)}"
+    await on_failed(job.tenant, str(job.payload["trace_id"]), review.queue, why)
+    return True
+
+
+def monitor_work(pipeline: FeaturePipeline, on_failed: OnFailed | None = None) -> Any:
     async def run(job: Job) -> tuple[Any, float | None]:
         if job.feature is None:
             raise FeatureNotFound("a monitor job names its feature")
         scores = await score_run(pipeline, job.tenant, job.feature, job.payload)
+        await route_failed(pipeline, job, scores, on_failed)
         spent = sum(s.cost_usd or 0.0 for s in scores)
         result = {
             "trace_id": job.payload.get("trace_id"),

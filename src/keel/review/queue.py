@@ -98,7 +98,7 @@ class ReviewQueue:
         return item
 
     def add_trace(
-        self, trace_id: str, queue: str, *, tenant: str | None, why: str | None = None
+        self, trace_id: str, queue: str, *, tenant: str | None, why: str | None = None, reason: str | None = None
     ) -> tuple[ReviewItem, bool]:
         """Send a feature run to a queue by hand (``keel review add TRACE``): reviewed after the fact."""
         self.check_queue(queue)
@@ -107,7 +107,7 @@ class ReviewQueue:
             raise TraceNotFound(f"no feature run with trace id '{trace_id[:80]}'")
         spec = self._spec(record.feature)
         sla = spec.review.sla_minutes if spec is not None and spec.review is not None else 24 * 60
-        reason = f"sent by hand: {why[:500]}" if why else "sent by hand"
+        reason = reason or (f"sent by hand: {why[:500]}" if why else "sent by hand")
         new = record_item(record, queue, reason, sla, self.settings.tracing.capture)
         return self.store.reviews.add(new)
 

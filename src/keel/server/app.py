@@ -327,9 +327,12 @@ class KeelApp:
         }
         if self.jobs is not None:
             gauges.update(await self.jobs.gauges())
+        series = {}
         if self.review is not None:
             gauges.update(await self.review.gauges())
-        text = self.service.metrics.render(gauges)
+            series["keel_monitor_alert"] = ("Open monitor alerts (1 each), by tenant, feature and signal.",
+                                            await self.review.monitor_alerts())  # fmt: skip
+        text = self.service.metrics.render(gauges, series)
         return Response(text, media_type="text/plain; version=0.0.4")
 
 

@@ -208,6 +208,11 @@ class ReviewRoutes:
         shown = [q for q in queue_stats(queues, decisions) if name is None or q["queue"] == name]
         return json_response({"object": "list", "data": shown})
 
+    async def monitor_alerts(self) -> list[tuple[dict[str, str], float]]:
+        """The open monitor alerts of every tenant, for ``keel_monitor_alert{tenant,feature,signal}``."""
+        rows = await self.store.db.call(self.store.monitors.all_open)
+        return [({"tenant": a.tenant, "feature": a.feature, "signal": a.signal}, 1.0) for a in rows]
+
     async def gauges(self) -> dict[str, tuple[str, float]]:
         """What ``/metrics`` shows of review (all tenants; decisions and breaches seen by this server)."""
         n, oldest, breached = await self.store.db.call(self.store.reviews.open_counts)

@@ -44,7 +44,8 @@ class Runtime:
 
     def work(self) -> dict[str, Work]:
         feature_kinds = builtin_work(self.pipeline, self.handoff)
-        extra = {EVAL: eval_work(self.pipeline), BATCH: self.batches.work, MONITOR: monitor_work(self.pipeline)}
+        scoring = monitor_work(self.pipeline, self.monitor_failed)
+        extra = {EVAL: eval_work(self.pipeline), BATCH: self.batches.work, MONITOR: scoring}
         return {**feature_kinds, **extra}
 
     async def handoff(self, job: Job, result: FeatureResult) -> bool:
@@ -59,6 +60,10 @@ class Runtime:
         # ended): never queued twice, so this attempt's answer is served
         now = await asyncio.to_thread(self.pipeline.store.jobs.get, job.id, tenant=job.tenant)
         return now is not None and now.status == "awaiting_review"
+
+    async def monitor_failed(self, tenant: str, trace_id: str, queue: str, why: str) -> None:
+        """A run a monitor's check failed goes to its feature's queue (``review: {when: monitor failed}``)."""
+        await asyncio.to_thread(self.review.add_trace, trace_id, queue, tenant=tenant, reason=why)
 
     def pool(self, workers: int | None = None) -> Pool:
         jobs = self.settings.jobs

@@ -272,6 +272,11 @@ class MonitorStore:
         rows = self.db.all(f"SELECT * FROM monitor_alerts WHERE {where} ORDER BY opened", where.args)
         return [_alert(r) for r in rows]
 
+    def all_open(self, limit: int = 1000) -> list[Alert]:
+        """Open alerts of every tenant (``/metrics``, which admins read)."""
+        rows = self.db.all("SELECT * FROM monitor_alerts WHERE closed IS NULL ORDER BY opened LIMIT ?", (limit,))
+        return [_alert(r) for r in rows]
+
     def alerts(self, tenant: str, feature: str | None = None, *, since: float = 0.0, limit: int = 200) -> list[Alert]:
         where = Where("(closed IS NULL OR closed >= ?)").eq("tenant", tenant).eq("feature", feature)
         rows = self.db.all(

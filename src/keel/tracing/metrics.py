@@ -37,7 +37,12 @@ class Metrics:
         buckets[bisect.bisect_left(BUCKETS_MS, latency_ms)] += 1
         self.latency_sum[alias] += latency_ms
 
-    def render(self, gauges: dict[str, tuple[str, float]]) -> str:
+    def render(
+        self,
+        gauges: dict[str, tuple[str, float]],
+        series: dict[str, tuple[str, list[tuple[dict[str, str], float]]]] | None = None,
+    ) -> str:
+        """The counters above, then ``gauges`` (one value each) and ``series`` (gauges with labels)."""
         out: list[str] = []
 
         def head(name: str, kind: str, text: str) -> None:
@@ -70,4 +75,14 @@ class Metrics:
         for name, (text, value) in sorted(gauges.items()):
             head(name, "gauge", text)
             out.append(f"{name} {value:g}")
+        for name, (text, rows) in sorted((series or {}).items()):
+            head(name, "gauge", text)
+            for labels, value in rows:
+                shown = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+                out.append(f"{name}{{{shown}}} {value:g}")
         return "\n".join(out) + "\n"
+
+
+def _escape(value: str) -> str:
+    """A label value as the exposition format wants it."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -76,7 +76,7 @@ class UI:
         self.assets = json.loads((HERE / "static" / "assets.json").read_text())
 
     def routes(self) -> list[BaseRoute]:
-        from keel.server.ui.pages import budgets, evals, failures, features, login, overview, review, traces
+        from keel.server.ui.pages import budgets, drift, evals, failures, features, login, overview, review, traces
 
         return [
             Route("/ui", self._home, methods=["GET"]),
@@ -89,6 +89,7 @@ class UI:
             *evals.routes(self),
             *budgets.routes(self),
             *review.routes(self),
+            *drift.routes(self),
         ]
 
     async def _home(self, request: Request) -> Response:
