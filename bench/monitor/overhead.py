@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -92,7 +93,8 @@ def main() -> None:
             from keel.testing.postgres_server import PostgresServer
 
             server = stack.enter_context(PostgresServer(Path(tmp) / "pg"))
-            stores.append(("postgres", f"store: {{backend: postgres, url: '{server.url}'}}\n", Path(tmp) / "home-pg"))
+            os.environ["BENCH_PG"] = server.url
+            stores.append(("postgres", "store: {backend: postgres, url: {$env: BENCH_PG}}\n", Path(tmp) / "home-pg"))
         for label, store_yaml, home in stores:
             found = asyncio.run(measure(root, home, store_yaml, args.runs))
             hook, whole = found["hook"], found["whole"]
