@@ -183,3 +183,46 @@ def test_monitor_failed_review_needs_a_monitor_and_after(project: Path) -> None:
     with pytest.raises(ConfigError, match="use mode: after"):
         text = "prompt: support\nmonitors: {q: {checks: [grounded]}}\nreview: {when: monitor failed, mode: hold}\n"
         parse_feature(parse_yaml(text, "f.yaml"), "f")
+
+
+async def test_backfill_scores_past_runs_once_as_their_traces_kept_them(
+    pipeline: Any, project: Path, home: Path
+) -> None:
+    pipe, provider, _ = pipeline
+    (project / "features" / "watched.yaml").write_text(
+        "prompt: support\nmodel: m\nretrieval: {collection: handbook, top_k: 3, min_score: 0.2}\n"
+    )
+    await _traffic(pipe, provider, [GOOD] * 6 + [BAD] * 4)  # served before the feature had monitors
+    assert pipe.store.jobs.depth()[0] == 0
+    _feature(project)  # now it has one, sampling every run
+    (project / "keel.yaml").write_text(f"project_root: '{project}'\n{CONFIG}")
+    args = ("monitor", "backfill", "watched", "--since", "1d", "-c", str(project / "keel.yaml"))
+    dry = keel(home, *args, "--dry-run")
+    assert dry.returncode == 0 and "would score 10 runs (watched/quality: 10)" in dry.stdout, dry.stdout + dry.stderr
+    done = keel(home, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("│ 10 "))
+    assert [c.strip() for c in row.strip("│ ").split("│")] == ["10", "6", "4", "0", "0", "$0.00"]
+    scores = pipe.store.monitors.scores("default", "watched", 0, 1e12)
+    assert len(scores) == 10 and sum(s.passed is False for s in scores) == 4
+    assert {s.why for s in scores} == {"backfilled from the trace (sources: the snippets it kept)"}
+    again = keel(home, *args)
+    assert "nothing to score: 0 runs" in again.stdout
+
+
+async def test_a_spent_judge_budget_stops_the_judges_and_says_so(pipeline: Any, project: Path, home: Path) -> None:
+    pipe, provider, _ = pipeline
+    _feature(project, checks="[not-refusal, {type: llm-rubric, rubric: 'Says how long refunds take'}]")
+    spec_path = project / "features" / "watched.yaml"
+    spec_path.write_text(spec_path.read_text() + "    budget_usd_day: 0.0000001\n")  # less than one judge call
+    store: Store = pipe.store
+    await _traffic(pipe, provider, [GOOD] * 3)
+    await _score(store, pipe)
+    scores = store.monitors.scores("default", "watched", 0, 1e12)
+    judged = [s for s in scores if s.check == "llm-rubric"]
+    assert [s.status for s in judged] == ["skipped"] * 3
+    assert all("judge budget spent ($1e-07 a day): judged checks resume" in (s.reason or "") for s in judged)
+    assert [s.status for s in scores if s.check == "not-refusal"] == ["ok"] * 3  # cheap checks go on
+    status = Monitors(store, KeelSettings(), project).sweep()[1][0]
+    rubric = next(e for e in status.evaluators if e.check == "llm-rubric")
+    assert (rubric.ok, rubric.errors, rubric.skipped) == (0, 0, 3) and not rubric.failing  # not an evaluator failure

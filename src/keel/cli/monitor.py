@@ -1,4 +1,4 @@
-"""``keel monitor status|sweep|alerts``: quality on live traffic in the terminal. ``status`` first reads
+"""``keel monitor status|sweep|alerts|backfill``: quality on live traffic in the terminal. ``status`` first reads
 the runs traced since the last sweep (so it is current without a server), then prints each
 monitor's signals — current value, reference value, test, adjusted p, verdict — with what changed
 in the window and how its evaluators are doing."""
@@ -153,3 +153,55 @@ def alerts(
         state = "[red]open[/red]" if a.closed is None else f"closed {fmt_ts(a.closed)}"
         table.add_row(fmt_ts(a.opened), a.feature, a.signal, state, a.message)
     console.print(table if rows else "no alerts")
+
+
+@app.command()
+def backfill(
+    feature: str | None = typer.Argument(None, help="one feature (default: every feature with monitors)"),
+    since: str = typer.Option("7d", help="score runs newer than this: 7d, 24h or a date"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="count the runs that would be scored; score none"),
+    tenant: str = TENANT,
+    config: str | None = CONFIG,
+) -> None:
+    """Score past runs with their monitors' checks: the runs a live sample would have drawn, not
+    scored yet, under the same daily judge budget."""
+    import asyncio
+    from collections import Counter
+
+    from rich.progress import Progress
+
+    from keel.monitor.backfill import due
+    from keel.timespan import parse_since
+
+    env = load_env(config)
+    root = env.settings.project_root
+    start = parse_since(since) or 0.0
+    with env.store() as store:
+        todo = list(due(store, root, tenant, start, feature=feature))
+    if dry_run or not todo:
+        per = Counter(f"{name}/{p['monitor']}" for name, p in todo)
+        listed = ", ".join(f"{k}: {n}" for k, n in sorted(per.items())) or "none"
+        console.print(f"{'would score' if dry_run else 'nothing to score:'} {len(todo)} runs ({listed})")
+        return
+
+    async def score_all() -> Counter[str]:
+        from keel.features.pipeline import open_pipeline
+        from keel.monitor.scoring import score_run
+
+        counts: Counter[str] = Counter()
+        async with open_pipeline(env.settings, env.home, root) as pipe:
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("scoring past runs", total=len(todo))
+                for name, payload in todo:
+                    for s in await score_run(pipe, tenant, name, payload):
+                        counts["failed" if s.passed is False else s.status] += 1
+                        counts["cost_nusd"] += int((s.cost_usd or 0.0) * 1e9)
+                    bar.advance(task)
+        return counts
+
+    counts = asyncio.run(score_all())
+    table = Table("runs", "checks passed", "failed", "errors", "skipped (budget)", "judges spent",
+                  title=f"backfill since {since}")  # fmt: skip
+    table.add_row(str(len(todo)), str(counts["ok"]), str(counts["failed"]), str(counts["error"]),
+                  str(counts["skipped"]), usd(counts["cost_nusd"] / 1e9))  # fmt: skip
+    console.print(table)

@@ -79,14 +79,6 @@ def signal(name: str) -> Signal:
     raise KeyError(name)
 
 
-def _found(record: TraceRecord, name: str) -> dict[str, Any]:
-    for s in record.steps or []:
-        if s.get("name") == name:
-            found = s.get("found")
-            return found if isinstance(found, dict) else {}
-    return {}
-
-
 def _length(value: Any) -> int | None:
     if value is None:
         return None
@@ -110,10 +102,10 @@ def _label(answer: Any, field: str | None) -> str | None:
 
 def read_run(record: TraceRecord, category: str | None = None) -> MonitorRun:
     """A stored feature run's signals (a value the trace did not keep is left out, never guessed)."""
-    guards = _found(record, "output guards")
-    retrieval = _found(record, "retrieval")
-    generation = _found(record, "generation")
-    inputs = _found(record, "input guards")
+    guards = record.found("output guards")
+    retrieval = record.found("retrieval")
+    generation = record.found("generation")
+    inputs = record.found("input guards")
     notes = record.notes or []
     answer = record.response
     values: dict[str, Any] = {
@@ -145,7 +137,7 @@ def read_run(record: TraceRecord, category: str | None = None) -> MonitorRun:
         values["pii_redacted"] = bool(inputs.get("redacted"))
     if isinstance(generation.get("attempts"), int):
         values["reask"] = generation["attempts"] > 1
-    cache = _found(record, "cache")
+    cache = record.found("cache")
     if cache:
         values["cache_hit"] = cache.get("result") in ("exact", "semantic")
     chunks = retrieval.get("chunks") or []

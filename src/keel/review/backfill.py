@@ -21,18 +21,10 @@ from keel.store.traces import TraceRecord, encode_cursor
 PAGE = 500
 
 
-def _found(record: TraceRecord, name: str) -> dict[str, Any]:
-    for s in record.steps or []:
-        if s.get("name") == name:
-            found = s.get("found")
-            return found if isinstance(found, dict) else {}
-    return {}
-
-
 def stored_values(record: TraceRecord) -> dict[str, Any]:
     """What a condition may name, read off a stored feature run (keel.features.reviewing reads the
     same off a live one)."""
-    guards = _found(record, "output guards")
+    guards = record.found("output guards")
     answer = record.response  # already decoded from the row: the captured answer text
     notes = record.notes or []
     return {
@@ -45,7 +37,7 @@ def stored_values(record: TraceRecord) -> dict[str, Any]:
         "model": record.alias or record.model,
         "prompt_version": record.prompt_version,
         "found_nothing": any("answered without a model call" in n for n in notes),
-        "cached": _found(record, "cache").get("result") in ("exact", "semantic"),
+        "cached": record.found("cache").get("result") in ("exact", "semantic"),
         "citations_valid": not any(n.startswith("citations:") for n in notes),
         "fallback": any(n.startswith("output: every attempt") for n in notes),
     }

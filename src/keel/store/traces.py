@@ -50,6 +50,14 @@ class TraceRecord:
     notes: list[str] | None = None  # what a feature run wants remembered: prompt fallback, bad citations…
     steps: list[dict[str, Any]] | None = None  # a feature run's steps: name, start and length (ms), what each found
 
+    def found(self, step: str) -> dict[str, Any]:
+        """What the feature run's step of that name found ({} when it has none)."""
+        for s in self.steps or []:
+            if s.get("name") == step:
+                found = s.get("found")
+                return found if isinstance(found, dict) else {}
+        return {}
+
 
 COLUMNS = [f.name for f in fields(TraceRecord)]
 JSON_COLUMNS = {"attempts", "request", "response", "notes", "steps"}
