@@ -162,6 +162,16 @@ def test_the_readme_monitors_parse(tmp_path: Path) -> None:
     assert watch.alert.webhook == "https://hooks.example.com/keel" and watch.alert.on == ["drop", "drift"]
 
 
+def test_the_readme_gateway_monitors_parse() -> None:
+    from keel.config import settings_from_yaml
+    from keel.config.yamlfile import parse_yaml
+
+    models = "deployments:\n  d: {provider: openai, model: gpt-4o-mini}\nmodels:\n  fast: {deployments: [d]}\n"
+    models += "  accurate: {deployments: [d]}\n"
+    settings = settings_from_yaml(parse_yaml(models + yaml_block("gateway-monitors"), "keel.yaml"))
+    assert settings.monitors["raw_chat"].models == ["fast", "accurate"] and settings.monitors["raw_chat"].window == "1h"
+
+
 def test_no_internal_project_wording_reaches_users() -> None:
     """Users read the README, the package's messages and docstrings: no "the review issue", no "issue 6"."""
     wording = re.compile(r"\bissues? [0-9]+\b|\bthe [a-z-]+ issue\b", re.I)

@@ -105,7 +105,8 @@ def status(
         features = [feature] if feature else store.monitors.features(tenant, now - FIRST_LOOK_S)
         if not features:
             raise UserError("no feature runs in the last 8 days to compare; run a feature (keel run NAME) first")
-        found = [s for name in features for s in feature_status(store, env.settings.project_root, tenant, name, now)]
+        root = env.settings.project_root
+        found = [s for name in features for s in feature_status(store, root, tenant, name, now, env.settings)]
     if json:
         console.print_json(orjson.dumps([status_json(s) for s in found]).decode())
         return

@@ -62,6 +62,12 @@ def reference_errors(settings: KeelSettings) -> list[tuple[tuple[str | int, ...]
             errors.append((("modes", mode), f"unknown model '{target}' (known: {', '.join(sorted(settings.models))})"))
     if settings.ledger.backend == "redis" and settings.ledger.redis_url is None:
         errors.append((("ledger", "redis_url"), 'the redis ledger needs redis_url: {"$env": "VAR"}'))
+    for name, monitor in settings.monitors.items():
+        for i, wanted in enumerate(monitor.models or []):
+            if wanted not in settings.models:
+                close = difflib.get_close_matches(wanted, list(settings.models), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(sorted(settings.models))})"
+                errors.append((("monitors", name, "models", i), f"unknown model '{wanted}'{hint}"))
     seen: dict[tuple[str, ...], str] = {}
     for name, budget in settings.budgets.items():
         scope = (*sorted(f"{k}={v}" for k, v in budget.match.items()), f"per={budget.per}", budget.period)

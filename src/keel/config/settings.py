@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from keel.config.base import Secret, Strict
 from keel.config.jobs import BatchSettings, JobsSettings, ReviewSettings, WebhookSettings
+from keel.config.monitors import GatewayMonitor
 from keel.config.secrets import SecretRef
 
 
@@ -351,6 +352,9 @@ class KeelSettings(Strict):
     batches: BatchSettings = BatchSettings()
     webhooks: WebhookSettings = WebhookSettings()
     review: ReviewSettings = ReviewSettings()
+    monitors: dict[str, GatewayMonitor] = Field(
+        default_factory=dict, description="drift on raw gateway traffic (features declare their own)"
+    )
     prices: Path | None = Field(None, description="a price table overriding the built-in one")
     project_root: Path = Field(Path("."), description="the folder holding features/, prompts/ and schemas/")
     local_models: dict[str, LocalModelSettings] = Field(default_factory=dict)

@@ -4,7 +4,7 @@ so every run counts, not only the sample.
 Each signal has a kind (a *rate* of runs where something holds, a *score* per run, a *category*),
 a direction where one is better (a pass rate up, latency down; none for pure drift such as answer
 length), and a family: ``quality`` (a move the wrong way is a *drop*), ``drift`` (inputs or outputs
-changed distribution) or ``ops`` (latency, cost, errors: shown, alerted as drift). Checks scored
+changed distribution) or ``ops`` (latency, cost: shown, alerted as drift). Checks scored
 on the sample (``check:<name>``), feedback (``feedback:<name>``) and input embeddings join at
 comparison time.
 """
@@ -52,7 +52,7 @@ FIXED: dict[str, Signal] = {
         Signal("input_chars", "score", None, "drift", "input length (chars)"),
         Signal("answer_chars", "score", None, "drift", "answer length (chars)"),
         Signal("label", "category", None, "drift", "output label distribution"),
-        Signal("error", "rate", "down", "ops", "error rate"),
+        Signal("error", "rate", "down", "quality", "error rate"),
         Signal("latency_ms", "score", "down", "ops", "latency (ms)"),
         Signal("cost_usd", "score", "down", "ops", "cost per call (USD)"),
         Signal("cache_hit", "rate", None, "ops", "cache hit rate"),
@@ -159,4 +159,28 @@ def _run(record: TraceRecord, values: dict[str, Any], retrieval: dict[str, Any])
         model=record.alias or record.model,
         index_version=retrieval.get("index"),
         arm=record.arm,
+    )
+
+
+def read_call(record: TraceRecord, feature: str) -> MonitorRun:
+    """A raw gateway call's signals (a keel.yaml monitor's), under ``feature`` (``gateway:<name>``)."""
+    values: dict[str, Any] = {
+        "error": record.status == "error",
+        "latency_ms": record.latency_ms,
+        "cost_usd": record.cost_usd,
+    }
+    if record.status == "ok" and isinstance(record.response, str):
+        flags = answer_flags(record.response)
+        values.update(refusal=flags["refusal"], dont_know=flags["says_dont_know"], answer_chars=len(record.response))
+    if isinstance(record.request, list):
+        asked = [m.get("content") for m in record.request if isinstance(m, dict) and m.get("role") == "user"]
+        if asked and isinstance(asked[-1], str):
+            values["input_chars"] = len(asked[-1])
+    return MonitorRun(
+        tenant=record.tenant or "default",
+        trace_id=record.id,
+        feature=feature,
+        ts=record.ts,
+        values={k: v for k, v in values.items() if v is not None},
+        model=record.alias or record.model,
     )

@@ -17,22 +17,26 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from keel.config.monitors import SWEEP_S
 from keel.config.settings import KeelSettings
 from keel.errors import ConfigError, FeatureNotFound
-from keel.features.monitoring import SWEEP_S
 from keel.features.spec import load_feature
-from keel.monitor.signals import read_run
-from keel.monitor.watch import Status, feature_status
-from keel.store import Store
+from keel.monitor.signals import read_call, read_run
+from keel.monitor.watch import GATEWAY, Status, feature_status
+from keel.store import Store, TraceRecord
+from keel.store.monitors import MonitorRun
 
 log = logging.getLogger("keel.monitor")
 LAG_S = 600.0
 PAGE = 1000
 FIRST_LOOK_S = 8 * 86_400  # a store swept for the first time: the default window and reference
 CURSOR = "traces"
+CALLS = "calls"  # raw gateway calls, for keel.yaml's monitors
+Convert = Callable[[list[TraceRecord]], list[MonitorRun]]
 
 
 class Monitors:
@@ -43,24 +47,45 @@ class Monitors:
 
     # -- 1. read -------------------------------------------------------------------------------------
     def read_traces(self, now: float | None = None) -> int:
-        """Feature runs traced since the cursor, as monitor rows; how many were read."""
+        """Feature runs traced since the last sweep — and, for keel.yaml's monitors, raw gateway
+        calls — as monitor rows; how many were read."""
         now = time.time() if now is None else now
-        cursor = self.store.monitors.cursor(CURSOR)
+        categories: dict[str, str | None] = {}
+
+        def runs(page: list[TraceRecord]) -> list[MonitorRun]:
+            return [read_run(r, self._category(r.feature, categories)) for r in page if r.feature]
+
+        read = self._read(CURSOR, "feature", runs, now)
+        return read + (self._read(CALLS, "chat", self._calls, now) if self.settings.monitors else 0)
+
+    def _calls(self, page: list[TraceRecord]) -> list[MonitorRun]:
+        """Raw gateway calls (not a feature run's), each under the first keel.yaml monitor whose
+        models it matches, as ``gateway:<monitor>``."""
+        out = []
+        for r in page:
+            name = next((n for n, m in self.settings.monitors.items() if m.models is None or r.alias in m.models), None)
+            if r.parent is None and r.feature is None and name is not None:
+                out.append(read_call(r, GATEWAY + name))
+        return out
+
+    def _read(self, cursor_name: str, operation: str, convert: Convert, now: float) -> int:
+        """Page through the traces of ``operation`` past the cursor (less the lag), converting and
+        keeping each page; the cursor moves to the newest read."""
+        cursor = self.store.monitors.cursor(cursor_name)
         after = (now - FIRST_LOOK_S) if cursor is None else cursor - LAG_S
         newest, read = cursor or after, 0
-        categories: dict[str, str | None] = {}
         while True:
-            page = self.store.traces.find(tenant=None, after_ts=after, operation="feature", limit=PAGE)
-            runs = [read_run(r, self._category(r.feature, categories)) for r in page if r.feature]
-            if runs:
-                self.store.monitors.add_runs(runs)
-            read += len(runs)
+            page = self.store.traces.find(tenant=None, after_ts=after, operation=operation, limit=PAGE)
+            found = convert(page)
+            if found:
+                self.store.monitors.add_runs(found)
+            read += len(found)
             if page:
                 after = page[-1].ts
                 newest = max(newest, after)
             if len(page) < PAGE:
                 break
-        self.store.monitors.advance(CURSOR, newest)
+        self.store.monitors.advance(cursor_name, newest)
         return read
 
     def _category(self, feature: str | None, known: dict[str, str | None]) -> str | None:
@@ -82,7 +107,7 @@ class Monitors:
         for tenant in self.store.monitors.tenants(now - FIRST_LOOK_S):
             for feature in self.store.monitors.features(tenant, now - FIRST_LOOK_S):
                 try:
-                    found = feature_status(self.store, self.root, tenant, feature, now)
+                    found = feature_status(self.store, self.root, tenant, feature, now, self.settings)
                 except (FeatureNotFound, ConfigError) as exc:
                     log.info("monitor: skipped %s/%s (%s)", tenant, feature, exc)
                     continue

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from keel.config.settings import KeelSettings
+from keel.errors import FeatureNotFound
 from keel.evals.results import load_run
 from keel.features.monitoring import MonitorSpec
 from keel.features.spec import FeatureSpec, load_feature
@@ -25,6 +27,7 @@ from keel.store.monitors import MonitorRun, Score
 
 DEFAULT = MonitorSpec()
 DEFAULT_NAME = "signals"  # the judge-free watch a feature without monitors still gets
+GATEWAY = "gateway:"  # the feature name raw gateway traffic is kept under, per keel.yaml monitor
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +117,18 @@ def eval_sample(store: Store, tenant: str, spec: FeatureSpec, label: str) -> Sam
     return Sample(runs, scores)
 
 
-def feature_status(store: Store, root: Path, tenant: str, feature: str, now: float) -> list[Status]:
-    """Each of the feature's monitors, compared now."""
+def feature_status(
+    store: Store, root: Path, tenant: str, feature: str, now: float, settings: KeelSettings | None = None
+) -> list[Status]:
+    """Each of the feature's monitors, compared now; ``gateway:<name>`` is keel.yaml's monitor of
+    raw gateway traffic of that name."""
+    if feature.startswith(GATEWAY):
+        name = feature.removeprefix(GATEWAY)
+        found = (settings.monitors if settings is not None else {}).get(name)
+        if found is None:
+            raise FeatureNotFound(f"no gateway monitor '{name[:80]}' in keel.yaml")
+        watch = MonitorSpec(sample=0, window=found.window, reference=found.reference, alert=found.alert)
+        return [monitor_status(store, FeatureSpec(name=feature, prompt=""), name, watch, tenant, now)]
     spec = load_feature(root, feature)
     return [monitor_status(store, spec, name, watch, tenant, now) for name, watch in monitors_of(spec).items()]
 
@@ -138,7 +151,8 @@ def monitor_status(store: Store, spec: FeatureSpec, name: str, watch: MonitorSpe
     if not reference.runs:
         status.notes.append(f"the reference ({status.reference}) has no runs: no verdicts until it does")
     status.verdicts = compare(current, reference, min_samples=watch.alert.min_samples, fdr=watch.alert.fdr)
-    changes = change_points(earlier, current.runs) + label_moves(store, spec.prompt, tenant, start, now)
+    moves = label_moves(store, spec.prompt, tenant, start, now) if spec.prompt else []
+    changes = change_points(earlier, current.runs) + moves
     status.changes = sorted(changes, key=lambda c: c.at)
     status.evaluators = evaluators(watch, current.scores)
     status.spent_today = store.monitors.spent(tenant, spec.name, name, _midnight(now))

@@ -57,7 +57,7 @@ def routes(ui: UI) -> list[BaseRoute]:
         found: list[Status] = []
         for name in names:
             try:
-                found.extend(feature_status(ui.store, root, tenant, name, now))
+                found.extend(feature_status(ui.store, root, tenant, name, now, ui.settings))
             except FeatureNotFound:
                 if feature is not None:
                     raise
