@@ -169,11 +169,15 @@ def test_ctrl_c_keeps_the_finished_cases_and_marks_the_run_partial(project: Path
         )
         env = {**os.environ, "KEEL_HOME": str(project), "COLUMNS": "200"}
         env.pop("KEEL_CONFIG", None)
+        # a child inherits an ignored SIGINT across exec (POSIX); something earlier in a full test
+        # session leaves this process ignoring it, so the child is given a terminal's disposition
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         proc = subprocess.Popen(
             [sys.executable, "-m", "keel", "eval", "hello", "--root", str(project), "-c", str(project / "keel.yaml"),
              "--concurrency", "1", "--label", "main"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
+        signal.signal(signal.SIGINT, previous)
         deadline = time.monotonic() + 60
         while upstream.chat_calls < 3 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
