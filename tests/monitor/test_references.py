@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from keel.config.monitors import parse_reference
 from keel.evals.results import CaseResult, CheckResult, EvalRun, save_run, summarise
-from keel.features.monitoring import MonitorSpec, parse_reference
+from keel.features.monitoring import MonitorSpec
 from keel.features.spec import FeatureSpec
 from keel.monitor.watch import monitor_status
 from keel.store import Store

@@ -90,12 +90,9 @@ class AlertSettings(Strict):
     )
 
 
-class GatewayMonitor(Strict):
-    """A monitor of raw gateway traffic (``/v1/chat/completions`` calls that are not part of a
-    feature run): the judge-free signals — errors, latency, cost, answer length, refusals — of the
-    calls to ``models`` (aliases; default every alias), compared like a feature's."""
+class Watch(Strict):
+    """What every monitor has: the window compared, the reference it is compared with, the alert."""
 
-    models: list[str] | None = Field(None, description="the model aliases whose calls it watches (default: all)")
     window: str = "1d"
     reference: str = "7d"
     alert: AlertSettings = AlertSettings()
@@ -103,19 +100,37 @@ class GatewayMonitor(Strict):
     @field_validator("window")
     @classmethod
     def _window(cls, value: str) -> str:
-        return check_window(value)
+        try:
+            parse_span(value, "window")
+        except UserError as exc:
+            raise ValueError(exc.message) from None
+        return value
 
     @field_validator("reference")
     @classmethod
     def _reference(cls, value: str) -> str:
+        parse_reference(value)
+        return value
+
+    @property
+    def window_s(self) -> float:
+        return parse_span(self.window, "window")
+
+    @property
+    def ref(self) -> Reference:
+        return parse_reference(self.reference)
+
+
+class GatewayMonitor(Watch):
+    """A monitor of raw gateway traffic (``/v1/chat/completions`` calls that are not part of a
+    feature run): the judge-free signals — errors, latency, cost, answer length, refusals — of the
+    calls to ``models`` (aliases; default every alias), compared like a feature's."""
+
+    models: list[str] | None = Field(None, description="the model aliases whose calls it watches (default: all)")
+
+    @field_validator("reference")
+    @classmethod
+    def _no_eval_run(cls, value: str) -> str:
         if parse_reference(value).kind == "eval-run":
             raise ValueError("raw gateway traffic has no eval runs: use a span (7d) or pinned:START..END")
         return value
-
-
-def check_window(value: str) -> str:
-    try:
-        parse_span(value, "window")
-    except UserError as exc:
-        raise ValueError(exc.message) from None
-    return value

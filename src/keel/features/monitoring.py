@@ -19,32 +19,26 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from keel.checks import CheckError, make_check
 from keel.checks.registry import BoundCheck
-from keel.config.monitors import SWEEP_S, AlertSettings, Reference, check_window, parse_reference
-from keel.timespan import parse_span
+from keel.config.monitors import SWEEP_S, Watch
 
 KIND = "monitor"  # the job kind that scores a sampled run
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-class MonitorSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MonitorSpec(Watch):
     sample: float = Field(0.1, ge=0, le=1, description="share of live runs the checks score")
     checks: list[str | dict[str, Any]] = Field(default_factory=list, description="from the check registry")
     budget_usd_day: float = Field(1.0, ge=0, description="what the judges may spend a day; then they stop")
-    window: str = "1d"
-    reference: str = "7d"
     judge_model: str | None = Field(None, description="the model judged checks call (default: the default model)")
     category: str | None = Field(
         None,
         description="the output field whose distribution is watched (default: a structured answer's 'label'); "
         "'answer' watches the whole answer, for a classifier that answers in plain text",
     )
-    alert: AlertSettings = AlertSettings()
 
     @field_validator("checks")
     @classmethod
@@ -56,30 +50,11 @@ class MonitorSpec(BaseModel):
                 raise ValueError(exc.message) from None
         return value
 
-    @field_validator("window")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        return check_window(value)
-
-    @field_validator("reference")
-    @classmethod
-    def _reference(cls, value: str) -> str:
-        parse_reference(value)
-        return value
-
     @model_validator(mode="after")
     def _judged(self) -> MonitorSpec:
         if self.checks and self.sample == 0:
             raise ValueError("checks score a sample of runs: give sample > 0 (e.g. 0.1), or drop the checks")
         return self
-
-    @property
-    def window_s(self) -> float:
-        return parse_span(self.window, "window")
-
-    @property
-    def ref(self) -> Reference:
-        return parse_reference(self.reference)
 
     def bound_checks(self) -> list[BoundCheck]:
         return [make_check(spec) for spec in self.checks]
@@ -103,11 +78,12 @@ class MonitorSpec(BaseModel):
         return out
 
 
-def sampled(trace_id: str, share: float, salt: str) -> bool:
-    """Whether a run falls in a monitor's sample: a stable draw from its trace id and the monitor's name."""
+def sampled(trace_id: str, share: float, salt: str = "") -> bool:
+    """Whether a run falls in a sample of ``share``: a stable draw from its trace id, so a retried
+    job or a backfill draws the same way. ``salt`` (a monitor's name) makes samples independent of
+    each other and of review's (which has none)."""
     if share <= 0:
         return False
-    if share >= 1:
-        return True
-    digest = hashlib.blake2b(f"{salt}\x00{trace_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < share
+    key = f"{salt}\x00{trace_id}" if salt else trace_id
+    draw = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+    return draw < share

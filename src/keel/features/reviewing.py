@@ -10,12 +10,12 @@ retried job decides the same way each attempt.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 from keel.checks import CheckContext
 from keel.checks.builtin import DONT_KNOW, REFUSAL
+from keel.features.monitoring import sampled as sampled
 from keel.features.result import FeatureResult, Plan
 from keel.features.spec import FeatureSpec
 from keel.features.steps import step
@@ -58,14 +58,6 @@ def run_values(result: FeatureResult) -> dict[str, Any]:
         "citations_valid": all(c.valid for c in result.citations),
         "fallback": any(n.startswith("output: every attempt") for n in result.notes),
     }
-
-
-def sampled(trace_id: str, share: float) -> bool:
-    """Whether a run falls in the sample: a stable draw from its trace id."""
-    if share <= 0:
-        return False
-    draw = int.from_bytes(hashlib.blake2b(trace_id.encode(), digest_size=8).digest(), "big") / 2**64
-    return draw < share
 
 
 def decide(spec: FeatureSpec, result: FeatureResult) -> Route | None:
