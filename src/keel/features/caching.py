@@ -36,7 +36,7 @@ async def recall(cache: AnswerCache, collections: Collections | None, plan: Plan
     others = {k: v for k, v in inputs.items() if k != key}
     scope = digest(
         plan.ctx.tenant, spec.model_dump(mode="json"), result.prompt_version, plan.model, plan.params,
-        plan.max_output, index_version(collections, spec, plan.ctx.tenant), others,
+        plan.max_output, plan.index, others,
     )  # fmt: skip
     lookup = plan.lookup = Lookup(scope, digest(scope, inputs), str(inputs.get(key, "")) if key else "")
     result.cache = "miss"

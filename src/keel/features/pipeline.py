@@ -256,7 +256,7 @@ class FeaturePipeline:
         result.notes.extend(n for n in (rendered.fallback_reason, flagged, redacted) if n)
         plan = Plan(spec, result, ctx, model, max_output=int(rendered.params.get("max_tokens", 512)))
         plan.params = {k: v for k, v in rendered.params.items() if k != "max_tokens"}
-        plan.pii, plan.inputs = mapping, inputs
+        plan.pii, plan.inputs, plan.index = mapping, inputs, index_version(self.collections, spec, ctx.tenant)
         if spec.cache is not None and not flagged:
             with step(ctx, "cache") as found:
                 hit = await recall(self.cache, self.collections, plan, inputs)
@@ -268,7 +268,7 @@ class FeaturePipeline:
             context = await retrieve_sources(plan, inputs, window, self.collections, self.service)
             if spec.retrieval is not None:
                 found.update(retrieved(spec.retrieval.collection, result.sources, self.service.capture_policy))
-                found["index"] = index_version(self.collections, spec, ctx.tenant)  # monitors group runs by it
+                found["index"] = plan.index  # monitors group runs by it
         if result.found_nothing:
             result.answer = NOTHING_FOUND
             return plan

@@ -117,6 +117,7 @@ class Plan:
     lookup: Lookup | None = None  # the cache keys, when the feature caches
     pii: dict[str, str] = field(default_factory=dict)  # placeholder → value, when pii_redact is on
     inputs: dict[str, Any] | None = None  # what the model was given (redacted), for the trace
+    index: str | None = None  # the retrieval index stamp, read once: the cache scope and monitors key on it
 
 
 def text_input(inputs: dict[str, Any]) -> str | None:

@@ -27,7 +27,6 @@ def payloads(plan: Plan) -> list[dict[str, Any]]:
     for name, watch in spec.monitors.items():
         if not sampled(result.trace_id, watch.sample, name):
             continue
-        index = next((s["found"].get("index") for s in ctx.steps if s.get("name") == "retrieval"), None)
         out.append({
             "monitor": name,
             "trace_id": result.trace_id,
@@ -39,7 +38,7 @@ def payloads(plan: Plan) -> list[dict[str, Any]]:
             "sources": [s.text for s in result.sources],
             "prompt_version": result.prompt_version,
             "model": result.model,
-            "index_version": index,
+            "index_version": plan.index,
             "latency_ms": result.latency_ms,
             "cost_usd": result.cost_usd,
         })  # fmt: skip
