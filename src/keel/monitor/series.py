@@ -60,7 +60,7 @@ def signal_series(store: Store, tenant: str, status: Status, *, buckets: int = B
     half = buckets // 2
     edges = [*_edges(lo, hi, half), *_edges(start, end, half), end]
     runs = store.monitors.runs(tenant, status.feature, lo, hi) + store.monitors.runs(tenant, status.feature, start, end)
-    scores = [s for s in store.monitors.scores(tenant, status.feature, lo, end) if s.monitor == status.monitor]
+    scores = store.monitors.scores(tenant, status.feature, lo, end, monitor=status.monitor)
     out = []
     for verdict in status.verdicts:
         sig = verdict.signal

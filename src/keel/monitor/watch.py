@@ -89,7 +89,7 @@ def load_sample(
     store: Store, tenant: str, feature: str, since: float, until: float, monitor: str, *, inputs: bool = True
 ) -> Sample:
     runs = store.monitors.runs(tenant, feature, since, until)
-    scores = [s for s in store.monitors.scores(tenant, feature, since, until) if s.monitor == monitor]
+    scores = store.monitors.scores(tenant, feature, since, until, monitor=monitor)
     vectors = store.monitors.inputs(tenant, feature, since, until) if inputs else []
     matrix = np.vstack([np.frombuffer(v, dtype=np.float16).astype(np.float32) for v in vectors]) if vectors else None
     return Sample(runs, scores, store.monitors.feedback(tenant, feature, since, until), matrix)

@@ -221,11 +221,13 @@ class MonitorStore:
         since: float,
         until: float,
         *,
+        monitor: str | None = None,
         status: str | None = None,
         trace_id: str | None = None,
         limit: int = LIMIT,
     ) -> list[Score]:
-        where = Where("ts >= ?", "ts < ?").eq("tenant", tenant).eq("feature", feature)
+        """The feature's scores in [since, until) — one monitor's, or every monitor's — oldest first."""
+        where = Where("ts >= ?", "ts < ?").eq("tenant", tenant).eq("feature", feature).eq("monitor", monitor)
         where.eq("status", status).eq("trace_id", trace_id)
         rows = self.db.all(
             f"SELECT {SCORE_COLUMNS} FROM monitor_scores WHERE {where} ORDER BY trace_id, check_name LIMIT ?",

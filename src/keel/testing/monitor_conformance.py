@@ -71,6 +71,7 @@ class MonitorStoreConformance:
         errors = [Score("acme", "c", "quality", "grounded", "support_answer", 1_000.0, "error", "grounded", "x",
                         reason="CheckError: no sources")]  # fmt: skip
         store.monitors.add_scores(errors)
+        assert store.monitors.scores("acme", "support_answer", 0, 1e12, monitor="other") == []
         failed = store.monitors.scores("acme", "support_answer", 0, 1e12, status="error")
         assert [(s.trace_id, s.passed, s.reason) for s in failed] == [("c", None, "CheckError: no sources")]
 
