@@ -17,7 +17,6 @@ from keel.errors import UserError
 from keel.text import usd
 
 if TYPE_CHECKING:
-    from keel.monitor.compare import Verdict
     from keel.monitor.watch import Status
 
 CONFIG = typer.Option(None, "--config", "-c", help="keel.yaml to use")
@@ -31,12 +30,6 @@ def _figure(value: float | None, kind: str) -> str:
     if kind in ("rate", "category"):
         return f"{value:.1%}"
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-
-
-def _p(v: Verdict) -> str:
-    if v.adjusted_p is None:
-        return "—"
-    return "<0.001" if v.adjusted_p < 0.001 else f"{v.adjusted_p:.3f}"
 
 
 def status_json(s: Status) -> dict[str, Any]:
@@ -61,14 +54,14 @@ def status_json(s: Status) -> dict[str, Any]:
 def _print(s: Status) -> None:
     title = f"{s.feature} · monitor '{s.monitor}' · {fmt_ts(s.window[0])} → now, against {s.reference}"
     table = Table("signal", "current", "reference", "n", "test", "adj. p", "verdict", title=title)
-    order = {"drop": 0, "drift": 1, "improved": 2, "ok": 3, "too few": 4, "no reference": 5}
-    for v in sorted(s.verdicts, key=lambda v: (order.get(v.verdict, 9), v.signal.name)):
+    from keel.monitor.compare import ranked, short_p
+
+    for v in ranked(s.verdicts):
         colour = COLOURS.get(v.verdict)
         verdict = f"[{colour}]{v.verdict}[/{colour}]" if colour else f"[dim]{v.verdict}[/dim]"
         kind = v.signal.kind
-        n = f"{v.n}/{v.n_reference}"
-        test = v.test or "—"
-        table.add_row(v.signal.label, _figure(v.current, kind), _figure(v.reference, kind), n, test, _p(v), verdict)
+        figures = (_figure(v.current, kind), _figure(v.reference, kind), f"{v.n}/{v.n_reference}")
+        table.add_row(v.signal.label, *figures, v.test or "—", short_p(v.adjusted_p), verdict)
     console.print(table)
     for v in s.alarms:
         console.print(f"[red]alert[/red] {s.message(v)}")

@@ -197,6 +197,22 @@ def compare(
 
 
 def fmt_p(p: float | None) -> str:
+    """A p-value in a sentence: ``p < 0.001``, ``p = 0.021``."""
     if p is None or math.isnan(p):
         return "—"
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def short_p(p: float | None) -> str:
+    """A p-value in a table cell: ``<0.001``, ``0.021``."""
+    if p is None or math.isnan(p):
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+SEVERITY = {"drop": 0, "drift": 1, "improved": 2, "ok": 3, "too few": 4, "no reference": 5}
+
+
+def ranked(verdicts: Iterable[Verdict]) -> list[Verdict]:
+    """Verdicts as people read them: drops first, then drift, improvements, the quiet ones."""
+    return sorted(verdicts, key=lambda v: (SEVERITY.get(v.verdict, 9), v.signal.name))

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from keel import charts
 from keel.errors import FeatureNotFound
+from keel.monitor.compare import ranked, short_p
 from keel.monitor.series import marks, signal_series
 from keel.monitor.sweeper import FIRST_LOOK_S, Monitors
 from keel.monitor.watch import Status, feature_status
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from keel.server.ui import UI
 
 nav(90, "/ui/drift", "Drift")
-ORDER = {"drop": 0, "drift": 1, "improved": 2, "ok": 3, "too few": 4, "no reference": 5}
 
 
 def _when(ts: float) -> str:
@@ -62,14 +62,14 @@ def routes(ui: UI) -> list[BaseRoute]:
                 if feature is not None:
                     raise
         for s in found:
-            s.verdicts.sort(key=lambda v: (ORDER.get(v.verdict, 9), v.signal.name))
+            s.verdicts = ranked(s.verdicts)
         return found
 
     async def listing(request: Request) -> Response:
         tenant = ui.own_tenant(request)
         found = await ui.store.db.call(lambda: statuses(tenant, None))
         alerts = await ui.store.db.call(lambda: ui.store.monitors.open_alerts(tenant))
-        return ui.render(request, "drift.html", statuses=found, alerts=alerts, fmt=_fmt)
+        return ui.render(request, "drift.html", statuses=found, alerts=alerts, fmt=_fmt, short_p=short_p)
 
     async def detail(request: Request) -> Response:
         tenant, feature = ui.own_tenant(request), request.path_params["feature"]
