@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keel.text import usd
+from keel.text import content_words, numbers, usd
 
 
 @pytest.mark.parametrize(
@@ -24,3 +24,9 @@ from keel.text import usd
 )
 def test_money_keeps_two_significant_digits(value: float | None, shown: str) -> None:
     assert usd(value) == shown
+
+
+def test_numbers_read_number_words_as_digits() -> None:
+    assert numbers(content_words("Card refunds take five to ten business days")) == {"5", "10"}
+    assert numbers(content_words("1,000 requests, twenty seats, a dozen eggs")) == {"1000", "20", "12"}
+    assert numbers(content_words("the one you chose")) == set()  # a pronoun as often as a number

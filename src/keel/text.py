@@ -67,8 +67,22 @@ def content_words(text: str) -> list[str]:
     return [_stem(w) for w in words if w and w not in STOP]
 
 
+#: Numbers written as words, read as digits: "ten days" is not "five days", and "five" is "5".
+#: ("one" is left out: it is a pronoun as often.)
+NUMBER_WORDS = {
+    word: str(value)
+    for value, word in enumerate(
+        """_ _ two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen
+        seventeen eighteen nineteen twenty""".split()
+    )
+    if word != "_"
+} | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80",
+     "ninety": "90", "hundred": "100", "thousand": "1000", "million": "1000000", "dozen": "12"}  # fmt: skip
+
+
 def numbers(words: Sequence[str]) -> set[str]:
-    return {w.replace(",", "") for w in words if _DIGIT.search(w)}
+    """The numbers among ``words``, as digits (commas dropped, number words read)."""
+    return {NUMBER_WORDS.get(w) or w.replace(",", "") for w in words if w in NUMBER_WORDS or _DIGIT.search(w)}
 
 
 def negated(text: str) -> bool:

@@ -44,16 +44,61 @@ class Claim:
     support: float
     supported: bool
     why: str
+    source: int | None = None  # the index of the source that supports it best
 
 
 def claims_of(answer: str) -> list[str]:
     """The sentences that state something: not greetings, not "I don't know"."""
-    return [s for s in sentences(answer) if len(content_words(s)) >= MIN_WORDS and not _abstains(s)]
+    return [s for s in sentences(answer) if is_claim(s)]
+
+
+def is_claim(sentence: str) -> bool:
+    return len(content_words(sentence)) >= MIN_WORDS and not _abstains(sentence)
 
 
 def _abstains(sentence: str) -> bool:
     low = sentence.casefold().replace("’", "'")
     return any(phrase in low for phrase in DONT_KNOW)
+
+
+class Grounding:
+    """The support rule over one set of sources, read once: a claim is supported by a source when
+    ``min_support`` of its content words are in it (or it paraphrases one of its sentences), every
+    number it states is in that source, and it does not negate the source's closest sentence."""
+
+    def __init__(self, sources: Sequence[str], *, min_support: float = 0.7) -> None:
+        self.min_support = min_support
+        self.split = [sentences(s) or [s] for s in sources]
+        self.bags = [set(content_words(s)) for s in sources]
+        self.numbers = [numbers(list(b)) for b in self.bags]
+
+    def best(self, claim: str, cosines: Any = None) -> Claim:
+        """The source that supports ``claim`` best (``cosines``: its similarity to each source)."""
+        if not self.bags:
+            return Claim(claim, 0.0, False, "no sources were given")
+        words = set(content_words(claim))
+        wanted = numbers(list(words))
+        best: Claim | None = None
+        for j, bag in enumerate(self.bags):
+            coverage = len(words & bag) / len(words) if words else 0.0
+            cosine = float(cosines[j]) if cosines is not None else 0.0
+            paraphrase = cosine >= PARAPHRASE_COSINE and coverage >= PARAPHRASE_COVERAGE
+            support = max(coverage, cosine if paraphrase else 0.0)
+            why = f"support {support:.2f} from source [{j + 1}]"
+            ok = support >= self.min_support or paraphrase
+            if ok and not wanted <= self.numbers[j]:
+                ok, why = False, f"{', '.join(sorted(wanted - self.numbers[j]))} is not in source [{j + 1}]"
+            if ok:
+                closest = max(self.split[j], key=lambda s: len(words & set(content_words(s))))
+                if negated(claim) != negated(closest):
+                    ok, why = False, f"negation differs from source [{j + 1}]: {closest[:80]!r}"
+            candidate = Claim(claim, support, ok, why, j)
+            if best is None or (candidate.supported, candidate.support) > (best.supported, best.support):
+                best = candidate
+        assert best is not None
+        if not best.supported and wanted and not any(wanted <= n for n in self.numbers):
+            best = Claim(claim, 0.0, False, f"{', '.join(sorted(wanted))} appears in no source")
+        return best
 
 
 def assess(
@@ -67,38 +112,9 @@ def assess(
     claims = claims_of(answer)
     if not claims:
         return []
-    if not sources:
-        return [Claim(c, 0.0, False, "no sources were given") for c in claims]
-    split = [sentences(s) or [s] for s in sources]
-    bags = [set(content_words(s)) for s in sources]
-    source_numbers = [numbers(list(b)) for b in bags]
-    similarity = _similarity(claims, split, embed) if embed is not None else None
-    out = []
-    for i, claim in enumerate(claims):
-        words = set(content_words(claim))
-        wanted_numbers = numbers(list(words))
-        best: Claim | None = None
-        for j, bag in enumerate(bags):
-            coverage = len(words & bag) / len(words)
-            cosine = float(similarity[i, j]) if similarity is not None else 0.0
-            paraphrase = cosine >= PARAPHRASE_COSINE and coverage >= PARAPHRASE_COVERAGE
-            support = max(coverage, cosine if paraphrase else 0.0)
-            why = f"support {support:.2f} from source [{j + 1}]"
-            ok = support >= min_support or paraphrase
-            if ok and not wanted_numbers <= source_numbers[j]:
-                ok, why = False, f"{', '.join(sorted(wanted_numbers - source_numbers[j]))} is not in source [{j + 1}]"
-            if ok:
-                closest = max(split[j], key=lambda s: len(words & set(content_words(s))))
-                if negated(claim) != negated(closest):
-                    ok, why = False, f"negation differs from source [{j + 1}]: {closest[:80]!r}"
-            candidate = Claim(claim, support, ok, why)
-            if best is None or (candidate.supported, candidate.support) > (best.supported, best.support):
-                best = candidate
-        assert best is not None
-        if not best.supported and wanted_numbers and not any(wanted_numbers <= n for n in source_numbers):
-            best = Claim(claim, 0.0, False, f"{', '.join(sorted(wanted_numbers))} appears in no source")
-        out.append(best)
-    return out
+    grounding = Grounding(sources, min_support=min_support)
+    similarity = _similarity(claims, grounding.split, embed) if embed is not None and sources else None
+    return [grounding.best(c, similarity[i] if similarity is not None else None) for i, c in enumerate(claims)]
 
 
 def _similarity(claims: list[str], split: list[list[str]], embed: Callable[[list[str]], Any]) -> Any:
