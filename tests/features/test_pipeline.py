@@ -104,6 +104,23 @@ async def test_streamed_runs_yield_started_deltas_and_done(pipeline) -> None:  #
     assert "answer" not in event_dict(started) and event_dict(done)["answer"] == done.result.answer
 
 
+async def test_sentences_the_model_left_uncited_are_cited_from_their_source(pipeline, project: Path) -> None:  # type: ignore[no-untyped-def]
+    pipe, provider, _ = pipeline
+    provider.enqueue("Refunds take five business days. Our office cat is called Biscuit.")
+    events = [e async for e in pipe.events("support", {"question": "How long do refunds take?"}, stream=True)]
+    done = events[-1]
+    assert isinstance(done, Done)
+    streamed = "".join(e.text for e in events if isinstance(e, Delta))
+    assert streamed == done.result.answer == "Refunds take five business days [1]. Our office cat is called Biscuit."
+    assert [c.valid for c in done.result.citations] == [True]
+    assert "citations: 1 sentence(s) cited by attribution" in done.result.notes
+    spec = project / "features" / "support.yaml"
+    spec.write_text(spec.read_text().replace("min_score: 0.2}", "min_score: 0.2, cite: model}"))
+    provider.enqueue("Refunds take five business days.")
+    result = await pipe.run("support", {"question": "How long do refunds take?"})
+    assert result.answer == "Refunds take five business days." and result.citations == []  # the model's markers only
+
+
 async def test_streamed_structured_output_yields_partials_and_validates_the_whole(pipeline) -> None:  # type: ignore[no-untyped-def]
     pipe, provider, _ = pipeline
     provider.enqueue('{"name": "Ada Lovelace", "born": 1815}')

@@ -149,7 +149,7 @@ async def test_a_backfill_queues_past_runs_the_condition_holds_on_once(
         "guards: {output: [citations]}\n"
     )
     runs = {}
-    for answer in ("Refunds take five business days [1].", "Refunds take five days.", "I don't know."):
+    for answer in ("Refunds take five business days [1].", "Refunds usually arrive within a week.", "I don't know."):
         provider.enqueue(answer)
         runs[answer] = await pipe.run("later", {"question": "How long do refunds take?"})
     assert pipe.service.writer.flush(5.0)
@@ -169,7 +169,7 @@ async def test_a_backfill_queues_past_runs_the_condition_holds_on_once(
         items = {i.trace_id: i for i in store.reviews.find(tenant="default", queue="late")}
     cited = runs["Refunds take five business days [1]."].trace_id
     assert cited not in items and len(items) == 2
-    item = items[runs["Refunds take five days."].trace_id]
+    item = items[runs["Refunds usually arrive within a week."].trace_id]
     assert item.reason is not None and item.reason.startswith("backfill: confidence < 0.6 (confidence 0.5")
     assert item.confidence == 0.5 and item.view["guards"]["citations"]["score"] == 0.5
     bad = keel(home, "review", "backfill", "later", "--when", "confidence <", *cfg)

@@ -181,24 +181,19 @@ def register_ask(app: typer.Typer) -> None:
         min_score: float = typer.Option(DEFAULT_FLOOR, help="sources below this cosine similarity are not used"),
         max_tokens: int = typer.Option(400, min=1),
         json: bool = typer.Option(False, "--json", help="print the answer, sources and citations as JSON"),
+        cite: bool = typer.Option(True, help="cite uncited sentences from the source that supports each"),
         tenant: str = TENANT,
         config: str | None = CONFIG,
     ) -> None:
         """Answer from a collection, citing sources as [1], [2] — or say it does not know."""
-        asyncio.run(_ask(load_env(config), tenant, collection, question, model, top_k, min_score, max_tokens, json))
+        asked = (question, model, top_k, min_score, max_tokens, cite)
+        asyncio.run(_ask(load_env(config), tenant, collection, asked, json))
 
 
 async def _ask(
-    env: Env,
-    tenant: str,
-    name: str,
-    question: str,
-    model: str | None,
-    top_k: int,
-    min_score: float,
-    max_tokens: int,
-    as_json: bool,
+    env: Env, tenant: str, name: str, asked: tuple[str, str | None, int, float, int, bool], as_json: bool
 ) -> None:
+    question, model, top_k, min_score, max_tokens, cite = asked
     service = build_service(env.settings, env.home)
     try:
         with closing(Backend(env.settings, env.home)) as backend, closing(make_embedder(env.settings, env.home)) as emb:
@@ -213,6 +208,7 @@ async def _ask(
                 top_k=top_k,
                 min_score=min_score,
                 max_tokens=max_tokens,
+                cite=cite,
                 ctx=CallContext(tenant=tenant, feature="ask"),
                 result=result,
             )
@@ -228,6 +224,11 @@ async def _ask(
             page = f", page {s.page}" if s.page else ""
             console.print(
                 f"  [dim][{number}] {s.doc_id} — {where}{page} (chars {s.start}–{s.end})[/dim]", highlight=False
+            )
+        if result.attributed:
+            console.print(
+                f"  [dim]Keel cited {result.attributed} sentence(s) the model left uncited, each from the source "
+                "that supports it (--no-cite: the model's own markers only)[/dim]"
             )
         if result.invalid_citations:
             console.print(f"[yellow]cites sources that were not given: {result.invalid_citations}[/yellow]")

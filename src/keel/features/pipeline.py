@@ -2,8 +2,8 @@
 
     input guards (size, injection, PII) → experiment arm → prompt (label or arm version) → cache
     → retrieval (numbered sources, screened) → context policy → gateway (streamed or not; structured
-    when declared; a first tier, then escalation) → critical-action rules → citation check
-    → output guards (confidence) → cache write → feature trace
+    when declared; a first tier, then escalation; uncited sentences attributed) → critical-action
+    rules → citation check → output guards (confidence) → cache write → feature trace
 
 One generator (``events``) serves blocking runs and streams alike: it yields ``Started`` (what will
 serve: prompt version, model, arm, sources), then ``Delta`` text or ``Partial`` objects while the
@@ -46,7 +46,7 @@ from keel.features.guarding import (
 from keel.features.prompts import DEFAULT_LABEL, PromptRegistry
 from keel.features.recording import feature_record, summed_cost
 from keel.features.result import Delta, Done, FeatureEvent, FeatureResult, Plan, Started, event_dict, pieces
-from keel.features.retrieving import retrieve_sources, with_context
+from keel.features.retrieving import check_cited, citer_for, retrieve_sources, with_context
 from keel.features.reviewing import route_review
 from keel.features.sampling import enqueue_samples
 from keel.features.spec import FeatureSpec, load_feature
@@ -56,8 +56,9 @@ from keel.features.templates import Rendered
 from keel.gateway.runtime import build_service, close_service
 from keel.gateway.service import GatewayService
 from keel.guards.pii import restore
-from keel.rag.answer import NOTHING_FOUND, check_citations
+from keel.rag.answer import NOTHING_FOUND
 from keel.rag.backends import Collections
+from keel.rag.citing import cited_stream
 from keel.store import DEFAULT_TENANT, Store, open_store
 from keel.tracing.tracer import CURRENT_RUN
 from keel.types import CallContext, ChatRequest
@@ -345,11 +346,7 @@ class FeaturePipeline:
         rule = spec.guards.rule("pii_redact") if spec.guards is not None else None
         if plan.pii and rule is not None and rule.restore:
             result.answer = restore(result.answer, plan.pii)  # back for the user; the trace keeps placeholders
-        if result.sources:
-            result.citations = check_citations(result.answer, result.sources)
-            invalid = [c.number for c in result.citations if not c.valid]
-            if invalid:
-                result.notes.append(f"citations: {invalid} name sources that were not given")
+        check_cited(result)
         result.cost_usd = summed_cost(plan.ctx)
 
     async def _ask(self, plan: Plan, stream: bool) -> AsyncIterator[FeatureEvent]:
@@ -361,15 +358,17 @@ class FeaturePipeline:
             ctx=plan.ctx.child(),
             stream=stream,
         )
+        citer = citer_for(plan)
         if stream:
             parts: list[str] = []
-            async for chunk in self.service.chat_stream(request):
-                if chunk.text:
-                    parts.append(chunk.text)
-                    yield Delta(chunk.text)
+            async for text in cited_stream(self.service.chat_stream(request), citer):
+                parts.append(text)
+                yield Delta(text)
             plan.result.answer = "".join(parts)
         else:
-            plan.result.answer = (await self.service.chat(request)).text
+            plan.result.answer = citer.cite_all((await self.service.chat(request)).text)
+        if citer.added:
+            plan.result.notes.append(f"citations: {len(citer.added)} sentence(s) cited by attribution")
 
     async def _first_tier_answers(self, plan: Plan) -> bool:
         """Tier routing: the small model answers first; if any ``when`` check holds on its answer, the

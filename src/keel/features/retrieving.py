@@ -1,6 +1,7 @@
 """The retrieval step of a feature run: the query from its text input, one ``retrieve()`` call
 (keel.rag.retrieval: pool, search in a worker thread, rerank), the sources screened for injection,
-then as many as fit the window, numbered for citation."""
+then as many as fit the window, numbered for citation; and the answer's attribution step
+(keel.rag.citing) over those sources."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import Any
 
 from keel.errors import ConfigError, UserError
 from keel.features.guarding import screen_sources
-from keel.features.result import Plan, text_input
+from keel.features.result import FeatureResult, Plan, text_input
 from keel.features.spec import FeatureSpec
 from keel.gateway.service import GatewayService
-from keel.rag.answer import SYSTEM, render_context, select_sources
+from keel.rag.answer import SYSTEM, check_citations, render_context, select_sources
 from keel.rag.backends import CollectionNotFound, Collections
+from keel.rag.citing import Citer
 from keel.rag.retrieval import Query, retrieve
 
 
@@ -70,3 +72,20 @@ async def retrieve_sources(
         return ""
     result.sources = select_sources(found, max(256, window - plan.max_output - 512))
     return f"{SYSTEM}\n\n{render_context(result.sources)}"
+
+
+def citer_for(plan: Plan) -> Citer:
+    """The attribution step for this run's answer: it passes text through without sources, or when
+    the feature says ``cite: model``."""
+    retrieval = plan.spec.retrieval
+    on = retrieval is not None and retrieval.cite == "attribute"
+    return Citer([s.text for s in plan.result.sources], on=on)
+
+
+def check_cited(result: FeatureResult) -> None:
+    """The answer's citations, each checked against the sources it was given."""
+    if result.sources:
+        result.citations = check_citations(result.answer, result.sources)
+        invalid = [c.number for c in result.citations if not c.valid]
+        if invalid:
+            result.notes.append(f"citations: {invalid} name sources that were not given")

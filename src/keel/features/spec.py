@@ -47,6 +47,11 @@ class RetrievalSpec(Section):
     min_score: float = Field(DEFAULT_FLOOR, ge=-1, le=1, description="below this cosine, no model call: I don't know")
     mode: Literal["hybrid", "keyword", "vector"] = "hybrid"
     feedback: bool = Field(True, description="pseudo-relevance feedback: +2 nDCG points, ~1 ms at 10k chunks")
+    cite: Literal["attribute", "model"] = Field(
+        "attribute",
+        description="attribute: a sentence the model left uncited gets the source that supports it (the grounded "
+        "rule); model: only the model's own [n] markers",
+    )
 
 
 class OutputSpec(Section):

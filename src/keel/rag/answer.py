@@ -12,6 +12,7 @@ from typing import Any
 
 from keel.gateway.service import GatewayService
 from keel.rag.backends import CollectionLike
+from keel.rag.citing import Citer, cited_stream
 from keel.rag.found import Found
 from keel.rag.retrieval import DEFAULT_FLOOR, Query, retrieve
 from keel.text import cited, estimate_tokens
@@ -40,6 +41,7 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     found_nothing: bool = False
     trace_id: str | None = None
+    attributed: int = 0  # sentences Keel cited (keel.rag.citing), not the model
 
     @property
     def invalid_citations(self) -> list[int]:
@@ -54,6 +56,7 @@ class Answer:
             "answer": self.text,
             "found_nothing": self.found_nothing,
             "trace_id": self.trace_id,
+            "attributed": self.attributed,
             "sources": [{"number": i, **s.as_dict()} for i, s in enumerate(self.sources, 1)],
             "citations": [
                 {"number": c.number, "valid": c.valid, "chunk_id": c.source.chunk_id if c.source else None}
@@ -99,10 +102,12 @@ async def answer_stream(
     top_k: int = 6,
     min_score: float | None = DEFAULT_FLOOR,
     max_tokens: int = 512,
+    cite: bool = True,
     ctx: CallContext | None = None,
     result: Answer | None = None,
 ) -> AsyncIterator[str]:
-    """Yield the answer's text as it streams; ``result`` is filled with sources and checked citations."""
+    """Yield the answer's text as it streams; ``result`` is filled with sources and checked citations.
+    ``cite``: sentences the model leaves uncited get the source that supports them (keel.rag.citing)."""
     result = result if result is not None else Answer()
     tenant = ctx.tenant if ctx is not None else None
     asked = Query(question, top_k=top_k, min_score=min_score)
@@ -128,12 +133,13 @@ async def answer_stream(
         ctx=ctx or CallContext(),
     )
     result.trace_id = req.ctx.trace_id
+    citer = Citer([s.text for s in result.sources], on=cite)
     parts: list[str] = []
-    async for chunk in service.chat_stream(req):
-        if chunk.text:
-            parts.append(chunk.text)
-            yield chunk.text
+    async for text in cited_stream(service.chat_stream(req), citer):
+        parts.append(text)
+        yield text
     result.text = "".join(parts)
+    result.attributed = len(citer.added)
     result.citations = check_citations(result.text, result.sources)
 
 
