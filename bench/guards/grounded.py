@@ -15,7 +15,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from keel.guards.output import grounded
+from keel.checks.grounded import assess, verdict
 from keel.rag.embedder import LocalMiniLM
 
 console = Console(width=140)
@@ -36,7 +36,7 @@ def main() -> None:
     for label, embed in (("words + numbers + negation", None), ("+ MiniLM paraphrase", embedder.embed)):
         confusion: Counter[tuple[str, str]] = Counter()
         for sources, answer, truth in pairs:
-            score = grounded(answer, sources, embed, 0.8).score
+            score = verdict(assess(answer, sources, embed=embed), 0.8).score
             said = "supported" if score >= 0.999 else "unsupported" if score <= 0.001 else "partial"
             confusion[(truth, said)] += 1
         agree = sum(n for (t, s), n in confusion.items() if t == s) / len(pairs)

@@ -62,3 +62,15 @@ def test_citation_parsing_and_budget() -> None:
     picked = select_sources([F(400), F(400), F(400)], budget_tokens=230)  # type: ignore[list-item]
     assert len(picked) == 2
     assert len(select_sources([F(10_000)], budget_tokens=10)) == 1  # the best source always goes in
+
+
+async def test_uncited_sentences_are_cited_from_their_source_unless_switched_off(setup) -> None:  # type: ignore[no-untyped-def]
+    service, collection, provider = setup
+    provider.enqueue("Refunds take five business days.", "Refunds take five business days.")
+    cited = await answer(service, collection, "How long do refunds take?", model="m", top_k=3)
+    number = next(i for i, s in enumerate(cited.sources, 1) if "five business days" in s.text)
+    assert cited.text == f"Refunds take five business days [{number}]." and cited.attributed == 1
+    assert [c.valid for c in cited.citations] == [True] and cited.as_dict()["attributed"] == 1
+    plain = await answer(service, collection, "How long do refunds take?", model="m", top_k=3, cite=False)
+    assert plain.text == "Refunds take five business days." and plain.citations == [] and plain.attributed == 0
+    await close_service(service)

@@ -42,7 +42,8 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     def config(root: Path, url: str) -> str:  # the built-in aliases reach the fake too
-        local = f"deployments:\n  local: {{provider: openai, model: gpt-4o-mini, base_url: '{url}'}}\n"
+        fake = f"{{provider: openai, model: gpt-4o-mini, base_url: '{url}'}}"
+        local = f"deployments:\n  local: {fake}\n  local-accurate: {fake}\n"  # with or without keel[accurate]
         return CONFIG.format(root=root, url=url).replace("deployments:\n", local)
 
     with greet_server(tmp_path_factory.mktemp("openapi"), config) as (server, home, _):
