@@ -42,7 +42,8 @@ async def test_the_accurate_model_verifies_loads_and_answers(tmp_path: Path) -> 
     spec = LocalModelSettings.model_validate(defaults.BUILTIN_LOCAL_MODELS[QWEN_15B])
     env = ProviderEnv(home=tmp_path, local_models={QWEN_15B: spec, QWEN: spec})
     provider = LocalLlamaProvider("local-accurate", DeploymentSettings(provider="local", model=QWEN_15B), env)
-    request = ChatRequest(model="accurate", messages=[{"role": "user", "content": "What is 12 + 30?"}], max_tokens=12)
+    ask = [{"role": "user", "content": "What is 12 + 30? Reply with the number only."}]
+    request = ChatRequest(model="accurate", messages=ask, max_tokens=24, params={"temperature": 0})
     response = await provider.complete(request)
     assert "42" in response.text and response.model == QWEN_15B
     assert (tmp_path / "models" / f"{QWEN_15B}.gguf").stat().st_size > 1_000_000_000  # assembled from 22 parts

@@ -44,11 +44,14 @@ def build_app(
     ledger = service.admission.ledger if service.admission is not None else None
     ui = UI(store, Sessions(load_secret(home, secret)), settings=settings, ledger=ledger) if auth else None
 
+    default = settings.models.get(settings.default_model or "")
+    first = set(default.deployments if default is not None else ())
+
     async def startup() -> None:
-        if warm:
-            for adapter in service.gateway.adapters.values():
+        if warm:  # the default model and every non-chat model; other local chat models load when first asked
+            for name, adapter in service.gateway.adapters.items():
                 load = getattr(adapter, "load", None)
-                if load is not None:
+                if load is not None and (name in first or settings.deployments[name].provider != "local"):
                     asyncio.get_running_loop().run_in_executor(None, _warm, adapter.info.deployment, load)
 
     async def shutdown() -> None:
