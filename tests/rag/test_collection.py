@@ -225,3 +225,27 @@ def test_embeddings_from_an_openai_compatible_endpoint(tmp_path: Path, folder: P
         embedder.close()
     with pytest.raises(ConfigError, match="neither a model alias nor a deployment"):
         settings_from_yaml(parse_yaml("retrieval: {embedder: ghost}\n", "keel.yaml"))
+
+
+def test_a_collection_indexed_before_chunks_carried_titles_is_reindexed_once_and_says_so(
+    collection: Collection, folder: Path
+) -> None:
+    from keel.rag.documents import content_hash
+
+    ingest(collection, [folder])
+    embedder = collection.embedder
+    assert isinstance(embedder, CountingEmbedder)
+    for name in DOCS:  # as an earlier Keel stored them: the hash of the text alone
+        text = (folder / name).read_text()
+        collection.conn.execute(
+            "UPDATE rag_documents SET hash = ? WHERE collection = ? AND doc_id = ?",
+            (content_hash(text), collection.name, name),
+        )
+    before = embedder.embedded
+    again = ingest(collection, [folder])
+    assert sorted(again.reindexed) == sorted(DOCS) and again.unchanged == []
+    # their chunks' embedded text is what it was (each begins with its title already), so every vector
+    # comes from the embedding cache: re-indexing re-embeds only text that changed
+    assert embedder.embedded == before
+    third = ingest(collection, [folder])
+    assert sorted(third.unchanged) == sorted(DOCS) and third.reindexed == []

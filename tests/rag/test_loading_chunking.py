@@ -152,3 +152,14 @@ def test_encrypted_pdf_is_refused(tmp_path: Path) -> None:
         writer.write(fh)
     with pytest.raises(DocumentError, match="encrypted"):
         load_file(tmp_path / "locked.pdf")
+
+
+def test_a_chunk_is_embedded_with_its_documents_title_and_stored_as_itself() -> None:
+    from keel.rag.documents import Chunk
+
+    later = Chunk("d#1", "d", 1, "Lag grows while they rebalance.", (), 40, 71, title="Kafka consumer groups")
+    assert later.embed_text == "Kafka consumer groups\nLag grows while they rebalance." and later.text.startswith("Lag")
+    first = Chunk("d#0", "d", 0, "Kafka consumer groups\n\nConsumers…", (), 0, 38, title="Kafka consumer groups")
+    assert first.embed_text == first.text  # the title is already there
+    md = Chunk("k#0", "k", 0, "Open Settings.", ("API keys", "Rotating"), 0, 14, title="API keys")
+    assert md.embed_text == "API keys > Rotating\nOpen Settings."  # the H1 heads the path already

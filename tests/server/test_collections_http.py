@@ -35,6 +35,10 @@ def test_collection_lifecycle(gateway: Gateway, tmp_path: Path) -> None:
     hits = call(gateway, "POST", "/collections/handbook/search", {"query": "how long do refunds take", "top_k": 2})
     top = hits.json()["data"][0]
     assert top["doc_id"] == "faq/refunds.pdf" and top["page"] == 1
+    body = {"query": "refunds and keys", "top_k": 2, "group_by": "document", "per_document": 1}
+    grouped = call(gateway, "POST", "/collections/handbook/search", body).json()["data"]
+    assert {d["doc_id"] for d in grouped} == {"faq/refunds.pdf", "keys.md"} and [d["rank"] for d in grouped] == [1, 2]
+    assert all(len(d["chunks"]) == 1 and "doc_id" not in d["chunks"][0] and d["score"] > 0 for d in grouped)
     listed = call(gateway, "GET", "/collections/handbook/documents").json()["data"]
     assert [d["doc_id"] for d in listed] == ["faq/refunds.pdf", "keys.md"]
     assert call(gateway, "DELETE", "/collections/handbook/documents/faq/refunds.pdf").json()["deleted"]
@@ -54,6 +58,8 @@ def test_collection_errors(gateway: Gateway) -> None:
         ({"query": ""}, "query"),
         ({"query": "x", "top_k": 0}, "top_k"),
         ({"query": "x", "mode": "magic"}, "mode"),
+        ({"query": "x", "group_by": "page"}, "group_by"),
+        ({"query": "x", "per_document": 0}, "per_document"),
     ]:
         r = call(gateway, "POST", "/collections/c1/search", body)
         assert r.status_code == 400 and r.json()["error"]["param"] == param

@@ -17,6 +17,7 @@ from keel.rag.answer import Answer, answer_stream
 from keel.rag.backends import Backend, CollectionLike
 from keel.rag.collection import Found, Mode
 from keel.rag.embedder import make_embedder
+from keel.rag.grouping import GroupBy, documents
 from keel.rag.ingest import IngestReport, discover, ingest
 from keel.rag.retrieval import DEFAULT_FLOOR, Query, retrieve
 from keel.rag.search import Filters
@@ -67,6 +68,11 @@ def print_report(report: IngestReport) -> None:
         f"{len(report.unchanged)} unchanged · {len(report.removed)} removed · "
         f"[yellow]{len(report.skipped)} skipped[/yellow]"
     )
+    if report.reindexed:
+        console.print(
+            f"  [dim]{len(report.reindexed)} unchanged document(s) re-indexed: their chunks now carry the "
+            "document's title; only chunks whose embedded text changed were embedded again[/dim]"
+        )
     for path, reason in report.skipped:
         console.print(f"  [yellow]skipped[/yellow] {path}: {reason}", highlight=False)
     for path, warning in report.warnings:
@@ -107,32 +113,33 @@ def register(app: typer.Typer) -> None:
         rerank: str | None = typer.Option(None, help="override the collection's reranker for this search"),
         doc_prefix: str | None = typer.Option(None, help="only documents whose id starts with this"),
         kind: list[str] = typer.Option([], help="only these document kinds: md, txt, html, pdf (repeatable)"),
+        group_by: GroupBy = typer.Option("chunk", "--group-by", help="chunk, or document: top-k distinct documents"),
+        per_document: int = typer.Option(2, "--per-document", min=1, max=20, help="chunks shown per document"),
         tenant: str = TENANT,
         config: str | None = CONFIG,
     ) -> None:
-        """Ranked chunks with their source, heading path, page and score."""
+        """Ranked chunks with their source, heading path, page and score (or documents, with their best chunks)."""
         env = load_env(config)
         with closing(Backend(env.settings, env.home)) as backend, closing(make_embedder(env.settings, env.home)) as emb:
             col = backend.open(tenant, collection, emb)
             filters = Filters(None, doc_prefix, frozenset(kind)) if doc_prefix or kind else None
-            asked = Query(query, top_k=top_k, mode=mode, min_score=min_score, filters=filters, rerank=rerank)
+            asked = Query(
+                query, top_k=top_k, mode=mode, min_score=min_score, filters=filters, rerank=rerank,
+                group_by=group_by, per_document=per_document,
+            )  # fmt: skip
             found = asyncio.run(_search(env, col, asked, tenant))
+        grouped = group_by == "document"
         if json:
-            print(orjson.dumps([f.as_dict() for f in found]).decode())
+            print(orjson.dumps(documents(found) if grouped else [f.as_dict() for f in found]).decode())
             return
         if not found:
             console.print("no relevant chunks found")
             return
-        for rank, f in enumerate(found, 1):
-            where = " › ".join(f.heading_path) or f.title
-            page = f" · page {f.page}" if f.page else ""
-            scores = f"score {f.score:.4f}"
-            if f.keyword_score is not None:
-                scores += f" · bm25 {f.keyword_score:.2f}"
-            if f.vector_score is not None:
-                scores += f" · cosine {f.vector_score:.3f}"
-            console.print(f"[bold][{rank}][/bold] {f.doc_id}{page} — {where}  [dim]{scores}[/dim]", highlight=False)
-            console.print(f"    {f.text[:300]}{'…' if len(f.text) > 300 else ''}", highlight=False, markup=False)
+        rank = 0
+        for i, f in enumerate(found):
+            fresh = not grouped or i == 0 or found[i - 1].doc_id != f.doc_id
+            rank += fresh
+            print_hit(f, rank, fresh, grouped)
 
     @app.command("collections")
     def collections_cmd(
@@ -158,6 +165,25 @@ def register(app: typer.Typer) -> None:
                 fmt_ts(r["created"]),
             )
         console.print(table)
+
+
+def print_hit(f: Found, rank: int, fresh: bool, grouped: bool) -> None:
+    """One chunk of ``keel search``: under its document's line when grouped."""
+    where = " › ".join(f.heading_path) or f.title
+    page = f" · page {f.page}" if f.page else ""
+    scores = f"score {f.score:.4f}"
+    if f.keyword_score is not None:
+        scores += f" · bm25 {f.keyword_score:.2f}"
+    if f.vector_score is not None:
+        scores += f" · cosine {f.vector_score:.3f}"
+    if grouped and fresh:
+        doc_score = f"score {f.doc_score or 0:.4f}"
+        console.print(f"[bold][{rank}][/bold] {f.doc_id} — {f.title}  [dim]{doc_score}[/dim]", highlight=False)
+    if grouped:
+        console.print(f"    {where}{page} · chars {f.start}–{f.end}  [dim]{scores}[/dim]", highlight=False)
+    else:
+        console.print(f"[bold][{rank}][/bold] {f.doc_id}{page} — {where}  [dim]{scores}[/dim]", highlight=False)
+    console.print(f"    {f.text[:300]}{'…' if len(f.text) > 300 else ''}", highlight=False, markup=False)
 
 
 async def _search(env: Env, col: CollectionLike, asked: Query, tenant: str) -> list[Found]:

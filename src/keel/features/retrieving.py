@@ -15,6 +15,7 @@ from keel.gateway.service import GatewayService
 from keel.rag.answer import SYSTEM, check_citations, render_context, select_sources
 from keel.rag.backends import CollectionNotFound, Collections
 from keel.rag.citing import Citer
+from keel.rag.grouping import distinct_first, merge_adjacent
 from keel.rag.retrieval import Query, retrieve
 
 
@@ -56,6 +57,8 @@ async def retrieve_sources(
         min_score=spec.retrieval.min_score,
         rerank=None if spec.retrieval.rerank else "none",  # rerank: true → the collection's own
         feedback=spec.retrieval.feedback,
+        group_by=spec.retrieval.group_by,
+        per_document=spec.retrieval.max_chunks_per_document,
     )
     found = await retrieve(
         collection,
@@ -65,6 +68,10 @@ async def retrieve_sources(
         tenant=plan.ctx.tenant,
         run=collections.run,
     )
+    if spec.retrieval.group_by == "document":
+        found = distinct_first(found, spec.retrieval.top_k)
+    if spec.retrieval.merge_adjacent:
+        found = merge_adjacent(found)
     found = screen_sources(plan, found)
     if not found:
         result.found_nothing = True

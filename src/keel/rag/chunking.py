@@ -99,6 +99,7 @@ def chunk_document(doc: Document, count: CountTokens, *, budget: int = 200, over
                     end=end,
                     page=section.page,
                     tokens=used,
+                    title=doc.title,
                 )
             )
             if j >= len(pieces):

@@ -22,6 +22,8 @@ class Found:
     score: float
     keyword_score: float | None
     vector_score: float | None
+    doc_rank: int | None = None  # with group_by: document, the document's rank and fused score
+    doc_score: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}

@@ -32,6 +32,7 @@ class IngestReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     chunks: int = 0
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    reindexed: list[str] = field(default_factory=list)  # unchanged text, indexed before chunks carried titles
 
 
 def discover(paths: Iterable[Path]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
@@ -79,11 +80,14 @@ def ingest_documents(
             report.skipped.append((where, exc.message.removeprefix(f"{where}: ")))
         else:
             report.warnings.extend((where, w) for w in doc.warnings)
-            if collection.document_hash(doc.id) == doc.hash:
+            stored = collection.document_hash(doc.id)
+            if stored == doc.hash:
                 report.unchanged.append(doc.id)
             else:
                 report.chunks += collection.index_document(doc)
                 report.indexed.append(doc.id)
+                if stored == doc.legacy_hash:
+                    report.reindexed.append(doc.id)
         if progress:
             progress(doc_id)
     return report

@@ -14,6 +14,7 @@ import anyio.to_thread
 from keel.gateway.service import GatewayService
 from keel.rag.backends import CollectionLike
 from keel.rag.found import Found
+from keel.rag.grouping import GroupBy, regroup
 from keel.rag.rerank import candidate_pool, rerank_top
 from keel.rag.search import Filters, Mode
 from keel.tracing.tracer import Tracer
@@ -43,6 +44,8 @@ class Query:
     filters: Filters | None = None
     rerank: str | None = None  # a reranker spec for this query; None: the collection's own
     feedback: bool = True  # pseudo-relevance feedback (see keel.rag.search)
+    group_by: GroupBy = "chunk"  # document: top_k documents, each with its best per_document chunks
+    per_document: int = 2
 
 
 async def retrieve(
@@ -64,11 +67,16 @@ async def retrieve(
         "min_score": query.min_score,
         "tracer": tracer if tracer is not None else (service.tracer if service is not None else None),
         "filters": query.filters,
+        "group_by": query.group_by,
+        "per_document": query.per_document,
     }
     if not query.feedback:
         options["feedback"] = None
     found = await run(functools.partial(collection.search, query.text, **options))
     who = tenant if tenant is not None else collection.tenant
-    return await rerank_top(
-        spec, query.text, found, query.top_k, service=service, default_model=default_model, tenant=who
-    )
+    grouped = query.group_by == "document"
+    reranked = await rerank_top(
+        spec, query.text, found, len(found) if grouped else query.top_k,
+        service=service, default_model=default_model, tenant=who,
+    )  # fmt: skip
+    return regroup(reranked, query.top_k) if grouped else reranked

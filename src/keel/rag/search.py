@@ -15,6 +15,7 @@ from keel.errors import UserError
 from keel.rag.analyzer import terms
 from keel.rag.embedder import TextEmbedder
 from keel.rag.found import Found
+from keel.rag.grouping import Aggregate, GroupBy, best_chunks, doc_of
 from keel.rag.index import Hits, Vector
 from keel.rag.retrieve import Feedback, Hit, convex, dedup, expand_terms, feedback_docs, rocchio, rrf
 from keel.tracing.tracer import CURRENT_ROOT, CURRENT_RUN, SpanData, Tracer
@@ -60,10 +61,6 @@ class Filters:
         return self.kinds is None or kind in self.kinds
 
 
-def doc_of(chunk_id: str) -> str:
-    return chunk_id.rsplit("#", 1)[0]
-
-
 class _Stopwatch:
     """Per-stage milliseconds for the retrieval span."""
 
@@ -105,27 +102,38 @@ def run_search(
     tracer: Tracer | None = None,
     filters: Filters | None = None,
     kind_of: Callable[[str], str | None] | None = None,
+    group_by: GroupBy = "chunk",
+    per_document: int = 2,
+    aggregate: Aggregate = Aggregate(),
 ) -> list[Found]:
     """Ranked chunks. Hybrid fuses BM25 and vector results (RRF by default), applies pseudo-relevance
     feedback (``feedback=None`` turns it off), drops near-duplicates, and keeps hits whose cosine
-    similarity to the query is at least ``min_score``."""
+    similarity to the query is at least ``min_score``. ``group_by: document``: ``top_k`` documents,
+    each ranked on its chunks' evidence in each retriever before fusion (keel.rag.grouping), each with
+    its best ``per_document`` chunks in a row (``doc_rank``, ``doc_score`` on each)."""
     if not query.strip():
         raise UserError("the query is empty")
     if not 1 <= top_k <= 1000:
         raise UserError("top_k must be between 1 and 1000")
+    if group_by not in ("chunk", "document"):
+        raise UserError(f"group_by must be chunk or document, not {group_by!r}")
+    if per_document < 1:
+        raise UserError("per_document must be at least 1")
+    grouped = group_by == "document"
     timings: dict[str, float] = {}
     clock = _Stopwatch(timings)
     started_ns = time.time_ns()
-    pool = max(candidates, top_k) * (5 if filters is not None else 1)  # filters thin the pool
+    pool = max(candidates, top_k * (per_document + 1 if grouped else 1)) * (5 if filters is not None else 1)
+
+    def allowed(chunk_id: str) -> bool:
+        assert filters is not None
+        return filters.allows(doc_of(chunk_id), kind_of(doc_of(chunk_id)) if kind_of else None)
 
     def keep(found_hits: list[Hit]) -> list[Hit]:
-        if filters is None:
-            return found_hits
-        return [
-            h
-            for h in found_hits
-            if filters.allows(doc_of(h.chunk_id), kind_of(doc_of(h.chunk_id)) if kind_of else None)
-        ]
+        return found_hits if filters is None else [h for h in found_hits if allowed(h.chunk_id)]
+
+    def keep_pairs(found_hits: Hits) -> Hits:
+        return found_hits if filters is None else [(c, s) for c, s in found_hits if allowed(c)]
 
     with clock("keyword_ms"):
         keyword = keyword_index.search(query, pool) if mode in ("hybrid", "keyword") else []
@@ -134,25 +142,37 @@ def run_search(
         qvec = embedder.embed([query])[0] if wants_vector else None
     with clock("vector_ms"):
         vector = vector_index.search(qvec, pool) if qvec is not None and mode != "keyword" else []
-    if mode == "keyword":
-        hits = [Hit(cid, s, keyword_rank=i, keyword_score=s) for i, (cid, s) in enumerate(keyword, 1)]
-    elif mode == "vector":
-        hits = [Hit(cid, s, vector_rank=i, vector_score=s) for i, (cid, s) in enumerate(vector, 1)]
+
+    def fuse(kw: Hits, vec: Hits) -> list[Hit]:
+        if mode == "keyword":
+            return [Hit(cid, s, keyword_rank=i, keyword_score=s) for i, (cid, s) in enumerate(kw, 1)]
+        if mode == "vector":
+            return [Hit(cid, s, vector_rank=i, vector_score=s) for i, (cid, s) in enumerate(vec, 1)]
+        return rrf(kw, vec) if fusion == "rrf" else convex(kw, vec, alpha=alpha)
+
+    hits = keep(fuse(keyword, vector))
+    top = feedback_docs(hits, feedback.docs) if mode == "hybrid" and feedback is not None and qvec is not None else []
+    if top and feedback is not None and qvec is not None:
+        with clock("feedback_ms"):
+            keyword, vector = _expanded(query, qvec, top, feedback, keyword_index, vector_index, pool)
+            hits = keep(fuse(keyword, vector))
+    ranks: dict[str, tuple[int, float]] = {}
+    if grouped:
+        documents = fuse(aggregate.documents(keep_pairs(keyword)), aggregate.documents(keep_pairs(vector)))
+        shortlist = _shortlist(documents, hits, lambda hs, n: _floored(hs, qvec, vector_index, min_score, limit=n),
+                               per_document, want=top_k * 2)  # fmt: skip
+        with clock("dedup_ms"):
+            kept = dedup(shortlist, vector_index.vector, threshold=dedup_threshold)
+        picked = best_chunks(documents, kept, per_document)[:top_k]
+        ranks = {c.chunk_id: (rank, doc.score) for rank, (doc, chunks) in enumerate(picked, 1) for c in chunks}
+        hits = [c for _, chunks in picked for c in chunks]
     else:
-
-        def fuse(kw: Hits, vec: Hits) -> list[Hit]:
-            return rrf(kw, vec) if fusion == "rrf" else convex(kw, vec, alpha=alpha)
-
-        hits = keep(fuse(keyword, vector))
-        top = feedback_docs(hits, feedback.docs) if feedback is not None and qvec is not None else []
-        if top and feedback is not None and qvec is not None:
-            with clock("feedback_ms"):
-                kw, vec = _expanded(query, qvec, top, feedback, keyword_index, vector_index, pool)
-                hits = keep(fuse(kw, vec))
-    selected = _floored(keep(hits), qvec, vector_index, min_score, limit=top_k * 3)
-    with clock("dedup_ms"):
-        hits = dedup(selected, vector_index.vector, threshold=dedup_threshold)[:top_k]
+        selected = _floored(hits, qvec, vector_index, min_score, limit=top_k * 3)
+        with clock("dedup_ms"):
+            hits = dedup(selected, vector_index.vector, threshold=dedup_threshold)[:top_k]
     found = fetch(hits)
+    for f in found:
+        f.doc_rank, f.doc_score = ranks.get(f.chunk_id, (None, None))
     if tracer is not None:
         attrs: dict[str, Any] = {
             "keel.collection": name,
@@ -187,6 +207,26 @@ def _expanded(
     )
     moved = rocchio(qvec, [v for v in map(vector_index.vector, top) if v is not None], feedback.beta)
     return keyword_index.search_weighted(weights, pool), vector_index.search(moved, pool)
+
+
+def _shortlist(
+    documents: list[Hit], hits: list[Hit], floor: Callable[[list[Hit], int], list[Hit]], per_document: int, *, want: int
+) -> list[Hit]:
+    """The best documents' best chunks over the floor, floored only as far as needed: documents in
+    their fused order, each with up to ``per_document`` of its chunks that clear it, until ``want``."""
+    by_doc: dict[str, list[Hit]] = {}
+    for hit in hits:
+        by_doc.setdefault(doc_of(hit.chunk_id), []).append(hit)
+    out: list[Hit] = []
+    taken = 0
+    for doc in documents:
+        kept = floor(by_doc.get(doc.chunk_id, []), per_document)
+        if kept:
+            out.extend(kept)
+            taken += 1
+            if taken == want:
+                break
+    return out
 
 
 def _floored(

@@ -14,6 +14,7 @@ from keel.errors import DocumentError, InvalidRequest, KeelError
 from keel.gateway.service import GatewayService
 from keel.jobs.kinds import ingest_payload
 from keel.rag.backends import CollectionNotFound, Collections
+from keel.rag.grouping import GroupBy, documents
 from keel.rag.ingest import ingest_documents
 from keel.rag.loaders import load_bytes
 from keel.rag.retrieval import Query, retrieve
@@ -107,6 +108,7 @@ class CollectionRoutes:
             return {
                 "indexed": report.indexed,
                 "unchanged": report.unchanged,
+                "reindexed": report.reindexed,
                 "skipped": skipped,
                 "chunks": report.chunks,
             }
@@ -136,8 +138,13 @@ class CollectionRoutes:
         query, top_k, mode = body["query"], body.get("top_k") or 5, body.get("mode") or "hybrid"
         min_score, filters = body.get("min_score"), parse_filters(body.get("filters"))
         col = await self.collections.run(lambda: self.collections.get(name, tenant=tenant))
-        asked = Query(query, top_k=top_k, mode=cast(Mode, mode), min_score=min_score, filters=filters)
+        group_by = cast(GroupBy, body.get("group_by") or "chunk")
+        asked = Query(
+            query, top_k=top_k, mode=cast(Mode, mode), min_score=min_score, filters=filters,
+            group_by=group_by, per_document=body.get("per_document") or 2,
+        )  # fmt: skip
         found = await retrieve(
             col, asked, service=self.service, default_model=self.default_model, tenant=tenant, run=self.collections.run
         )
-        return json_response({"object": "list", "data": [f.as_dict() for f in found]})
+        data = documents(found) if group_by == "document" else [f.as_dict() for f in found]
+        return json_response({"object": "list", "data": data})

@@ -231,6 +231,8 @@ SEARCH = Obj(
         "mode": Text(choices=("hybrid", "keyword", "vector")),
         "min_score": Number(),
         "filters": FILTERS,
+        "group_by": Text(choices=("chunk", "document"), description="document: top_k documents with their chunks"),
+        "per_document": Integer(1, 20),
     },
     required=("query",),
     name="SearchRequest",
