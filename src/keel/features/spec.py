@@ -48,7 +48,7 @@ class RetrievalSpec(Section):
     mode: Literal["hybrid", "keyword", "vector"] = "hybrid"
     feedback: bool = Field(True, description="pseudo-relevance feedback: +2 nDCG points, ~1 ms at 10k chunks")
     group_by: Literal["document", "chunk"] = Field(
-        "document", description="document: the top_k sources come from distinct documents first"
+        "chunk", description="document: the top_k sources come from distinct documents first"
     )
     max_chunks_per_document: int = Field(2, ge=1, le=10, description="with group_by: document")
     merge_adjacent: bool = Field(True, description="a document's neighbouring chunks become one source")

@@ -14,7 +14,7 @@ from keel.gateway.service import GatewayService
 from keel.rag.backends import CollectionLike
 from keel.rag.citing import Citer, cited_stream
 from keel.rag.found import Found
-from keel.rag.grouping import distinct_first, merge_adjacent
+from keel.rag.grouping import merge_adjacent
 from keel.rag.retrieval import DEFAULT_FLOOR, Query, retrieve
 from keel.text import cited, estimate_tokens
 from keel.types import CallContext, ChatRequest
@@ -111,9 +111,9 @@ async def answer_stream(
     ``cite``: sentences the model leaves uncited get the source that supports them (keel.rag.citing)."""
     result = result if result is not None else Answer()
     tenant = ctx.tenant if ctx is not None else None
-    asked = Query(question, top_k=top_k, min_score=min_score, group_by="document")
+    asked = Query(question, top_k=top_k, min_score=min_score)
     found = await retrieve(collection, asked, service=service, default_model=model, tenant=tenant)
-    found = merge_adjacent(distinct_first(found, top_k))  # distinct documents first, neighbours joined
+    found = merge_adjacent(found)  # a page's neighbouring chunks joined into one source
     if not found:
         result.found_nothing = True
         result.text = NOTHING_FOUND
