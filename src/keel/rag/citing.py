@@ -30,7 +30,7 @@ class Citer:
 
     def __init__(self, sources: Sequence[str], *, on: bool = True) -> None:
         self.on = on and bool(sources)
-        self._grounding = Grounding(sources)
+        self._grounding = Grounding(sources if self.on else ())  # the sources are read only when it is on
         self.added: list[int] = []  # the numbers added, one per sentence cited
         self._sentence: list[str] = []  # the open sentence's text (already shown)
         self._held = ""  # its closing punctuation and what follows, not shown yet

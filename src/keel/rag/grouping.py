@@ -9,6 +9,7 @@ Both passes are linear in the hits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from keel.rag.index import Hits
 from keel.rag.retrieve import Hit
 
 GroupBy = Literal["chunk", "document"]
-GROUP_BY: tuple[str, ...] = ("chunk", "document")
+GROUP_BY: tuple[str, ...] = ("chunk", "document")  # what the edges accept
 
 
 def doc_of(chunk_id: str) -> str:
@@ -45,15 +46,29 @@ class Aggregate:
         return sorted(summed, key=lambda item: -item[1])
 
 
-def best_chunks(documents: list[Hit], chunks: list[Hit], per_document: int) -> list[tuple[Hit, list[Hit]]]:
-    """Each document (in its fused order) with its best ``per_document`` chunks (in their fused order);
-    a document none of whose chunks is in ``chunks`` is left out."""
+def best_chunks(
+    documents: list[Hit],
+    chunks: list[Hit],
+    per_document: int,
+    *,
+    most: int | None = None,
+    keep: Callable[[list[Hit], int], list[Hit]] | None = None,
+) -> list[tuple[Hit, list[Hit]]]:
+    """Each document (in its fused order) with its best ``per_document`` chunks (in their fused order),
+    the first ``most`` of them; a document none of whose chunks is in ``chunks`` is left out. ``keep``
+    (chunks, n) → the first n that may stay (the relevance floor), asked only for the documents read."""
     by_doc: dict[str, list[Hit]] = {}
     for hit in chunks:
-        kept = by_doc.setdefault(doc_of(hit.chunk_id), [])
-        if len(kept) < per_document:
-            kept.append(hit)
-    return [(doc, by_doc[doc.chunk_id]) for doc in documents if doc.chunk_id in by_doc]
+        by_doc.setdefault(doc_of(hit.chunk_id), []).append(hit)
+    out: list[tuple[Hit, list[Hit]]] = []
+    for doc in documents:
+        mine = by_doc.get(doc.chunk_id)
+        kept = (keep(mine, per_document) if keep is not None else mine[:per_document]) if mine else []
+        if kept:
+            out.append((doc, kept))
+            if len(out) == most:
+                break
+    return out
 
 
 def regroup(found: list[Found], top_k: int) -> list[Found]:

@@ -15,7 +15,7 @@ from keel.errors import UserError
 from keel.rag.analyzer import terms
 from keel.rag.embedder import TextEmbedder
 from keel.rag.found import Found
-from keel.rag.grouping import Aggregate, GroupBy, best_chunks, doc_of
+from keel.rag.grouping import GROUP_BY, Aggregate, GroupBy, best_chunks, doc_of
 from keel.rag.index import Hits, Vector
 from keel.rag.retrieve import Feedback, Hit, convex, dedup, expand_terms, feedback_docs, rocchio, rrf
 from keel.tracing.tracer import CURRENT_ROOT, CURRENT_RUN, SpanData, Tracer
@@ -115,8 +115,8 @@ def run_search(
         raise UserError("the query is empty")
     if not 1 <= top_k <= 1000:
         raise UserError("top_k must be between 1 and 1000")
-    if group_by not in ("chunk", "document"):
-        raise UserError(f"group_by must be chunk or document, not {group_by!r}")
+    if group_by not in GROUP_BY:
+        raise UserError(f"group_by must be {' or '.join(GROUP_BY)}, not {group_by!r}")
     if per_document < 1:
         raise UserError("per_document must be at least 1")
     grouped = group_by == "document"
@@ -159,11 +159,15 @@ def run_search(
     ranks: dict[str, tuple[int, float]] = {}
     if grouped:
         documents = fuse(aggregate.documents(keep_pairs(keyword)), aggregate.documents(keep_pairs(vector)))
-        shortlist = _shortlist(documents, hits, lambda hs, n: _floored(hs, qvec, vector_index, min_score, limit=n),
-                               per_document, want=top_k * 2)  # fmt: skip
+
+        def floor(chunks: list[Hit], n: int) -> list[Hit]:
+            return _floored(chunks, qvec, vector_index, min_score, limit=n)
+
+        best = best_chunks(documents, hits, per_document, most=top_k * 2, keep=floor)  # floored as far as read
+        shortlist = [c for _, chunks in best for c in chunks]
         with clock("dedup_ms"):
             kept = dedup(shortlist, vector_index.vector, threshold=dedup_threshold)
-        picked = best_chunks(documents, kept, per_document)[:top_k]
+        picked = best_chunks(documents, kept, per_document, most=top_k)
         ranks = {c.chunk_id: (rank, doc.score) for rank, (doc, chunks) in enumerate(picked, 1) for c in chunks}
         hits = [c for _, chunks in picked for c in chunks]
     else:
@@ -207,26 +211,6 @@ def _expanded(
     )
     moved = rocchio(qvec, [v for v in map(vector_index.vector, top) if v is not None], feedback.beta)
     return keyword_index.search_weighted(weights, pool), vector_index.search(moved, pool)
-
-
-def _shortlist(
-    documents: list[Hit], hits: list[Hit], floor: Callable[[list[Hit], int], list[Hit]], per_document: int, *, want: int
-) -> list[Hit]:
-    """The best documents' best chunks over the floor, floored only as far as needed: documents in
-    their fused order, each with up to ``per_document`` of its chunks that clear it, until ``want``."""
-    by_doc: dict[str, list[Hit]] = {}
-    for hit in hits:
-        by_doc.setdefault(doc_of(hit.chunk_id), []).append(hit)
-    out: list[Hit] = []
-    taken = 0
-    for doc in documents:
-        kept = floor(by_doc.get(doc.chunk_id, []), per_document)
-        if kept:
-            out.extend(kept)
-            taken += 1
-            if taken == want:
-                break
-    return out
 
 
 def _floored(

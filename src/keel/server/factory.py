@@ -48,7 +48,7 @@ def build_app(
     first = set(default.deployments if default is not None else ())
 
     async def startup() -> None:
-        if warm:  # the default model and every non-chat model; other local chat models load when first asked
+        if warm:  # the default model's deployments and every non-local one; other local models load when first asked
             for name, adapter in service.gateway.adapters.items():
                 load = getattr(adapter, "load", None)
                 if load is not None and (name in first or settings.deployments[name].provider != "local"):

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from keel.errors import InvalidRequest
+from keel.rag.grouping import GROUP_BY
 from keel.rag.loaders import KINDS as BY_EXTENSION
 from keel.rag.search import Filters
 from keel.server.schema import Array, Boolean, Integer, Number, Obj, OneOf, RequiredUnless, Text, type_name
@@ -231,7 +232,7 @@ SEARCH = Obj(
         "mode": Text(choices=("hybrid", "keyword", "vector")),
         "min_score": Number(),
         "filters": FILTERS,
-        "group_by": Text(choices=("chunk", "document"), description="document: top_k documents with their chunks"),
+        "group_by": Text(choices=GROUP_BY, description="document: top_k documents with their chunks"),
         "per_document": Integer(1, 20),
     },
     required=("query",),
