@@ -17,8 +17,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS) requirements/no-
 	$(PIP) install --no-deps -c $(CONSTRAINTS) -r requirements/no-deps.txt
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+$(VENV)/.installed-dev: $(VENV)/.installed requirements/no-deps-dev.txt
 	$(PIP) install -c $(CONSTRAINTS) -e '.[dev]'
+	$(PIP) install --no-deps -c $(CONSTRAINTS) -r requirements/no-deps-dev.txt
 	command -v redis-server >/dev/null 2>&1 || apt-get install -y -qq redis-server >/dev/null 2>&1 \
 		|| { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	command -v chromium >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \

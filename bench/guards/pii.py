@@ -187,6 +187,125 @@ def main() -> None:
                       f"p99 {times[int(len(times) * 0.99)]:.2f} ms per snippet")  # fmt: skip
 
 
+# Ordinary support questions that hold no personal data, made from slots that tempt a name finder:
+# capitalised UI and product nouns, brands, countries and cities, languages, weekdays and months.
+PLACES = [
+    "Germany",
+    "France",
+    "Brazil",
+    "Canada",
+    "Japan",
+    "India",
+    "Australia",
+    "Mexico",
+    "Spain",
+    "Italy",
+    "the UK",
+    "the EU",
+    "California",
+    "Texas",
+    "Berlin",
+    "Paris",
+    "Toronto",
+    "Singapore",
+    "São Paulo",
+    "New York",
+]
+UI = [
+    "Email",
+    "Settings",
+    "Billing",
+    "Dashboard",
+    "Invoices",
+    "Two-Factor Authentication",
+    "Admin Console",
+    "Reports",
+    "Workspace",
+    "Team",
+    "Notifications",
+    "Profile",
+    "Security",
+    "Integrations",
+    "API Keys",
+]
+BRANDS = [
+    "PayPal",
+    "Apple Pay",
+    "Google Pay",
+    "Stripe",
+    "Slack",
+    "Zapier",
+    "Okta",
+    "Outlook",
+    "Gmail",
+    "Salesforce",
+    "Shopify",
+    "Excel",
+    "Chrome",
+    "Safari",
+    "Firefox",
+    "iPhone",
+    "Android",
+    "Windows",
+    "macOS",
+    "Teams",
+]
+PLANS = ["Free plan", "Pro plan", "Team plan", "Enterprise plan", "Business tier"]
+LANGS = ["French", "German", "Spanish", "Japanese", "Portuguese", "Italian"]
+WHEN = ["Monday", "Friday", "Sunday", "December", "March", "Black Friday", "Christmas", "Easter"]
+QUESTIONS = [
+    "Do you ship to {place}?", "How do I change my billing country to {place}?",
+    "What is the VAT rate for customers in {place} on the {plan}?", "Is the {brand} integration available in {place}?",
+    "Can I pay with {brand} on the {plan}?", "Where do I find {ui} in the app?",
+    "Why does the {ui} page say my card is invalid?", "Is there a {lang} version of the {ui} page?",
+    "My {ui} stopped syncing with {brand} on {when}. What should I check?",
+    "Does the {plan} include {ui}?", "Can I move my workspace to the {place} data region?",
+    "How long does delivery to {place} take around {when}?", "Is support open on {when} for customers in {place}?",
+    "Do invoices show the tax number for {place}?", "Why was my {brand} payment declined in {when}?",
+    "How do I turn on {ui} for my whole Team?", "Can I export {ui} to {brand}?",
+    "Does the {brand} app support {lang}?", "Is the {plan} cheaper if we pay yearly from {place}?",
+    "Can my team in {place} and {place2} share one {plan}?",
+]  # fmt: skip
+
+
+def support_questions(n: int = 200, seed: int = 5) -> list[str]:
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < n:
+        q = rng.choice(QUESTIONS).format(place=rng.choice(PLACES), place2=rng.choice(PLACES), ui=rng.choice(UI),
+                                         brand=rng.choice(BRANDS), plan=rng.choice(PLANS), lang=rng.choice(LANGS),
+                                         when=rng.choice(WHEN))  # fmt: skip
+        if q not in out:
+            out.append(q)
+    return out
+
+
+def no_pii_questions() -> None:
+    """What redaction does to questions with no personal data: on the feature's defaults (places
+    kept), everything redacted is a false positive that changes the question."""
+    from keel.guards.output import KEEP
+    from keel.guards.pii import redact
+
+    questions = support_questions()
+    table = Table("setting", "questions changed", "findings by kind", title=f"{len(questions)} support questions "
+                  "without personal data")  # fmt: skip
+    examples: list[str] = []
+    for label, keep in (("default (places kept)", frozenset(KEEP)), ("keep: [] (redact places too)", frozenset())):
+        changed, kinds = 0, defaultdict(int)
+        for q in questions:
+            red = redact(q, keep=keep)
+            if red.findings:
+                changed += 1
+                for f in red.findings:
+                    kinds[f.kind] += 1
+                if keep and len(examples) < 5:
+                    examples.append(f"{q!r} → {red.text!r}")
+        table.add_row(label, f"{changed}/{len(questions)}", ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+    console.print(table)
+    for line in examples:
+        console.print(f"  changed: {line}", highlight=False)
+
+
 def input_guards_overhead() -> None:
     """All default input guards on a typical request: the injection screen and PII redaction."""
     from keel.guards.pii import redact
@@ -210,4 +329,5 @@ def input_guards_overhead() -> None:
 
 if __name__ == "__main__":
     main()
+    no_pii_questions()
     input_guards_overhead()

@@ -90,7 +90,7 @@ def guard_output(plan: Plan, collections: Collections | None) -> None:
         structured_ok=None if spec.output is None else not failed,
     )
     for rule in rules:
-        verdict = guard_check(rule.name, rule.threshold)(ctx)
+        verdict = guard_check(rule.name, rule.threshold, tuple(rule.keep))(ctx)
         result.guards[rule.name] = round(verdict.score, 3)
         result.guard_reasons[rule.name] = verdict.reason[:500]
         if verdict.passed:
@@ -100,7 +100,7 @@ def guard_output(plan: Plan, collections: Collections | None) -> None:
         if action == "block":
             raise OutputBlocked(f"guard '{rule.name}' blocked the answer: {verdict.reason}")
         if action == "redact" and rule.name == "pii":
-            result.answer = ctx.output = redact_answer(result.answer)
+            result.answer = ctx.output = redact_answer(result.answer, frozenset(rule.keep))
         if action == "fallback":
             fallback = spec.output.fallback if spec.output is not None else None
             result.answer = fallback if isinstance(fallback, str) else NOTHING_FOUND

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from keel.checks import CheckError, make_check
 from keel.checks.registry import BoundCheck
-from keel.config.settings import BudgetSettings
+from keel.config.settings import PII_KINDS, BudgetSettings
 from keel.config.yamlfile import LocatedYAML, describe_error, read_yaml
 from keel.errors import ConfigError
 from keel.errors import FeatureNotFound as FeatureNotFound
@@ -105,8 +105,20 @@ class GuardRule(Section):
     )
     threshold: float | None = Field(None, gt=0, lt=1, description="default: the model's (injection), 0.8 (grounded)")
     restore: bool = Field(True, description="pii_redact: put the redacted values back into the answer")
-    keep: list[str] = Field(default_factory=list, description="pii_redact: kinds to leave as they are, e.g. [EMAIL]")
+    keep: list[str] = Field(
+        default_factory=lambda: ["LOCATION"],
+        description="pii_redact and pii: kinds to leave as they are; places by default (a country alone is not "
+        "personal data), [] to redact them too",
+    )
     limit: int = Field(4000, ge=1, le=10_000_000, description="max_tokens: the most input tokens a request may carry")
+
+    @field_validator("keep")
+    @classmethod
+    def _kinds(cls, value: list[str]) -> list[str]:
+        unknown = [k for k in value if k not in PII_KINDS]
+        if unknown:
+            raise ValueError(f"unknown kind(s) {', '.join(unknown)}: use {', '.join(PII_KINDS)}")
+        return value
 
 
 class GuardsSpec(Section):

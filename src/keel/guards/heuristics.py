@@ -17,6 +17,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from keel.guards.cues import instructing
+
 _B64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])")
 _TAGS = range(0xE0000, 0xE0080)
 _BIDI = {"\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"}
@@ -91,7 +93,11 @@ def decoded_payloads(text: str, *, limit: int = 8) -> list[tuple[str, str]]:
     return out
 
 
-def addressing(text: str) -> Finding | None:
-    """Instructions aimed at the assistant — for retrieved documents, where nothing should be."""
+def addressing(text: str, *, cues: bool = True) -> Finding | None:
+    """Instructions aimed at the assistant — for retrieved documents, where nothing should be: the
+    English patterns above, then (``cues``) the cue rule in six languages (``cues.instructing``)."""
     match = _ADDRESSING.search(unicodedata.normalize("NFKC", text))
-    return Finding("indirect", f"addresses the assistant: {match.group(0).strip()[:80]!r}") if match else None
+    if match:
+        return Finding("indirect", f"addresses the assistant: {match.group(0).strip()[:80]!r}")
+    sentence = instructing(text) if cues else None
+    return Finding("indirect", f"instructs the model: {sentence[:80]!r}") if sentence else None

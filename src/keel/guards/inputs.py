@@ -4,7 +4,9 @@ over-length answer). Flagged: ``InjectionBlocked`` (400 ``prompt_injection``) or
 says ``flag``, a note for the trace.
 
 The two callers differ only in what they hand over: raw chat its message texts (the injection
-screen reads the last user message), a feature its text inputs (each one screened).
+screen reads the last user message, and each tool result since, on the ``tool`` channel), a feature
+its text inputs (each one screened). A rule's ``threshold`` is for user text; text the model reads
+keeps the document threshold.
 """
 
 from __future__ import annotations
@@ -27,10 +29,16 @@ class InputGuard:
     action: str = "block"  # block | flag
 
     def check(
-        self, sized: Mapping[str, str], screened: Mapping[str, str] | None = None, *, what: str = "inputs"
+        self,
+        sized: Mapping[str, str],
+        screened: Mapping[str, str] | None = None,
+        *,
+        what: str = "inputs",
+        channels: Mapping[str, str] | None = None,
     ) -> str | None:
-        """Size ``sized`` (all texts), screen ``screened`` (default: the same). Raises on block;
-        returns a note when a text was flagged and the rule says flag."""
+        """Size ``sized`` (all texts), screen ``screened`` (default: the same), each on its channel
+        (``channels``: label → channel; default ``user``). Raises on block; returns a note when a text
+        was flagged and the rule says flag."""
         if self.max_tokens is not None:
             tokens = sum(estimate_tokens(text) for text in sized.values())
             if tokens > self.max_tokens:
@@ -40,7 +48,8 @@ class InputGuard:
         if not self.inject:
             return None
         for label, text in (sized if screened is None else screened).items():
-            verdict = screen(text, threshold=self.threshold)
+            channel = (channels or {}).get(label, "user")
+            verdict = screen(text, channel=channel, threshold=self.threshold if channel == "user" else None)
             if not verdict.flagged:
                 continue
             why = "; ".join(verdict.reasons)

