@@ -26,6 +26,12 @@ def test_the_held_out_set_is_not_a_training_set() -> None:
     assert {s.channel for s in held if s.via != "user_input"} == {"document"}
 
 
+def test_agent_injection_bench_controls_are_benign() -> None:
+    rows = CORPORA["agent-injection-bench"].load()
+    controls = [s for s in rows if "Runbook step 1" in s.text or s.text.startswith("- apples")]
+    assert len(controls) == 2 and all(s.label == 0 and s.channel == "document" for s in controls)
+
+
 def test_splits_are_stable_and_roughly_80_10_10() -> None:
     texts = [f"text number {i}" for i in range(5000)]
     splits = [split_of(t) for t in texts]

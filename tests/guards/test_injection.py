@@ -36,7 +36,8 @@ def test_the_shipped_model_is_the_trained_one_and_scores_fast() -> None:
     meta = json.loads((MODELS / "injection-v2.json").read_text())
     assert model.version == "injection-v2" and model.thresholds == meta["thresholds"]
     assert meta["held_out"] == "bastioncorpus" and "bastioncorpus" not in meta["data"]
-    assert meta["test"]["s-labs"]["f1"] >= 0.95 and meta["test"]["neuralchemy"]["f1"] >= 0.95
+    assert meta["left_out"]["pooled, user"]["fpr"] <= 0.05 and meta["left_out"]["pooled, document"]["fpr"] <= 0.05
+    assert meta["test"]["s-labs"]["f1"] >= 0.85 and meta["test"]["neuralchemy"]["f1"] >= 0.85
     texts = [s.text for s in CORPORA["s-labs"].load() if s.split == "test"][:200]
     sklearn = model.model.predict_proba([features(t) for t in texts])[:, 1]
     assert max(abs(a - b) for a, b in zip(model.scores(texts), sklearn, strict=True)) < 1e-9

@@ -28,18 +28,20 @@ app = typer.Typer(help="Guards: screen text for prompt injection; train the clas
 def train_cmd(
     version: str = typer.Option("injection-v2", help="the artifact's name: <version>.joblib and .json"),
     out: Path | None = typer.Option(None, help="folder to write to (default: the package's models folder)"),
-    user_fpr: float = typer.Option(
-        0.15, min=0.001, max=0.5, help="false-positive ceiling for prompts, across datasets"
+    user_fpr: float | None = typer.Option(
+        None, min=0.001, max=0.5, help="false-positive ceiling for prompts, across datasets (default 0.05)"
     ),
-    document_fpr: float = typer.Option(0.05, min=0.001, max=0.5, help="the same for documents and tool output"),
+    document_fpr: float | None = typer.Option(
+        None, min=0.001, max=0.5, help="the same for documents and tool output (default 0.05)"
+    ),
     fast: bool = typer.Option(False, "--fast", help="tune thresholds on the validation splits (no leave-one-out)"),
 ) -> None:
     """Train on every labelled set but the held-out one; tune thresholds across datasets; write the artifact."""
     from keel.guards.injection import MODELS, save, train
 
+    ceilings = {k: v for k, v in (("user", user_fpr), ("document", document_fpr)) if v is not None}
     with console.status("training…") as status:
-        trained = train(version=version, ceilings={"user": user_fpr, "document": document_fpr}, cross=not fast,
-                        progress=lambda m: status.update(m))  # fmt: skip
+        trained = train(version=version, ceilings=ceilings, cross=not fast, progress=lambda m: status.update(m))
     model_path, meta_path = save(trained, out or MODELS)
     table = Table("split", "dataset", "precision", "recall", "F1", "FPR (benign)", "n",
                   title=f"{version}: C={trained.report['C']:g}, thresholds "

@@ -60,14 +60,15 @@ def unrestored(answer: str, plan: Plan | None) -> str:
 
 
 def screen_sources(plan: Plan, found: list[Found]) -> list[Found]:
-    """Retrieved chunks through the injection guard (as documents): poisoned ones dropped, noted."""
+    """Retrieved chunks through the injection guard on the ``retrieved`` channel (the document
+    threshold; a rule's ``threshold`` is for the inputs): poisoned ones dropped, noted."""
     spec = plan.spec
     rule = spec.guards.rule("injection") if spec.guards is not None else None
     if rule is None or not found:
         return found
     kept = []
     for hit in found:
-        verdict = screen(hit.text, retrieved=True, threshold=rule.threshold)
+        verdict = screen(hit.text, channel="retrieved")
         if verdict.flagged:
             plan.result.notes.append(f"guard injection: dropped {hit.doc_id} ({'; '.join(verdict.reasons)[:160]})")
         else:

@@ -103,7 +103,13 @@ class GuardRule(Section):
     action: Literal["block", "flag", "redact", "fallback"] | None = Field(
         None, description="default: block for injection, flag for output guards"
     )
-    threshold: float | None = Field(None, gt=0, lt=1, description="default: the model's (injection), 0.8 (grounded)")
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="default: the model's (injection: for inputs; retrieved text keeps the "
+        "document threshold), 0.8 (grounded)",
+    )
     restore: bool = Field(True, description="pii_redact: put the redacted values back into the answer")
     keep: list[str] = Field(
         default_factory=lambda: ["LOCATION"],

@@ -182,7 +182,8 @@ def _aib_files() -> list[Path]:
 def _aib_rows() -> Iterator[tuple[str, int, str, str | None, Split | None]]:
     for line in _aib_files()[0].read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
-        yield r["injected"], 1, "user" if r["channel"] in _AIB_USER else r["channel"], "en", None
+        label = 0 if r["family"] == "control" else 1  # controls: benign text the agent must not refuse
+        yield r["injected"], label, "user" if r["channel"] in _AIB_USER else r["channel"], "en", None
         yield r["task"], 0, "user", "en", None
 
 

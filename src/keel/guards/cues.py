@@ -94,6 +94,11 @@ _LEXICON: dict[str, str] = {
     "sin restricci* | sin límites | sin filtro* | "
     "senza restrizion* | senza limiti | senza filtri | "
     "sem restriç* | sem limites | sem filtro*",
+    "reply": "reply with | respond with | respond only | answer with | answer only | before replying | "
+    "before you reply | before answering | in your reply | in your response | in your answer | every response | "
+    "every reply | each response | output only | antworte mit | antworte nur | in deiner antwort | "
+    "réponds avec | réponds uniquement | dans ta réponse | responde con | responde solo | en tu respuesta | "
+    "rispondi con | rispondi solo | nella tua risposta | responda com | responda apenas | na sua resposta",
     "boundary": "end of document | end of context | end of file | end of input | begin new instructions | "
     "new instructions | important instructions | "
     "ende des dokuments | neue anweisungen | fin du document | nouvelles instructions | "
@@ -109,6 +114,9 @@ _MARKERS = re.compile(
     re.IGNORECASE,
 )
 _URL = re.compile(r"https?://|\bwww\.", re.IGNORECASE)
+_CALLS = {"call", "invoke", "trigger", "execute", "run", "use", "rufe", "appelle", "llama", "chiama", "chame"}
+_IDENTIFIER = re.compile(r"[a-z][a-z0-9]*_[a-z0-9_]+")
+_CANARY = re.compile(r"\b[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+\b(?<=\d\w)|\b[A-Z]+(?:-[A-Z0-9]*\d[A-Z0-9]*)+\b")
 _ROLE_HEADER = re.compile(r"(?:^|\n)\s*(?:system|assistant|developer|admin)\s*(?:note|message)?\s*[:\]>]", re.I)
 Word = tuple[str, bool]  # (text, is a stem)
 
@@ -163,6 +171,9 @@ def cue_tokens(text: str) -> list[str]:
             concept = _STEMS.get(word[:n])
         if concept is not None:
             found.append((at, "cue_" + concept))
+        if word in _CALLS and i + 1 < len(words) and _IDENTIFIER.fullmatch(words[i + 1][1]):
+            found.append((at, "cue_tool"))  # "call delete_file …": a tool named as an agent would call it
+    found += [(m.start(), "cue_token") for m in _CANARY.finditer(text)]
     found += [(m.start(), "cue_boundary") for m in _MARKERS.finditer(low)]
     found += [(m.start(), "cue_url") for m in _URL.finditer(low)]
     found += [(m.start(), "cue_header") for m in _ROLE_HEADER.finditer(text)]
@@ -189,19 +200,24 @@ def fold(text: str) -> str:
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _WHO = {"cue_ai", "cue_header", "cue_boundary", "cue_system"}  # an administrator or a password is no order
 _ACT = {"cue_ignore", "cue_reveal", "cue_send", "cue_append", "cue_tool", "cue_persona", "cue_unrestricted"}
+_REPLY_WITH = {"cue_token", "cue_ai", "cue_boundary", "cue_header", "cue_ignore", "cue_authority", "cue_append"}
 
 
 def instructing(text: str) -> str | None:
     """The first sentence of a document that instructs the model — it overrides instructions, or it
     names an AI or a system (or wears a role header) and asks it to act (reveal, send, append, call a
-    tool, drop its rules), or it fakes a boundary before new instructions — or None. For text the model reads,
-    where nothing should give it orders; prompts ask things of it all the time."""
+    tool, drop its rules), or it fakes a boundary before new instructions, or it dictates the reply
+    (a token, an override), or it names a tool to call with a URL, a secret or a recipient — or None.
+    For text the model reads, where nothing should give it orders; prompts ask things of it all the
+    time."""
     for sentence in _SENTENCE.split(fold(text)):
         cues = set(cue_tokens(sentence))
         if (
             ("cue_ignore" in cues and cues & {"cue_instructions", "cue_system"})
             or (cues & _WHO and cues & _ACT)
             or ("cue_boundary" in cues and "cue_instructions" in cues)
+            or ("cue_reply" in cues and cues & _REPLY_WITH)
+            or ("cue_tool" in cues and cues & {"cue_url", "cue_secrets", "cue_send"})
         ):
             return sentence.strip()
     return None

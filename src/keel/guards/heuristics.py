@@ -35,7 +35,8 @@ _ADDRESSING = re.compile(
 _WORDS = re.compile(r"[a-zA-Z]{3,}")
 COMMON = frozenset(
     "the and you your are for not this that with all ignore previous instructions system prompt tell what "
-    "now from have will must reveal print secret password please answer any only say".split()
+    "now from have will must reveal print secret password please answer any only say reply respond output send "
+    "call follow".split()
 )
 
 

@@ -112,9 +112,10 @@ class Trained:
 
 
 GRID = tuple(round(0.30 + 0.025 * i, 3) for i in range(27))  # 0.30 … 0.95
-#: The benign false-positive ceilings thresholds are tuned to, on out-of-dataset predictions: a feature
-#: screens one prompt per request but several retrieved chunks, so each document is held to less.
-CEILINGS: dict[str, float] = {"user": 0.15, "document": 0.05}
+#: The benign false-positive ceilings thresholds are tuned to, on out-of-dataset predictions. A blocked
+#: prompt is a blocked user, a dropped chunk a lost answer: 5% for both (a lower recall is the price:
+#: across datasets, prompts at 15% would catch 75% of attacks, at 5% 59%).
+CEILINGS: dict[str, float] = {"user": 0.05, "document": 0.05}
 
 
 def _pick(labels: list[int], probs: list[float], max_fpr: float) -> tuple[float, float]:

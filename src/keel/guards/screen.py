@@ -99,8 +99,8 @@ def screen(
     if hidden is not None:
         out.score = max(out.score, limit)
         out.reasons.append(hidden.detail)
-    if document:
-        found = addressing(text)
+    if document:  # the rule reads what the model would read: the text and anything decoded from it
+        found = addressing("\n".join([text, *(plain for _, plain in decoded)]))
         if found is not None:
             out.score = max(out.score, limit)
             out.reasons.append(f"{channel} text {found.detail}")
