@@ -197,7 +197,7 @@ def fold(text: str) -> str:
                       len(m.group(0)) else m.group(0), text)  # fmt: skip
 
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")  # where one sentence ends (the screen's windows too)
 _WHO = {"cue_ai", "cue_header", "cue_boundary", "cue_system"}  # an administrator or a password is no order
 _ACT = {"cue_ignore", "cue_reveal", "cue_send", "cue_append", "cue_tool", "cue_persona", "cue_unrestricted"}
 _REPLY_WITH = {"cue_token", "cue_ai", "cue_boundary", "cue_header", "cue_ignore", "cue_authority", "cue_append"}
@@ -210,7 +210,7 @@ def instructing(text: str) -> str | None:
     (a token, an override), or it names a tool to call with a URL, a secret or a recipient — or None.
     For text the model reads, where nothing should give it orders; prompts ask things of it all the
     time."""
-    for sentence in _SENTENCE.split(fold(text)):
+    for sentence in SENTENCE.split(fold(text)):
         cues = set(cue_tokens(sentence))
         if (
             ("cue_ignore" in cues and cues & {"cue_instructions", "cue_system"})

@@ -10,12 +10,12 @@ threshold: text the model reads is held to the document channel's, tuned on docu
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from keel.errors import ConfigError
+from keel.guards.cues import SENTENCE
 from keel.guards.heuristics import addressing, decoded_payloads, invisible
 from keel.guards.injection import InjectionModel, default_model
 
@@ -26,9 +26,6 @@ WHOLE = 2_000  # texts longer than this are screened sentence by sentence (the w
 WINDOW = 300  # of attack in a long report vanishes in a single TF-IDF vector, even in a 300-character window
 SHORT_WORDS, SHORT_THRESHOLD = 4, 0.8  # a few words carry little evidence: the model is poorly calibrated
 # there ("hi" scores 0.68, "How are you?" 0.75), while short attacks ("ignore that", "DAN mode") score > 0.95
-
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 @dataclass(slots=True)
@@ -48,7 +45,7 @@ def _windows(text: str) -> list[str]:
     if len(text) <= WHOLE:
         return [text]
     pieces: list[str] = []
-    for sentence in _SENTENCE.split(text):
+    for sentence in SENTENCE.split(text):
         pieces += [
             sentence[i : i + WINDOW] for i in range(0, len(sentence), WINDOW) if sentence[i : i + WINDOW].strip()
         ]
