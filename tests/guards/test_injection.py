@@ -304,3 +304,16 @@ MULTILINGUAL_BENIGN = {
 def test_attacks_and_ordinary_requests_in_five_more_languages(lang: str) -> None:
     assert screen(MULTILINGUAL_ATTACKS[lang]).flagged, MULTILINGUAL_ATTACKS[lang]
     assert not screen(MULTILINGUAL_BENIGN[lang]).flagged, MULTILINGUAL_BENIGN[lang]
+
+
+def test_the_pii_output_guard_lets_the_sources_own_details_through() -> None:
+    from keel.checks.base import CheckContext
+    from keel.guards.output import guard_check
+
+    check = guard_check("pii", None)
+    sources = ["Email support@harbor.example; SDKs exist for Python, Go and Ruby."]
+    quoted = CheckContext(output="Write to support@harbor.example; there is a Ruby SDK.", sources=sources)
+    assert check(quoted).passed
+    leaked = CheckContext(output="Write to ana.lopez@example.com or Maria Gonzalez.", sources=sources)
+    verdict = check(leaked)
+    assert not verdict.passed and verdict.reason == "the answer carries EMAIL, PERSON"

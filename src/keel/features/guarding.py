@@ -101,7 +101,7 @@ def guard_output(plan: Plan, collections: Collections | None) -> None:
         if action == "block":
             raise OutputBlocked(f"guard '{rule.name}' blocked the answer: {verdict.reason}")
         if action == "redact" and rule.name == "pii":
-            result.answer = ctx.output = redact_answer(result.answer, frozenset(rule.keep))
+            result.answer = ctx.output = redact_answer(result.answer, frozenset(rule.keep), ctx.sources)
         if action == "fallback":
             fallback = spec.output.fallback if spec.output is not None else None
             result.answer = fallback if isinstance(fallback, str) else NOTHING_FOUND

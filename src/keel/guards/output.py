@@ -13,7 +13,8 @@ the one registry (``keel.checks``), so a guard and an eval that share a name are
 - ``pii`` (registered here too): the answer carries personal data or a secret — an email, phone,
   card, IBAN, SSN, IP, street address, a person's name or any secret shape — found by the same
   detectors as the input guard; with ``action: redact`` each is replaced by its kind (``[EMAIL]``)
-  before the user sees it. Places alone are kept (``keep``, like ``pii_redact``).
+  before the user sees it. Places alone are kept (``keep``, like ``pii_redact``), and so is a value
+  the sources contain (the docs' own support@ address).
 
 Their verdicts' scores make the answer's **confidence** (the lowest), which the "I don't know" path
 and review use. Actions: ``flag`` (the default: keep the answer, lower the confidence, note it),
@@ -24,7 +25,7 @@ and review use. Actions: ``flag`` (the default: keep the answer, lower the confi
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from keel.checks.base import CheckContext, Verdict
@@ -63,17 +64,20 @@ def unsafe(p: Params) -> Run:
 KEEP = ("LOCATION",)
 
 
-def _found(answer: str, keep: frozenset[str]) -> list[Finding]:
-    return [f for f in detect(answer) if f.kind not in keep]
+def _found(answer: str, keep: frozenset[str], sources: Sequence[str] = ()) -> list[Finding]:
+    """Personal data in the answer that is not of a kept kind and not quoted from a source: a docs
+    bot that gives out support@… or names the product's SDKs is not leaking anything."""
+    return [f for f in detect(answer) if f.kind not in keep and not any(f.text in s for s in sources)]
 
 
 def pii(p: Params) -> Run:
     """The answer carries personal data or a secret, found by the input guard's detectors (patterns
-    with checksums, secret shapes, names by Presidio on spaCy); ``keep`` lists kinds to let through."""
+    with checksums, secret shapes, names by Presidio on spaCy); ``keep`` lists kinds to let through.
+    Values the sources themselves contain are the documents' own and pass."""
     keep = frozenset(p.get("keep", list, list(KEEP)))
 
     def run(ctx: CheckContext) -> Verdict:
-        kinds = sorted({f.kind for f in _found(ctx.output, keep)})
+        kinds = sorted({f.kind for f in _found(ctx.output, keep, ctx.sources)})
         if kinds:
             return Verdict(False, 0.0, f"the answer carries {', '.join(kinds)}")
         return Verdict(True, 1.0, "no personal data or secret in the answer")
@@ -81,9 +85,9 @@ def pii(p: Params) -> Run:
     return run
 
 
-def redact_answer(answer: str, keep: frozenset[str] = frozenset(KEEP)) -> str:
+def redact_answer(answer: str, keep: frozenset[str] = frozenset(KEEP), sources: Sequence[str] = ()) -> str:
     """The answer with each personal datum or secret the ``pii`` guard finds replaced by its kind."""
-    for f in sorted(_found(answer, keep), key=lambda f: -f.start):
+    for f in sorted(_found(answer, keep, sources), key=lambda f: -f.start):
         answer = f"{answer[: f.start]}[{f.kind}]{answer[f.end :]}"
     return answer
 

@@ -172,8 +172,9 @@ NOT_NAMES = frozenset(
     August September October November December API SDK URL HTTP HTTPS JSON CSV PDF Team Business Enterprise Free
     Pro Plan Harbor Keel Error Warning Info Debug Please Thanks Hello Hi Dear OK
     Email E-mail Phone Account Billing Settings Password Invoice Invoices Support Order Refund Login Dashboard
-    Profile Admin Customer Security Subscription Payment Checkout Cart Help Home Inbox Chat""".split()
-)  # the last line: product and UI nouns support text capitalises mid-sentence ("my Email changed")
+    Profile Admin Customer Security Subscription Payment Checkout Cart Help Home Inbox Chat
+    Ruby Julia Crystal Elixir Swift Rust Go Java Python Kotlin Scala Dart Perl""".split()
+)  # the last lines: product, UI and programming-language nouns support text capitalises mid-sentence
 
 
 @functools.cache
