@@ -15,6 +15,7 @@ own, see ``heuristics``); encoded payloads (base64, ROT13) are decoded and scree
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -147,15 +148,18 @@ def _weights(samples: list[Sample]) -> list[float]:
     return out
 
 
-def _fit(samples: list[Sample], c: float) -> Any:
+Read = Callable[[str], str]
+
+
+def _fit(samples: list[Sample], c: float, read: Read = features) -> Any:
     documents = sum(s.channel == "document" and s.label == 0 for s in samples)
     samples = samples + planted(samples, int(documents * PLANTED))
-    texts, labels = [features(s.text) for s in samples], [s.label for s in samples]
+    texts, labels = [read(s.text) for s in samples], [s.label for s in samples]
     return _pipeline(c).fit(texts, labels, logisticregression__sample_weight=_weights(samples))
 
 
-def _probs(model: Any, samples: list[Sample]) -> list[float]:
-    return [float(p) for p in model.predict_proba([features(s.text) for s in samples])[:, 1]] if samples else []
+def _probs(model: Any, samples: list[Sample], read: Read = features) -> list[float]:
+    return [float(p) for p in model.predict_proba([read(s.text) for s in samples])[:, 1]] if samples else []
 
 
 def _of(rows: list[tuple[Sample, float]], channel: str) -> tuple[list[int], list[float]]:
@@ -189,17 +193,13 @@ def train(
     samples = [s for s in load(corpora) if normalise(s.text) not in held]
     by_split = {sp: [s for s in samples if s.split == sp] for sp in ("train", "validation", "test")}
     valid = by_split["validation"]
+    read = functools.cache(features)  # every fit and every fold reads the same texts: fold them once
     best: tuple[float, float, Any] | None = None  # (mean F1, C, model)
     for c in cs:
         say(f"fitting C={c:g} on {len(by_split['train']):,} texts from {len(corpora)} corpora")
-        model = _fit(by_split["train"], c)
-        rows = list(zip(valid, _probs(model, valid), strict=True))
-        mean_f1 = sum(
-            _pick([s.label for s, _ in rows if s.channel == ch], [p for s, p in rows if s.channel == ch], ceilings[ch])[
-                0
-            ]
-            for ch in CHANNELS
-        ) / len(CHANNELS)
+        model = _fit(by_split["train"], c, read)
+        rows = list(zip(valid, _probs(model, valid, read), strict=True))
+        mean_f1 = sum(_pick(*_of(rows, ch), ceilings[ch])[0] for ch in CHANNELS) / len(CHANNELS)
         if best is None or mean_f1 > best[0]:
             best = (mean_f1, c, model)
     if best is None:
@@ -211,16 +211,16 @@ def train(
             say(f"C={c:g}: leaving out {name} ({i + 1}/{len(corpora)})")
             others = [s for s in by_split["train"] if s.corpus != name]
             left = [s for s in samples if s.corpus == name]
-            tuning += zip(left, _probs(_fit(others, c), left), strict=True)
+            tuning += zip(left, _probs(_fit(others, c, read), left, read), strict=True)
     else:
-        tuning = list(zip(valid, _probs(model, valid), strict=True))
+        tuning = list(zip(valid, _probs(model, valid, read), strict=True))
     thresholds: dict[str, float] = {ch: _pick(*_of(tuning, ch), ceilings[ch])[1] for ch in CHANNELS}
     for vectorizer in model.steps[0][1].transformer_list:
         vectorizer[1].stop_words_ = None  # only kept for introspection; drops megabytes from the artifact
     report: dict[str, Any] = {"C": c, "thresholds": thresholds, "ceilings": ceilings, "tuned": "across datasets"
                               if cross else "validation", "test": {}, "validation": {}, "left_out": {}}  # fmt: skip
     for split_name in ("validation", "test"):
-        split_rows = list(zip(by_split[split_name], _probs(model, by_split[split_name]), strict=True))
+        split_rows = list(zip(by_split[split_name], _probs(model, by_split[split_name], read), strict=True))
         for name in corpora:
             mine = [(s, p) for s, p in split_rows if s.corpus == name]
             if mine:
@@ -277,7 +277,7 @@ class InjectionModel:
         bundle = joblib.load(path)  # our own artifact, written by `keel guard train`
         self.model, self.threshold, self.version = bundle["model"], float(bundle["threshold"]), bundle["version"]
         self.thresholds: dict[str, float] = bundle.get("thresholds") or {ch: self.threshold for ch in CHANNELS}
-        self.read: Callable[[str], str] = features if bundle.get("features") == "cues-v1" else normalise
+        self.read: Read = features if bundle.get("features") == "cues-v1" else normalise
         self._fast = _FastScorer(self.model, self.read)
 
     def threshold_for(self, channel: Channel) -> float:
@@ -296,7 +296,7 @@ class _FastScorer:
     regression's weights — one dict lookup per n-gram (sklearn's sparse machinery costs ~1 ms a call).
     ``check`` compares it with ``predict_proba`` when the model loads."""
 
-    def __init__(self, model: Any, read: Callable[[str], str]) -> None:
+    def __init__(self, model: Any, read: Read) -> None:
         union, regression = model.steps[0][1], model.steps[-1][1]
         weights = regression.coef_[0]
         self.intercept = float(regression.intercept_[0])
