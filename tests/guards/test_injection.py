@@ -96,7 +96,7 @@ def test_empty_and_huge_inputs() -> None:
 def test_training_is_reproducible(tmp_path: Path) -> None:
     from keel.guards.injection import save, train
 
-    trained = train(version="injection-test")  # ~1 min: three fits, then one per corpus left out
+    trained = train(version="injection-test")  # ~55 s: three fits, then one per corpus left out
     save(trained, tmp_path)
     shipped = json.loads((MODELS / "injection-v2.json").read_text())
     again = json.loads((tmp_path / "injection-test.json").read_text())
